@@ -1,0 +1,225 @@
+"""Input normalisation: the one boundary where user data becomes a dask array.
+
+Everything the engine and the estimators receive has passed through
+:func:`as_samples`: a 2-D (samples × features) or 1-D (samples) dask array, chunked
+along samples only, of dtype float32 or float64. User stores are opened read-only.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+DEFAULT_CHUNK_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A validated input array and where it came from.
+
+    Attributes
+    ----------
+    array : dask.array.Array
+        Shape ``(n_samples, n_features)`` (or ``(n_samples,)`` for 1-D inputs),
+        chunked along samples only.
+    name : str
+        Name used in error messages (the Zarr variable name, or ``"X"``).
+    source : str or None
+        ``"path::variable"`` for Zarr inputs, else None.
+    kind : str
+        ``"numpy"``, ``"dask"``, ``"xarray"`` or ``"zarr"``: what the user passed,
+        which decides what per-sample methods return.
+    coords : dict
+        For xarray input, the sample coordinate (to label lazy results).
+    """
+
+    array: da.Array
+    name: str
+    source: str | None
+    kind: str
+    sample_dim: str = "sample"
+    coords: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.array.shape[0])
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Shape, dtype, sample chunking and location: what a checkpoint must match."""
+        return {
+            "name": self.name,
+            "shape": [int(s) for s in self.array.shape],
+            "dtype": str(self.array.dtype),
+            "sample_chunks": [int(c) for c in self.array.chunks[0]],
+            "source": self.source,
+        }
+
+
+def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Array:
+    """Open ``variable`` of the Zarr store at ``path`` read-only, with clear errors."""
+    location = Path(path)
+    if "://" not in str(path) and not location.exists():
+        raise FileNotFoundError(f"Zarr store {str(path)!r} does not exist.")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for unreadable stores
+        raise ValueError(f"{str(path)!r} is not a readable Zarr group: {exc}") from exc
+    if variable not in group:
+        names = sorted(k for k, _ in group.arrays())
+        raise KeyError(
+            f"Zarr store {str(path)!r} has no variable {variable!r}; it has {names}."
+        )
+    array = group[variable]
+    if not isinstance(array, zarr.Array):
+        raise ValueError(f"{variable!r} in {str(path)!r} is a group, not an array.")
+    return array
+
+
+def as_samples(
+    data: Any,
+    *,
+    variable: str | None = None,
+    sample_dim: str = "sample",
+    feature_dim: str | None = "feature",
+    name: str = "X",
+    ndim: int = 2,
+    chunk_rows: int | None = None,
+) -> Samples:
+    """Turn user input into a validated :class:`Samples`.
+
+    Parameters
+    ----------
+    data : array-like, dask array, xarray.DataArray, xarray.Dataset or path
+        A numpy array, a dask array, an ``xarray.DataArray`` with dims
+        ``(sample_dim, feature_dim)`` in any order, an ``xarray.Dataset`` plus
+        ``variable``, or a Zarr store path plus ``variable``.
+    variable : str, optional
+        The variable to read from a Zarr store or a Dataset.
+    sample_dim, feature_dim : str
+        Dimension names for xarray inputs.
+    name : str
+        What to call this input in error messages.
+    ndim : {1, 2}
+        The number of dimensions expected (2 for samples × features, 1 for a
+        per-sample vector such as a regression target).
+    chunk_rows : int, optional
+        Rows per chunk for numpy input (default 100,000). Ignored for inputs that
+        are already chunked.
+
+    Returns
+    -------
+    Samples
+
+    Raises
+    ------
+    ValueError
+        Wrong number of dimensions, empty input, unknown dims.
+    TypeError
+        Non-numeric dtype.
+    FileNotFoundError, KeyError
+        A store path or variable that does not exist.
+    """
+    source = None
+    coords: dict[str, Any] = {}
+    if isinstance(data, str | os.PathLike):
+        if variable is None:
+            raise ValueError(
+                f"A Zarr store path was given ({str(data)!r}) without a variable name; "
+                "pass variable='X' (the name of the array in the store)."
+            )
+        stored = open_zarr_variable(data, variable)
+        source = f"{os.fspath(data)}::{variable}"
+        name = variable
+        array = da.from_zarr(stored)
+        kind = "zarr"
+    elif isinstance(data, xr.Dataset):
+        if variable is None or variable not in data:
+            raise KeyError(
+                f"Pass variable=... naming one of the Dataset's variables {list(data.data_vars)}."
+            )
+        return as_samples(
+            data[variable],
+            sample_dim=sample_dim,
+            feature_dim=feature_dim,
+            name=variable,
+            ndim=ndim,
+            chunk_rows=chunk_rows,
+        )
+    elif isinstance(data, xr.DataArray):
+        dims = (sample_dim,) if ndim == 1 else (sample_dim, feature_dim)
+        if set(data.dims) != set(dims):
+            raise ValueError(
+                f"{name} has dims {data.dims}; expected {dims}. Pass sample_dim= and "
+                "feature_dim= to name yours."
+            )
+        data = data.transpose(*dims)
+        if sample_dim in data.coords:
+            coords[sample_dim] = data.coords[sample_dim]
+        array = data.data if isinstance(data.data, da.Array) else _from_numpy(
+            np.asarray(data.data), chunk_rows
+        )
+        kind = "xarray"
+    elif isinstance(data, da.Array):
+        array = data
+        kind = "dask"
+    else:
+        array = _from_numpy(np.asarray(data), chunk_rows)
+        kind = "numpy"
+    array = _validated(array, name, ndim)
+    return Samples(array, name, source, kind, sample_dim, coords)
+
+
+def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
+    rows = chunk_rows or DEFAULT_CHUNK_ROWS
+    chunks = (rows,) + values.shape[1:] if values.ndim >= 1 else ()
+    return da.from_array(values, chunks=chunks, name=False)
+
+
+def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
+    if array.ndim != ndim:
+        if ndim == 2 and array.ndim == 1:
+            hint = " Reshape it with X.reshape(-1, 1) for one feature, or X.reshape(1, -1) for one sample."
+        else:
+            hint = ""
+        raise ValueError(f"{name} must be {ndim}-D; got {array.ndim}-D of shape {array.shape}.{hint}")
+    if array.shape[0] == 0 or (ndim == 2 and array.shape[1] == 0):
+        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least one sample and feature.")
+    dtype = array.dtype
+    if dtype.kind in "biu":
+        array = array.astype(np.float64)
+    elif dtype.kind != "f":
+        raise TypeError(
+            f"{name} has dtype {dtype}; dem needs numbers. Convert it to float32 or float64 "
+            "(for example X.astype('float64')) after encoding any categorical columns."
+        )
+    elif dtype.itemsize < 4 or dtype.itemsize > 8:
+        array = array.astype(np.float64)
+    if ndim == 2 and len(array.chunks[1]) > 1:
+        warnings.warn(
+            f"{name} is split into {len(array.chunks[1])} chunks along the feature axis; "
+            "rechunking it to one chunk (store it with whole rows per chunk to avoid this).",
+            UserWarning,
+            stacklevel=4,
+        )
+        array = array.rechunk({1: -1})
+    return array
+
+
+def sample_rows(array: da.Array, size: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``size`` distinct random rows of ``array`` as numpy (one compute).
+
+    Only the chosen rows travel to the client; the rows keep their order in the data.
+    """
+    n_samples = int(array.shape[0])
+    if n_samples <= size:
+        return np.asarray(array.compute())
+    rows = np.sort(rng.choice(n_samples, size=size, replace=False))
+    return np.asarray(array[rows].compute())

@@ -1,0 +1,122 @@
+"""Plumbing every estimator shares: restarts and checkpoints around the engine, and
+per-sample outputs that stay lazy for lazy input."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from dem import engine
+from dem.checkpoint import Checkpoint
+from dem.data import Samples
+from dem.model import EMModel, Params
+
+
+def fit_restarts(
+    model: EMModel,
+    inputs: Mapping[str, Samples],
+    make_init: Callable[[np.random.Generator], Params],
+    *,
+    n_init: int,
+    random_state: int | np.random.Generator | None,
+    tol: float,
+    max_iter: int,
+    split_every: int,
+    checkpoint: str | os.PathLike[str] | None,
+    resume: bool,
+    callback: Callable[[engine.IterationInfo], Any] | None,
+    persist: bool | None,
+) -> tuple[engine.EMResult, list[engine.EMResult]]:
+    """Run ``n_init`` EM fits and return the best (highest final lower bound) and all.
+
+    Each restart draws its initialisation from its own child of ``random_state``,
+    so restart r starts the same whether or not restarts before it were resumed.
+    """
+    store = None
+    if checkpoint is not None:
+        store = Checkpoint.open(
+            checkpoint,
+            model=model.name,
+            config={**model.config(), "n_init": n_init, "split_every": split_every},
+            fingerprint={name: s.fingerprint() for name, s in inputs.items()},
+            resume=resume,
+        )
+    arrays = {name: s.array for name, s in inputs.items()}
+    if n_init > 1:  # persist once for all restarts rather than once per restart
+        arrays = engine.prepare(arrays, persist)
+    seeds = _child_rngs(random_state, n_init)
+    results = []
+    for run in range(n_init):
+        rng = seeds[run]
+        results.append(
+            engine.fit(
+                model,
+                arrays,
+                lambda rng=rng: make_init(rng),  # type: ignore[misc]
+                tol=tol,
+                max_iter=max_iter,
+                split_every=split_every,
+                checkpoint=store,
+                run=run,
+                callback=callback,
+                persist=persist,
+            )
+        )
+    best = max(results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf)
+    return best, results
+
+
+def _child_rngs(random_state: int | np.random.Generator | None, count: int) -> list[np.random.Generator]:
+    if isinstance(random_state, np.random.Generator):
+        return list(random_state.spawn(count))
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(random_state).spawn(count)]
+
+
+def per_sample(
+    samples: Samples,
+    function: Callable[[np.ndarray], np.ndarray],
+    *,
+    columns: int | None,
+    dtype: Any = np.float64,
+    column_dim: str = "component",
+) -> np.ndarray | da.Array | xr.DataArray:
+    """Apply a row-wise ``function`` to every sample chunk.
+
+    Returns numpy for numpy input, a lazy dask array with the input's sample chunks for
+    dask or Zarr input, and a lazy ``xarray.DataArray`` (dims ``sample_dim`` and
+    ``column_dim``) for xarray input. ``columns=None`` means one value per sample.
+    """
+    if samples.kind == "numpy":
+        return function(samples.array.compute(scheduler="sync"))
+    if columns is None:
+        result = samples.array.map_blocks(function, dtype=dtype, drop_axis=1)
+    else:
+        result = samples.array.map_blocks(
+            function, dtype=dtype, chunks=(samples.array.chunks[0], (columns,))
+        )
+    if samples.kind != "xarray":
+        return result
+    dims = (samples.sample_dim,) if columns is None else (samples.sample_dim, column_dim)
+    return xr.DataArray(result, dims=dims, coords=samples.coords)
+
+
+class NotFittedError(AttributeError, ValueError):
+    """A method that needs fitted parameters was called before ``fit``."""
+
+
+def check_hyperparameters(
+    estimator: Any, constraints: Mapping[str, tuple[Callable[[Any], bool], str]]
+) -> None:
+    """Validate hyperparameters against a declared table of (predicate, description)."""
+    for name, (valid, description) in constraints.items():
+        value = getattr(estimator, name)
+        if not valid(value):
+            raise ValueError(
+                f"{type(estimator).__name__}: {name} must be {description}; got {value!r}."
+            )

@@ -1,0 +1,80 @@
+"""The model protocol: the pure functions the engine calls.
+
+A model is a small immutable object (its configuration) whose methods are pure
+functions over numpy arrays. The engine knows nothing of Gaussians or censoring; it
+only maps :meth:`EMModel.e_step` over aligned chunks of the input arrays, sums the
+statistics in a tree with :meth:`EMModel.combine`, and calls :meth:`EMModel.m_step`
+on the client.
+
+``Params`` and ``Stats`` are plain ``dict[str, numpy.ndarray]``. Statistics are
+additive, always float64, and must include ``"n"`` (the number of samples the chunk
+contributed) and ``"loglik"`` (the chunk's summed log-likelihood at the parameters
+the E-step was given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Params = dict[str, np.ndarray]
+Stats = dict[str, np.ndarray]
+Block = Mapping[str, np.ndarray]
+
+
+@runtime_checkable
+class EMModel(Protocol):
+    """What a model gives the engine.
+
+    Attributes
+    ----------
+    name : str
+        Identifies the model family in checkpoints (``"gaussian_mixture"``).
+    inputs : tuple of str
+        Names of the aligned input arrays each block holds, in order (``("X",)``,
+        or ``("X", "y", "lower", "upper")``).
+    missing_ok : frozenset of str
+        Inputs in which NaN means "missing" rather than invalid. Infinity is
+        always invalid.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    missing_ok: frozenset[str]
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable configuration that changes the mathematics."""
+        ...
+
+    def param_dims(self) -> dict[str, tuple[str, ...]]:
+        """Dimension names of each parameter array (for xarray and checkpoints)."""
+        ...
+
+    def e_step(self, block: Block, params: Params) -> Stats:
+        """Sufficient statistics of one chunk at ``params``."""
+        ...
+
+    def combine(self, a: Stats, b: Stats) -> Stats:
+        """Sum of two statistics (associative; the engine reduces in a tree)."""
+        ...
+
+    def m_step(self, stats: Stats, params: Params) -> Params:
+        """New parameters from the statistics of all the data."""
+        ...
+
+
+def add_stats(a: Stats, b: Stats) -> Stats:
+    """Elementwise sum of two statistics dictionaries (the default ``combine``)."""
+    if a.keys() != b.keys():
+        raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
+    return {key: a[key] + b[key] for key in a}
+
+
+def params_equal(a: Params, b: Params) -> bool:
+    """True when two parameter sets hold bit-identical arrays."""
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k])
+        for k in a
+    )
