@@ -174,7 +174,12 @@ COVARIANCE = {
 
 def _chol_inverse_transpose(covariance: np.ndarray) -> np.ndarray:
     chol = linalg.cholesky(covariance, lower=True)
-    return linalg.solve_triangular(chol, np.eye(len(covariance)), lower=True).T
+    # LAPACK's triangular inverse: as exact as a triangular solve against I, and it
+    # avoids solve_triangular's per-call overhead (milliseconds for a 16 x 16 matrix)
+    inverse, info = linalg.lapack.dtrtri(chol, lower=1)
+    if info != 0:
+        raise linalg.LinAlgError(f"singular Cholesky factor (trtri info {info})")
+    return inverse.T
 
 
 def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
