@@ -58,7 +58,9 @@ def _checksum(params: Params) -> str:
 
 def _normalised(value: Any) -> Any:
     """JSON round trip, so tuples and lists (and numpy scalars) compare equal."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    return json.loads(
+        json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    )
 
 
 class Checkpoint:
@@ -111,7 +113,12 @@ class Checkpoint:
         return cls(root, path)
 
     def write(
-        self, run: int, iteration: int, params: Params, loglik: float, converged: bool,
+        self,
+        run: int,
+        iteration: int,
+        params: Params,
+        loglik: float,
+        converged: bool,
         dims: dict[str, tuple[str, ...]],
     ) -> None:
         """Write one iteration completely, then mark it complete and advance ``latest``."""
@@ -155,18 +162,27 @@ def _validate_header(path: str, found: Any, expected: dict[str, Any]) -> None:
             )
 
 
+def _group(root: zarr.Group, path: str) -> zarr.Group:
+    member = root[path]
+    if not isinstance(member, zarr.Group):
+        raise KeyError(f"{path} is not a group")
+    return member
+
+
 def _iterations(root: zarr.Group, run: int) -> list[int]:
     try:
-        group = root[f"run-{run}"]
+        group = _group(root, f"run-{run}")
     except KeyError:
         return []
     return sorted(int(name.split("-")[1]) for name, _ in group.groups() if name.startswith("iter-"))
 
 
-def _read_iteration(root: zarr.Group, run: int, iteration: int) -> tuple[Params, dict[str, Any]] | None:
+def _read_iteration(
+    root: zarr.Group, run: int, iteration: int
+) -> tuple[Params, dict[str, Any]] | None:
     """Parameters and attributes of a complete, intact iteration, else None."""
     try:
-        group = root[f"run-{run}/iter-{iteration:06d}"]
+        group = _group(root, f"run-{run}/iter-{iteration:06d}")
         attrs = dict(group.attrs)
         if not attrs.get("complete"):
             return None
@@ -232,14 +248,17 @@ def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.
     if not isinstance(header, dict):
         raise CheckpointMismatchError(f"{path!r} is not a dem checkpoint.")
     if run is None:
-        run = int(dict(root.attrs).get("latest", {}).get("run", 0))
+        latest = dict(root.attrs).get("latest")
+        run = int(latest.get("run", 0)) if isinstance(latest, dict) else 0
     restored = _restore(root, run, path)
     if restored is None:
         raise ValueError(f"Checkpoint {path!r} holds no complete iteration for run {run}.")
-    group = root[f"run-{run}/iter-{restored.iteration:06d}"]
+    group = _group(root, f"run-{run}/iter-{restored.iteration:06d}")
     variables = {}
     for name, array in group.arrays():
-        dims = array.metadata.dimension_names or tuple(f"{name}_dim_{i}" for i in range(array.ndim))
+        dims = getattr(array.metadata, "dimension_names", None) or tuple(
+            f"{name}_dim_{i}" for i in range(array.ndim)
+        )
         variables[name] = (tuple(dims), restored.params[name])
     dataset = xr.Dataset(variables)
     dataset["loglik"] = ("iteration", np.array([np.nan, *restored.lower_bounds]))

@@ -74,9 +74,7 @@ def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Arra
         raise ValueError(f"{str(path)!r} is not a readable Zarr group: {exc}") from exc
     if variable not in group:
         names = sorted(k for k, _ in group.arrays())
-        raise KeyError(
-            f"Zarr store {str(path)!r} has no variable {variable!r}; it has {names}."
-        )
+        raise KeyError(f"Zarr store {str(path)!r} has no variable {variable!r}; it has {names}.")
     array = group[variable]
     if not isinstance(array, zarr.Array):
         raise ValueError(f"{variable!r} in {str(path)!r} is a group, not an array.")
@@ -130,6 +128,8 @@ def as_samples(
     source = None
     coords: dict[str, Any] = {}
     if isinstance(data, str | os.PathLike):
+        if "://" not in os.fspath(data) and not os.path.exists(data):
+            raise FileNotFoundError(f"Zarr store {os.fspath(data)!r} does not exist.")
         if variable is None:
             raise ValueError(
                 f"A Zarr store path was given ({str(data)!r}) without a variable name; "
@@ -163,8 +163,10 @@ def as_samples(
         data = data.transpose(*dims)
         if sample_dim in data.coords:
             coords[sample_dim] = data.coords[sample_dim]
-        array = data.data if isinstance(data.data, da.Array) else _from_numpy(
-            np.asarray(data.data), chunk_rows
+        array = (
+            data.data
+            if isinstance(data.data, da.Array)
+            else _from_numpy(np.asarray(data.data), chunk_rows)
         )
         kind = "xarray"
     elif isinstance(data, da.Array):
@@ -179,7 +181,7 @@ def as_samples(
 
 def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
     rows = chunk_rows or DEFAULT_CHUNK_ROWS
-    chunks = (rows,) + values.shape[1:] if values.ndim >= 1 else ()
+    chunks = (rows, *values.shape[1:]) if values.ndim >= 1 else ()
     return da.from_array(values, chunks=chunks, name=False)
 
 
@@ -189,9 +191,13 @@ def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
             hint = " Reshape it with X.reshape(-1, 1) for one feature, or X.reshape(1, -1) for one sample."
         else:
             hint = ""
-        raise ValueError(f"{name} must be {ndim}-D; got {array.ndim}-D of shape {array.shape}.{hint}")
+        raise ValueError(
+            f"{name} must be {ndim}-D; got {array.ndim}-D of shape {array.shape}.{hint}"
+        )
     if array.shape[0] == 0 or (ndim == 2 and array.shape[1] == 0):
-        raise ValueError(f"{name} is empty (shape {array.shape}); it needs at least one sample and feature.")
+        raise ValueError(
+            f"{name} is empty (shape {array.shape}); it needs at least one sample and feature."
+        )
     dtype = array.dtype
     if dtype.kind in "biu":
         array = array.astype(np.float64)

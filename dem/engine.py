@@ -122,7 +122,9 @@ def chunk_blocks(arrays: Mapping[str, da.Array]) -> list[tuple[int, list[Delayed
     ]
 
 
-def _check_block(names: Sequence[str], values: Sequence[np.ndarray], missing_ok: frozenset[str], first_row: int) -> None:
+def _check_block(
+    names: Sequence[str], values: Sequence[np.ndarray], missing_ok: frozenset[str], first_row: int
+) -> None:
     for name, value in zip(names, values, strict=True):
         bad = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
         if bad.any():
@@ -152,7 +154,9 @@ def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) ->
     return functools.reduce(combine, children)
 
 
-def tree_reduce(nodes: list[Delayed], combine: Callable[[Stats, Stats], Stats], split_every: int) -> Delayed:
+def tree_reduce(
+    nodes: list[Delayed], combine: Callable[[Stats, Stats], Stats], split_every: int
+) -> Delayed:
     """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}.")
@@ -198,8 +202,13 @@ def map_reduce(
 ) -> Stats:
     """Run one pass over ``arrays`` and return the reduced statistics (one compute)."""
     graph = map_reduce_graph(
-        function, combine, tuple(arrays), chunk_blocks(arrays), params,
-        split_every=split_every, missing_ok=missing_ok,
+        function,
+        combine,
+        tuple(arrays),
+        chunk_blocks(arrays),
+        params,
+        split_every=split_every,
+        missing_ok=missing_ok,
     )
     (stats,) = dask.compute(graph)
     return stats
@@ -253,7 +262,9 @@ def fit(
         if checkpoint is not None:
             checkpoint.write(run, 0, result.params, math.nan, False, model.param_dims())
     else:
-        result = EMResult(restored.params, restored.lower_bounds, restored.iteration, restored.converged)
+        result = EMResult(
+            restored.params, restored.lower_bounds, restored.iteration, restored.converged
+        )
     if result.converged or result.n_iter >= max_iter:
         _warn_if_not_converged(result, max_iter)
         return result
@@ -265,8 +276,13 @@ def fit(
     for iteration in range(result.n_iter + 1, max_iter + 1):
         started = time.perf_counter()
         graph = map_reduce_graph(
-            model.e_step, model.combine, names, blocks, result.params,
-            split_every=split_every, missing_ok=check,
+            model.e_step,
+            model.combine,
+            names,
+            blocks,
+            result.params,
+            split_every=split_every,
+            missing_ok=check,
         )
         (stats,) = dask.compute(graph)
         check = None  # invalid values are looked for in the first pass only
@@ -282,9 +298,20 @@ def fit(
         result.n_iter = iteration
         result.converged = abs(change) < tol
         if checkpoint is not None:
-            checkpoint.write(run, iteration, result.params, loglik, result.converged, model.param_dims())
+            checkpoint.write(
+                run, iteration, result.params, loglik, result.converged, model.param_dims()
+            )
         if callback is not None:
-            callback(IterationInfo(run, iteration, loglik, change, time.perf_counter() - started, checkpoint is not None))
+            callback(
+                IterationInfo(
+                    run,
+                    iteration,
+                    loglik,
+                    change,
+                    time.perf_counter() - started,
+                    checkpoint is not None,
+                )
+            )
         if result.converged:
             break
     _warn_if_not_converged(result, max_iter)

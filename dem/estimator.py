@@ -72,7 +72,9 @@ def fit_restarts(
     return best, results
 
 
-def _child_rngs(random_state: int | np.random.Generator | None, count: int) -> list[np.random.Generator]:
+def _child_rngs(
+    random_state: int | np.random.Generator | None, count: int
+) -> list[np.random.Generator]:
     if isinstance(random_state, np.random.Generator):
         return list(random_state.spawn(count))
     return [np.random.default_rng(s) for s in np.random.SeedSequence(random_state).spawn(count)]
@@ -95,11 +97,10 @@ def per_sample(
     if samples.kind == "numpy":
         return function(samples.array.compute(scheduler="sync"))
     if columns is None:
-        result = samples.array.map_blocks(function, dtype=dtype, drop_axis=1)
+        result = da.map_blocks(function, samples.array, dtype=dtype, drop_axis=1)
     else:
-        result = samples.array.map_blocks(
-            function, dtype=dtype, chunks=(samples.array.chunks[0], (columns,))
-        )
+        chunks = (samples.array.chunks[0], (columns,))
+        result = da.map_blocks(function, samples.array, dtype=dtype, chunks=chunks)
     if samples.kind != "xarray":
         return result
     dims = (samples.sample_dim,) if columns is None else (samples.sample_dim, column_dim)

@@ -15,12 +15,12 @@ the E-step was given).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 Params = dict[str, np.ndarray]
-Stats = dict[str, np.ndarray]
+Stats = dict[str, np.ndarray | np.floating[Any]]
 Block = Mapping[str, np.ndarray]
 
 
@@ -40,9 +40,9 @@ class EMModel(Protocol):
         always invalid.
     """
 
-    name: str
-    inputs: tuple[str, ...]
-    missing_ok: frozenset[str]
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    missing_ok: ClassVar[frozenset[str]]
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable configuration that changes the mathematics."""
@@ -70,11 +70,3 @@ def add_stats(a: Stats, b: Stats) -> Stats:
     if a.keys() != b.keys():
         raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
     return {key: a[key] + b[key] for key in a}
-
-
-def params_equal(a: Params, b: Params) -> bool:
-    """True when two parameter sets hold bit-identical arrays."""
-    return a.keys() == b.keys() and all(
-        a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k])
-        for k in a
-    )

@@ -30,7 +30,9 @@ def initial_parameters(
     means = x[rng.choice(len(x), n_components, replace=False)]
     scale = np.var(x, axis=0)
     if covariance_type == "full":
-        precisions = np.stack([np.diag(1.0 / (scale * rng.uniform(0.5, 2.0, d))) for _ in range(n_components)])
+        precisions = np.stack(
+            [np.diag(1.0 / (scale * rng.uniform(0.5, 2.0, d))) for _ in range(n_components)]
+        )
     elif covariance_type == "tied":
         precisions = np.diag(1.0 / scale)
     elif covariance_type == "diag":
@@ -49,8 +51,14 @@ def blobs() -> np.ndarray:
 def process_client():
     """A real LocalCluster with two worker processes (one thread each)."""
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-        worker_dashboard_address=None,
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client

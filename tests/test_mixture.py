@@ -20,8 +20,12 @@ def fit_both(x, data, covariance_type, max_iter, **options):
     init = initial_parameters(x, 3, covariance_type)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # both warn about max_iter on purpose
-        reference = SklearnMixture(3, covariance_type=covariance_type, max_iter=max_iter, tol=0, **init).fit(x)
-        ours = dem.GaussianMixture(3, covariance_type=covariance_type, max_iter=max_iter, tol=0, **init, **options).fit(data)
+        reference = SklearnMixture(
+            3, covariance_type=covariance_type, max_iter=max_iter, tol=0, **init
+        ).fit(x)
+        ours = dem.GaussianMixture(
+            3, covariance_type=covariance_type, max_iter=max_iter, tol=0, **init, **options
+        ).fit(data)
     return reference, ours
 
 
@@ -62,8 +66,12 @@ def test_data_far_from_origin_lose_no_accuracy(covariance_type):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_converges_like_sklearn(blobs, covariance_type):
     init = initial_parameters(blobs, 3, covariance_type)
-    reference = SklearnMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=500, **init).fit(blobs)
-    ours = dem.GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, max_iter=500, **init).fit(blobs)
+    reference = SklearnMixture(
+        3, covariance_type=covariance_type, tol=1e-6, max_iter=500, **init
+    ).fit(blobs)
+    ours = dem.GaussianMixture(
+        3, covariance_type=covariance_type, tol=1e-6, max_iter=500, **init
+    ).fit(blobs)
     assert ours.converged_ and reference.converged_
     assert ours.n_iter_ == reference.n_iter_
     assert_relative(ours.means_, reference.means_, 1e-8)
@@ -77,8 +85,14 @@ def test_log_likelihood_never_decreases(seed, covariance_type):
     k = int(rng.integers(1, 6))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dem.ConvergenceWarning)
-        model = dem.GaussianMixture(k, covariance_type=covariance_type, init_params="random", tol=0,
-                                    max_iter=40, random_state=seed).fit(da.from_array(x, chunks=97))
+        model = dem.GaussianMixture(
+            k,
+            covariance_type=covariance_type,
+            init_params="random",
+            tol=0,
+            max_iter=40,
+            random_state=seed,
+        ).fit(da.from_array(x, chunks=97))
     trace = np.array(model.lower_bounds_)
     assert np.all(np.diff(trace) >= -1e-10 * np.abs(trace[1:]))
 
@@ -90,11 +104,16 @@ def test_chunk_invariance(blobs, covariance_type):
     for chunks in (len(blobs), 1000, 333):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dem.ConvergenceWarning)
-            fits.append(dem.GaussianMixture(3, covariance_type=covariance_type, max_iter=15, tol=0, **init)
-                        .fit(da.from_array(blobs, chunks=chunks)))
+            fits.append(
+                dem.GaussianMixture(
+                    3, covariance_type=covariance_type, max_iter=15, tol=0, **init
+                ).fit(da.from_array(blobs, chunks=chunks))
+            )
     for other in fits[1:]:
         for name in FITTED:
-            np.testing.assert_allclose(getattr(other, name), getattr(fits[0], name), rtol=1e-11, atol=1e-14)
+            np.testing.assert_allclose(
+                getattr(other, name), getattr(fits[0], name), rtol=1e-11, atol=1e-14
+            )
 
 
 def test_same_bits_for_any_split_order(blobs):
@@ -115,8 +134,12 @@ def test_same_bits_for_any_split_order(blobs):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_per_sample_methods_match_sklearn(blobs, covariance_type):
     reference, ours = fit_both(blobs, blobs, covariance_type, 5)
-    np.testing.assert_allclose(ours.score_samples(blobs), reference.score_samples(blobs), rtol=1e-10)
-    np.testing.assert_allclose(ours.predict_proba(blobs), reference.predict_proba(blobs), atol=1e-10)
+    np.testing.assert_allclose(
+        ours.score_samples(blobs), reference.score_samples(blobs), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        ours.predict_proba(blobs), reference.predict_proba(blobs), atol=1e-10
+    )
     np.testing.assert_array_equal(ours.predict(blobs), reference.predict(blobs))
     assert ours.score(blobs) == pytest.approx(reference.score(blobs), rel=1e-12)
     assert ours.bic(blobs) == pytest.approx(reference.bic(blobs), rel=1e-12)
@@ -136,7 +159,9 @@ def test_lazy_results_keep_the_input_chunks(blobs):
 
 
 def test_xarray_input_and_output(blobs):
-    array = xr.DataArray(blobs.T, dims=("var", "obs"), coords={"obs": np.arange(len(blobs)) * 10}).chunk({"obs": 1000})
+    array = xr.DataArray(
+        blobs.T, dims=("var", "obs"), coords={"obs": np.arange(len(blobs)) * 10}
+    ).chunk({"obs": 1000})
     model = dem.GaussianMixture(3, random_state=0, sample_dim="obs", feature_dim="var").fit(array)
     proba = model.predict_proba(array)
     assert isinstance(proba, xr.DataArray) and proba.dims == ("obs", "component")
@@ -146,17 +171,24 @@ def test_xarray_input_and_output(blobs):
 
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
 def test_every_initialisation_finds_the_clusters(blobs, init_params):
-    model = dem.GaussianMixture(3, init_params=init_params, random_state=0, n_init=3, tol=1e-5,
-                                max_iter=300).fit(blobs)
+    model = dem.GaussianMixture(
+        3, init_params=init_params, random_state=0, n_init=3, tol=1e-5, max_iter=300
+    ).fit(blobs)
     reference = SklearnMixture(3, n_init=5, random_state=0).fit(blobs)
     assert model.converged_
     assert model.score(blobs) == pytest.approx(reference.score(blobs), abs=1e-4)
 
 
 def test_n_init_keeps_the_best_start(blobs):
-    single = [dem.GaussianMixture(3, init_params="random", random_state=s, max_iter=300).fit(blobs).lower_bound_
-              for s in range(3)]
-    several = dem.GaussianMixture(3, init_params="random", n_init=4, random_state=7, max_iter=300).fit(blobs)
+    single = [
+        dem.GaussianMixture(3, init_params="random", random_state=s, max_iter=300)
+        .fit(blobs)
+        .lower_bound_
+        for s in range(3)
+    ]
+    several = dem.GaussianMixture(
+        3, init_params="random", n_init=4, random_state=7, max_iter=300
+    ).fit(blobs)
     assert several.lower_bound_ >= min(single) - 1e-9
 
 
@@ -189,7 +221,9 @@ def test_float32_input_is_kept_and_agrees(blobs):
     init = initial_parameters(blobs, 3, "full")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dem.ConvergenceWarning)
-        single = dem.GaussianMixture(3, max_iter=10, tol=0, **init).fit(da.from_array(x32, chunks=1000))
+        single = dem.GaussianMixture(3, max_iter=10, tol=0, **init).fit(
+            da.from_array(x32, chunks=1000)
+        )
         double = dem.GaussianMixture(3, max_iter=10, tol=0, **init).fit(x32.astype(np.float64))
     assert single.means_.dtype == np.float64
     assert single.lower_bound_ == pytest.approx(double.lower_bound_, rel=1e-6)

@@ -119,7 +119,7 @@ def mixture_mean(params: Params) -> np.ndarray:
 
 def estimate_params(stats: Stats, shift: np.ndarray, covariance_type: str, reg_covar: float) -> Params:
     """Weights, means, covariances and precision factors from statistics about ``shift``."""
-    resp_sum = stats["resp_sum"]
+    resp_sum = np.asarray(stats["resp_sum"])
     counts = resp_sum + EPS
     # means = Σ r x / counts, written about the shift so nothing cancels
     dm = stats["sum_x"] / counts[:, None] - shift * (EPS / counts)[:, None]
@@ -338,15 +338,15 @@ class GaussianMixture:
         self.feature_dim = feature_dim
 
     _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "n_components": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+        "n_components": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
         "covariance_type": (lambda v: v in gaussian.COVARIANCE_TYPES, f"one of {gaussian.COVARIANCE_TYPES}"),
-        "tol": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
-        "reg_covar": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
-        "max_iter": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
-        "n_init": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+        "tol": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
+        "reg_covar": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
+        "max_iter": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
+        "n_init": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
         "init_params": (lambda v: v in INIT_METHODS, f"one of {INIT_METHODS}"),
-        "split_every": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
-        "init_sample_size": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+        "split_every": (lambda v: bool(isinstance(v, int | np.integer) and v >= 2), "an integer >= 2"),
+        "init_sample_size": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
     }
 
     # --- fitting ----------------------------------------------------------------------
