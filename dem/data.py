@@ -188,7 +188,10 @@ def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
 def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
     if array.ndim != ndim:
         if ndim == 2 and array.ndim == 1:
-            hint = " Reshape it with X.reshape(-1, 1) for one feature, or X.reshape(1, -1) for one sample."
+            hint = (
+                " Reshape it with X.reshape(-1, 1) for one feature, "
+                "or X.reshape(1, -1) for one sample."
+            )
         else:
             hint = ""
         raise ValueError(
