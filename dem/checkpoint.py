@@ -45,6 +45,7 @@ class Restored:
     params: Params
     lower_bounds: list[float]
     converged: bool
+    steps: list[int]  # the iteration number of each entry of lower_bounds
 
 
 def _checksum(params: Params) -> str:
@@ -208,16 +209,19 @@ def _restore(root: zarr.Group, run: int, path: str) -> Restored | None:
             continue
         params, attrs = found
         lower_bounds = []
-        for earlier in range(1, iteration + 1):
+        for earlier in (i for i in iterations if 0 < i < iteration):  # steps may skip numbers
             previous = _read_iteration(root, run, earlier)
             if previous is None:
                 raise CheckpointMismatchError(
-                    f"Checkpoint {path!r}: iteration {earlier} of run {run} is missing or "
-                    "damaged, so the log-likelihood trace cannot be restored. Start a new fit."
+                    f"Checkpoint {path!r}: iteration {earlier} of run {run} is damaged, so the "
+                    "log-likelihood trace cannot be restored. Start a new fit."
                 )
             loglik = previous[1]["loglik"]
             lower_bounds.append(np.nan if loglik is None else float(loglik))
-        return Restored(iteration, params, lower_bounds, bool(attrs["converged"]))
+        if iteration > 0:
+            lower_bounds.append(np.nan if attrs["loglik"] is None else float(attrs["loglik"]))
+        steps = [i for i in iterations if 0 < i <= iteration]
+        return Restored(iteration, params, lower_bounds, bool(attrs["converged"]), steps)
     return None
 
 
@@ -262,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.
         variables[name] = (tuple(dims), restored.params[name])
     dataset = xr.Dataset(variables)
     dataset["loglik"] = ("iteration", np.array([np.nan, *restored.lower_bounds]))
-    dataset = dataset.assign_coords(iteration=np.arange(restored.iteration + 1))
+    dataset = dataset.assign_coords(iteration=np.array([0, *restored.steps]))
     dataset.attrs.update(
         model=header["model"],
         config=json.dumps(header["config"]),

@@ -31,6 +31,7 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed, delayed
 
+from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
 from dem.checkpoint import Checkpoint
 from dem.model import Block, EMModel, Params, Stats
 
@@ -214,108 +215,196 @@ def map_reduce(
     return stats
 
 
-def fit(
-    model: EMModel,
+@dataclass(frozen=True)
+class _Fused:
+    """Several (model, params) pairs evaluated on the same block, one read for all."""
+
+    models: tuple[EMModel, ...]
+
+    def e_step(self, block: Block, params: list[Params]) -> list[Stats]:
+        return [m.e_step(block, p) for m, p in zip(self.models, params, strict=True)]
+
+    def combine(self, a: list[Stats], b: list[Stats]) -> list[Stats]:
+        return [m.combine(x, y) for m, x, y in zip(self.models, a, b, strict=True)]
+
+
+def em_pass(
+    pairs: Sequence[tuple[EMModel, Params]],
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    *,
+    split_every: int,
+    missing_ok: frozenset[str] | None,
+) -> list[Evaluation]:
+    """One read of the data: for each (model, params), ``(F(params), loglik(params))``.
+
+    One compute. ``F`` is the M-step after the E-step; when the M-step fails its
+    exception is returned in place of the parameters, for the step to decide.
+    """
+    fused = _Fused(tuple(model for model, _ in pairs))
+    graph = map_reduce_graph(
+        fused.e_step,
+        fused.combine,
+        names,
+        blocks,
+        [params for _, params in pairs],  # type: ignore[arg-type]
+        split_every=split_every,
+        missing_ok=missing_ok,
+    )
+    (all_stats,) = dask.compute(graph)
+    evaluations: list[Evaluation] = []
+    for (model, params), stats in zip(pairs, all_stats, strict=True):
+        loglik = float(stats["loglik"] / stats["n"])
+        try:
+            evaluations.append((model.m_step(stats, params), loglik))
+        except (ValueError, np.linalg.LinAlgError) as failure:
+            evaluations.append((failure, loglik))
+    return evaluations
+
+
+@dataclass
+class _Run:
+    index: int
+    model: EMModel
+    result: EMResult
+    step: StepGenerator | None = None
+    request: Params | None = None
+    started: float = 0.0
+
+    def done(self, max_iter: int) -> bool:
+        return self.step is None and (self.result.converged or self.result.n_iter >= max_iter)
+
+
+def fit_runs(
+    models: Sequence[EMModel],
     arrays: Mapping[str, da.Array],
-    init: Callable[[], Params],
+    inits: Sequence[Callable[[], Params]],
     *,
     tol: float = 1e-3,
     max_iter: int = 100,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    accelerate: str = "none",
     checkpoint: Checkpoint | None = None,
-    run: int = 0,
     callback: Callable[[IterationInfo], Any] | None = None,
     persist: bool | None = None,
-) -> EMResult:
-    """Fit ``model`` to ``arrays`` by EM.
+) -> list[EMResult]:
+    """Fit several runs (restarts, or models with different settings) in lockstep.
 
     Parameters
     ----------
-    model : EMModel
-        The model's pure functions.
+    models : sequence of EMModel
+        One model per run (the same one for restarts).
     arrays : mapping of str to dask.array.Array
         Aligned inputs (same sample chunks), keyed by the names in ``model.inputs``.
-    init : callable
-        Returns the initial parameters; called only when there is nothing to resume.
+    inits : sequence of callables
+        Each returns a run's initial parameters; called only when there is nothing
+        to resume.
     tol : float
-        Convergence threshold on the change of the mean per-sample log-likelihood.
+        Convergence threshold on the change of the mean per-sample log-likelihood
+        between two EM iterations.
     max_iter : int
-        Maximum number of EM iterations (counting those restored from a checkpoint).
+        Maximum number of passes over the data per run (counting restored ones). An
+        accelerated cycle in progress finishes, so a run may exceed it by 2.
     split_every : int
         Fan-in of the tree reduction.
+    accelerate : {"none", "squarem"}
+        ``"squarem"`` extrapolates between EM steps (see :mod:`dem.accelerate`).
     checkpoint : Checkpoint, optional
-        Where each iteration is written; resumed from when it holds iterations.
-    run : int
-        Which restart this is (a checkpoint keeps each run apart).
+        Where each step is written, run by run; resumed from when it holds steps.
     callback : callable, optional
-        Called after each iteration with an :class:`IterationInfo`.
+        Called after each step of each run with an :class:`IterationInfo`.
     persist : bool, optional
         Keep the inputs in cluster memory; see the module docstring for the default.
 
     Returns
     -------
-    EMResult
+    list of EMResult
+        One per run. Each read of a chunk serves every run still going.
     """
-    restored = checkpoint.restore(run) if checkpoint is not None else None
-    if restored is None:
-        result = EMResult(params=init())
-        if checkpoint is not None:
-            checkpoint.write(run, 0, result.params, math.nan, False, model.param_dims())
-    else:
+    runs = [
+        _start(index, model, init, checkpoint)
+        for index, (model, init) in enumerate(zip(models, inits, strict=True))
+    ]
+    active = [run for run in runs if not run.done(max_iter)]
+    if active:
+        check_accelerate(active[0].model, accelerate)
+        arrays = prepare(arrays, persist)
+        names, blocks = tuple(arrays), chunk_blocks(arrays)
+    check: frozenset[str] | None = models[0].missing_ok if models else None
+    while active:
+        for run in active:
+            if run.step is None:
+                run.step = STEPS[accelerate](
+                    run.model, run.result.params, run.result.lower_bound, tol
+                )
+                run.request, run.started = next(run.step), time.perf_counter()
+        pairs = [(run.model, run.request) for run in active]
+        evaluations = em_pass(pairs, names, blocks, split_every=split_every, missing_ok=check)  # type: ignore[arg-type]
+        check = None  # invalid values are looked for in the first pass only
+        for run, evaluation in zip(active, evaluations, strict=True):
+            try:
+                run.request = run.step.send(evaluation)  # type: ignore[union-attr]
+            except StopIteration as finished:
+                _record(run, finished.value, checkpoint, callback)
+        active = [run for run in active if not run.done(max_iter)]
+    for run in runs:
+        _warn_if_not_converged(run.result, max_iter)
+    return [run.result for run in runs]
+
+
+def fit(
+    model: EMModel,
+    arrays: Mapping[str, da.Array],
+    init: Callable[[], Params],
+    **options: Any,
+) -> EMResult:
+    """Fit one run; see :func:`fit_runs` for the options."""
+    return fit_runs([model], arrays, [init], **options)[0]
+
+
+def _start(
+    index: int, model: EMModel, init: Callable[[], Params], checkpoint: Checkpoint | None
+) -> _Run:
+    restored = checkpoint.restore(index) if checkpoint is not None else None
+    if restored is not None:
         result = EMResult(
             restored.params, restored.lower_bounds, restored.iteration, restored.converged
         )
-    if result.converged or result.n_iter >= max_iter:
-        _warn_if_not_converged(result, max_iter)
-        return result
+        return _Run(index, model, result)
+    run = _Run(index, model, EMResult(params=init()))
+    if checkpoint is not None:
+        checkpoint.write(index, 0, run.result.params, math.nan, False, model.param_dims())
+    return run
 
-    arrays = prepare(arrays, persist)
-    names = tuple(arrays)
-    blocks = chunk_blocks(arrays)
-    check: frozenset[str] | None = model.missing_ok
-    for iteration in range(result.n_iter + 1, max_iter + 1):
-        started = time.perf_counter()
-        graph = map_reduce_graph(
-            model.e_step,
-            model.combine,
-            names,
-            blocks,
+
+def _record(
+    run: _Run,
+    step: Step,
+    checkpoint: Checkpoint | None,
+    callback: Callable[[IterationInfo], Any] | None,
+) -> None:
+    result = run.result
+    change = step.loglik - result.lower_bound
+    result.params, result.converged = step.params, step.converged
+    result.lower_bounds.append(step.loglik)
+    result.n_iter += step.passes
+    run.step = run.request = None
+    if checkpoint is not None:
+        checkpoint.write(
+            run.index,
+            result.n_iter,
             result.params,
-            split_every=split_every,
-            missing_ok=check,
+            step.loglik,
+            result.converged,
+            run.model.param_dims(),
         )
-        (stats,) = dask.compute(graph)
-        check = None  # invalid values are looked for in the first pass only
-        loglik = float(stats["loglik"] / stats["n"])
-        if not np.isfinite(loglik):
-            raise FloatingPointError(
-                f"The log-likelihood became {loglik} at iteration {iteration}. Increase the "
-                "regularisation (reg_covar) or scale the input data."
+    if callback is not None:
+        seconds = time.perf_counter() - run.started
+        callback(
+            IterationInfo(
+                run.index, result.n_iter, step.loglik, change, seconds, checkpoint is not None
             )
-        change = loglik - result.lower_bound
-        result.params = model.m_step(stats, result.params)
-        result.lower_bounds.append(loglik)
-        result.n_iter = iteration
-        result.converged = abs(change) < tol
-        if checkpoint is not None:
-            checkpoint.write(
-                run, iteration, result.params, loglik, result.converged, model.param_dims()
-            )
-        if callback is not None:
-            callback(
-                IterationInfo(
-                    run,
-                    iteration,
-                    loglik,
-                    change,
-                    time.perf_counter() - started,
-                    checkpoint is not None,
-                )
-            )
-        if result.converged:
-            break
-    _warn_if_not_converged(result, max_iter)
-    return result
+        )
 
 
 def _warn_if_not_converged(result: EMResult, max_iter: int) -> None:

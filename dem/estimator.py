@@ -32,11 +32,13 @@ def fit_restarts(
     resume: bool,
     callback: Callable[[engine.IterationInfo], Any] | None,
     persist: bool | None,
+    accelerate: str = "none",
 ) -> tuple[engine.EMResult, list[engine.EMResult]]:
-    """Run ``n_init`` EM fits and return the best (highest final lower bound) and all.
+    """Run ``n_init`` EM fits in lockstep; return the best (highest lower bound) and all.
 
-    Each restart draws its initialisation from its own child of ``random_state``,
-    so restart r starts the same whether or not restarts before it were resumed.
+    The restarts share every pass over the data (one read of a chunk serves all of
+    them). Each draws its initialisation from its own child of ``random_state``, so
+    restart r starts the same whether or not restarts before it were resumed.
     """
     store = None
     if checkpoint is not None:
@@ -48,26 +50,18 @@ def fit_restarts(
             resume=resume,
         )
     arrays = {name: s.array for name, s in inputs.items()}
-    if n_init > 1:  # persist once for all restarts rather than once per restart
-        arrays = engine.prepare(arrays, persist)
-    seeds = _child_rngs(random_state, n_init)
-    results = []
-    for run in range(n_init):
-        rng = seeds[run]
-        results.append(
-            engine.fit(
-                model,
-                arrays,
-                lambda rng=rng: make_init(rng),  # type: ignore[misc]
-                tol=tol,
-                max_iter=max_iter,
-                split_every=split_every,
-                checkpoint=store,
-                run=run,
-                callback=callback,
-                persist=persist,
-            )
-        )
+    results = engine.fit_runs(
+        [model] * n_init,
+        arrays,
+        [lambda rng=rng: make_init(rng) for rng in _child_rngs(random_state, n_init)],
+        tol=tol,
+        max_iter=max_iter,
+        split_every=split_every,
+        accelerate=accelerate,
+        checkpoint=store,
+        callback=callback,
+        persist=persist,
+    )
     best = max(results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf)
     return best, results
 
