@@ -156,7 +156,7 @@ def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) ->
 
 
 def tree_reduce(
-    nodes: list[Delayed], combine: Callable[[Stats, Stats], Stats], split_every: int
+    nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int
 ) -> Delayed:
     """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
     if split_every < 2:
@@ -170,11 +170,11 @@ def tree_reduce(
 
 
 def map_reduce_graph(
-    function: Callable[[Block, Params], Stats],
-    combine: Callable[[Stats, Stats], Stats],
+    function: Callable[[Block, Any], Any],
+    combine: Callable[[Any, Any], Any],
     names: tuple[str, ...],
     blocks: list[tuple[int, list[Delayed]]],
-    params: Params,
+    params: Any,
     *,
     split_every: int = DEFAULT_SPLIT_EVERY,
     missing_ok: frozenset[str] | None = None,
@@ -247,7 +247,7 @@ def em_pass(
         fused.combine,
         names,
         blocks,
-        [params for _, params in pairs],  # type: ignore[arg-type]
+        [params for _, params in pairs],
         split_every=split_every,
         missing_ok=missing_ok,
     )

@@ -3,6 +3,7 @@ per-sample outputs that stay lazy for lazy input."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -53,7 +54,7 @@ def fit_restarts(
     results = engine.fit_runs(
         [model] * n_init,
         arrays,
-        [lambda rng=rng: make_init(rng) for rng in _child_rngs(random_state, n_init)],
+        [functools.partial(make_init, rng) for rng in _child_rngs(random_state, n_init)],
         tol=tol,
         max_iter=max_iter,
         split_every=split_every,
