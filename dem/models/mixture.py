@@ -4,8 +4,9 @@ The E-step of one chunk walks it in row blocks that stay in cache; for each bloc
 computes the weighted log densities (one matrix product against the stacked precision
 factors for full covariances), the responsibilities, and adds the sufficient
 statistics ``resp_sum`` (Σ r), ``sum_x`` (Σ r (x - c)) and ``scatter``
-(Σ r (x - c)(x - c)ᵀ, or its diagonal) about the shift ``c`` (the mixture mean at the
-start of the iteration). The M-step reproduces scikit-learn's formulas exactly,
+(Σ r (x - c)(x - c)ᵀ, or its diagonal) about the shift ``c``: a fixed reference point
+(the mean of the initialisation sample) that travels with the parameters, so that the
+statistics of different iterations are comparable (online EM blends them). The M-step reproduces scikit-learn's formulas exactly,
 including its ``10 * eps`` added to the component counts.
 """
 
@@ -60,11 +61,12 @@ class MixtureModel:
             "means": ("component", "feature"),
             "covariances": cov,
             "precisions_cholesky": cov,
+            "shift": ("feature",),
         }
 
     def e_step(self, block: Block, params: Params) -> Stats:
         x = block["X"]
-        shift = mixture_mean(params)
+        shift = params["shift"]
         dm = params["means"] - shift
         log_weights = np.log(params["weights"])
         n_features = x.shape[1]
@@ -94,7 +96,7 @@ class MixtureModel:
         return add_stats(a, b)
 
     def m_step(self, stats: Stats, params: Params) -> Params:
-        return estimate_params(stats, mixture_mean(params), self.covariance_type, self.reg_covar)
+        return estimate_params(stats, params["shift"], self.covariance_type, self.reg_covar)
 
     # --- parameters as a flat vector, for SQUAREM ----------------------------------------
 
@@ -129,6 +131,7 @@ class MixtureModel:
             "means": parts["means"].copy(),
             "covariances": covariances,
             "precisions_cholesky": gaussian.precision_cholesky(covariances, self.covariance_type),
+            "shift": like["shift"],
         }
 
     # --- per-sample functions, applied to any rows ---------------------------------
@@ -148,7 +151,7 @@ class MixtureModel:
 
 
 def mixture_mean(params: Params) -> np.ndarray:
-    """Σ w_k μ_k: the shift the statistics are taken about."""
+    """Σ w_k μ_k: a good reference point for the rows of this mixture."""
     return params["weights"] @ params["means"]
 
 
@@ -164,6 +167,7 @@ def estimate_params(stats: Stats, shift: np.ndarray, covariance_type: str, reg_c
     return {
         "weights": counts / counts.sum(),
         "means": shift + dm,
+        "shift": shift,
         "covariances": covariances,
         "precisions_cholesky": gaussian.precision_cholesky(covariances, covariance_type),
     }
@@ -263,6 +267,8 @@ def initial_params(
         precisions = np.asarray(precisions_init, dtype=np.float64)
         params["precisions_cholesky"] = gaussian.precision_cholesky_from_precisions(precisions, ctype)
         params["covariances"] = gaussian.covariances_from_precisions(precisions, ctype)
+    if "shift" not in params:  # every start was given: no sample was drawn
+        params["shift"] = mixture_mean(params)
     return params
 
 
