@@ -408,7 +408,7 @@ def _record(
 
 
 def _warn_if_not_converged(result: EMResult, max_iter: int) -> None:
-    if not result.converged:
+    if not result.converged and max_iter > 0:
         warnings.warn(
             f"EM did not converge in {max_iter} iterations (last change of the mean "
             "log-likelihood above tol). Increase max_iter or tol, or check the initialisation.",

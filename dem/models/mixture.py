@@ -23,6 +23,7 @@ from dem.data import Samples, as_samples, sample_rows
 from dem.engine import map_reduce
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
+from dem.online import blend, fit_online, step_rate
 from dem.models import gaussian
 
 BLOCK_ROWS = 2048
@@ -321,6 +322,16 @@ class GaussianMixture:
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008), usually
         reaching the same optimum in far fewer passes over the data; ``max_iter``
         then counts passes and ``lower_bounds_`` has one entry per cycle.
+    method : {"batch", "online"}, default="batch"
+        ``"online"`` starts with ``online_passes`` passes of online (stepwise) EM
+        (Cappé & Moulines 2009; see :mod:`dem.online`), updating the parameters after
+        every ``batch_chunks`` chunks with rate ``(t + 1) ** -step_exponent``, then
+        continues with batch EM for up to ``max_iter`` iterations (``max_iter=0``:
+        online only).
+    online_passes, batch_chunks : int
+    step_exponent : float in (0.5, 1]
+    warm_start : bool, default=False
+        Start from the current fitted parameters when ``fit`` is called again.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str
@@ -337,6 +348,10 @@ class GaussianMixture:
         Mean per-sample log-likelihood at the start of the last iteration.
     lower_bounds_ : list of float
         ``lower_bound_`` of every iteration of the best initialisation.
+    n_online_updates_ : int
+        Online-EM updates before batch EM (``method="online"``), else 0.
+    online_lower_bounds_ : list of float
+        Mean log-likelihood of each online pass, measured as it went.
     n_features_in_ : int
     """
 
@@ -360,6 +375,11 @@ class GaussianMixture:
         persist: bool | None = None,
         init_sample_size: int = 100_000,
         accelerate: str = "none",
+        method: str = "batch",
+        online_passes: int = 1,
+        batch_chunks: int = 1,
+        step_exponent: float = 0.6,
+        warm_start: bool = False,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
         feature_dim: str = "feature",
@@ -381,6 +401,11 @@ class GaussianMixture:
         self.persist = persist
         self.init_sample_size = init_sample_size
         self.accelerate = accelerate
+        self.method = method
+        self.online_passes = online_passes
+        self.batch_chunks = batch_chunks
+        self.step_exponent = step_exponent
+        self.warm_start = warm_start
         self.callback = callback
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
@@ -390,7 +415,11 @@ class GaussianMixture:
         "covariance_type": (lambda v: v in gaussian.COVARIANCE_TYPES, f"one of {gaussian.COVARIANCE_TYPES}"),
         "tol": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
         "reg_covar": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
-        "max_iter": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
+        "max_iter": (lambda v: bool(isinstance(v, int | np.integer) and v >= 0), "an integer >= 0"),
+        "method": (lambda v: v in ("batch", "online"), "'batch' or 'online'"),
+        "online_passes": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
+        "batch_chunks": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
+        "step_exponent": (lambda v: bool(isinstance(v, float | int) and 0.5 < v <= 1), "in (0.5, 1]"),
         "n_init": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
         "init_params": (lambda v: v in INIT_METHODS, f"one of {INIT_METHODS}"),
         "split_every": (lambda v: bool(isinstance(v, int | np.integer) and v >= 2), "an integer >= 2"),
@@ -422,6 +451,8 @@ class GaussianMixture:
         self
         """
         model = self._model()
+        if self.max_iter == 0 and self.method == "batch":
+            raise ValueError("max_iter must be >= 1 for method='batch' (0 is for online only).")
         samples = self._samples(X, variable)
         n_samples, n_features = samples.array.shape
         if n_samples < model.n_components:
@@ -432,11 +463,23 @@ class GaussianMixture:
         initial = self._checked_inits(n_features)
 
         def make_init(rng: np.random.Generator) -> Params:
+            if self.warm_start and hasattr(self, "weights_"):
+                return {**self._params(), "shift": mixture_mean(self._params())}
             needs_sample = any(v is None for v in initial.values())
             sample = sample_rows(samples.array, self.init_sample_size, rng) if needs_sample else np.empty((0, n_features))
-            return initial_params(model, sample, rng, self.init_params, **initial)
+            start = initial_params(model, sample, rng, self.init_params, **initial)
+            if self.method == "batch":
+                return start
+            online = fit_online(
+                model, {"X": samples.array}, lambda: start, n_passes=int(self.online_passes),
+                batch_chunks=int(self.batch_chunks), step_exponent=float(self.step_exponent),
+                random_state=rng, split_every=int(self.split_every), persist=self.persist,
+            )
+            online_stages.append(online)
+            return online.params
 
-        best, _ = fit_restarts(
+        online_stages: list[Any] = []  # in run order (runs resumed from a checkpoint skip this)
+        best, results = fit_restarts(
             model,
             {"X": samples},
             make_init,
@@ -457,6 +500,49 @@ class GaussianMixture:
         self.lower_bounds_ = list(best.lower_bounds)
         self.lower_bound_ = best.lower_bound
         self.n_features_in_ = int(n_features)
+        stage = online_stages[results.index(best)] if len(online_stages) == len(results) else None
+        self.n_online_updates_ = stage.n_iter if stage is not None else 0
+        self.online_lower_bounds_ = list(stage.lower_bounds) if stage is not None else []
+        return self
+
+    def partial_fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
+        """One online-EM update from the batch ``X`` (Cappé & Moulines 2009).
+
+        The first call initialises from ``X`` (or from the fitted parameters); every
+        call blends the batch's per-sample statistics into a running average with rate
+        ``(t + 1) ** -step_exponent`` and runs the M-step on it. ``lower_bound_`` is
+        the batch's mean log-likelihood before the update; ``n_iter_`` counts updates.
+        """
+        model = self._model()
+        samples = self._samples(X, variable)
+        state = getattr(self, "_online_state", None)
+        if state is None:
+            if hasattr(self, "weights_"):
+                params = {**self._params(), "shift": mixture_mean(self._params())}
+            else:
+                if samples.n_samples < model.n_components:
+                    raise ValueError(
+                        f"The first batch has {samples.n_samples} samples, fewer than "
+                        f"n_components={model.n_components}; pass a larger first batch."
+                    )
+                rng = np.random.default_rng(self.random_state)
+                sample = sample_rows(samples.array, self.init_sample_size, rng)
+                params = initial_params(model, sample, rng, self.init_params, **self._checked_inits(sample.shape[1]))
+            state = {"params": params, "running": None, "updates": 0, "n_seen": 0.0}
+        stats = map_reduce(
+            model.e_step, model.combine, {"X": samples.array}, state["params"],
+            split_every=int(self.split_every), missing_ok=model.missing_ok,
+        )
+        running = blend(state["running"], stats, step_rate(state["updates"], float(self.step_exponent)))
+        n_seen = state["n_seen"] + float(stats["n"])
+        params = model.m_step({k: v * n_seen for k, v in running.items()}, state["params"])
+        self._online_state = {"params": params, "running": running, "updates": state["updates"] + 1, "n_seen": n_seen}
+        self._set_params(params)
+        self.lower_bound_ = float(stats["loglik"] / stats["n"])
+        self.lower_bounds_ = [*getattr(self, "lower_bounds_", []), self.lower_bound_]
+        self.n_iter_ = self._online_state["updates"]
+        self.converged_ = False
+        self.n_features_in_ = int(samples.array.shape[1])
         return self
 
     def _checked_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
