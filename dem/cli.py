@@ -654,6 +654,15 @@ def _run_fit(
                 f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
                 "pass another --checkpoint."
             )
+        if values["resume"] and os.path.exists(checkpoint):
+            from dem.restore import checkpoint_header
+
+            latest = checkpoint_header(checkpoint).get("latest") or {}
+            console.print(
+                f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, iteration "
+                f"{latest.get('iteration', 0)}.",
+                soft_wrap=True,
+            )
         connection = _connect(console, values)
     with connection, Interrupts(console) as interrupts, _errors(console):
         reporter = Reporter(
@@ -787,25 +796,26 @@ def show(
         previous = i
     console.print(lines)
     params = Table(title=f"parameters (run {chosen}, iteration {dataset.attrs['last_iteration']})")
-    for column in ("name", "dims", "shape", "min", "mean", "max", "values"):
+    for column in ("name", "dims", "shape", "min", "mean", "max"):
         params.add_column(column)
+    small = {}
     for name, variable in dataset.data_vars.items():
         if name == "loglik":
             continue
         values = np.asarray(variable.values, dtype=np.float64)
-        shown_values = (
-            np.array2string(values, precision=4, separator=", ") if values.size <= 16 else ""
-        )
+        if values.ndim == 1 and values.size <= 32:
+            small[name] = values
         params.add_row(
             str(name),
-            ", ".join(map(str, variable.dims)),
+            " × ".join(map(str, variable.dims)),
             str(values.shape),
             _fmt(values.min()),
             _fmt(values.mean()),
             _fmt(values.max()),
-            shown_values,
         )
     console.print(params)
+    for name, values in small.items():
+        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values), soft_wrap=True)
     if plot is not None:
         _plot_trace(console, runs, best, plot)
 
