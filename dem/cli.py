@@ -526,7 +526,7 @@ def _command_line(
         default = info.default
         if value == default or value is None:
             continue
-        flag = info.param_decls[0]
+        flag = (info.param_decls or ("--" + p.name.replace("_", "-"),))[0]
         if "/" in flag:
             on, off = flag.split("/")
             words.append(on if value else off)
@@ -698,8 +698,9 @@ def _run_fit(
         )
         console.print(f"Checkpoint: {escape(checkpoint)}", soft_wrap=True)
         if not estimator.converged_:
-            console.print("Continue it with a larger --max-iter:", soft_wrap=True)
-            console.print(escape(resume_command), soft_wrap=True)
+            more = {**resume_values, "max_iter": 2 * values["max_iter"]}
+            console.print("Continue it with more iterations:", soft_wrap=True)
+            console.print(escape(_command_line(["fit", key], parameters, more)), soft_wrap=True)
         console.print(
             f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}", soft_wrap=True
         )

@@ -38,7 +38,8 @@ def estimator_class(model: str) -> type:
             f"{sorted(ESTIMATORS)}. Upgrade dem or restore it with the library that wrote it."
         )
     module, name = ESTIMATORS[model].split(":")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    found: type = getattr(importlib.import_module(module), name)
+    return found
 
 
 def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     estimator.lower_bounds_ = lower_bounds
     estimator.lower_bound_ = lower_bounds[-1] if lower_bounds else -math.inf
     fingerprint = json.loads(dataset.attrs["fingerprint"])
-    first = next(iter(fingerprint.values()), {})
+    first: Any = next(iter(fingerprint.values()), {})
     if isinstance(first, dict) and len(first.get("shape", ())) == 2:
         estimator.n_features_in_ = int(first["shape"][1])
     if not estimator.converged_:

@@ -194,4 +194,5 @@ def read_truth(path: str | os.PathLike[str]) -> Truth:
         raise KeyError(
             f"{os.fspath(path)!r} was not written by dem synth (no {ATTRIBUTE!r} attribute)."
         )
-    return {name: np.asarray(value) for name, value in attrs[ATTRIBUTE]["truth"].items()}
+    stored: dict[str, Any] = attrs[ATTRIBUTE]  # type: ignore[assignment]
+    return {name: np.asarray(value) for name, value in stored["truth"].items()}

@@ -341,6 +341,17 @@ def test_sigint_leaves_a_resumable_checkpoint(
 # --- TLS and address checks ---------------------------------------------------------------
 
 
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dask config as dotted keys (so setting it leaves the rest of the config)."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def tls_handshake_accepted(address: str, ca_file: Path) -> bool:
     """Whether the scheduler keeps a TLS connection from a client without a certificate."""
     import socket
@@ -409,7 +420,7 @@ def test_tls_cluster_refuses_clients_without_certificates(store: Path, tmp_path:
         # The same through dask config, set from the variables `dask-local.sh env` prints.
         import dask
 
-        with dask.config.set(dask.config.collect_env(tls.env())):
+        with dask.config.set(flatten(dask.config.collect_env(tls.env()))):
             code, output = invoke(
                 "fit",
                 "gmm",
