@@ -654,16 +654,18 @@ def _run_fit(
                 f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
                 "pass another --checkpoint."
             )
+        latest = None
         if values["resume"] and os.path.exists(checkpoint):
             from dem.restore import checkpoint_header
 
             latest = checkpoint_header(checkpoint).get("latest") or {}
+        connection = _connect(console, values)
+        if latest is not None:
             console.print(
                 f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, iteration "
                 f"{latest.get('iteration', 0)}.",
                 soft_wrap=True,
             )
-        connection = _connect(console, values)
     with connection, Interrupts(console) as interrupts, _errors(console):
         reporter = Reporter(
             console, options["max_iter"], int(options.get("n_init", 1) or 1), interrupts

@@ -373,7 +373,7 @@ def tls_handshake_accepted(address: str, ca_file: Path) -> bool:
 
 def test_tls_cluster_refuses_clients_without_certificates(store: Path, tmp_path: Path) -> None:
 
-    tls = LocalCluster(tmp_path / "tls", "--tls")
+    tls = LocalCluster(tmp_path / "tls", "--tls", "--no-nanny")
     try:
         assert tls.address.startswith("tls://127.0.0.1:")
         certs = tls.directory / "certs"

@@ -4,15 +4,16 @@
 # certificates made here with openssl.
 #
 #   deploy/local/dask-local.sh start [--workers N] [--threads T] [--port P] [--tls]
-#                                    [--memory-limit BYTES] [--dir DIR]
+#                                    [--memory-limit BYTES] [--no-nanny] [--dir DIR]
 #   deploy/local/dask-local.sh env    [--dir DIR]   # exports for dem and other dask clients
 #   deploy/local/dask-local.sh status [--dir DIR]
 #   deploy/local/dask-local.sh stop   [--dir DIR]
 #
 # Everything lives in DIR (default: $DEM_CLUSTER_DIR or ./.dask-local): the scheduler
 # file (scheduler.json), process ids (pids/), logs (logs/), worker scratch space
-# (work/) and, with --tls, the certificates (certs/). `stop` ends exactly the processes
-# that `start` recorded there.
+# (work/) and, with --tls, the certificates (certs/). Each worker runs under a nanny
+# process (which restarts it if it dies or runs out of memory) unless --no-nanny.
+# `stop` ends exactly the processes that `start` recorded there.
 #
 # Then, for example:
 #   eval "$(deploy/local/dask-local.sh env)"
@@ -25,7 +26,7 @@
 # for real clusters.
 set -euo pipefail
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 
 command=${1:-}
 [[ -n $command ]] || { usage; exit 2; }
@@ -36,6 +37,7 @@ workers=2
 threads=1
 port=0
 tls=0
+nanny=--nanny
 memory_limit=auto
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -45,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     --memory-limit) memory_limit=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --tls) tls=1; shift ;;
+    --no-nanny) nanny=--no-nanny; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "dask-local: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -155,7 +158,7 @@ case $command in
     for i in $(seq "$workers"); do
       nohup "$dask_bin" worker --scheduler-file "$dir/scheduler.json" --host 127.0.0.1 \
         --protocol "$protocol" --nthreads "$threads" --nworkers 1 --name "local-$i" \
-        --memory-limit "$memory_limit" --local-directory "$dir/work" --no-dashboard \
+        --memory-limit "$memory_limit" --local-directory "$dir/work" --no-dashboard "$nanny" \
         "${worker_tls[@]}" > "$dir/logs/worker-$i.log" 2>&1 &
       echo $! > "$dir/pids/worker-$i.pid"
     done
