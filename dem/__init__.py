@@ -4,6 +4,7 @@ from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.mixture import GaussianMixture
+from dem.restore import from_checkpoint
 
 __all__ = [
     "CheckpointMismatchError",
@@ -13,6 +14,7 @@ __all__ = [
     "IterationInfo",
     "NotFittedError",
     "fit",
+    "from_checkpoint",
     "load_checkpoint",
 ]
 

@@ -1,0 +1,1265 @@
+"""The ``dem`` command line: fit, inspect and apply models on a Dask cluster.
+
+Commands
+--------
+``dem demo``                      a self-contained end-to-end run on generated data
+``dem fit MODEL STORE ...``       fit a model to Zarr data, checkpointing every iteration
+``dem show CKPT``                 what a checkpoint holds (``--plot`` draws the trace)
+``dem predict CKPT STORE ...``    per-sample outputs of a fitted model, written to Zarr
+``dem synth MODEL OUT ...``       a synthetic store of any size, with its ground truth
+
+Every model is one entry of :data:`MODELS`; the ``fit``, ``predict`` and ``synth``
+subcommands and their options are built from that table.
+
+Exit codes
+----------
+0    success (a fit that stopped at ``--max-iter`` unconverged also exits 0, with a warning)
+1    unexpected error (a bug: please report it with the traceback)
+2    usage error: bad options, or a missing optional dependency
+3    bad input data: missing store or variable, wrong shape or type, NaN or infinity
+4    checkpoint problem: exists without ``--resume``, or written by another model,
+     configuration or data
+5    scheduler problem: not found, unreachable, or an insecure address refused
+130  interrupted (Ctrl-C or SIGTERM); the last complete iteration is checkpointed and
+     the command that resumes is printed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import inspect
+import math
+import os
+import shlex
+import signal
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+import typer.models
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dem.checkpoint import CheckpointMismatchError
+from dem.cluster import Connection, SchedulerError, connect, make_security
+
+
+class ExitCode(enum.IntEnum):
+    """Exit statuses of every ``dem`` command (see the module docstring)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    DATA = 3
+    CHECKPOINT = 4
+    SCHEDULER = 5
+    INTERRUPTED = 130
+
+
+class FitStopped(Exception):
+    """Raised from the progress callback when the user asked the fit to stop."""
+
+
+# --- the model table ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One model option on the command line.
+
+    ``kind`` is ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"choice"`` (with
+    ``choices``) or ``"array"`` (a ``.npy`` file loaded with numpy). The default is the
+    estimator's own unless ``default`` is given; ``convert`` maps the parsed value to
+    the estimator argument.
+    """
+
+    param: str
+    help: str
+    kind: str = "int"
+    choices: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    default: Any = inspect.Parameter.empty
+    convert: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A per-sample output of ``dem predict``: the estimator method and its extra dim."""
+
+    method: str
+    column_dim: str | None = None
+    help: str = ""
+
+
+def _fit_variable(estimator: Any, store: str, inputs: dict[str, str]) -> Any:
+    return estimator.fit(store, variable=inputs["var"])
+
+
+@dataclass(frozen=True)
+class ModelCommand:
+    """How one model appears on the command line.
+
+    Attributes
+    ----------
+    estimator : str
+        ``"module:Class"`` of the estimator.
+    help : str
+        One line for ``dem fit --help``.
+    options : tuple of Opt
+        The estimator's model options (the engine's options are common to all).
+    inputs : dict
+        CLI input option → help; each is a variable name in the store.
+    fit : callable
+        ``fit(estimator, store, inputs)`` calls the estimator's ``fit``.
+    outputs : dict
+        ``dem predict`` outputs, name → :class:`Output`; the methods are called as
+        ``method(store, variable=inputs["var"])`` and return lazy arrays.
+    synth : str or None
+        Key of :data:`dem.synth.GENERATORS` for ``dem synth``.
+    synth_options : tuple of Opt
+        Options of the generator's ground truth.
+    """
+
+    estimator: str
+    help: str
+    options: tuple[Opt, ...]
+    inputs: dict[str, str] = field(
+        default_factory=lambda: {
+            "var": "Name of the data variable (samples × features) in the store."
+        }
+    )
+    fit: Callable[[Any, str, dict[str, str]], Any] = _fit_variable
+    outputs: dict[str, Output] = field(default_factory=dict)
+    synth: str | None = None
+    synth_options: tuple[Opt, ...] = ()
+
+
+def _persist(value: str) -> bool | None:
+    return {"auto": None, "yes": True, "no": False}[value]
+
+
+MODELS: dict[str, ModelCommand] = {
+    "gmm": ModelCommand(
+        estimator="dem.models.mixture:GaussianMixture",
+        help="Gaussian mixture (scikit-learn's GaussianMixture options).",
+        options=(
+            Opt("n_components", "Number of mixture components.", flags=("--n-components", "-k")),
+            Opt(
+                "covariance_type",
+                "Form of the component covariances.",
+                "choice",
+                ("full", "tied", "diag", "spherical"),
+            ),
+            Opt("reg_covar", "Added to the diagonal of every covariance.", "float"),
+            Opt("n_init", "Number of initialisations; the best is kept."),
+            Opt(
+                "init_params",
+                "How the initial responsibilities are drawn (on a row sample).",
+                "choice",
+                ("kmeans", "k-means++", "random", "random_from_data"),
+            ),
+            Opt("init_sample_size", "Rows sampled for the initialisation."),
+            Opt("weights_init", "Initial weights, shape (K,).", "array"),
+            Opt("means_init", "Initial means, shape (K, d).", "array"),
+            Opt("precisions_init", "Initial precisions, shaped like the covariances.", "array"),
+        ),
+        outputs={
+            "labels": Output("predict", None, "most probable component"),
+            "probabilities": Output("predict_proba", "component", "responsibilities"),
+            "loglik": Output("score_samples", None, "log-likelihood of each sample"),
+        },
+        synth="gmm",
+        synth_options=(
+            Opt(
+                "n_components",
+                "Number of components of the true mixture.",
+                default=8,
+                flags=("--components", "-k"),
+            ),
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=1.0
+            ),
+        ),
+    ),
+}
+
+ENGINE_OPTIONS = (
+    Opt("max_iter", "Maximum EM iterations (per initialisation, counting resumed ones)."),
+    Opt("tol", "Convergence threshold on the change of the mean log-likelihood.", "float"),
+    Opt("random_state", "Random seed of the initialisation.", default=0, flags=("--seed",)),
+    Opt("split_every", "Fan-in of the tree that sums the statistics."),
+    Opt(
+        "persist",
+        "Keep the data in cluster memory (auto: when it takes at most half of it).",
+        "choice",
+        ("auto", "yes", "no"),
+        default="auto",
+        convert=_persist,
+    ),
+)
+
+
+def _import(path: str) -> Any:
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# --- console, errors, interrupts -----------------------------------------------------
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _fail(console: Console, code: ExitCode, message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(int(code))
+
+
+@contextlib.contextmanager
+def _errors(console: Console) -> Iterator[None]:
+    """Turn the errors users can fix into messages and exit codes."""
+    try:
+        yield
+    except (typer.Exit, FitStopped, KeyboardInterrupt):
+        raise
+    except SchedulerError as exc:
+        raise _fail(console, ExitCode.SCHEDULER, str(exc)) from exc
+    except (CheckpointMismatchError, FileExistsError) as exc:
+        raise _fail(console, ExitCode.CHECKPOINT, str(exc)) from exc
+    except (FileNotFoundError, KeyError, TypeError, ValueError, FloatingPointError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise _fail(console, ExitCode.DATA, str(message)) from exc
+
+
+class Interrupts:
+    """First Ctrl-C (or SIGTERM): stop once the running iteration is checkpointed.
+
+    A second one stops at once; the iteration being written is then discarded by the
+    checkpoint's completeness marker, so the previous one is what a resume uses.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.console.print(
+            "[yellow]Stopping after the current iteration is checkpointed; press Ctrl-C again "
+            "to stop now.[/]"
+        )
+
+    def __enter__(self) -> Interrupts:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Reporter:
+    """Live progress of a fit: one line per iteration, and a bar on terminals."""
+
+    def __init__(
+        self, console: Console, max_iter: int, n_init: int, interrupts: Interrupts | None
+    ) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = console
+        self.interrupts = interrupts
+        self.n_init = n_init
+        self.seconds: list[float] = []
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.task = self.progress.add_task("initialising", total=max_iter)
+        self._header = False
+
+    def __enter__(self) -> Reporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, info: Any) -> None:
+        if not self._header:
+            self.console.print(
+                f"{'run':>4} {'iter':>5} {'log-likelihood':>16} {'change':>11} {'s/iter':>8}"
+                "  checkpoint"
+            )
+            self._header = True
+        change = "" if not math.isfinite(info.change) else f"{info.change:.3e}"
+        self.seconds.append(info.seconds)
+        self.console.print(
+            f"{info.run:>4} {info.iteration:>5} {info.loglik:>16.8f} {change:>11}"
+            f" {info.seconds:>8.2f}  {'written' if info.checkpointed else 'no'}"
+        )
+        run = f"run {info.run + 1}/{self.n_init} " if self.n_init > 1 else ""
+        self.progress.update(
+            self.task, completed=info.iteration, description=f"{run}loglik {info.loglik:.6f}"
+        )
+        if self.interrupts is not None and self.interrupts.requested:
+            raise FitStopped
+
+
+def _print_warnings(console: Console, caught: list[warnings.WarningMessage]) -> None:
+    seen = set()
+    for w in caught:
+        text = f"{w.category.__name__}: {w.message}"
+        if text not in seen:
+            seen.add(text)
+            console.print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+
+# --- dynamic options ------------------------------------------------------------------
+
+
+def _choice_enum(name: str, choices: tuple[str, ...]) -> type[enum.Enum]:
+    return enum.Enum(name, {c: c for c in choices}, type=str)  # type: ignore[return-value]
+
+
+def _option_parameter(
+    opt: Opt, estimator_defaults: dict[str, Any], prefix: str
+) -> inspect.Parameter:
+    default = opt.default
+    if default is inspect.Parameter.empty:
+        default = estimator_defaults.get(opt.param)
+    flags = opt.flags or ("--" + opt.param.replace("_", "-"),)
+    annotation: Any
+    if opt.kind == "bool":
+        flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
+        annotation = bool
+    elif opt.kind == "choice":
+        choice = _choice_enum(f"{prefix}_{opt.param}", opt.choices)
+        annotation = choice if default is not None else choice | None
+        default = choice(default) if default is not None else None
+    elif opt.kind == "array":
+        annotation, default = Path | None, None
+    else:
+        base = {"int": int, "float": float, "str": str}[opt.kind]
+        annotation = base if default is not None else base | None
+    help_text = opt.help + (" (.npy file)" if opt.kind == "array" else "")
+    return inspect.Parameter(
+        opt.param,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=annotation,
+        default=typer.Option(default, *flags, help=help_text, show_default=default is not None),
+    )
+
+
+def _option_value(opt: Opt, value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if opt.kind == "array" and value is not None:
+        try:
+            value = np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"--{opt.param.replace('_', '-')}: cannot read {value} as a .npy array ({exc})."
+            ) from exc
+    if opt.convert is not None:
+        value = opt.convert(value)
+    return value
+
+
+def _with_signature(
+    function: Callable[..., Any], parameters: list[inspect.Parameter], doc: str
+) -> Callable[..., Any]:
+    function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in parameters}
+    function.__doc__ = doc
+    return function
+
+
+def _estimator_defaults(cls: type) -> dict[str, Any]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _parameter(name: str, annotation: Any, info: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=info
+    )
+
+
+def _cluster_parameters() -> list[inspect.Parameter]:
+    panel = "Cluster"
+    return [
+        _parameter(
+            "scheduler",
+            str | None,
+            typer.Option(
+                None,
+                "--scheduler",
+                help="Scheduler address (tls://host:8786, or tcp:// on loopback).",
+                rich_help_panel=panel,
+            ),
+        ),
+        _parameter(
+            "scheduler_file",
+            Path | None,
+            typer.Option(
+                None,
+                "--scheduler-file",
+                help="JSON file written by `dask scheduler --scheduler-file`.",
+                rich_help_panel=panel,
+            ),
+        ),
+        _parameter(
+            "local_workers",
+            int | None,
+            typer.Option(
+                None,
+                "--local-workers",
+                help="Worker processes of the local cluster started when no "
+                "scheduler is given or configured (default: one per core).",
+                rich_help_panel=panel,
+            ),
+        ),
+        _parameter(
+            "tls_ca_file",
+            Path | None,
+            typer.Option(
+                None,
+                "--tls-ca-file",
+                help="CA certificate (PEM) for tls:// schedulers.",
+                rich_help_panel=panel,
+            ),
+        ),
+        _parameter(
+            "tls_cert",
+            Path | None,
+            typer.Option(
+                None, "--tls-cert", help="This client's certificate (PEM).", rich_help_panel=panel
+            ),
+        ),
+        _parameter(
+            "tls_key",
+            Path | None,
+            typer.Option(
+                None, "--tls-key", help="This client's private key (PEM).", rich_help_panel=panel
+            ),
+        ),
+        _parameter(
+            "insecure",
+            bool,
+            typer.Option(
+                False,
+                "--insecure",
+                help="Allow an unencrypted tcp:// scheduler that is not on loopback "
+                "(anyone who reaches it can run code).",
+                rich_help_panel=panel,
+            ),
+        ),
+    ]
+
+
+def _connect(console: Console, values: dict[str, Any]) -> Connection:
+    security = make_security(
+        *(
+            None if values[k] is None else os.fspath(values[k])
+            for k in ("tls_ca_file", "tls_cert", "tls_key")
+        )
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        connection = connect(
+            values["scheduler"],
+            None if values["scheduler_file"] is None else os.fspath(values["scheduler_file"]),
+            local_workers=values["local_workers"],
+            security=security,
+            insecure=values["insecure"],
+        )
+    console.print(escape(connection.describe()), soft_wrap=True)
+    _print_warnings(console, caught)
+    return connection
+
+
+def _command_line(
+    words: list[str], parameters: list[inspect.Parameter], values: dict[str, Any]
+) -> str:
+    """The ``dem`` command that repeats a call: every option that differs from its default."""
+    words = list(words)
+    for p in parameters:
+        info = p.default
+        value = values[p.name]
+        if not isinstance(info, typer.models.OptionInfo):
+            words.append(os.fspath(value))
+            continue
+        default = info.default
+        if value == default or value is None:
+            continue
+        flag = (info.param_decls or ("--" + p.name.replace("_", "-"),))[0]
+        if "/" in flag:
+            on, off = flag.split("/")
+            words.append(on if value else off)
+        elif isinstance(value, bool):
+            words.append(flag)
+        else:
+            words += [
+                flag,
+                str(
+                    value.value
+                    if isinstance(value, enum.Enum)
+                    else os.fspath(value)
+                    if isinstance(value, Path)
+                    else value
+                ),
+            ]
+    return shlex.join(["dem", *words])
+
+
+def _absolute(location: str | os.PathLike[str]) -> str:
+    location = os.fspath(location)
+    return location if "://" in location else os.path.abspath(location)
+
+
+# --- dem fit --------------------------------------------------------------------------
+
+app = typer.Typer(
+    name="dem",
+    help="Fit latent-variable models by EM on Dask clusters, out of core, from Zarr data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+fit_app = typer.Typer(
+    help="Fit a model to Zarr data on a Dask cluster, checkpointing every iteration.",
+    no_args_is_help=True,
+)
+synth_app = typer.Typer(
+    help="Write a synthetic Zarr store of any size, chunk by chunk.", no_args_is_help=True
+)
+app.add_typer(fit_app, name="fit")
+app.add_typer(synth_app, name="synth")
+
+
+def _fit_parameters(
+    key: str, spec: ModelCommand, defaults: dict[str, Any]
+) -> list[inspect.Parameter]:
+    parameters = [
+        _parameter(
+            "store",
+            Path,
+            typer.Argument(..., help="Zarr store holding the data.", show_default=False),
+        ),
+    ]
+    for name, help_text in spec.inputs.items():
+        parameters.append(
+            _parameter(
+                name, str, typer.Option(..., f"--{name}", help=help_text, show_default=False)
+            )
+        )
+    parameters += [_option_parameter(o, defaults, key) for o in spec.options]
+    parameters += [_option_parameter(o, defaults, key) for o in ENGINE_OPTIONS]
+    parameters += [
+        _parameter(
+            "checkpoint",
+            Path | None,
+            typer.Option(
+                None,
+                "--checkpoint",
+                help="Zarr store for the per-iteration checkpoint (default: "
+                f"dem-{key}-<date>.zarr here).",
+            ),
+        ),
+        _parameter(
+            "resume",
+            bool,
+            typer.Option(
+                False,
+                "--resume",
+                help="Continue from the checkpoint's latest complete iteration "
+                "(starts afresh when it does not exist yet).",
+            ),
+        ),
+    ]
+    return parameters + _cluster_parameters()
+
+
+def _make_fit_command(key: str, spec: ModelCommand) -> None:
+    cls = _import(spec.estimator)
+    parameters = _fit_parameters(key, spec, _estimator_defaults(cls))
+
+    def command(**values: Any) -> None:
+        _run_fit(key, spec, cls, parameters, values)
+
+    fit_app.command(name=key, help=spec.help)(_with_signature(command, parameters, spec.help))
+
+
+def _run_fit(
+    key: str,
+    spec: ModelCommand,
+    cls: type,
+    parameters: list[inspect.Parameter],
+    values: dict[str, Any],
+) -> None:
+    from dem.data import open_zarr_variable
+
+    console = _console()
+    store = _absolute(values["store"])
+    inputs = {name: values[name] for name in spec.inputs}
+    if values["checkpoint"] is None:
+        values["checkpoint"] = Path(f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr")
+    checkpoint = _absolute(values["checkpoint"])
+    values["store"], values["checkpoint"] = Path(store), Path(checkpoint)
+    resume_values = {**values, "resume": True}
+    resume_command = _command_line(["fit", key], parameters, resume_values)
+
+    with _errors(console):
+        options = {
+            o.param: _option_value(o, values[o.param]) for o in (*spec.options, *ENGINE_OPTIONS)
+        }
+        for variable in inputs.values():
+            open_zarr_variable(store, variable)
+        if os.path.exists(checkpoint) and not values["resume"]:
+            raise FileExistsError(
+                f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
+                "pass another --checkpoint."
+            )
+        latest = None
+        if values["resume"] and os.path.exists(checkpoint):
+            from dem.restore import checkpoint_header
+
+            latest = checkpoint_header(checkpoint).get("latest") or {}
+        connection = _connect(console, values)
+        if latest is not None:
+            console.print(
+                f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, iteration "
+                f"{latest.get('iteration', 0)}.",
+                soft_wrap=True,
+            )
+    with connection, Interrupts(console) as interrupts, _errors(console):
+        reporter = Reporter(
+            console, options["max_iter"], int(options.get("n_init", 1) or 1), interrupts
+        )
+        estimator = cls(
+            **options, checkpoint=checkpoint, resume=values["resume"], callback=reporter
+        )
+        started = time.perf_counter()
+        try:
+            with reporter, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                spec.fit(estimator, store, inputs)
+        except (FitStopped, KeyboardInterrupt) as exc:
+            console.print(
+                f"[yellow]Interrupted.[/] The last complete iteration is in {escape(checkpoint)}."
+            )
+            console.print("Resume with:")
+            console.print(escape(resume_command), soft_wrap=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        _print_warnings(console, caught)
+        elapsed = time.perf_counter() - started
+        seconds = reporter.seconds
+        console.print(
+            f"{'Converged' if estimator.converged_ else 'Stopped without converging'} after "
+            f"{estimator.n_iter_} iteration(s) in {elapsed:.1f} s"
+            + (
+                f" (median {statistics.median(seconds):.2f} s per iteration this session)"
+                if seconds
+                else ""
+            )
+            + f"; mean log-likelihood {estimator.lower_bound_:.8f}."
+        )
+        console.print(f"Checkpoint: {escape(checkpoint)}", soft_wrap=True)
+        if not estimator.converged_:
+            more = {**resume_values, "max_iter": 2 * values["max_iter"]}
+            console.print("Continue it with more iterations:", soft_wrap=True)
+            console.print(escape(_command_line(["fit", key], parameters, more)), soft_wrap=True)
+        console.print(
+            f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}", soft_wrap=True
+        )
+
+
+# --- dem show ---------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+@app.command()
+def show(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint store written by `dem fit`.", show_default=False)
+    ],
+    run: Annotated[int | None, typer.Option(help="Restart to show (default: the best).")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the log-likelihood trace to this image file "
+            "(needs matplotlib: pip install 'dem\\[plot]')."
+        ),
+    ] = None,
+) -> None:
+    """Model, configuration, data, log-likelihood trace and parameters of a checkpoint."""
+    import json
+
+    from dem.restore import best_run, checkpoint_header, final_loglik, load_runs
+
+    console = _console()
+    with _errors(console):
+        path = os.fspath(checkpoint)
+        header = checkpoint_header(path)
+        runs = load_runs(path)
+        if run is not None and run not in runs:
+            raise _fail(
+                console,
+                ExitCode.USAGE,
+                f"Run {run} is not in the checkpoint; it has runs {sorted(runs)}.",
+            )
+        best = best_run(runs)
+        chosen = best if run is None else run
+    console.print(f"[bold]{escape(path)}[/]: model [bold]{escape(header['model'])}[/]")
+    config = Table(title="configuration", show_header=False)
+    for name, value in header["config"].items():
+        config.add_row(name, escape(json.dumps(value)))
+    console.print(config)
+    data = Table(title="data fingerprint")
+    for column in ("input", "source", "shape", "dtype", "chunks"):
+        data.add_column(column)
+    for name, fp in header["fingerprint"].items():
+        chunks = fp.get("sample_chunks", [])
+        data.add_row(
+            name,
+            escape(str(fp.get("source"))),
+            str(tuple(fp.get("shape", ()))),
+            str(fp.get("dtype")),
+            f"{len(chunks)} of ≤{max(chunks, default=0)} rows",
+        )
+    console.print(data)
+    table = Table(title="restarts")
+    for column in ("run", "iterations", "converged", "final log-likelihood", ""):
+        table.add_column(column)
+    for r, ds in runs.items():
+        table.add_row(
+            str(r),
+            str(ds.attrs["last_iteration"]),
+            "yes" if ds.attrs["converged"] else "no",
+            _fmt(final_loglik(ds)),
+            "best" if r == best else "",
+        )
+    console.print(table)
+
+    dataset = runs[chosen]
+    trace = dataset["loglik"].values
+    lines = Table(title=f"log-likelihood trace (run {chosen})")
+    for column in ("iteration", "mean log-likelihood", "change"):
+        lines.add_column(column, justify="right")
+    shown = (
+        range(1, len(trace))
+        if len(trace) <= 31
+        else [*range(1, 6), *range(len(trace) - 20, len(trace))]
+    )
+    previous = None
+    for i in shown:
+        if previous is not None and i != previous + 1:
+            lines.add_row("…", "", "")
+        change = trace[i] - trace[i - 1] if i > 1 else math.nan
+        lines.add_row(
+            str(i), f"{trace[i]:.10f}", "" if not math.isfinite(change) else f"{change:.3e}"
+        )
+        previous = i
+    console.print(lines)
+    params = Table(title=f"parameters (run {chosen}, iteration {dataset.attrs['last_iteration']})")
+    for column in ("name", "dims", "shape", "min", "mean", "max"):
+        params.add_column(column)
+    small = {}
+    for name, variable in dataset.data_vars.items():
+        if name == "loglik":
+            continue
+        values = np.asarray(variable.values, dtype=np.float64)
+        if values.ndim == 1 and values.size <= 32:
+            small[name] = values
+        params.add_row(
+            str(name),
+            " × ".join(map(str, variable.dims)),
+            str(values.shape),
+            _fmt(values.min()),
+            _fmt(values.mean()),
+            _fmt(values.max()),
+        )
+    console.print(params)
+    for name, values in small.items():
+        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values), soft_wrap=True)
+    if plot is not None:
+        _plot_trace(console, runs, best, plot)
+
+
+def _plot_trace(console: Console, runs: dict[int, Any], best: int, target: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise _fail(
+            console, ExitCode.USAGE, "--plot needs matplotlib: pip install 'dem[plot]'."
+        ) from exc
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for r, ds in runs.items():
+        trace = ds["loglik"].values[1:]
+        axes.plot(
+            np.arange(1, len(trace) + 1),
+            trace,
+            marker="o",
+            markersize=3,
+            linewidth=2.0 if r == best else 1.0,
+            label=f"run {r}" + (" (best)" if r == best else ""),
+        )
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("mean log-likelihood per sample")
+    axes.set_title("EM trace")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=120)
+    plt.close(figure)
+    console.print(f"Trace drawn to {escape(os.fspath(target))}")
+
+
+# --- dem predict -----------------------------------------------------------------------
+
+
+def _spec_for(estimator: Any) -> tuple[str, ModelCommand]:
+    for key, spec in MODELS.items():
+        if isinstance(estimator, _import(spec.estimator)):
+            return key, spec
+    raise CheckpointMismatchError(
+        f"No command-line outputs are defined for {type(estimator).__name__}."
+    )
+
+
+def _predict_parameters() -> list[inspect.Parameter]:
+    return [
+        _parameter(
+            "checkpoint",
+            Path,
+            typer.Argument(..., help="Checkpoint store written by `dem fit`.", show_default=False),
+        ),
+        _parameter(
+            "store",
+            Path,
+            typer.Argument(..., help="Zarr store holding the data.", show_default=False),
+        ),
+        _parameter(
+            "var",
+            str,
+            typer.Option(
+                ..., "--var", help="Name of the data variable in the store.", show_default=False
+            ),
+        ),
+        _parameter(
+            "out",
+            Path,
+            typer.Option(
+                ..., "--out", help="Zarr store to write (must not exist).", show_default=False
+            ),
+        ),
+        _parameter(
+            "output",
+            list[str] | None,
+            typer.Option(
+                None,
+                "--output",
+                help="Output to write (repeatable; default: all the model's outputs; "
+                + "; ".join(f"{k}: {', '.join(s.outputs)}" for k, s in MODELS.items())
+                + ").",
+            ),
+        ),
+        _parameter(
+            "overwrite", bool, typer.Option(False, "--overwrite", help="Replace OUT if it exists.")
+        ),
+        *_cluster_parameters(),
+    ]
+
+
+def predict(**values: Any) -> None:
+    from dem.data import open_zarr_variable
+    from dem.restore import from_checkpoint
+
+    console = _console()
+    store, out = _absolute(values["store"]), _absolute(values["out"])
+    with _errors(console):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            estimator = from_checkpoint(values["checkpoint"])
+        _print_warnings(console, caught)
+        _, spec = _spec_for(estimator)
+        wanted = values["output"] or list(spec.outputs)
+        unknown = sorted(set(wanted) - set(spec.outputs))
+        if unknown:
+            raise _fail(
+                console,
+                ExitCode.USAGE,
+                f"Unknown output(s) {unknown}; this model writes {list(spec.outputs)}.",
+            )
+        data = open_zarr_variable(store, values["var"])
+        expected = getattr(estimator, "n_features_in_", None)
+        if expected is not None and (len(data.shape) != 2 or data.shape[1] != expected):
+            raise ValueError(
+                f"{values['var']!r} in {store!r} has shape {data.shape}, but the model was fitted "
+                f"to {expected} features."
+            )
+        if (
+            Path(out).resolve() == Path(store).resolve()
+            or Path(store).resolve() in Path(out).resolve().parents
+        ):
+            raise _fail(
+                console,
+                ExitCode.USAGE,
+                "--out must not be inside the input store; the input is never modified.",
+            )
+        if os.path.exists(out) and not values["overwrite"]:
+            raise FileExistsError(
+                f"{out!r} exists; pass --overwrite to replace it, or choose another --out."
+            )
+        connection = _connect(console, values)
+    with connection, _errors(console):
+        import dask
+        import xarray as xr
+        from rich.status import Status
+
+        variables = {}
+        for name in wanted:
+            output = spec.outputs[name]
+            result = getattr(estimator, output.method)(store, variable=values["var"])
+            dims = ("sample",) if output.column_dim is None else ("sample", output.column_dim)
+            variables[name] = xr.Variable(dims, result)
+        dataset = xr.Dataset(
+            variables,
+            attrs={
+                "dem_predict": {
+                    "checkpoint": _absolute(values["checkpoint"]),
+                    "source": f"{store}::{values['var']}",
+                }
+            },
+        )
+        started = time.perf_counter()
+        write = dataset.to_zarr(
+            out, mode="w" if values["overwrite"] else "w-", compute=False, consolidated=False
+        )
+        with Status(f"Writing {', '.join(wanted)} to {escape(out)}", console=console):
+            try:
+                dask.compute(write)
+            except KeyboardInterrupt as exc:
+                console.print(
+                    f"[yellow]Interrupted[/]; {escape(out)} is incomplete: delete it or rerun "
+                    "with --overwrite."
+                )
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        chunks = len(next(iter(variables.values())).data.chunks[0])
+        console.print(
+            f"Wrote {', '.join(f'{n} {variables[n].shape}' for n in wanted)} to {escape(out)} "
+            f"in {chunks} chunk(s), {time.perf_counter() - started:.1f} s.",
+            soft_wrap=True,
+        )
+
+
+app.command(
+    name="predict",
+    help="Per-sample outputs of a fitted model (labels, probabilities, ...) "
+    "written chunk by chunk to Zarr on the cluster.",
+)(
+    _with_signature(
+        predict, _predict_parameters(), "Per-sample outputs of a fitted model, written to Zarr."
+    )
+)
+
+
+# --- dem synth ---------------------------------------------------------------------------
+
+
+def _synth_parameters(key: str, spec: ModelCommand) -> list[inspect.Parameter]:
+    return [
+        _parameter(
+            "out", Path, typer.Argument(..., help="Zarr store to create.", show_default=False)
+        ),
+        _parameter(
+            "samples", int, typer.Option(1_000_000, "--samples", "-n", help="Number of samples.")
+        ),
+        _parameter(
+            "features", int, typer.Option(16, "--features", "-d", help="Number of features.")
+        ),
+        *[_option_parameter(o, {}, f"synth_{key}") for o in spec.synth_options],
+        _parameter(
+            "seed", int, typer.Option(0, "--seed", help="Seed of the ground truth and the samples.")
+        ),
+        _parameter(
+            "chunk_rows", int, typer.Option(100_000, "--chunk-rows", help="Samples per chunk.")
+        ),
+        _parameter(
+            "dtype",
+            _choice_enum("synth_dtype", ("float64", "float32")),
+            typer.Option("float64", "--dtype", help="Data type of the feature matrix."),
+        ),
+        _parameter(
+            "threads",
+            int,
+            typer.Option(
+                2, "--threads", help="Chunks generated at once (memory ≈ threads chunks)."
+            ),
+        ),
+    ]
+
+
+def _write_synthetic(
+    console: Console, key: str, spec: ModelCommand, out: str, values: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dem.synth import write_store
+
+    options = {o.param: _option_value(o, values[o.param]) for o in spec.synth_options}
+    with Progress(
+        TextColumn("writing {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("synth", total=values["samples"], name=os.path.basename(out))
+        return write_store(
+            out,
+            spec.synth or key,
+            n_samples=values["samples"],
+            n_features=values["features"],
+            seed=values["seed"],
+            chunk_rows=values["chunk_rows"],
+            dtype=getattr(values["dtype"], "value", values["dtype"]),
+            threads=values["threads"],
+            options=options,
+            on_chunk=lambda done, total: bar.update(task, completed=done),
+        )
+
+
+def _make_synth_command(key: str, spec: ModelCommand) -> None:
+    parameters = _synth_parameters(key, spec)
+
+    def command(**values: Any) -> None:
+        console = _console()
+        out = _absolute(values["out"])
+        with _errors(console):
+            started = time.perf_counter()
+            _write_synthetic(console, key, spec, out, values)
+        n, d = values["samples"], values["features"]
+        console.print(
+            f"Wrote {n:,} × {d} samples to {escape(out)} in {time.perf_counter() - started:.1f} s "
+            f"(variables X and labels; ground truth in the attribute 'dem_synth').",
+            soft_wrap=True,
+        )
+        fit_words = ["dem", "fit", key, out, "--var", "X"]
+        if "n_components" in values:
+            fit_words += ["--n-components", str(values["n_components"])]
+        console.print(f"Fit it with: {escape(shlex.join(fit_words))}", soft_wrap=True)
+
+    synth_app.command(name=key, help=f"Synthetic data for `dem fit {key}`.")(
+        _with_signature(command, parameters, f"Synthetic data for `dem fit {key}`.")
+    )
+
+
+for _key, _spec in MODELS.items():
+    _make_fit_command(_key, _spec)
+    if _spec.synth is not None:
+        _make_synth_command(_key, _spec)
+
+
+# --- dem demo -----------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Number of samples.")] = 1_000_000,
+    features: Annotated[int, typer.Option("--features", "-d", help="Number of features.")] = 16,
+    components: Annotated[
+        int, typer.Option("--components", "-k", help="Number of mixture components.")
+    ] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the data and of the fit.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")] = 2,
+    chunk_rows: Annotated[int, typer.Option(help="Samples per chunk.")] = 100_000,
+    max_iter: Annotated[int, typer.Option(help="Maximum EM iterations.")] = 100,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Where to write the data and checkpoint (default: a new temporary directory).",
+        ),
+    ] = None,
+) -> None:
+    """Generate a Zarr store, fit a Gaussian mixture on a local Dask cluster, and report."""
+    from scipy.optimize import linear_sum_assignment
+
+    console = _console()
+    if min(samples, features, components, workers, chunk_rows, max_iter) < 1:
+        raise _fail(
+            console,
+            ExitCode.USAGE,
+            "--samples, --features, --components, --workers, --chunk-rows "
+            "and --max-iter must be at least 1.",
+        )
+    if samples < components:
+        raise _fail(console, ExitCode.USAGE, "--samples must be at least --components.")
+    root = Path(tempfile.mkdtemp(prefix="dem-demo-")) if directory is None else directory
+    root.mkdir(parents=True, exist_ok=True)
+    store, checkpoint = os.fspath(root / "data.zarr"), os.fspath(root / "fit.zarr")
+    console.print(
+        f"[bold]dem demo[/]: {samples:,} samples × {features} features from a "
+        f"{components}-component Gaussian mixture, in {escape(os.fspath(root))}",
+        soft_wrap=True,
+    )
+    spec = MODELS["gmm"]
+    with _errors(console):
+        started = time.perf_counter()
+        truth = _write_synthetic(
+            console,
+            "gmm",
+            spec,
+            store,
+            {
+                "samples": samples,
+                "features": features,
+                "seed": seed,
+                "chunk_rows": chunk_rows,
+                "dtype": "float64",
+                "threads": workers,
+                "n_components": components,
+                "separation": 1.0,
+            },
+        )
+        size = samples * features * 8 / 1e6
+        console.print(
+            f"Wrote {escape(store)} ({size:,.0f} MB in {-(-samples // chunk_rows)} chunks) "
+            f"in {time.perf_counter() - started:.1f} s.",
+            soft_wrap=True,
+        )
+        connection = _connect(
+            console,
+            {
+                "scheduler": None,
+                "scheduler_file": None,
+                "local_workers": workers,
+                "tls_ca_file": None,
+                "tls_cert": None,
+                "tls_key": None,
+                "insecure": False,
+            },
+        )
+    cls = _import(spec.estimator)
+    with connection, Interrupts(console) as interrupts, _errors(console):
+        reporter = Reporter(console, max_iter, 1, interrupts)
+        estimator = cls(
+            components,
+            covariance_type="full",
+            random_state=seed,
+            max_iter=max_iter,
+            checkpoint=checkpoint,
+            callback=reporter,
+        )
+        started = time.perf_counter()
+        try:
+            with reporter, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                estimator.fit(store, variable="X")
+        except (FitStopped, KeyboardInterrupt) as exc:
+            console.print(
+                f"[yellow]Interrupted.[/] Checkpoint so far: {escape(checkpoint)}", soft_wrap=True
+            )
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        _print_warnings(console, caught)
+        elapsed = time.perf_counter() - started
+
+    trace = estimator.lower_bounds_
+    console.print(
+        f"\n[bold]{'Converged' if estimator.converged_ else 'Did not converge'}[/] after "
+        f"{estimator.n_iter_} iterations in {elapsed:.1f} s (including initialisation); "
+        f"median {statistics.median(reporter.seconds):.2f} s per iteration."
+    )
+    console.print("Mean log-likelihood per sample: " + " → ".join(f"{v:.4f}" for v in trace))
+    distance = np.linalg.norm(truth["means"][:, None, :] - estimator.means_[None, :, :], axis=2)
+    true_index, fitted_index = linear_sum_assignment(distance)
+    spacing = np.linalg.norm(truth["means"][:, None] - truth["means"][None], axis=2)
+    nearest = (
+        np.min(spacing + np.diag(np.full(components, np.inf)), axis=1)
+        if components > 1
+        else np.full(1, np.nan)
+    )
+    table = Table(
+        title="recovered vs true components (matched by the Hungarian algorithm on mean distance)"
+    )
+    for column in (
+        "true",
+        "fitted",
+        "true weight",
+        "fitted weight",
+        "‖mean error‖",
+        "nearest other true mean",
+    ):
+        table.add_column(column, justify="right")
+    for t, f in zip(true_index, fitted_index, strict=True):
+        table.add_row(
+            str(t),
+            str(f),
+            f"{truth['weights'][t]:.4f}",
+            f"{estimator.weights_[f]:.4f}",
+            f"{distance[t, f]:.4f}",
+            f"{nearest[t]:.2f}",
+        )
+    console.print(table)
+    console.print(
+        f"Largest mean error {distance[true_index, fitted_index].max():.4f} (means lie "
+        f"{np.nanmin(nearest):.2f} or more apart)."
+    )
+    console.print(
+        f"Checkpoint: {escape(checkpoint)}   (inspect: dem show {escape(shlex.quote(checkpoint))})",
+        soft_wrap=True,
+    )
+    console.print(
+        f"Data: {escape(store)}   (delete {escape(os.fspath(root))} when done)", soft_wrap=True
+    )
+
+
+def main() -> None:
+    """Entry point for ``python -m dem.cli``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

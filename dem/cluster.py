@@ -1,0 +1,280 @@
+"""Finding the Dask scheduler a fit runs on, with safe defaults.
+
+Where a fit runs, in order of precedence:
+
+1. an explicit address (``--scheduler tls://host:8786``);
+2. a scheduler file written by ``dask scheduler --scheduler-file`` (``--scheduler-file``);
+3. dask's configuration: ``scheduler-address``, which the environment variable
+   ``DASK_SCHEDULER_ADDRESS`` sets (the Dask Kubernetes operator sets it in job pods);
+4. otherwise a :class:`distributed.LocalCluster` of worker processes on this machine.
+
+Security: a scheduler runs whatever code its clients send, so the connection must be
+either encrypted and authenticated (``tls://`` with certificates, from the arguments
+or from dask's ``distributed.comm.tls`` configuration) or on this machine's loopback
+interface. A plain ``tcp://`` address elsewhere is refused unless ``insecure=True``,
+and then a warning says what that exposes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class SchedulerError(RuntimeError):
+    """The scheduler cannot be found, reached or trusted."""
+
+
+class InsecureConnectionWarning(UserWarning):
+    """A plain-text connection to a scheduler beyond this machine was allowed."""
+
+
+@dataclass
+class Connection:
+    """A connected client, the cluster it started (if any) and how it was found.
+
+    Attributes
+    ----------
+    client : distributed.Client
+        The client; it is the default client while the connection is open.
+    cluster : distributed.LocalCluster or None
+        The local cluster started for this connection (closed with it).
+    source : str
+        How the scheduler was found (``"--scheduler"``, ``"--scheduler-file"``,
+        ``"DASK_SCHEDULER_ADDRESS"``, ``"dask config scheduler-address"`` or
+        ``"local cluster"``).
+    address : str
+        The scheduler's address.
+    """
+
+    client: Any
+    cluster: Any
+    source: str
+    address: str
+
+    @property
+    def dashboard(self) -> str | None:
+        """Link to the scheduler's dashboard, or None when it serves none."""
+        services = self.client.scheduler_info(n_workers=0).get("services", {})
+        if "dashboard" not in services:
+            return None
+        return str(self.client.dashboard_link)
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.scheduler_info(n_workers=-1)["workers"])
+
+    def describe(self) -> str:
+        """One line: where the fit runs and the dashboard link."""
+        dashboard = self.dashboard or "none (install bokeh to serve one)"
+        where = "local cluster" if self.cluster is not None else "scheduler"
+        return (
+            f"Running on {where} {self.address} (found by {self.source}), "
+            f"{self.n_workers} worker(s); dashboard: {dashboard}"
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses of this machine's loopback interface (no name lookup)."""
+    host = host.strip("[]")
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_security(
+    tls_ca_file: str | None = None, tls_cert: str | None = None, tls_key: str | None = None
+) -> Any:
+    """A :class:`distributed.security.Security` from the arguments, else dask config.
+
+    With none of the arguments, the ``distributed.comm.tls.*`` configuration applies
+    (for instance ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE``).
+    """
+    from distributed.security import Security
+
+    given = {"tls_ca_file": tls_ca_file, "tls_client_cert": tls_cert, "tls_client_key": tls_key}
+    if not any(given.values()):
+        return Security()
+    if tls_ca_file is None or tls_cert is None:
+        raise SchedulerError(
+            "TLS needs the certificate authority and this client's certificate: pass "
+            "--tls-ca-file and --tls-cert (and --tls-key unless the certificate holds the key)."
+        )
+    for option, path in (
+        ("--tls-ca-file", tls_ca_file),
+        ("--tls-cert", tls_cert),
+        ("--tls-key", tls_key),
+    ):
+        if path is not None and not os.path.isfile(path):
+            raise SchedulerError(f"{option} {path!r} is not a file.")
+    return Security(require_encryption=True, **{k: v for k, v in given.items() if v is not None})
+
+
+def check_address(address: str, security: Any, *, insecure: bool = False) -> str:
+    """Refuse connections that would let others run code, before any traffic is sent.
+
+    Returns the address with its scheme made explicit.
+
+    Raises
+    ------
+    SchedulerError
+        ``tls://`` without client certificates, or plain ``tcp://`` to a host that
+        is not loopback without ``insecure``.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+    except ValueError as exc:
+        raise SchedulerError(f"{address!r} is not a scheduler address: {exc}") from exc
+    address = f"{scheme}://{location}"
+    if scheme == "inproc":
+        return address
+    if scheme == "tls":
+        if not (security.tls_ca_file and security.tls_client_cert):
+            raise SchedulerError(
+                f"{address} uses TLS, but no client certificate is configured. Pass --tls-ca-file, "
+                "--tls-cert and --tls-key, or set distributed.comm.tls.ca-file and "
+                "distributed.comm.tls.client.cert/key in dask config."
+            )
+        return address
+    host, _ = parse_host_port(location)
+    if is_loopback(host):
+        return address
+    if not insecure:
+        raise SchedulerError(
+            f"Refusing an unencrypted connection to {address}: anyone who can reach that scheduler "
+            "can run code on it and on this machine. Use a tls:// address with certificates "
+            "(--tls-ca-file/--tls-cert/--tls-key), or pass --insecure if the network is private "
+            "and trusted."
+        )
+    warnings.warn(
+        f"Connecting to {address} without encryption or authentication (--insecure): anyone who "
+        "can reach the scheduler can run arbitrary code on the cluster and read the data.",
+        InsecureConnectionWarning,
+        stacklevel=2,
+    )
+    return address
+
+
+def find_scheduler(scheduler: str | None, scheduler_file: str | None) -> tuple[str | None, str]:
+    """The scheduler address to use and where it came from (None: start a local cluster)."""
+    if scheduler and scheduler_file:
+        raise SchedulerError("Pass either --scheduler or --scheduler-file, not both.")
+    if scheduler:
+        return scheduler, "--scheduler"
+    if scheduler_file:
+        try:
+            with open(scheduler_file) as handle:
+                return str(json.load(handle)["address"]), "--scheduler-file"
+        except (OSError, ValueError, KeyError) as exc:
+            raise SchedulerError(
+                f"Cannot read a scheduler address from {scheduler_file!r} ({exc}). Pass the file "
+                "that `dask scheduler --scheduler-file` wrote."
+            ) from exc
+    configured = dask.config.get("scheduler-address", None)
+    if configured:
+        source = (
+            "DASK_SCHEDULER_ADDRESS"
+            if os.environ.get("DASK_SCHEDULER_ADDRESS")
+            else "dask config scheduler-address"
+        )
+        return str(configured), source
+    return None, "local cluster"
+
+
+def connect(
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    *,
+    local_workers: int | None = None,
+    security: Any = None,
+    insecure: bool = False,
+    timeout: float = 30.0,
+) -> Connection:
+    """Connect to the scheduler found by the rules in the module docstring.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Scheduler address.
+    scheduler_file : str, optional
+        JSON file with the scheduler's address.
+    local_workers : int, optional
+        Worker processes of the local cluster started when no scheduler is found
+        (default: one per core).
+    security : distributed.security.Security, optional
+        TLS settings (default: from dask config).
+    insecure : bool
+        Allow plain ``tcp://`` to a host that is not loopback.
+    timeout : float
+        Seconds to wait for the scheduler.
+
+    Returns
+    -------
+    Connection
+    """
+    from distributed import Client, LocalCluster
+
+    security = make_security() if security is None else security
+    address, source = find_scheduler(scheduler, scheduler_file)
+    if address is None:
+        workers = local_workers or os.cpu_count() or 1
+        if workers < 1:
+            raise SchedulerError(f"--local-workers must be at least 1, got {workers}.")
+        # Worker processes inherit an ignored SIGINT, so Ctrl-C in a terminal (sent to the
+        # whole process group) reaches only this process, which stops the fit cleanly.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                silence_logs=logging.ERROR,
+            )
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        client = Client(cluster, set_as_default=True)
+        return Connection(client, cluster, source, cluster.scheduler_address)
+    address = check_address(address, security, insecure=insecure)
+    try:
+        client = Client(address, security=security, timeout=timeout, set_as_default=True)
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerError(
+            f"Cannot connect to the scheduler at {address} (found by {source}): {exc}. Check that "
+            "it is running and reachable, and its TLS settings."
+        ) from exc
+    return Connection(client, None, source, address)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
