@@ -474,6 +474,21 @@ def test_plain_tcp_beyond_loopback_needs_insecure(store: Path, tmp_path: Path) -
     )
     assert code == ExitCode.SCHEDULER and "--insecure" in output
     assert not (tmp_path / "c.zarr").exists()
+    # Nothing listens on port 1 of loopback: a clear error, not a hang.
+    code, output = invoke(
+        "fit",
+        "gmm",
+        store,
+        "--var",
+        "X",
+        "--checkpoint",
+        tmp_path / "c.zarr",
+        "--scheduler",
+        "tcp://127.0.0.1:1",
+        "--connect-timeout",
+        "1",
+    )
+    assert code == ExitCode.SCHEDULER and "Cannot connect" in output
 
 
 # --- bad input ---------------------------------------------------------------------------------
