@@ -900,7 +900,11 @@ def _predict_parameters() -> list[inspect.Parameter]:
             "out",
             Path,
             typer.Option(
-                ..., "--out", help="Zarr store to write (must not exist).", show_default=False
+                ...,
+                "--out",
+                help="Zarr store to write (must not exist); the workers write it, so it must be "
+                "reachable from them.",
+                show_default=False,
             ),
         ),
         _parameter(
