@@ -478,6 +478,16 @@ def _cluster_parameters() -> list[inspect.Parameter]:
             ),
         ),
         _parameter(
+            "connect_timeout",
+            float,
+            typer.Option(
+                30.0,
+                "--connect-timeout",
+                help="Seconds to wait for the scheduler.",
+                rich_help_panel=panel,
+            ),
+        ),
+        _parameter(
             "insecure",
             bool,
             typer.Option(
@@ -506,6 +516,7 @@ def _connect(console: Console, values: dict[str, Any]) -> Connection:
             local_workers=values["local_workers"],
             security=security,
             insecure=values["insecure"],
+            timeout=values["connect_timeout"],
         )
     console.print(escape(connection.describe()), soft_wrap=True)
     _print_warnings(console, caught)
@@ -889,7 +900,11 @@ def _predict_parameters() -> list[inspect.Parameter]:
             "out",
             Path,
             typer.Option(
-                ..., "--out", help="Zarr store to write (must not exist).", show_default=False
+                ...,
+                "--out",
+                help="Zarr store to write (must not exist); the workers write it, so it must be "
+                "reachable from them.",
+                show_default=False,
             ),
         ),
         _parameter(
@@ -1180,6 +1195,7 @@ def demo(
                 "tls_cert": None,
                 "tls_key": None,
                 "insecure": False,
+                "connect_timeout": 30.0,
             },
         )
     cls = _import(spec.estimator)
