@@ -258,3 +258,10 @@ def test_collapsed_component_raises_with_advice():
     x = np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]), 10, axis=0)
     with pytest.raises(ValueError, match="increase reg_covar"):
         dem.GaussianMixture(3, reg_covar=0.0, init_params="random_from_data", random_state=0).fit(x)
+
+
+def test_invalid_values_met_by_the_initialisation_sample_name_the_row(blobs):
+    bad = blobs.copy()
+    bad[777, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity in row 777"):
+        dem.GaussianMixture(3, random_state=0).fit(bad)
