@@ -5,13 +5,26 @@ Conventions follow scikit-learn so parameters can be compared one to one:
 shapes are (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
 
 All statistics are taken about a shift ``c`` (the mixture's mean), which keeps the
-scatter sums accurate for data far from the origin. Every function here works on one
-in-cache row block of float64 data.
+scatter sums accurate for data far from the origin.
+
+Layout
+------
+The E-step kernels work on one in-cache block of n rows held *transposed*: ``xt``
+of shape (d + 1, n), the centred features ``x - c`` in the first d rows and ones in
+the last, so that an offset rides along inside a matrix product. Per-component
+results are (K, n). Reductions over the K components then run along the leading
+axis, which numpy does as fast elementwise passes, where a reduction over a short
+last axis is slow.
+
+For float32 input of a full-covariance mixture, the two large matrix products
+(whitening and scatter, O(K d²) flops per row) and the normalisation of the
+responsibilities run in float32 within each block of a few thousand rows; the
+first moments and every sum across blocks are float64.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from scipy import linalg
@@ -20,69 +33,107 @@ LOG_2PI = np.log(2.0 * np.pi)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
+FLOAT32_PRODUCTS = frozenset({"full"})
+"""Covariance types whose large products run in float32 for float32 input."""
+
 COLLAPSED = (
     "The {what} of component(s) {which} is not positive definite: a component has "
     "collapsed onto too few distinct points. Decrease n_components, increase reg_covar, "
     "or scale the input data."
 )
 
-
-def _group_sum_matrix(n_components: int, n_features: int) -> np.ndarray:
-    """(K·d, K) block of ones: ``y @ G`` sums each group of d columns (a fast reduction)."""
-    return np.kron(np.eye(n_components), np.ones((n_features, 1)))
+DistanceFunction = Callable[[np.ndarray], np.ndarray]
 
 
-# --- squared Mahalanobis distances: (n, d) centred block -> (n, K) -------------------
+def product_dtype(data_dtype: np.dtype, covariance_type: str) -> type[np.floating]:
+    """The dtype of the large per-block matrix products for data of ``data_dtype``."""
+    if data_dtype == np.float32 and covariance_type in FLOAT32_PRODUCTS:
+        return np.float32
+    return np.float64
 
 
-def _mahalanobis_full(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+# --- squared Mahalanobis distances ---------------------------------------------------
+# Each factory takes the means relative to the shift ``dm`` (K, d) and the precision
+# factors, does the per-iteration work once, and returns a function from a transposed
+# block ``xt`` (d + 1, n) to the squared distances (K, n).
+
+
+def _distances_full(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
     n_components, n_features = dm.shape
-    stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
-    offsets = np.einsum("kd,kde->ke", dm, prec_chol).reshape(-1)
-    whitened = xc @ stacked
-    whitened -= offsets
-    np.square(whitened, out=whitened)
-    return whitened @ _group_sum_matrix(n_components, n_features)
+    # row (k, j) maps [x - c, 1] to (P_kᵀ (x - c - dm_k))_j: one product for all k
+    factors = np.empty((n_components * n_features, n_features + 1))
+    factors[:, :n_features] = prec_chol.transpose(0, 2, 1).reshape(-1, n_features)
+    factors[:, n_features] = -np.einsum("kd,kde->ke", dm, prec_chol).reshape(-1)
+    factors = factors.astype(dtype)
+    ones = np.ones((1, n_features), dtype=dtype)
+
+    def distances(xt: np.ndarray) -> np.ndarray:
+        whitened = factors @ xt
+        np.square(whitened, out=whitened)
+        # summing each group of d rows as a product with a ones vector is fast
+        return (ones @ whitened.reshape(n_components, n_features, -1)).reshape(n_components, -1)
+
+    return distances
 
 
-def _mahalanobis_tied(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+def _distances_tied(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
     n_components, n_features = dm.shape
-    whitened_x = xc @ prec_chol
-    whitened_means = dm @ prec_chol
-    out = np.empty((len(xc), n_components))
-    for k in range(n_components):
-        diff = whitened_x - whitened_means[k]
-        out[:, k] = np.einsum("ij,ij->i", diff, diff)
-    return out
+    factor_t = np.ascontiguousarray(prec_chol.T, dtype=dtype)
+    whitened_means = (dm @ prec_chol).astype(dtype)[:, :, None]
+    ones = np.ones((1, n_features), dtype=dtype)
+
+    def distances(xt: np.ndarray) -> np.ndarray:
+        whitened = factor_t @ xt[:n_features]
+        diff = whitened[None, :, :] - whitened_means
+        np.square(diff, out=diff)
+        return (ones @ diff).reshape(n_components, -1)
+
+    return distances
 
 
-def _mahalanobis_diag(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+def _distances_diag(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
     precisions = prec_chol**2
-    return (
-        np.sum(dm**2 * precisions, axis=1)
-        - 2.0 * (xc @ (dm * precisions).T)
-        + (xc**2) @ precisions.T
-    )
+    constant = np.sum(dm**2 * precisions, axis=1)[:, None]
+    linear = dm * precisions
+
+    def distances(xt: np.ndarray) -> np.ndarray:
+        xc = xt[:-1]
+        return constant - 2.0 * (linear @ xc) + precisions @ (xc * xc)
+
+    return distances
 
 
-def _mahalanobis_spherical(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    precisions = prec_chol**2
-    return (
-        np.sum(dm**2, axis=1) * precisions
-        - 2.0 * (xc @ dm.T) * precisions
-        + np.outer(np.einsum("ij,ij->i", xc, xc), precisions)
-    )
+def _distances_spherical(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    precisions = (prec_chol**2)[:, None]
+    constant = np.sum(dm**2, axis=1)[:, None] * precisions
+
+    def distances(xt: np.ndarray) -> np.ndarray:
+        xc = xt[:-1]
+        squared_norms = np.einsum("ij,ij->j", xc, xc)
+        return constant - 2.0 * (dm @ xc) * precisions + squared_norms * precisions
+
+    return distances
 
 
-MAHALANOBIS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "full": _mahalanobis_full,
-    "tied": _mahalanobis_tied,
-    "diag": _mahalanobis_diag,
-    "spherical": _mahalanobis_spherical,
+DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray, type[np.floating]], DistanceFunction]] = {
+    "full": _distances_full,
+    "tied": _distances_tied,
+    "diag": _distances_diag,
+    "spherical": _distances_spherical,
 }
 
 
-def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray | float:
+def log_det_cholesky(
+    prec_chol: np.ndarray, covariance_type: str, n_features: int
+) -> np.ndarray | float:
     """log det of the precision Cholesky factor, per component (scalar for tied)."""
     if covariance_type == "full":
         return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
@@ -93,6 +144,39 @@ def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: in
     return n_features * np.log(prec_chol)
 
 
+def log_prob_constants(
+    log_weights: np.ndarray, prec_chol: np.ndarray, covariance_type: str, n_features: int
+) -> np.ndarray:
+    """log(w_k) + log det P_k - (d/2) log 2π: the per-component part of the log density, (K, 1)."""
+    log_det = log_det_cholesky(prec_chol, covariance_type, n_features)
+    return np.asarray(log_weights + log_det - 0.5 * n_features * LOG_2PI)[:, None]
+
+
+def transposed_blocks(
+    x: np.ndarray, shift: np.ndarray, dtype: type[np.floating], block_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Walk ``x`` (n, d) in blocks of ``block_rows`` rows, centred on ``shift`` and transposed.
+
+    Yields ``(xc, xt)``: ``xc`` (d, m) the centred block in float64 and ``xt``
+    (d + 1, m) the same in ``dtype`` with a row of ones below. Both are views of
+    buffers reused for the next block.
+    """
+    n_features = x.shape[1]
+    rows = min(block_rows, len(x))
+    augmented = np.empty((n_features + 1, rows), dtype=dtype)
+    augmented[n_features] = 1.0
+    centred = augmented[:n_features] if dtype == np.float64 else np.empty((n_features, rows))
+    for start in range(0, len(x), block_rows):
+        block = x[start : start + block_rows]
+        m = len(block)
+        xc = centred[:, :m]
+        np.subtract(block.T, shift[:, None], out=xc)
+        xt = augmented[:, :m]
+        if dtype != np.float64:
+            xt[:n_features] = xc
+        yield xc, xt
+
+
 def weighted_log_prob(
     xc: np.ndarray,
     dm: np.ndarray,
@@ -100,29 +184,37 @@ def weighted_log_prob(
     prec_chol: np.ndarray,
     covariance_type: str,
 ) -> np.ndarray:
-    """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block: (n, K)."""
+    """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block ``xc`` (n, d): (n, K)."""
     n_features = xc.shape[1]
-    distances = MAHALANOBIS[covariance_type](xc, dm, prec_chol)
-    log_det = log_det_cholesky(prec_chol, covariance_type, n_features)
-    return -0.5 * (n_features * LOG_2PI + distances) + log_det + log_weights
+    xt = np.vstack([xc.T, np.ones((1, len(xc)))])
+    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt)
+    constants = log_prob_constants(log_weights, prec_chol, covariance_type, n_features)
+    return (constants - 0.5 * distances).T
 
 
-# --- scatter statistics: centred block and responsibilities -> sums --------------------
+# --- scatter statistics: transposed centred block (d, n), responsibilities (K, n) -------
+
+
+def _upper_offsets(n_features: int) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(np.arange(n_features, 0, -1))])
 
 
 def _scatter_full(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    n, n_features = xc.shape
-    n_components = resp.shape[1]
-    weighted = (resp[:, :, None] * xc[:, None, :]).reshape(n, n_components * n_features)
-    return (xc.T @ weighted).reshape(n_features, n_components, n_features).transpose(1, 0, 2)
+    """Σ r_k x xᵀ as the packed upper triangles (K, d(d+1)/2): row products once for all k."""
+    n_features = len(xc)
+    offsets = _upper_offsets(n_features)
+    products = np.empty((offsets[-1], xc.shape[1]), dtype=xc.dtype)
+    for i in range(n_features):
+        np.multiply(xc[i], xc[i:], out=products[offsets[i] : offsets[i + 1]])
+    return resp @ products.T
 
 
 def _scatter_tied(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return xc.T @ xc
+    return xc @ xc.T
 
 
 def _scatter_diag(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return resp.T @ (xc * xc)
+    return resp @ (xc * xc).T
 
 
 SCATTER: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -133,12 +225,39 @@ SCATTER: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+def scatter_zeros(covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
+    """A float64 accumulator shaped like what ``SCATTER[covariance_type]`` returns."""
+    shape = {
+        "full": (n_components, n_features * (n_features + 1) // 2),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components, n_features),
+    }[covariance_type]
+    return np.zeros(shape)
+
+
+def unpack_scatter(scatter: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray:
+    """The scatter statistic as the M-step reads it: full ones unpacked to (K, d, d)."""
+    if covariance_type != "full":
+        return scatter
+    rows, cols = np.triu_indices(n_features)
+    full = np.empty((len(scatter), n_features, n_features))
+    full[:, rows, cols] = scatter
+    full[:, cols, rows] = scatter
+    return full
+
+
 # --- covariances from statistics ---------------------------------------------------
 
 
 def _covariance_full(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: ignore[no-untyped-def]
     outer = np.einsum("ki,kj->kij", dm, sum_x)
-    centred = scatter - outer - outer.transpose(0, 2, 1) + resp_sum[:, None, None] * np.einsum("ki,kj->kij", dm, dm)
+    centred = (
+        scatter
+        - outer
+        - outer.transpose(0, 2, 1)
+        + resp_sum[:, None, None] * np.einsum("ki,kj->kij", dm, dm)
+    )
     covariances = centred / nk[:, None, None]
     covariances[:, np.arange(dm.shape[1]), np.arange(dm.shape[1])] += reg_covar
     return covariances
