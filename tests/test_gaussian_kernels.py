@@ -126,6 +126,20 @@ def test_e_step_matches_rowwise_scipy_reference(covariance_type: str) -> None:
         assert _relative(got[key], want[key]) < 1e-11, key
 
 
+@pytest.mark.parametrize("separation", [3.0, 1e3])
+def test_full_e_step_is_accurate_for_far_apart_components(separation: float) -> None:
+    """Near components take the expanded distances, far ones the whitened: both ~1e-12."""
+    rng = np.random.default_rng(14)
+    centres = separation * np.array([[0.0] * 5, [1.0] * 5, [-0.7] * 5])
+    x = np.vstack([rng.standard_normal((900, 5)) + c for c in centres])
+    params = _params(x, 3, "full", seed=15)
+    params["means"] = centres + 0.3 * rng.standard_normal(centres.shape)
+    got = MixtureModel(3, "full").e_step({"X": x}, params)
+    want = _reference_stats(x, params, "full")
+    for key in want:
+        assert _relative(got[key], want[key]) < 1e-12, key
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_weighted_log_prob_matches_scipy_density(covariance_type: str) -> None:
     x = _data(n=700, seed=3)

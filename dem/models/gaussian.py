@@ -42,7 +42,7 @@ COLLAPSED = (
     "or scale the input data."
 )
 
-DistanceFunction = Callable[[np.ndarray], np.ndarray]
+DistanceFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def product_dtype(data_dtype: np.dtype, covariance_type: str) -> type[np.floating]:
@@ -52,15 +52,95 @@ def product_dtype(data_dtype: np.dtype, covariance_type: str) -> type[np.floatin
     return np.float64
 
 
+# --- second moments of a block -------------------------------------------------------
+# What both the distances and the scatter statistic of a covariance type read, computed
+# once per block from the transposed block ``xt`` (d + 1, n).
+
+
+def _upper_offsets(n_features: int) -> np.ndarray:
+    """Where row i of the packed upper triangle starts: 0, d, 2d - 1, ..., d(d+1)/2."""
+    return np.concatenate([[0], np.cumsum(np.arange(n_features, 0, -1))])
+
+
+def _moments_full(xt: np.ndarray) -> np.ndarray:
+    """[x_i x_j for i <= j (packed upper triangle); x; 1]: (d(d+1)/2 + d + 1, n)."""
+    n_features = len(xt) - 1
+    offsets = _upper_offsets(n_features)
+    moments = np.empty((offsets[-1] + n_features + 1, xt.shape[1]), dtype=xt.dtype)
+    for i in range(n_features):
+        np.multiply(xt[i], xt[i:n_features], out=moments[offsets[i] : offsets[i + 1]])
+    moments[offsets[-1] :] = xt
+    return moments
+
+
+def _moments_tied(xt: np.ndarray) -> np.ndarray:
+    return xt[:-1]
+
+
+def _moments_diag(xt: np.ndarray) -> np.ndarray:
+    """x_i²: (d, n)."""
+    return np.square(xt[:-1])
+
+
+MOMENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "full": _moments_full,
+    "tied": _moments_tied,
+    "diag": _moments_diag,
+    "spherical": _moments_diag,
+}
+
+
 # --- squared Mahalanobis distances ---------------------------------------------------
 # Each factory takes the means relative to the shift ``dm`` (K, d) and the precision
-# factors, does the per-iteration work once, and returns a function from a transposed
-# block ``xt`` (d + 1, n) to the squared distances (K, n).
+# factors, does the per-iteration work once, and returns a function of the transposed
+# block ``xt`` (d + 1, n) and its moments giving the squared distances (K, n).
+
+
+EXPANSION_LIMIT = 1e4
+"""Largest squared distance (in its own metric) of a component's mean from the shift for
+which the full covariance's distances are expanded rather than whitened."""
 
 
 def _distances_full(
     dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
 ) -> DistanceFunction:
+    """Expanded (half the flops) where that is accurate to ~1e-12, else whitened."""
+    whitened_means = np.einsum("kd,kde->ke", dm, prec_chol)
+    if dtype == np.float64 and np.max(np.sum(whitened_means**2, axis=1)) <= EXPANSION_LIMIT:
+        return _distances_full_expanded(dm, prec_chol)
+    return _distances_full_whitened(dm, prec_chol, dtype)
+
+
+def _distances_full_expanded(dm: np.ndarray, prec_chol: np.ndarray) -> DistanceFunction:
+    """(x - m)ᵀ Λ (x - m) = Σ_{i<=j} c_ij Λ_ij x_i x_j - 2 (Λ m)ᵀ x + mᵀ Λ m, for all k at once.
+
+    One product of the (K, d(d+1)/2 + d + 1) coefficients with the block's moments,
+    which the scatter statistic reads too: half the flops of whitening. The terms of a
+    point near component k are about m_kᵀ Λ_k m_k (its mean's squared distance from
+    the shift), so the distance carries that many ulps of rounding; hence the limit.
+    """
+    n_components, n_features = dm.shape
+    rows, cols = np.triu_indices(n_features)
+    precisions = np.einsum("kij,klj->kil", prec_chol, prec_chol)
+    weighted = precisions @ dm[:, :, None]  # Λ_k m_k: (K, d, 1)
+    coefficients = np.empty((n_components, len(rows) + n_features + 1))
+    coefficients[:, : len(rows)] = precisions[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
+    coefficients[:, len(rows) : -1] = -2.0 * weighted[:, :, 0]
+    coefficients[:, -1] = np.einsum("ki,ki->k", dm, weighted[:, :, 0])
+
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        return coefficients @ moments
+
+    return distances
+
+
+def _distances_full_whitened(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    """|P_kᵀ (x - m_k)|²: one product against the stacked factors, then squares summed.
+
+    Exact to a few ulps of the distance wherever x lies, which float32 needs.
+    """
     n_components, n_features = dm.shape
     # row (k, j) maps [x - c, 1] to (P_kᵀ (x - c - dm_k))_j: one product for all k
     factors = np.empty((n_components * n_features, n_features + 1))
@@ -69,7 +149,7 @@ def _distances_full(
     factors = factors.astype(dtype)
     ones = np.ones((1, n_features), dtype=dtype)
 
-    def distances(xt: np.ndarray) -> np.ndarray:
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
         whitened = factors @ xt
         np.square(whitened, out=whitened)
         # summing each group of d rows as a product with a ones vector is fast
@@ -86,7 +166,7 @@ def _distances_tied(
     whitened_means = (dm @ prec_chol).astype(dtype)[:, :, None]
     ones = np.ones((1, n_features), dtype=dtype)
 
-    def distances(xt: np.ndarray) -> np.ndarray:
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
         whitened = factor_t @ xt[:n_features]
         diff = whitened[None, :, :] - whitened_means
         np.square(diff, out=diff)
@@ -102,9 +182,8 @@ def _distances_diag(
     constant = np.sum(dm**2 * precisions, axis=1)[:, None]
     linear = dm * precisions
 
-    def distances(xt: np.ndarray) -> np.ndarray:
-        xc = xt[:-1]
-        return constant - 2.0 * (linear @ xc) + precisions @ (xc * xc)
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        return constant - 2.0 * (linear @ xt[:-1]) + precisions @ moments
 
     return distances
 
@@ -114,11 +193,11 @@ def _distances_spherical(
 ) -> DistanceFunction:
     precisions = (prec_chol**2)[:, None]
     constant = np.sum(dm**2, axis=1)[:, None] * precisions
+    ones = np.ones((1, dm.shape[1]))
 
-    def distances(xt: np.ndarray) -> np.ndarray:
-        xc = xt[:-1]
-        squared_norms = np.einsum("ij,ij->j", xc, xc)
-        return constant - 2.0 * (dm @ xc) * precisions + squared_norms * precisions
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        squared_norms = ones @ moments
+        return constant - 2.0 * (dm @ xt[:-1]) * precisions + squared_norms * precisions
 
     return distances
 
@@ -187,37 +266,30 @@ def weighted_log_prob(
     """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block ``xc`` (n, d): (n, K)."""
     n_features = xc.shape[1]
     xt = np.vstack([xc.T, np.ones((1, len(xc)))])
-    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt)
+    moments = MOMENTS[covariance_type](xt)
+    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt, moments)
     constants = log_prob_constants(log_weights, prec_chol, covariance_type, n_features)
     return (constants - 0.5 * distances).T
 
 
-# --- scatter statistics: transposed centred block (d, n), responsibilities (K, n) -------
+# --- scatter statistics: block, its moments, responsibilities (K, n) -> sums ---------
 
 
-def _upper_offsets(n_features: int) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(np.arange(n_features, 0, -1))])
+def _scatter_full(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    """Σ r_k x xᵀ as the packed upper triangles (K, d(d+1)/2)."""
+    n_features = len(xt) - 1
+    return resp @ moments[: n_features * (n_features + 1) // 2].T
 
 
-def _scatter_full(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    """Σ r_k x xᵀ as the packed upper triangles (K, d(d+1)/2): row products once for all k."""
-    n_features = len(xc)
-    offsets = _upper_offsets(n_features)
-    products = np.empty((offsets[-1], xc.shape[1]), dtype=xc.dtype)
-    for i in range(n_features):
-        np.multiply(xc[i], xc[i:], out=products[offsets[i] : offsets[i + 1]])
-    return resp @ products.T
+def _scatter_tied(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    return moments @ moments.T
 
 
-def _scatter_tied(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return xc @ xc.T
+def _scatter_diag(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    return resp @ moments.T
 
 
-def _scatter_diag(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return resp @ (xc * xc).T
-
-
-SCATTER: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+SCATTER: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "full": _scatter_full,
     "tied": _scatter_tied,
     "diag": _scatter_diag,

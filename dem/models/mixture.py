@@ -80,11 +80,12 @@ class MixtureModel:
         sum_x = np.zeros((self.n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
         for xc, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
-            resp = constants - 0.5 * distances(xt)  # weighted log densities (K, n)
+            moments = gaussian.MOMENTS[ctype](xt)
+            resp = constants - 0.5 * distances(xt, moments)  # weighted log densities (K, n)
             loglik += normalise_in_place(resp).sum(dtype=np.float64)
             resp_sum += resp.sum(axis=1, dtype=np.float64)
             sum_x += resp.astype(np.float64, copy=False) @ xc.T
-            scatter += gaussian.SCATTER[ctype](xt[:n_features], resp)
+            scatter += gaussian.SCATTER[ctype](xt, moments, resp)
         return {
             "n": np.float64(len(x)),
             "loglik": loglik,
@@ -113,7 +114,8 @@ class MixtureModel:
         out = np.empty((self.n_components, len(x)))
         start = 0
         for _, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
-            out[:, start : start + xt.shape[1]] = constants - 0.5 * distances(xt)
+            distance = distances(xt, gaussian.MOMENTS[ctype](xt))
+            out[:, start : start + xt.shape[1]] = constants - 0.5 * distance
             start += xt.shape[1]
         return out.T
 
@@ -233,11 +235,12 @@ def initial_params(
         resp = INIT_RESPONSIBILITIES[init_params](x, model.n_components, rng)
         shift = x.mean(axis=0)
         xc = x - shift
+        xt = np.vstack([xc.T, np.ones((1, len(x)))])
         stats = {
             "resp_sum": resp.sum(axis=0),
             "sum_x": resp.T @ xc,
             "scatter": gaussian.unpack_scatter(
-                gaussian.SCATTER[ctype](xc.T, resp.T), ctype, x.shape[1]
+                gaussian.SCATTER[ctype](xt, gaussian.MOMENTS[ctype](xt), resp.T), ctype, x.shape[1]
             ),
         }
         params = estimate_params(stats, shift, ctype, model.reg_covar)
