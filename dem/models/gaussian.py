@@ -16,6 +16,12 @@ results are (K, n). Reductions over the K components then run along the leading
 axis, which numpy does as fast elementwise passes, where a reduction over a short
 last axis is slow.
 
+Each covariance type computes the block's second moments once (``MOMENTS``: the packed
+products x_i x_j for full, x² for diag and spherical); the squared distances and the
+scatter statistic both read them. For full covariances the distances are then one
+product with per-component coefficients (the expanded quadratic form) while that is
+accurate, else one product with the stacked precision factors (whitening).
+
 For float32 input of a full-covariance mixture, the two large matrix products
 (whitening and scatter, O(K d²) flops per row) and the normalisation of the
 responsibilities run in float32 within each block of a few thousand rows; the
@@ -306,6 +312,23 @@ def scatter_zeros(covariance_type: str, n_components: int, n_features: int) -> n
         "spherical": (n_components, n_features),
     }[covariance_type]
     return np.zeros(shape)
+
+
+def scatter_statistic(
+    xc: np.ndarray, resp: np.ndarray, covariance_type: str, block_rows: int = 2048
+) -> np.ndarray:
+    """Σ r x xᵀ (or its diagonal) of centred rows ``xc`` (n, d), responsibilities (n, K).
+
+    The statistic as the M-step reads it, summed over blocks of ``block_rows`` rows.
+    """
+    n_components, n_features = resp.shape[1], xc.shape[1]
+    total = scatter_zeros(covariance_type, n_components, n_features)
+    for start in range(0, len(xc), block_rows):
+        block = xc[start : start + block_rows]
+        xt = np.vstack([block.T, np.ones((1, len(block)))])
+        moments = MOMENTS[covariance_type](xt)
+        total += SCATTER[covariance_type](xt, moments, resp[start : start + block_rows].T)
+    return unpack_scatter(total, covariance_type, n_features)
 
 
 def unpack_scatter(scatter: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray:

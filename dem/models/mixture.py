@@ -235,13 +235,10 @@ def initial_params(
         resp = INIT_RESPONSIBILITIES[init_params](x, model.n_components, rng)
         shift = x.mean(axis=0)
         xc = x - shift
-        xt = np.vstack([xc.T, np.ones((1, len(x)))])
         stats = {
             "resp_sum": resp.sum(axis=0),
             "sum_x": resp.T @ xc,
-            "scatter": gaussian.unpack_scatter(
-                gaussian.SCATTER[ctype](xt, gaussian.MOMENTS[ctype](xt), resp.T), ctype, x.shape[1]
-            ),
+            "scatter": gaussian.scatter_statistic(xc, resp, ctype, BLOCK_ROWS),
         }
         params = estimate_params(stats, shift, ctype, model.reg_covar)
     if weights_init is not None:
