@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from dask.delayed import Delayed, delayed
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from dask.task_spec import DataNode, Task, TaskRef
 
 from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
 from dem.checkpoint import Checkpoint
@@ -155,18 +158,34 @@ def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) ->
     return functools.reduce(combine, children)
 
 
-def tree_reduce(
-    nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int
-) -> Delayed:
-    """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
+def _tree_layer(
+    keys: list[Any], combine: Callable[[Any, Any], Any], split_every: int, token: str
+) -> tuple[dict[Any, Task], Any]:
+    """Combine tasks over ``keys`` in groups of ``split_every``, level by level, and the root."""
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2, got {split_every}.")
-    while len(nodes) > 1:
-        nodes = [
-            delayed(_combine_task, pure=False)(combine, *nodes[i : i + split_every])
-            for i in range(0, len(nodes), split_every)
-        ]
-    return nodes[0]
+    layer: dict[Any, Task] = {}
+    level = 0
+    while len(keys) > 1:
+        parents = []
+        for group, start in enumerate(range(0, len(keys), split_every)):
+            key = f"_combine_task-{token}-{level}-{group}"
+            children = (TaskRef(k) for k in keys[start : start + split_every])
+            layer[key] = Task(key, _combine_task, combine, *children)
+            parents.append(key)
+        keys, level = parents, level + 1
+    return layer, keys[0]
+
+
+def tree_reduce(nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int) -> Delayed:
+    """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
+    token = uuid.uuid4().hex
+    layer, root = _tree_layer([node.key for node in nodes], combine, split_every, token)
+    if not layer:
+        return nodes[0]
+    name = f"_combine_task-{token}"
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=nodes)
+    return Delayed(root, graph, layer=name)
 
 
 def map_reduce_graph(
@@ -183,13 +202,48 @@ def map_reduce_graph(
 
     ``missing_ok`` not None makes every task check its block for invalid values
     first (NaN or infinity, NaN allowed in the inputs ``missing_ok`` names).
+
+    The tasks are written directly as one graph layer (building a Delayed per task
+    costs about a millisecond each, as much as running it); the parameters are one
+    key that every E-step task references, so each worker receives them once.
     """
-    shared = delayed(params, traverse=False, pure=False)
-    mapped = [
-        delayed(_map_task, pure=False)(function, names, missing_ok, first_row, shared, *values)
-        for first_row, values in blocks
-    ]
-    return tree_reduce(mapped, combine, split_every)
+    token = uuid.uuid4().hex
+    params_key = f"_params-{token}"
+    layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
+    mapped = []
+    for first_row, values in blocks:
+        key = f"_map_task-{token}-{len(mapped)}"
+        inputs = (TaskRef(value.key) for value in values)
+        layer[key] = Task(
+            key, _map_task, function, names, missing_ok, first_row, TaskRef(params_key), *inputs
+        )
+        mapped.append(key)
+    tree, root = _tree_layer(mapped, combine, split_every, token)
+    layer.update(tree)
+    name = f"_map_reduce-{token}"
+    return Delayed(root, _with_inputs(name, layer, blocks), layer=name)
+
+
+def _with_inputs(
+    name: str, layer: dict[Any, Any], blocks: list[tuple[int, list[Delayed]]]
+) -> HighLevelGraph:
+    """``layer`` on top of the graphs of the input blocks.
+
+    ``HighLevelGraph.from_collections`` does the same but inspects every block as a
+    collection, which costs about as much per block as running a small task.
+    """
+    layers: dict[str, Any] = {name: layer}
+    dependencies: dict[str, set[str]] = {name: set()}
+    for _, values in blocks:
+        for value in values:
+            graph, own = value.__dask_graph__(), value.__dask_layers__()
+            if isinstance(graph, HighLevelGraph):
+                layers.update(graph.layers)
+                dependencies.update(graph.dependencies)
+            else:
+                layers[own[0]], dependencies[own[0]] = graph, set()
+            dependencies[name].update(own)
+    return HighLevelGraph(layers, dependencies)
 
 
 def map_reduce(

@@ -5,13 +5,32 @@ Conventions follow scikit-learn so parameters can be compared one to one:
 shapes are (K, d, d) full, (d, d) tied, (K, d) diag, (K,) spherical.
 
 All statistics are taken about a shift ``c`` (the mixture's mean), which keeps the
-scatter sums accurate for data far from the origin. Every function here works on one
-in-cache row block of float64 data.
+scatter sums accurate for data far from the origin.
+
+Layout
+------
+The E-step kernels work on one in-cache block of n rows held *transposed*: ``xt``
+of shape (d + 1, n), the centred features ``x - c`` in the first d rows and ones in
+the last, so that an offset rides along inside a matrix product. Per-component
+results are (K, n). Reductions over the K components then run along the leading
+axis, which numpy does as fast elementwise passes, where a reduction over a short
+last axis is slow.
+
+Each covariance type computes the block's second moments once (``MOMENTS``: the packed
+products x_i x_j for full, x² for diag and spherical); the squared distances and the
+scatter statistic both read them. For full covariances the distances are then one
+product with per-component coefficients (the expanded quadratic form) while that is
+accurate, else one product with the stacked precision factors (whitening).
+
+For float32 input of a full-covariance mixture, the two large matrix products
+(whitening and scatter, O(K d²) flops per row) and the normalisation of the
+responsibilities run in float32 within each block of a few thousand rows; the
+first moments and every sum across blocks are float64.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from scipy import linalg
@@ -20,69 +39,186 @@ LOG_2PI = np.log(2.0 * np.pi)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
+FLOAT32_PRODUCTS = frozenset({"full"})
+"""Covariance types whose large products run in float32 for float32 input."""
+
 COLLAPSED = (
     "The {what} of component(s) {which} is not positive definite: a component has "
     "collapsed onto too few distinct points. Decrease n_components, increase reg_covar, "
     "or scale the input data."
 )
 
-
-def _group_sum_matrix(n_components: int, n_features: int) -> np.ndarray:
-    """(K·d, K) block of ones: ``y @ G`` sums each group of d columns (a fast reduction)."""
-    return np.kron(np.eye(n_components), np.ones((n_features, 1)))
+DistanceFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-# --- squared Mahalanobis distances: (n, d) centred block -> (n, K) -------------------
+def product_dtype(data_dtype: np.dtype, covariance_type: str) -> type[np.floating]:
+    """The dtype of the large per-block matrix products for data of ``data_dtype``."""
+    if data_dtype == np.float32 and covariance_type in FLOAT32_PRODUCTS:
+        return np.float32
+    return np.float64
 
 
-def _mahalanobis_full(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    n_components, n_features = dm.shape
-    stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
-    offsets = np.einsum("kd,kde->ke", dm, prec_chol).reshape(-1)
-    whitened = xc @ stacked
-    whitened -= offsets
-    np.square(whitened, out=whitened)
-    return whitened @ _group_sum_matrix(n_components, n_features)
+# --- second moments of a block -------------------------------------------------------
+# What both the distances and the scatter statistic of a covariance type read, computed
+# once per block from the transposed block ``xt`` (d + 1, n).
 
 
-def _mahalanobis_tied(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    n_components, n_features = dm.shape
-    whitened_x = xc @ prec_chol
-    whitened_means = dm @ prec_chol
-    out = np.empty((len(xc), n_components))
-    for k in range(n_components):
-        diff = whitened_x - whitened_means[k]
-        out[:, k] = np.einsum("ij,ij->i", diff, diff)
-    return out
+def _upper_offsets(n_features: int) -> np.ndarray:
+    """Where row i of the packed upper triangle starts: 0, d, 2d - 1, ..., d(d+1)/2."""
+    return np.concatenate([[0], np.cumsum(np.arange(n_features, 0, -1))])
 
 
-def _mahalanobis_diag(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    precisions = prec_chol**2
-    return (
-        np.sum(dm**2 * precisions, axis=1)
-        - 2.0 * (xc @ (dm * precisions).T)
-        + (xc**2) @ precisions.T
-    )
+def _moments_full(xt: np.ndarray) -> np.ndarray:
+    """[x_i x_j for i <= j (packed upper triangle); x; 1]: (d(d+1)/2 + d + 1, n)."""
+    n_features = len(xt) - 1
+    offsets = _upper_offsets(n_features)
+    moments = np.empty((offsets[-1] + n_features + 1, xt.shape[1]), dtype=xt.dtype)
+    for i in range(n_features):
+        np.multiply(xt[i], xt[i:n_features], out=moments[offsets[i] : offsets[i + 1]])
+    moments[offsets[-1] :] = xt
+    return moments
 
 
-def _mahalanobis_spherical(xc: np.ndarray, dm: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
-    precisions = prec_chol**2
-    return (
-        np.sum(dm**2, axis=1) * precisions
-        - 2.0 * (xc @ dm.T) * precisions
-        + np.outer(np.einsum("ij,ij->i", xc, xc), precisions)
-    )
+def _moments_tied(xt: np.ndarray) -> np.ndarray:
+    return xt[:-1]
 
 
-MAHALANOBIS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "full": _mahalanobis_full,
-    "tied": _mahalanobis_tied,
-    "diag": _mahalanobis_diag,
-    "spherical": _mahalanobis_spherical,
+def _moments_diag(xt: np.ndarray) -> np.ndarray:
+    """x_i²: (d, n)."""
+    return np.square(xt[:-1])
+
+
+MOMENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "full": _moments_full,
+    "tied": _moments_tied,
+    "diag": _moments_diag,
+    "spherical": _moments_diag,
 }
 
 
-def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray | float:
+# --- squared Mahalanobis distances ---------------------------------------------------
+# Each factory takes the means relative to the shift ``dm`` (K, d) and the precision
+# factors, does the per-iteration work once, and returns a function of the transposed
+# block ``xt`` (d + 1, n) and its moments giving the squared distances (K, n).
+
+
+EXPANSION_LIMIT = 1e4
+"""Largest squared distance (in its own metric) of a component's mean from the shift for
+which the full covariance's distances are expanded rather than whitened."""
+
+
+def _distances_full(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    """Expanded (half the flops) where that is accurate to ~1e-12, else whitened."""
+    whitened_means = np.einsum("kd,kde->ke", dm, prec_chol)
+    if dtype == np.float64 and np.max(np.sum(whitened_means**2, axis=1)) <= EXPANSION_LIMIT:
+        return _distances_full_expanded(dm, prec_chol)
+    return _distances_full_whitened(dm, prec_chol, dtype)
+
+
+def _distances_full_expanded(dm: np.ndarray, prec_chol: np.ndarray) -> DistanceFunction:
+    """(x - m)ᵀ Λ (x - m) = Σ_{i<=j} c_ij Λ_ij x_i x_j - 2 (Λ m)ᵀ x + mᵀ Λ m, for all k at once.
+
+    One product of the (K, d(d+1)/2 + d + 1) coefficients with the block's moments,
+    which the scatter statistic reads too: half the flops of whitening. The terms of a
+    point near component k are about m_kᵀ Λ_k m_k (its mean's squared distance from
+    the shift), so the distance carries that many ulps of rounding; hence the limit.
+    """
+    n_components, n_features = dm.shape
+    rows, cols = np.triu_indices(n_features)
+    precisions = np.einsum("kij,klj->kil", prec_chol, prec_chol)
+    weighted = precisions @ dm[:, :, None]  # Λ_k m_k: (K, d, 1)
+    coefficients = np.empty((n_components, len(rows) + n_features + 1))
+    coefficients[:, : len(rows)] = precisions[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
+    coefficients[:, len(rows) : -1] = -2.0 * weighted[:, :, 0]
+    coefficients[:, -1] = np.einsum("ki,ki->k", dm, weighted[:, :, 0])
+
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        return coefficients @ moments
+
+    return distances
+
+
+def _distances_full_whitened(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    """|P_kᵀ (x - m_k)|²: one product against the stacked factors, then squares summed.
+
+    Exact to a few ulps of the distance wherever x lies, which float32 needs.
+    """
+    n_components, n_features = dm.shape
+    # row (k, j) maps [x - c, 1] to (P_kᵀ (x - c - dm_k))_j: one product for all k
+    factors = np.empty((n_components * n_features, n_features + 1))
+    factors[:, :n_features] = prec_chol.transpose(0, 2, 1).reshape(-1, n_features)
+    factors[:, n_features] = -np.einsum("kd,kde->ke", dm, prec_chol).reshape(-1)
+    factors = factors.astype(dtype)
+    ones = np.ones((1, n_features), dtype=dtype)
+
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        whitened = factors @ xt
+        np.square(whitened, out=whitened)
+        # summing each group of d rows as a product with a ones vector is fast
+        return (ones @ whitened.reshape(n_components, n_features, -1)).reshape(n_components, -1)
+
+    return distances
+
+
+def _distances_tied(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    n_components, n_features = dm.shape
+    factor_t = np.ascontiguousarray(prec_chol.T, dtype=dtype)
+    whitened_means = (dm @ prec_chol).astype(dtype)[:, :, None]
+    ones = np.ones((1, n_features), dtype=dtype)
+
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        whitened = factor_t @ xt[:n_features]
+        diff = whitened[None, :, :] - whitened_means
+        np.square(diff, out=diff)
+        return (ones @ diff).reshape(n_components, -1)
+
+    return distances
+
+
+def _distances_diag(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    precisions = prec_chol**2
+    constant = np.sum(dm**2 * precisions, axis=1)[:, None]
+    linear = dm * precisions
+
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        return constant - 2.0 * (linear @ xt[:-1]) + precisions @ moments
+
+    return distances
+
+
+def _distances_spherical(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+) -> DistanceFunction:
+    precisions = (prec_chol**2)[:, None]
+    constant = np.sum(dm**2, axis=1)[:, None] * precisions
+    ones = np.ones((1, dm.shape[1]))
+
+    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
+        squared_norms = ones @ moments
+        return constant - 2.0 * (dm @ xt[:-1]) * precisions + squared_norms * precisions
+
+    return distances
+
+
+DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray, type[np.floating]], DistanceFunction]] = {
+    "full": _distances_full,
+    "tied": _distances_tied,
+    "diag": _distances_diag,
+    "spherical": _distances_spherical,
+}
+
+
+def log_det_cholesky(
+    prec_chol: np.ndarray, covariance_type: str, n_features: int
+) -> np.ndarray | float:
     """log det of the precision Cholesky factor, per component (scalar for tied)."""
     if covariance_type == "full":
         return np.sum(np.log(np.diagonal(prec_chol, axis1=1, axis2=2)), axis=1)
@@ -93,6 +229,39 @@ def log_det_cholesky(prec_chol: np.ndarray, covariance_type: str, n_features: in
     return n_features * np.log(prec_chol)
 
 
+def log_prob_constants(
+    log_weights: np.ndarray, prec_chol: np.ndarray, covariance_type: str, n_features: int
+) -> np.ndarray:
+    """log(w_k) + log det P_k - (d/2) log 2π: the per-component part of the log density, (K, 1)."""
+    log_det = log_det_cholesky(prec_chol, covariance_type, n_features)
+    return np.asarray(log_weights + log_det - 0.5 * n_features * LOG_2PI)[:, None]
+
+
+def transposed_blocks(
+    x: np.ndarray, shift: np.ndarray, dtype: type[np.floating], block_rows: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Walk ``x`` (n, d) in blocks of ``block_rows`` rows, centred on ``shift`` and transposed.
+
+    Yields ``(xc, xt)``: ``xc`` (d, m) the centred block in float64 and ``xt``
+    (d + 1, m) the same in ``dtype`` with a row of ones below. Both are views of
+    buffers reused for the next block.
+    """
+    n_features = x.shape[1]
+    rows = min(block_rows, len(x))
+    augmented = np.empty((n_features + 1, rows), dtype=dtype)
+    augmented[n_features] = 1.0
+    centred = augmented[:n_features] if dtype == np.float64 else np.empty((n_features, rows))
+    for start in range(0, len(x), block_rows):
+        block = x[start : start + block_rows]
+        m = len(block)
+        xc = centred[:, :m]
+        np.subtract(block.T, shift[:, None], out=xc)
+        xt = augmented[:, :m]
+        if dtype != np.float64:
+            xt[:n_features] = xc
+        yield xc, xt
+
+
 def weighted_log_prob(
     xc: np.ndarray,
     dm: np.ndarray,
@@ -100,32 +269,33 @@ def weighted_log_prob(
     prec_chol: np.ndarray,
     covariance_type: str,
 ) -> np.ndarray:
-    """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block: (n, K)."""
+    """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block ``xc`` (n, d): (n, K)."""
     n_features = xc.shape[1]
-    distances = MAHALANOBIS[covariance_type](xc, dm, prec_chol)
-    log_det = log_det_cholesky(prec_chol, covariance_type, n_features)
-    return -0.5 * (n_features * LOG_2PI + distances) + log_det + log_weights
+    xt = np.vstack([xc.T, np.ones((1, len(xc)))])
+    moments = MOMENTS[covariance_type](xt)
+    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt, moments)
+    constants = log_prob_constants(log_weights, prec_chol, covariance_type, n_features)
+    return (constants - 0.5 * distances).T
 
 
-# --- scatter statistics: centred block and responsibilities -> sums --------------------
+# --- scatter statistics: block, its moments, responsibilities (K, n) -> sums ---------
 
 
-def _scatter_full(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    n, n_features = xc.shape
-    n_components = resp.shape[1]
-    weighted = (resp[:, :, None] * xc[:, None, :]).reshape(n, n_components * n_features)
-    return (xc.T @ weighted).reshape(n_features, n_components, n_features).transpose(1, 0, 2)
+def _scatter_full(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    """Σ r_k x xᵀ as the packed upper triangles (K, d(d+1)/2)."""
+    n_features = len(xt) - 1
+    return resp @ moments[: n_features * (n_features + 1) // 2].T
 
 
-def _scatter_tied(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return xc.T @ xc
+def _scatter_tied(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    return moments @ moments.T
 
 
-def _scatter_diag(xc: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return resp.T @ (xc * xc)
+def _scatter_diag(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    return resp @ moments.T
 
 
-SCATTER: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+SCATTER: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "full": _scatter_full,
     "tied": _scatter_tied,
     "diag": _scatter_diag,
@@ -133,12 +303,56 @@ SCATTER: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+def scatter_zeros(covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
+    """A float64 accumulator shaped like what ``SCATTER[covariance_type]`` returns."""
+    shape = {
+        "full": (n_components, n_features * (n_features + 1) // 2),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components, n_features),
+    }[covariance_type]
+    return np.zeros(shape)
+
+
+def scatter_statistic(
+    xc: np.ndarray, resp: np.ndarray, covariance_type: str, block_rows: int = 2048
+) -> np.ndarray:
+    """Σ r x xᵀ (or its diagonal) of centred rows ``xc`` (n, d), responsibilities (n, K).
+
+    The statistic as the M-step reads it, summed over blocks of ``block_rows`` rows.
+    """
+    n_components, n_features = resp.shape[1], xc.shape[1]
+    total = scatter_zeros(covariance_type, n_components, n_features)
+    for start in range(0, len(xc), block_rows):
+        block = xc[start : start + block_rows]
+        xt = np.vstack([block.T, np.ones((1, len(block)))])
+        moments = MOMENTS[covariance_type](xt)
+        total += SCATTER[covariance_type](xt, moments, resp[start : start + block_rows].T)
+    return unpack_scatter(total, covariance_type, n_features)
+
+
+def unpack_scatter(scatter: np.ndarray, covariance_type: str, n_features: int) -> np.ndarray:
+    """The scatter statistic as the M-step reads it: full ones unpacked to (K, d, d)."""
+    if covariance_type != "full":
+        return scatter
+    rows, cols = np.triu_indices(n_features)
+    full = np.empty((len(scatter), n_features, n_features))
+    full[:, rows, cols] = scatter
+    full[:, cols, rows] = scatter
+    return full
+
+
 # --- covariances from statistics ---------------------------------------------------
 
 
 def _covariance_full(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: ignore[no-untyped-def]
     outer = np.einsum("ki,kj->kij", dm, sum_x)
-    centred = scatter - outer - outer.transpose(0, 2, 1) + resp_sum[:, None, None] * np.einsum("ki,kj->kij", dm, dm)
+    centred = (
+        scatter
+        - outer
+        - outer.transpose(0, 2, 1)
+        + resp_sum[:, None, None] * np.einsum("ki,kj->kij", dm, dm)
+    )
     covariances = centred / nk[:, None, None]
     covariances[:, np.arange(dm.shape[1]), np.arange(dm.shape[1])] += reg_covar
     return covariances

@@ -67,31 +67,35 @@ class MixtureModel:
 
     def e_step(self, block: Block, params: Params) -> Stats:
         x = block["X"]
-        shift = params["shift"]
-        dm = params["means"] - shift
-        log_weights = np.log(params["weights"])
         n_features = x.shape[1]
-        stats: Stats = {
+        ctype = self.covariance_type
+        shift = params["shift"]
+        prec_chol = params["precisions_cholesky"]
+        # float32 data of a full mixture: the large products and the normalisation run in
+        # float32 on each block; every sum across blocks is float64
+        dtype = gaussian.product_dtype(x.dtype, ctype)
+        distances = gaussian.DISTANCES[ctype](params["means"] - shift, prec_chol, dtype)
+        log_weights = np.log(params["weights"])
+        constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, n_features)
+        constants = constants.astype(dtype)
+        loglik = np.float64(0.0)
+        resp_sum = np.zeros(self.n_components)
+        sum_x = np.zeros((self.n_components, n_features))
+        scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
+        for xc, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
+            moments = gaussian.MOMENTS[ctype](xt)
+            resp = constants - 0.5 * distances(xt, moments)  # weighted log densities (K, n)
+            loglik += normalise_in_place(resp).sum(dtype=np.float64)
+            resp_sum += resp.sum(axis=1, dtype=np.float64)
+            sum_x += resp.astype(np.float64, copy=False) @ xc.T
+            scatter += gaussian.SCATTER[ctype](xt, moments, resp)
+        return {
             "n": np.float64(len(x)),
-            "loglik": np.float64(0.0),
-            "resp_sum": np.zeros(self.n_components),
-            "sum_x": np.zeros((self.n_components, n_features)),
-            "scatter": gaussian.SCATTER[self.covariance_type](
-                np.zeros((0, n_features)), np.zeros((0, self.n_components))
-            ),
+            "loglik": loglik,
+            "resp_sum": resp_sum,
+            "sum_x": sum_x,
+            "scatter": gaussian.unpack_scatter(scatter, ctype, n_features),
         }
-        for start in range(0, len(x), BLOCK_ROWS):
-            xc = x[start : start + BLOCK_ROWS].astype(np.float64) - shift
-            log_prob = gaussian.weighted_log_prob(
-                xc, dm, log_weights, params["precisions_cholesky"], self.covariance_type
-            )
-            log_norm = logsumexp(log_prob, axis=1)
-            resp = np.exp(log_prob - log_norm[:, None])
-            stats["loglik"] += log_norm.sum()
-            stats["resp_sum"] += resp.sum(axis=0)
-            stats["sum_x"] += resp.T @ xc
-            stats["scatter"] += gaussian.SCATTER[self.covariance_type](xc, resp)
-        return stats
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         return add_stats(a, b)
@@ -139,16 +143,33 @@ class MixtureModel:
 
     def weighted_log_prob(self, x: np.ndarray, params: Params) -> np.ndarray:
         """log(w_k) + log N(x | mu_k, Sigma_k) for each row of ``x``: (n, K)."""
+        ctype = self.covariance_type
         shift = mixture_mean(params)
-        dm = params["means"] - shift
+        prec_chol = params["precisions_cholesky"]
+        dtype = gaussian.product_dtype(x.dtype, ctype)
+        distances = gaussian.DISTANCES[ctype](params["means"] - shift, prec_chol, dtype)
         log_weights = np.log(params["weights"])
-        out = np.empty((len(x), self.n_components))
-        for start in range(0, len(x), BLOCK_ROWS):
-            xc = x[start : start + BLOCK_ROWS].astype(np.float64) - shift
-            out[start : start + BLOCK_ROWS] = gaussian.weighted_log_prob(
-                xc, dm, log_weights, params["precisions_cholesky"], self.covariance_type
-            )
-        return out
+        constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, x.shape[1])
+        out = np.empty((self.n_components, len(x)))
+        start = 0
+        for _, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
+            distance = distances(xt, gaussian.MOMENTS[ctype](xt))
+            out[:, start : start + xt.shape[1]] = constants - 0.5 * distance
+            start += xt.shape[1]
+        return out.T
+
+
+def normalise_in_place(log_prob: np.ndarray) -> np.ndarray:
+    """Turn weighted log densities (K, n) into responsibilities in place; return log Σ_k (n,).
+
+    The reductions run over the leading axis, as fast elementwise passes.
+    """
+    top = log_prob.max(axis=0)
+    log_prob -= top
+    np.exp(log_prob, out=log_prob)
+    total = log_prob.sum(axis=0)
+    log_prob /= total
+    return np.log(total) + top
 
 
 def mixture_mean(params: Params) -> np.ndarray:
@@ -257,7 +278,7 @@ def initial_params(
         stats = {
             "resp_sum": resp.sum(axis=0),
             "sum_x": resp.T @ xc,
-            "scatter": gaussian.SCATTER[ctype](xc, resp),
+            "scatter": gaussian.scatter_statistic(xc, resp, ctype, BLOCK_ROWS),
         }
         params = estimate_params(stats, shift, ctype, model.reg_covar)
     if weights_init is not None:
