@@ -229,7 +229,9 @@ def fit(
     init : callable
         Returns the initial parameters; called only when there is nothing to resume.
     tol : float
-        Convergence threshold on the change of the mean per-sample log-likelihood.
+        Convergence threshold on the change of the mean per-sample log-likelihood, or
+        what the model's own rule compares with ``tol`` when it has one (see
+        :func:`has_converged`).
     max_iter : int
         Maximum number of EM iterations (counting those restored from a checkpoint).
     split_every : int
@@ -277,10 +279,10 @@ def fit(
                 "regularisation (reg_covar) or scale the input data."
             )
         change = loglik - result.lower_bound
-        result.params = model.m_step(stats, result.params)
+        previous, result.params = result.params, model.m_step(stats, result.params)
         result.lower_bounds.append(loglik)
         result.n_iter = iteration
-        result.converged = abs(change) < tol
+        result.converged = has_converged(model, change, tol, previous, result.params)
         if checkpoint is not None:
             checkpoint.write(run, iteration, result.params, loglik, result.converged, model.param_dims())
         if callback is not None:
@@ -289,6 +291,21 @@ def fit(
             break
     _warn_if_not_converged(result, max_iter)
     return result
+
+
+def has_converged(
+    model: EMModel, change: float, tol: float, previous: Params, params: Params
+) -> bool:
+    """The model's own stopping rule when it defines ``converged``, else ``|change| < tol``.
+
+    A model whose log-likelihood flattens long before its parameters settle (EM that
+    crawls, as under heavy censoring) may define ``converged(change, tol, previous,
+    params) -> bool`` to stop on the change of its parameters instead.
+    """
+    rule = getattr(model, "converged", None)
+    if rule is None:
+        return abs(change) < tol
+    return bool(rule(change, tol, previous, params))
 
 
 def _warn_if_not_converged(result: EMResult, max_iter: int) -> None:
