@@ -3,9 +3,11 @@
 from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
+from dem.models.censored import CensoredRegression
 from dem.models.mixture import GaussianMixture
 
 __all__ = [
+    "CensoredRegression",
     "CheckpointMismatchError",
     "ConvergenceWarning",
     "EMResult",
