@@ -266,11 +266,21 @@ def hessian_weights(
 
 # --- checking the rows (one pass, global row numbers) ---------------------------------
 
-CHECKS = {
-    "bad_limits": "left >= right",
-    "nan_y": "y is NaN, but interval censoring needs per-observation left and right arrays",
-    "bad_interval": "left > right for a row with NaN y (an interval-censored row)",
-    "no_limits": "y is NaN and neither limit is finite",
+CHECKS = {  # name: (what is wrong, what to do)
+    "bad_limits": ("left >= right", "Give each row left < right."),
+    "nan_y": (
+        "y is NaN",
+        "Remove those rows, or, for interval censoring, pass per-observation left and right "
+        "arrays holding each row's interval.",
+    ),
+    "bad_interval": (
+        "left > right for a row with NaN y (an interval-censored row)",
+        "Give each interval left <= right (equal limits mean an exact value).",
+    ),
+    "no_limits": (
+        "y is NaN and neither limit is finite",
+        "Remove those rows (they carry no information), or give their interval.",
+    ),
 }
 
 
@@ -420,7 +430,9 @@ class CensoredModel:
         in units of σ, ``sqrt(Δβᵀ (XᵀX/n) Δβ) / σ``, and the change of ``log σ``.
         """
         delta = params["coef"] - previous["coef"]
-        step = math.sqrt(max(float(delta @ params["mean_xxT"] @ delta), 0.0)) / float(params["scale"])
+        step = math.sqrt(max(float(delta @ params["mean_xxT"] @ delta), 0.0)) / float(
+            params["scale"]
+        )
         step = max(step, abs(math.log(float(params["scale"]) / float(previous["scale"]))))
         return step < tol
 
@@ -484,7 +496,9 @@ class CensoredModel:
         above = observed & ~below & (y >= right)
         stats["n_left"] = np.float64(np.sum(below & valid))
         stats["n_right"] = np.float64(np.sum(above & valid))
-        stats["n_exact"] = np.float64(np.sum(valid & ((observed & ~below & ~above) | (~observed & (left == right)))))
+        stats["n_exact"] = np.float64(
+            np.sum(valid & ((observed & ~below & ~above) | (~observed & (left == right))))
+        )
         stats["n_interval"] = np.float64(np.sum(valid & ~observed & (left < right)))
         return stats
 
@@ -531,9 +545,16 @@ def initial_params(model: CensoredModel, block: Block) -> Params:
     y, left, right = model.targets(block)
     lower, upper = interval_bounds(y, left, right)
     both = np.isfinite(lower) & np.isfinite(upper)
-    filled = np.where(both, 0.5 * (_finite(lower) + _finite(upper)), np.where(np.isfinite(lower), lower, upper))
+    filled = np.where(
+        both, 0.5 * (_finite(lower) + _finite(upper)), np.where(np.isfinite(lower), lower, upper)
+    )
     x = np.asarray(block["X"], dtype=np.float64)
     design = np.column_stack([np.ones(len(x)), x]) if model.fit_intercept else x
+    # rows with NaN or infinity are left to the first E-step's check, which names them
+    usable = np.all(np.isfinite(design), axis=1) & np.isfinite(filled)
+    design, filled = design[usable], filled[usable]
+    if len(filled) == 0:
+        return {"coef": np.zeros(design.shape[1]), "scale": np.float64(1.0)}
     coef = np.linalg.lstsq(design, filled, rcond=None)[0]
     rms = math.sqrt(float(np.mean((filled - design @ coef) ** 2)))
     spread = float(np.std(filled))
@@ -600,7 +621,9 @@ class CensoredSummary:
             " ".join(f"{self.counts[k]:>{width}}" for k in shown),
             "",
             "Coefficients:",
-            " " * name_width + " " + " ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)),
+            " " * name_width
+            + " "
+            + " ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)),
         ]
         for name, row, p in zip(self.names, cells, self.p_value, strict=True):
             values = " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True))
@@ -612,7 +635,8 @@ class CensoredSummary:
             f"Scale: {_significant(self.scale, 4)}",
             "",
             "Gaussian distribution",
-            f"Number of EM iterations: {self.n_iter}" + ("" if self.converged else " (not converged)"),
+            f"Number of EM iterations: {self.n_iter}"
+            + ("" if self.converged else " (not converged)"),
             f"Log-likelihood: {_significant(self.loglik, 4)} on {len(self.names)} Df",
         ]
         if self.wald_df:
@@ -733,6 +757,9 @@ class CensoredRegression:
     counts_ : dict of str to int
         Rows that are ``total``, ``left``-, ``right``- and ``interval``-censored and
         ``exact`` (uncensored).
+    fit_limits_ : tuple of (float or None)
+        The scalar (left, right) limits of the fit, None where they were per-observation;
+        the default limits of :meth:`predict_expected` and :meth:`marginal_effects`.
     n_features_in_ : int
     feature_names_in_ : list of str
     """
@@ -777,13 +804,18 @@ class CensoredRegression:
         "tol": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
         "max_iter": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
         "split_every": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
-        "init_sample_size": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+        "init_sample_size": (
+            lambda v: isinstance(v, int | np.integer) and v >= 1,
+            "an integer >= 1",
+        ),
     }
 
     # --- inputs -----------------------------------------------------------------------
 
     def _samples(self, X: Any, variable: str | None) -> Samples:
-        return as_samples(X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim)
+        return as_samples(
+            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
+        )
 
     def _vector(self, value: Any, name: str, X: Any, x: Samples) -> Samples:
         """A per-row input aligned with X: a variable of X's store or Dataset, or an array."""
@@ -803,7 +835,9 @@ class CensoredRegression:
             )
         if samples.array.chunks[0] != x.array.chunks[0]:
             if samples.kind == "numpy":  # in memory: chunk it as X is, at no cost
-                samples = dataclasses.replace(samples, array=samples.array.rechunk({0: x.array.chunks[0]}))
+                samples = dataclasses.replace(
+                    samples, array=samples.array.rechunk({0: x.array.chunks[0]})
+                )
             else:
                 raise ValueError(
                     f"{name} and X must have the same sample chunks; {name} has "
@@ -812,7 +846,9 @@ class CensoredRegression:
                 )
         return samples
 
-    def _limit(self, value: Any, default: float, name: str, X: Any, x: Samples) -> tuple[float | None, Samples | None]:
+    def _limit(
+        self, value: Any, default: float, name: str, X: Any, x: Samples
+    ) -> tuple[float | None, Samples | None]:
         """A scalar limit (and None), or None and the per-row limits (NaN for none)."""
         if value is None:
             value = default
@@ -824,7 +860,10 @@ class CensoredRegression:
                 )
             return float(value), None
         samples = self._vector(value, name, X, x)
-        return None, dataclasses.replace(samples, array=samples.array.map_blocks(_infinite_as_nan, dtype=np.float64))
+        return None, dataclasses.replace(
+            samples,
+            array=samples.array.map_blocks(_infinite_as_nan, dtype=np.float64),  # type: ignore[call-arg, arg-type]
+        )
 
     def _inputs(
         self, X: Any, y: Any, left: Any, right: Any, variable: str | None
@@ -854,16 +893,19 @@ class CensoredRegression:
         """One pass over y and the limits: the counts of each kind of row, or a clear error."""
         targets = {name: a for name, a in arrays.items() if name != "X"}
         found = map_reduce(
-            model.check, combine_checks, targets, {},
-            split_every=int(self.split_every), missing_ok=model.missing_ok,
+            model.check,
+            combine_checks,
+            targets,
+            {},
+            split_every=int(self.split_every),
+            missing_ok=model.missing_ok,
         )
-        for key, what in CHECKS.items():
+        for key, (what, fix) in CHECKS.items():
             count = int(found[f"n_{key}"])
             if count:
                 raise ValueError(
                     f"Invalid rows: {what} in {count} row(s), the first at row "
-                    f"{int(found[f'first_{key}'])}. Give each row left < right (left <= right "
-                    "for interval-censored rows), or remove those rows."
+                    f"{int(found[f'first_{key}'])}. {fix}"
                 )
         counts = {k: int(found[f"n_{k}"]) for k in ("left", "right", "exact", "interval")}
         counts["total"] = int(found["n"])
@@ -941,7 +983,9 @@ class CensoredRegression:
             callback=self.callback,
             persist=False,  # already where prepare() put it
         )
-        info = map_reduce(model.information, add_stats, arrays, best.params, split_every=int(self.split_every))
+        info = map_reduce(
+            model.information, add_stats, arrays, best.params, split_every=int(self.split_every)
+        )
         self._set_params(best.params)
         self.n_iter_ = best.n_iter
         self.converged_ = best.converged
@@ -953,7 +997,7 @@ class CensoredRegression:
         self.counts_ = counts
         self.n_features_in_ = n_features
         self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
-        self._fit_left, self._fit_right = model.left, model.right
+        self.fit_limits_ = (model.left, model.right)
         return self
 
     def _set_params(self, params: Params) -> None:
@@ -976,19 +1020,30 @@ class CensoredRegression:
         x = self._samples(X, variable)
         if x.array.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"X has {x.array.shape[1]} features, but the model was fitted with {self.n_features_in_}."
+                f"X has {x.array.shape[1]} features, but the model was fitted with "
+                f"{self.n_features_in_}."
             )
         return x
 
     def _scalar_limits(self, left: float | None, right: float | None) -> tuple[float, float]:
-        lo = self.left if left is None else left
-        hi = self.right if right is None else right
-        for name, value in (("left", lo), ("right", hi)):
+        """The limits given, else the scalar limits the model was fitted with."""
+        limits = []
+        for name, given, fitted in zip(
+            ("left", "right"), (left, right), self.fit_limits_, strict=True
+        ):
+            value = fitted if given is None else given
+            if value is None:
+                raise ValueError(
+                    f"The model was fitted with per-observation {name} limits; pass {name}= "
+                    "(a number) for these predictions."
+                )
             if not _real_limit(value):
                 raise ValueError(f"{name} must be a number (±inf for no limit); got {value!r}.")
+            limits.append(float(value))
+        lo, hi = limits
         if lo >= hi:
             raise ValueError(f"left must be below right; got left={lo}, right={hi}.")
-        return float(lo), float(hi)
+        return lo, hi
 
     # --- results ----------------------------------------------------------------------
 
@@ -996,14 +1051,21 @@ class CensoredRegression:
         """The latent mean ``intercept_ + X coef_``, shape (n_samples,)."""
         x = self._new_x(X, variable)
         model, coef = self._model(), self._coef
-        return per_sample(x, lambda block: model.linear(block.astype(np.float64), coef), columns=None)
+        return per_sample(
+            x, lambda block: model.linear(block.astype(np.float64), coef), columns=None
+        )
 
     def predict_expected(
-        self, X: Any, *, left: float | None = None, right: float | None = None, variable: str | None = None
+        self,
+        X: Any,
+        *,
+        left: float | None = None,
+        right: float | None = None,
+        variable: str | None = None,
     ) -> Any:
         """E[y | x] of the observed outcome ``clip(y*, left, right)``, shape (n_samples,).
 
-        ``left`` and ``right`` are scalars, by default the estimator's.
+        ``left`` and ``right`` are scalars, by default those of the fit (``fit_limits_``).
         """
         x = self._new_x(X, variable)
         lo, hi = self._scalar_limits(left, right)
@@ -1021,11 +1083,16 @@ class CensoredRegression:
         return per_sample(x, expected, columns=None)
 
     def marginal_effects(
-        self, X: Any, *, left: float | None = None, right: float | None = None, variable: str | None = None
+        self,
+        X: Any,
+        *,
+        left: float | None = None,
+        right: float | None = None,
+        variable: str | None = None,
     ) -> MarginalEffects:
         """Marginal effects of the features on E[y | x], at the means of X and averaged.
 
-        For limits ``left < right`` (scalars, by default the estimator's),
+        For limits ``left < right`` (scalars, by default those of the fit),
         ∂E[y | x]/∂x_j = coef_j · P(left < y* < right | x) (McDonald & Moffitt 1980).
         One pass over X.
         """
@@ -1039,17 +1106,36 @@ class CensoredRegression:
             mu = model.linear(xb, p["coef"])
             scale = float(p["scale"])
             log_prob = truncated_normal((lo - mu) / scale, (hi - mu) / scale)[0]
-            return {"n": np.float64(len(xb)), "sum_x": xb.sum(axis=0), "sum_prob": np.exp(log_prob).sum()}
+            return {
+                "n": np.float64(len(xb)),
+                "sum_x": xb.sum(axis=0),
+                "sum_prob": np.exp(log_prob).sum(),
+            }
 
-        sums = map_reduce(uncensored, add_stats, {"X": x.array}, params, split_every=int(self.split_every))
+        sums = map_reduce(
+            uncensored, add_stats, {"X": x.array}, params, split_every=int(self.split_every)
+        )
         mean_x = sums["sum_x"] / sums["n"]
         mu = float(model.linear(mean_x[None, :], self._coef)[0])
-        prob_at_means = float(np.exp(truncated_normal(
-            np.array([(lo - mu) / self.scale_]), np.array([(hi - mu) / self.scale_]))[0][0]))
-        return MarginalEffects(self.coef_ * prob_at_means, self.coef_ * float(sums["sum_prob"] / sums["n"]))
+        prob_at_means = float(
+            np.exp(
+                truncated_normal(
+                    np.array([(lo - mu) / self.scale_]), np.array([(hi - mu) / self.scale_])
+                )[0][0]
+            )
+        )
+        return MarginalEffects(
+            self.coef_ * prob_at_means, self.coef_ * float(sums["sum_prob"] / sums["n"])
+        )
 
     def score(
-        self, X: Any, y: Any = None, *, left: Any = None, right: Any = None, variable: str | None = None
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        left: Any = None,
+        right: Any = None,
+        variable: str | None = None,
     ) -> float:
         """Mean log-likelihood per row of (X, y) with the given limits (as in :meth:`fit`)."""
         params = self._params()
@@ -1062,8 +1148,12 @@ class CensoredRegression:
         arrays = {name: s.array for name, s in inputs.items()}
         self._check_rows(model, arrays)
         found = map_reduce(
-            model.loglik, add_stats, arrays, params,
-            split_every=int(self.split_every), missing_ok=model.missing_ok,
+            model.loglik,
+            add_stats,
+            arrays,
+            params,
+            split_every=int(self.split_every),
+            missing_ok=model.missing_ok,
         )
         return float(found["loglik"] / found["n"])
 
@@ -1074,7 +1164,11 @@ class CensoredRegression:
         estimate = np.concatenate([self._coef, [math.log(self.scale_)]])
         z = estimate / self.bse_
         p = 2.0 * stats.norm.sf(np.abs(z))
-        names = (["(Intercept)"] if self.fit_intercept else []) + list(self.feature_names_in_) + ["Log(scale)"]
+        names = (
+            (["(Intercept)"] if self.fit_intercept else [])
+            + list(self.feature_names_in_)
+            + ["Log(scale)"]
+        )
         slopes = slice(int(self.fit_intercept), len(self._coef))
         wald_df = self.n_features_in_
         cov = self.cov_[slopes, slopes]
@@ -1100,7 +1194,7 @@ class CensoredRegression:
 
 
 def _covariance(hessian: np.ndarray) -> np.ndarray:
-    """Inverse of the observed information -H; NaN (with a warning) where it is not positive definite."""
+    """Inverse of the observed information -H (NaN, with a warning, unless positive definite)."""
     information = -hessian
     try:
         factor = linalg.cho_factor(information)
