@@ -91,8 +91,8 @@ def truncated_normal(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     narrower than ``NARROW`` has ``P = φ(midpoint) (b - a)`` to O((b - a)²). The moments
     follow: E[Z] = pa - pb and E[Z²] = 1 + a·pa - b·pb (see :func:`standard_moments`).
 
-    Infinite limits (and those beyond ±``HUGE``) are taken as ±``HUGE`` (±2·``HUGE``
-    for an interval wholly beyond), where Φ is 0 or 1 and φ is 0 exactly.
+    Limits beyond ±``HUGE``, infinite ones included, are clipped to within ±2·``HUGE``
+    (keeping a < b), where Φ is already 0 or 1 and φ is 0.
 
     Returns
     -------
@@ -754,6 +754,9 @@ class CensoredRegression:
     converged_ : bool
     lower_bounds_ : list of float
         Mean per-row log-likelihood at the start of every iteration (never decreasing).
+    gradient_ : ndarray
+        Gradient of the log-likelihood in (intercept, coef_..., log(scale_)) at the
+        fitted parameters: near 0 at the optimum, a check on convergence.
     counts_ : dict of str to int
         Rows that are ``total``, ``left``-, ``right``- and ``interval``-censored and
         ``exact`` (uncensored).
