@@ -338,6 +338,9 @@ def test_chunk_invariance_and_numpy_vs_dask():
     )
     np.testing.assert_allclose(theta_of(other), theta_of(base), rtol=1e-9)
     np.testing.assert_allclose(other.bse_, base.bse_, rtol=1e-7)
+    # an in-memory y is chunked as X is
+    mixed = dem.CensoredRegression(left, right, tol=1e-10).fit(da.from_array(X, chunks=(700, 3)), y)
+    np.testing.assert_array_equal(theta_of(mixed), theta_of(other))
     same_chunks = dem.CensoredRegression(left, right, tol=1e-10).fit(
         da.from_array(X, chunks=(100_000, 3)), da.from_array(y, chunks=100_000)
     )

@@ -189,11 +189,14 @@ def interval_bounds(
     or exact when ``left == right``. Rows are assumed valid (see
     :meth:`CensoredModel.check`).
     """
-    observed = ~np.isnan(y)
-    below = observed & (y <= left)
-    above = observed & ~below & (y >= right)
-    lower = np.where(observed, np.where(below, -np.inf, np.where(above, right, y)), left)
-    upper = np.where(observed, np.where(below, left, np.where(above, np.inf, y)), right)
+    lower = np.minimum(y, right)  # right for right-censored rows, y for exact ones
+    lower[y <= left] = -np.inf  # False where y is NaN
+    upper = np.maximum(y, left)
+    upper[y >= right] = np.inf
+    missing = np.isnan(y)
+    if missing.any():
+        lower = np.where(missing, left, lower)
+        upper = np.where(missing, right, upper)
     return lower, upper
 
 
@@ -206,17 +209,16 @@ def conditional_moments(
     log P(lower < y* < upper).
     """
     exact = lower == upper
-    resid = np.empty_like(mu)
-    resid_sq = np.empty_like(mu)
-    r = lower[exact] - mu[exact]
-    z = r / scale
-    resid[exact] = r
-    resid_sq[exact] = r * r
-    loglik = -len(r) * (LOG_SQRT_2PI + math.log(scale)) - 0.5 * float(z @ z)
-
-    censored = ~exact
-    a = (lower[censored] - mu[censored]) / scale
-    b = (upper[censored] - mu[censored]) / scale
+    n_exact = int(np.count_nonzero(exact))
+    resid = np.where(exact, lower - mu, 0.0) if n_exact < len(mu) else lower - mu
+    loglik = -n_exact * (LOG_SQRT_2PI + math.log(scale)) - 0.5 * float(resid @ resid) / scale**2
+    resid_sq = resid * resid
+    if n_exact == len(mu):
+        return resid, resid_sq, loglik
+    censored = np.flatnonzero(~exact)
+    mu_c = mu[censored]
+    a = (lower[censored] - mu_c) / scale
+    b = (upper[censored] - mu_c) / scale
     log_prob, pa, pb = truncated_normal(a, b)
     mean, second = standard_moments(a, b, pa, pb)
     loglik += float(log_prob.sum())
