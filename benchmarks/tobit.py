@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 from scipy import optimize
 from scipy.special import log_ndtr
+from threadpoolctl import threadpool_info
 
 import dem
 
@@ -114,6 +115,10 @@ def run(args: argparse.Namespace, censored: float) -> None:
         "features": args.features,
         "censored": round(float(np.mean((y <= left) | (y >= right))), 4),
         "repeats": args.repeats,
+        "blas": [
+            f"{i['internal_api']}:{i['num_threads']}:{i.get('architecture')}"
+            for i in threadpool_info()
+        ],
     }
     if args.zarr:
         group = zarr.open_group(args.zarr, mode="w")
