@@ -239,25 +239,8 @@ def test_heavy_censoring_reaches_the_optimum_with_defaults():
 
 
 def test_truncated_normal_moments_at_extreme_limits():
-    edges = [
-        -1e300,
-        -1e150,
-        -1e8,
-        -1e3,
-        -40.0,
-        -5.0,
-        -1.0,
-        -1e-300,
-        0.0,
-        1e-300,
-        1.0,
-        5.0,
-        40.0,
-        1e3,
-        1e8,
-        1e150,
-        1e300,
-    ]
+    negative = [-1e300, -1e150, -1e8, -1e3, -40.0, -5.0, -1.0, -1e-300]
+    edges = [*negative, 0.0, *(-v for v in reversed(negative))]
     a = [u for i, u in enumerate(edges) for _ in edges[i + 1 :]] + edges + [-np.inf] * len(edges)
     b = [v for i, _ in enumerate(edges) for v in edges[i + 1 :]] + [np.inf] * len(edges) + edges
     a, b = np.array(a), np.array(b)
