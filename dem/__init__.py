@@ -3,10 +3,12 @@
 from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
+from dem.models.censored import CensoredRegression
 from dem.models.mixture import GaussianMixture
 from dem.restore import from_checkpoint
 
 __all__ = [
+    "CensoredRegression",
     "CheckpointMismatchError",
     "ConvergenceWarning",
     "EMResult",

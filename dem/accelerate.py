@@ -55,10 +55,27 @@ def _checked(result: Params | Exception, loglik: float) -> Params:
     return result
 
 
+def has_converged(
+    model: EMModel, change: float, tol: float, previous: Params, params: Params
+) -> bool:
+    """The model's own stopping rule when it defines ``converged``, else ``|change| < tol``.
+
+    ``change`` is the change of the mean log-likelihood over the EM step that took
+    ``previous`` to ``params``. A model whose log-likelihood flattens long before its
+    parameters settle (EM that crawls, as under heavy censoring) may define
+    ``converged(change, tol, previous, params) -> bool`` to stop on its parameters.
+    """
+    rule = getattr(model, "converged", None)
+    if rule is None:
+        return abs(change) < tol
+    return bool(rule(change, tol, previous, params))
+
+
 def plain(model: EMModel, params: Params, previous: float, tol: float) -> StepGenerator:
     """One EM iteration: converged when the log-likelihood moved less than ``tol``."""
     updated, loglik = yield params
-    return Step(_checked(updated, loglik), loglik, 1, abs(loglik - previous) < tol)
+    updated = _checked(updated, loglik)
+    return Step(updated, loglik, 1, has_converged(model, loglik - previous, tol, params, updated))
 
 
 def squarem(model: EMModel, params: Params, previous: float, tol: float) -> StepGenerator:
@@ -68,11 +85,11 @@ def squarem(model: EMModel, params: Params, previous: float, tol: float) -> Step
     """
     first, loglik0 = yield params
     first = _checked(first, loglik0)
-    if abs(loglik0 - previous) < tol:
+    if has_converged(model, loglik0 - previous, tol, params, first):
         return Step(first, loglik0, 1, True)
     second, loglik1 = yield first
     second = _checked(second, loglik1)
-    if abs(loglik1 - loglik0) < tol:
+    if has_converged(model, loglik1 - loglik0, tol, first, second):
         return Step(second, loglik1, 2, True)
     x0, x1, x2 = (model.pack(p) for p in (params, first, second))  # type: ignore[attr-defined]
     r = x1 - x0

@@ -10,6 +10,10 @@ on the client.
 additive, always float64, and must include ``"n"`` (the number of samples the chunk
 contributed) and ``"loglik"`` (the chunk's summed log-likelihood at the parameters
 the E-step was given).
+
+A model may also define ``converged(change, tol, previous, params) -> bool``, its own
+stopping rule (for example on the change of its parameters); without it the engine
+stops when the mean log-likelihood changes by less than ``tol``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1226 @@
+"""Censored (Tobit) regression by EM: the E-step, M-step, standard errors, and the estimator.
+
+The model is the linear regression ``y* = x β + σ ε`` with standard normal ``ε``, where
+the latent ``y*`` of each row is either observed exactly or only known to lie in an
+interval ``[lower, upper]`` (one end may be infinite: left or right censoring).
+
+Every row is reduced to such an interval (see :func:`interval_bounds`; an exact value
+is the interval ``[y, y]``). The E-step replaces ``y*`` by its conditional moments
+given the interval, which are truncated-normal moments computed from ``log Φ`` and the
+inverse Mills ratio (:func:`truncated_normal`), stable for any standardised limits. The
+statistics of one chunk, taken about the current linear predictor ``μ = x β``, are
+
+- ``sum_x_resid`` = Σ x E[y* − μ]  (a matrix-vector product per chunk),
+- ``sum_resid_sq`` = Σ E[(y* − μ)²],
+- ``n`` and ``loglik``,
+- ``sum_xxT`` = Σ x xᵀ, only in the first pass: the M-step stores it in the parameters
+  (as ``mean_xxT``), and later E-steps, which see it there, skip it.
+
+With an intercept, ``x`` is ``(1, x_1, ..., x_p)`` throughout. The M-step is closed
+form: ``β ← β + (XᵀX)⁻¹ Σ x E[y* − μ]`` and ``σ² ← (Σ E[(y* − μ)²] − Δβᵀ Σ x E[y* − μ]) / n``,
+which is the usual ``(XᵀX)⁻¹ Xᵀ E[y*]`` update written about ``μ`` so nothing cancels.
+
+Standard errors of ``(β, log σ)`` come from the analytic Hessian of the observed
+log-likelihood at the optimum, summed over chunks in one more pass
+(:meth:`CensoredModel.information`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import xarray as xr
+from scipy import linalg, stats
+from scipy.special import erfcx, log_ndtr, ndtr
+
+from dem.data import Samples, as_samples, sample_rows
+from dem.engine import map_reduce, prepare
+from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
+from dem.model import Block, Params, Stats, add_stats
+
+BLOCK_ROWS = 16_384
+LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+SQRT_HALF = math.sqrt(0.5)
+# Intervals narrower than this (in units of σ) are treated as a point at their midpoint:
+# the truncated moments then differ from the point's by O(width²), below round-off.
+NARROW = 1e-6
+# Standardised limits are clipped to ±HUGE: Φ and φ are exactly 0 or 1 there already, and
+# squares of the limits (the second moments) stay finite. The Hessian clips at ±HUGE_HESSIAN
+# so that products of four such factors do too.
+HUGE = 1e150
+HUGE_HESSIAN = 1e50
+# X'X is called singular when its correlation form has condition number above this.
+MAX_CONDITION = 1e12
+
+
+# --- the standard normal on an interval, in log space -------------------------------
+
+
+def inverse_mills(x: np.ndarray, log_cdf: np.ndarray | None = None) -> np.ndarray:
+    """φ(x) / Φ(x) for finite x, accurate at any magnitude.
+
+    For x ≤ 0 it is ``sqrt(2/π) / erfcx(-x/√2)`` (no underflow of φ or Φ, ≈ -x in the
+    far left tail); for x > 0, ``exp(log φ(x) - log Φ(x))``, which goes smoothly to 0.
+    ``log_cdf``, log Φ(x) when the caller has it, saves computing it again.
+    """
+    out = np.empty_like(x)
+    left = x <= 0.0
+    out[left] = SQRT_2_OVER_PI / erfcx(-SQRT_HALF * x[left])
+    right = ~left
+    log_phi = log_ndtr(x[right]) if log_cdf is None else log_cdf[right]
+    xr = np.minimum(x[right], 60.0)  # φ(60) underflows to 0 already; no overflow of x²
+    out[right] = np.exp(-0.5 * xr * xr - LOG_SQRT_2PI - log_phi)
+    return out
+
+
+def truncated_normal(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """log P(a < Z < b) and the boundary densities φ(a)/P, φ(b)/P of a standard normal Z.
+
+    ``a < b`` elementwise; either may be infinite (then its density term is 0). The
+    interval is reflected into the lower half line when it lies mostly above 0, so
+    ``log Φ`` (:func:`scipy.special.log_ndtr`) is always taken where it has full
+    precision, and ``P = Φ(hi) (1 - Φ(lo)/Φ(hi))`` is formed in log space. An interval
+    narrower than ``NARROW`` has ``P = φ(midpoint) (b - a)`` to O((b - a)²). The moments
+    follow: E[Z] = pa - pb and E[Z²] = 1 + a·pa - b·pb (see :func:`standard_moments`).
+
+    Limits beyond ±``HUGE``, infinite ones included, are clipped to within ±2·``HUGE``
+    (keeping a < b), where Φ is already 0 or 1 and φ is 0.
+
+    Returns
+    -------
+    log_prob, pa, pb : ndarray
+    """
+    a, b = _clip_limits(a, b)
+    flip = (a + b) > 0.0
+    narrow = (b - a) < NARROW
+    lo = np.where(flip, -b, a)
+    hi = np.where(flip, -a, b)
+    log_prob = log_ndtr(hi)
+    p_hi = inverse_mills(hi, log_prob)
+    p_lo = np.zeros_like(lo)
+    two = (lo > -HUGE) & ~narrow  # both ends within ±HUGE
+    if two.any():
+        lo2 = lo[two]
+        log_lo = log_ndtr(lo2)
+        # ratio = Φ(lo) / Φ(hi) in [0, 1); 0 where Φ(lo) underflows even in log space
+        log_ratio = np.full_like(lo2, -np.inf)
+        finite = log_lo > -np.inf
+        log_ratio[finite] = log_lo[finite] - log_prob[two][finite]
+        keep = -np.expm1(log_ratio)  # 1 - ratio, accurate when the ratio is near 1
+        log_prob[two] += np.log(keep)
+        p_lo[two] = inverse_mills(lo2, log_lo) * np.exp(log_ratio) / keep
+        p_hi[two] /= keep
+    if narrow.any():
+        lo_n, hi_n = lo[narrow], hi[narrow]
+        mid = 0.5 * (lo_n + hi_n)
+        log_prob[narrow] = -LOG_SQRT_2PI - 0.5 * mid * mid + np.log(hi_n - lo_n)
+        p_lo[narrow] = np.exp(-LOG_SQRT_2PI - 0.5 * lo_n * lo_n - log_prob[narrow])
+        p_hi[narrow] = np.exp(-LOG_SQRT_2PI - 0.5 * hi_n * hi_n - log_prob[narrow])
+    # reflecting swaps which end is which
+    pa = np.where(flip, p_hi, p_lo)
+    pb = np.where(flip, p_lo, p_hi)
+    return log_prob, pa, pb
+
+
+def _clip_limits(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised limits within ±2·HUGE, an interval beyond ±HUGE kept non-empty."""
+    return np.clip(a, -2.0 * HUGE, HUGE), np.clip(b, -HUGE, 2.0 * HUGE)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """x with infinities set to 0 (they only ever multiply a density that is 0 there)."""
+    return np.where(np.isfinite(x), x, 0.0)
+
+
+def standard_moments(
+    a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """E[Z] and E[Z²] of a standard normal truncated to (a, b), from :func:`truncated_normal`.
+
+    Clipped to what a distribution on (a, b) can have (E[Z] in [a, b], E[Z²] ≥ E[Z]²),
+    which only ever moves them by round-off. On an interval narrower than ``NARROW``
+    they are those of the uniform distribution there (exact to O((b - a)²)), as
+    ``pa - pb`` would cancel.
+    """
+    a, b = _clip_limits(a, b)
+    mean = np.clip(pa - pb, a, b)
+    second = np.maximum(1.0 + a * pa - b * pb, mean * mean)
+    narrow = (b - a) < NARROW
+    if narrow.any():
+        an, bn = a[narrow], b[narrow]
+        mean[narrow] = 0.5 * (an + bn)
+        second[narrow] = mean[narrow] ** 2 + (bn - an) ** 2 / 12.0
+    return mean, second
+
+
+# --- which interval each row's latent value lies in -----------------------------------
+
+
+def _as_lower(limit: np.ndarray | float) -> np.ndarray | float:
+    """A left limit with NaN (no limit, as given to the engine) read as -inf."""
+    if isinstance(limit, np.ndarray):
+        return np.where(np.isnan(limit), -np.inf, limit)
+    return limit
+
+
+def _as_upper(limit: np.ndarray | float) -> np.ndarray | float:
+    if isinstance(limit, np.ndarray):
+        return np.where(np.isnan(limit), np.inf, limit)
+    return limit
+
+
+def interval_bounds(
+    y: np.ndarray, left: np.ndarray | float, right: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval ``[lower, upper]`` holding each row's latent value.
+
+    ``left`` and ``right`` are the limits (scalars or per-row, ±inf for none). A row
+    with observed ``y`` is left-censored when ``y <= left`` (interval ``(-inf, left]``),
+    else right-censored when ``y >= right`` (``[right, inf)``), else exact
+    (``[y, y]``). A row with ``y`` NaN lies in ``[left, right]``: interval-censored,
+    or exact when ``left == right``. Rows are assumed valid (see
+    :meth:`CensoredModel.check`).
+    """
+    lower = np.minimum(y, right)  # right for right-censored rows, y for exact ones
+    lower[y <= left] = -np.inf  # False where y is NaN
+    upper = np.maximum(y, left)
+    upper[y >= right] = np.inf
+    missing = np.isnan(y)
+    if missing.any():
+        lower = np.where(missing, left, lower)
+        upper = np.where(missing, right, upper)
+    return lower, upper
+
+
+def conditional_moments(
+    lower: np.ndarray, upper: np.ndarray, mu: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """E[y* - μ], E[(y* - μ)²] given ``lower <= y* <= upper``, and the summed log-likelihood.
+
+    Exact rows (``lower == upper``) contribute their normal log density; censored rows
+    log P(lower < y* < upper).
+    """
+    exact = lower == upper
+    n_exact = int(np.count_nonzero(exact))
+    resid = np.where(exact, lower - mu, 0.0) if n_exact < len(mu) else lower - mu
+    loglik = -n_exact * (LOG_SQRT_2PI + math.log(scale)) - 0.5 * float(resid @ resid) / scale**2
+    resid_sq = resid * resid
+    if n_exact == len(mu):
+        return resid, resid_sq, loglik
+    censored = np.flatnonzero(~exact)
+    mu_c = mu[censored]
+    a = (lower[censored] - mu_c) / scale
+    b = (upper[censored] - mu_c) / scale
+    log_prob, pa, pb = truncated_normal(a, b)
+    mean, second = standard_moments(a, b, pa, pb)
+    loglik += float(log_prob.sum())
+    resid[censored] = scale * mean
+    resid_sq[censored] = (scale * scale) * second
+    return resid, resid_sq, loglik
+
+
+def hessian_weights(
+    lower: np.ndarray, upper: np.ndarray, mu: np.ndarray, scale: float
+) -> tuple[np.ndarray, ...]:
+    """Per-row derivatives of the log-likelihood in (μ, τ = log σ), scaled for sums.
+
+    Returns ``g_mu, g_tau, h_mumu, h_mutau, h_tautau``, the row's first derivatives
+    ``σ ∂ℓ/∂μ`` and ``∂ℓ/∂τ`` and second derivatives ``σ² ∂²ℓ/∂μ²``, ``σ ∂²ℓ/∂μ∂τ``
+    and ``∂²ℓ/∂τ²``. Then with ``μ = x β``: ∂ℓ/∂β = x g_mu / σ, ∂²ℓ/∂β∂βᵀ =
+    x xᵀ h_mumu / σ², ∂²ℓ/∂β∂τ = x h_mutau / σ.
+    """
+    exact = lower == upper
+    with np.errstate(invalid="ignore"):  # inf - inf: (-inf, inf) rows are never narrow
+        narrow = ~exact & ((upper - lower) < NARROW * scale)
+    point = exact | narrow
+    z = (0.5 * (lower[point] + upper[point]) - mu[point]) / scale
+    g_mu, g_tau = np.empty_like(mu), np.empty_like(mu)
+    h_mumu, h_mutau, h_tautau = np.empty_like(mu), np.empty_like(mu), np.empty_like(mu)
+    # a point: ℓ = -log σ - z²/2 (+ a constant), z = (y - μ)/σ
+    g_mu[point] = z
+    g_tau[point] = z * z - 1.0
+    h_mumu[point] = -1.0
+    h_mutau[point] = -2.0 * z
+    h_tautau[point] = -2.0 * z * z
+    # an interval: ℓ = log(Φ(b) - Φ(a)) with a = (lower - μ)/σ, b = (upper - μ)/σ
+    rows = ~point
+    a = np.clip((lower[rows] - mu[rows]) / scale, -2.0 * HUGE_HESSIAN, HUGE_HESSIAN)
+    b = np.clip((upper[rows] - mu[rows]) / scale, -HUGE_HESSIAN, 2.0 * HUGE_HESSIAN)
+    _, pa, pb = truncated_normal(a, b)
+    l_a, l_b = -pa, pb
+    l_aa, l_bb, l_ab = a * pa - pa * pa, -b * pb - pb * pb, pa * pb
+    # ∂a/∂μ = ∂b/∂μ = -1/σ, ∂a/∂τ = -a, ∂b/∂τ = -b
+    g_mu[rows] = -(l_a + l_b)
+    g_tau[rows] = -(a * l_a + b * l_b)
+    h_mumu[rows] = l_aa + 2.0 * l_ab + l_bb
+    h_mutau[rows] = a * (l_aa + l_ab) + b * (l_ab + l_bb) + l_a + l_b
+    h_tautau[rows] = a * a * l_aa + 2.0 * a * b * l_ab + b * b * l_bb + a * l_a + b * l_b
+    return g_mu, g_tau, h_mumu, h_mutau, h_tautau
+
+
+# --- checking the rows (one pass, global row numbers) ---------------------------------
+
+CHECKS = {  # name: (what is wrong, what to do)
+    "bad_limits": ("left >= right", "Give each row left < right."),
+    "nan_y": (
+        "y is NaN",
+        "Remove those rows, or, for interval censoring, pass per-observation left and right "
+        "arrays holding each row's interval.",
+    ),
+    "bad_interval": (
+        "left > right for a row with NaN y (an interval-censored row)",
+        "Give each interval left <= right (equal limits mean an exact value).",
+    ),
+    "no_limits": (
+        "y is NaN and neither limit is finite",
+        "Remove those rows (they carry no information), or give their interval.",
+    ),
+}
+
+
+def combine_checks(a: Stats, b: Stats) -> Stats:
+    """Sum the counts; keep the first offending row (rows of ``b`` follow those of ``a``)."""
+    out = {key: a[key] + b[key] for key in a if not key.startswith("first_")}
+    for key in a:
+        if key.startswith("first_"):
+            out[key] = np.minimum(a[key], a["n"] + b[key])
+    return out
+
+
+# --- the model ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CensoredModel:
+    """The pure functions of censored regression (see :mod:`dem.model`).
+
+    ``left`` and ``right`` are scalar limits (±inf for none), or None when the block
+    holds a per-row array of that name (NaN meaning no limit). ``has_y`` False means
+    every row is interval-censored by its limits.
+    """
+
+    fit_intercept: bool = True
+    left: float | None = -math.inf
+    right: float | None = math.inf
+    has_y: bool = True
+
+    name: ClassVar[str] = "censored_regression"
+    missing_ok: ClassVar[frozenset[str]] = frozenset({"y", "left", "right"})
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        names = ["X"] + ["y"] * self.has_y
+        names += ["left"] * (self.left is None) + ["right"] * (self.right is None)
+        return tuple(names)
+
+    def config(self) -> dict[str, Any]:
+        def limit(value: float | None) -> float | str | None:
+            if value is None:
+                return "per-observation"
+            return None if math.isinf(value) else float(value)
+
+        return {
+            "fit_intercept": self.fit_intercept,
+            "left": limit(self.left),
+            "right": limit(self.right),
+            "has_y": self.has_y,
+        }
+
+    def param_dims(self) -> dict[str, tuple[str, ...]]:
+        return {"coef": ("term",), "scale": (), "mean_xxT": ("term", "term_")}
+
+    # --- pieces shared by every pass --------------------------------------------------
+
+    def targets(self, block: Block) -> tuple[np.ndarray, np.ndarray | float, np.ndarray | float]:
+        """y (NaN where absent) and the limits, with ±inf for no limit."""
+        n = len(block["X"])
+        y = block["y"] if self.has_y else np.full(n, np.nan)
+        left = _as_lower(block["left"]) if self.left is None else self.left
+        right = _as_upper(block["right"]) if self.right is None else self.right
+        return np.asarray(y, dtype=np.float64), left, right
+
+    def linear(self, x: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """The linear predictor x β (intercept first in ``coef``)."""
+        if self.fit_intercept:
+            return x @ coef[1:] + coef[0]
+        return x @ coef
+
+    def cross(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Σ x_i v_i over the rows, with the intercept's 1 first."""
+        if self.fit_intercept:
+            return np.concatenate([[v.sum()], x.T @ v])
+        return x.T @ v
+
+    def gram(self, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        """Σ w_i x_i x_iᵀ (w = 1 when None), with the intercept's 1 first."""
+        wx = x if w is None else x * w[:, None]
+        inner = x.T @ wx
+        if not self.fit_intercept:
+            return inner
+        col = wx.sum(axis=0)
+        out = np.empty((len(inner) + 1, len(inner) + 1))
+        out[0, 0] = len(x) if w is None else w.sum()
+        out[0, 1:] = out[1:, 0] = col
+        out[1:, 1:] = inner
+        return out
+
+    def _rows(self, block: Block) -> Any:
+        """(x, lower, upper) for each in-cache row block, x in float64."""
+        x_all = block["X"]
+        y, left, right = self.targets(block)
+        for start in range(0, len(x_all), BLOCK_ROWS):
+            rows = slice(start, start + BLOCK_ROWS)
+            lo = left[rows] if isinstance(left, np.ndarray) else left
+            hi = right[rows] if isinstance(right, np.ndarray) else right
+            lower, upper = interval_bounds(y[rows], lo, hi)
+            yield x_all[rows].astype(np.float64, copy=False), lower, upper
+
+    # --- the EM protocol ---------------------------------------------------------------
+
+    def e_step(self, block: Block, params: Params) -> Stats:
+        coef, scale = params["coef"], float(params["scale"])
+        first_pass = "mean_xxT" not in params
+        stats: Stats = {
+            "n": np.float64(len(block["X"])),
+            "loglik": np.float64(0.0),
+            "sum_x_resid": np.zeros(len(coef)),
+            "sum_resid_sq": np.float64(0.0),
+        }
+        if first_pass:
+            stats["sum_xxT"] = np.zeros((len(coef), len(coef)))
+        for x, lower, upper in self._rows(block):
+            resid, resid_sq, loglik = conditional_moments(lower, upper, self.linear(x, coef), scale)
+            stats["loglik"] += loglik
+            stats["sum_x_resid"] += self.cross(x, resid)
+            stats["sum_resid_sq"] += resid_sq.sum()
+            if first_pass:
+                stats["sum_xxT"] += self.gram(x)
+        return stats
+
+    def combine(self, a: Stats, b: Stats) -> Stats:
+        return add_stats(a, b)
+
+    def m_step(self, stats: Stats, params: Params) -> Params:
+        n = stats["n"]
+        if "sum_xxT" in stats:
+            mean_xxT = stats["sum_xxT"] / n
+            check_design(mean_xxT, self.fit_intercept)
+        else:
+            mean_xxT = params["mean_xxT"]
+        mean_x_resid = stats["sum_x_resid"] / n
+        delta = linalg.cho_solve(linalg.cho_factor(mean_xxT), mean_x_resid)
+        variance = stats["sum_resid_sq"] / n - delta @ mean_x_resid
+        if not (np.isfinite(variance) and variance > 0.0):
+            raise FloatingPointError(
+                f"The scale of the latent variable collapsed (σ² = {variance}): the uncensored "
+                "rows are fitted exactly. Use more uncensored rows or fewer features."
+            )
+        return {"coef": params["coef"] + delta, "scale": np.sqrt(variance), "mean_xxT": mean_xxT}
+
+    def converged(self, change: float, tol: float, previous: Params, params: Params) -> bool:
+        """Stop when one iteration moves the fit by less than ``tol`` (see the estimator).
+
+        The step is the larger of the RMS change of the linear predictor over the data
+        in units of σ, ``sqrt(Δβᵀ (XᵀX/n) Δβ) / σ``, and the change of ``log σ``.
+        """
+        delta = params["coef"] - previous["coef"]
+        step = math.sqrt(max(float(delta @ params["mean_xxT"] @ delta), 0.0)) / float(
+            params["scale"]
+        )
+        step = max(step, abs(math.log(float(params["scale"]) / float(previous["scale"]))))
+        return step < tol
+
+    # --- the other passes --------------------------------------------------------------
+
+    def information(self, block: Block, params: Params) -> Stats:
+        """Gradient and Hessian of the log-likelihood in (β, log σ), summed over the chunk."""
+        coef, scale = params["coef"], float(params["scale"])
+        k = len(coef)
+        stats: Stats = {
+            "n": np.float64(len(block["X"])),
+            "loglik": np.float64(0.0),
+            "grad": np.zeros(k + 1),
+            "hessian": np.zeros((k + 1, k + 1)),
+        }
+        for x, lower, upper in self._rows(block):
+            mu = self.linear(x, coef)
+            stats["loglik"] += conditional_moments(lower, upper, mu, scale)[2]
+            g_mu, g_tau, h_mumu, h_mutau, h_tautau = hessian_weights(lower, upper, mu, scale)
+            stats["grad"][:k] += self.cross(x, g_mu) / scale
+            stats["grad"][k] += g_tau.sum()
+            stats["hessian"][:k, :k] += self.gram(x, h_mumu) / scale**2
+            cross = self.cross(x, h_mutau) / scale
+            stats["hessian"][:k, k] += cross
+            stats["hessian"][k, :k] += cross
+            stats["hessian"][k, k] += h_tautau.sum()
+        return stats
+
+    def loglik(self, block: Block, params: Params) -> Stats:
+        """The chunk's log-likelihood and size."""
+        coef, scale = params["coef"], float(params["scale"])
+        total = 0.0
+        for x, lower, upper in self._rows(block):
+            total += conditional_moments(lower, upper, self.linear(x, coef), scale)[2]
+        return {"n": np.float64(len(block["X"])), "loglik": np.float64(total)}
+
+    def check(self, block: Block, params: Params) -> Stats:
+        """Counts of each kind of row, and the first invalid row of each kind (``inf`` if none).
+
+        Only ``y`` and the limits are read; combine with :func:`combine_checks`.
+        """
+        first = next(iter(block.values()))
+        n = len(first)
+        y = block["y"] if self.has_y else np.full(n, np.nan)
+        left = _as_lower(block["left"]) if self.left is None else self.left
+        right = _as_upper(block["right"]) if self.right is None else self.right
+        observed = ~np.isnan(y)
+        bad = {
+            "bad_limits": observed & (left >= right),
+            "bad_interval": ~observed & (left > right),
+            "no_limits": ~observed & np.isinf(left) & np.isinf(right),
+            "nan_y": ~observed & (self.left is not None or self.right is not None),
+        }
+        stats: Stats = {"n": np.float64(n)}
+        for key, mask in bad.items():
+            mask = np.broadcast_to(mask, (n,))
+            stats[f"n_{key}"] = np.float64(mask.sum())
+            stats[f"first_{key}"] = np.float64(np.argmax(mask) if mask.any() else np.inf)
+        valid = ~np.any([np.broadcast_to(m, (n,)) for m in bad.values()], axis=0)
+        below = observed & (y <= left)
+        above = observed & ~below & (y >= right)
+        stats["n_left"] = np.float64(np.sum(below & valid))
+        stats["n_right"] = np.float64(np.sum(above & valid))
+        stats["n_exact"] = np.float64(
+            np.sum(valid & ((observed & ~below & ~above) | (~observed & (left == right))))
+        )
+        stats["n_interval"] = np.float64(np.sum(valid & ~observed & (left < right)))
+        return stats
+
+
+def check_design(mean_xxT: np.ndarray, fit_intercept: bool) -> None:
+    """Raise a ValueError naming the columns of X that make XᵀX singular."""
+    names = (["the intercept"] if fit_intercept else []) + [
+        f"column {j}" for j in range(len(mean_xxT) - fit_intercept)
+    ]
+    norms = np.sqrt(np.diag(mean_xxT))
+    zero = np.flatnonzero(norms == 0.0)
+    if zero.size:
+        raise ValueError(
+            f"X's {', '.join(names[j] for j in zero)} is all zeros, so XᵀX is singular. "
+            "Drop that column."
+        )
+    correlation = mean_xxT / np.outer(norms, norms)
+    eigenvalues, eigenvectors = np.linalg.eigh(correlation)
+    if eigenvalues[0] > eigenvalues[-1] / MAX_CONDITION:
+        return
+    weights = np.abs(eigenvectors[:, 0])
+    involved = [names[j] for j in np.flatnonzero(weights > 0.1 * weights.max())]
+    hint = (
+        " A constant column duplicates the intercept (fit_intercept=True)."
+        if fit_intercept and "the intercept" in involved
+        else ""
+    )
+    raise ValueError(
+        f"Columns of X are collinear: {', '.join(involved)} are linearly dependent (XᵀX is "
+        f"singular, condition number {eigenvalues[-1] / max(eigenvalues[0], 1e-300):.1e}). "
+        f"Drop one of them, or centre and scale X.{hint}"
+    )
+
+
+# --- initialisation on a sample of rows -----------------------------------------------
+
+
+def initial_params(model: CensoredModel, block: Block) -> Params:
+    """Least squares on a sample, each censored value replaced by its limit.
+
+    Interval-censored values are replaced by the interval's midpoint. Attenuated by
+    censoring, but a start EM corrects.
+    """
+    y, left, right = model.targets(block)
+    lower, upper = interval_bounds(y, left, right)
+    both = np.isfinite(lower) & np.isfinite(upper)
+    filled = np.where(
+        both, 0.5 * (_finite(lower) + _finite(upper)), np.where(np.isfinite(lower), lower, upper)
+    )
+    x = np.asarray(block["X"], dtype=np.float64)
+    design = np.column_stack([np.ones(len(x)), x]) if model.fit_intercept else x
+    # rows with NaN or infinity are left to the first E-step's check, which names them
+    usable = np.all(np.isfinite(design), axis=1) & np.isfinite(filled)
+    design, filled = design[usable], filled[usable]
+    if len(filled) == 0:
+        return {"coef": np.zeros(design.shape[1]), "scale": np.float64(1.0)}
+    coef = np.linalg.lstsq(design, filled, rcond=None)[0]
+    rms = math.sqrt(float(np.mean((filled - design @ coef) ** 2)))
+    spread = float(np.std(filled))
+    scale = rms if rms > 1e-8 * max(spread, 1e-300) else (spread if spread > 0 else 1.0)
+    return {"coef": coef, "scale": np.float64(scale)}
+
+
+# --- the estimator --------------------------------------------------------------------
+
+
+class MarginalEffects(NamedTuple):
+    """Marginal effects ∂E[y | x]/∂x_j of the observed (censored) outcome.
+
+    Attributes
+    ----------
+    at_means : ndarray of shape (n_features,)
+        At the mean of X.
+    average : ndarray of shape (n_features,)
+        Averaged over the rows of X.
+    """
+
+    at_means: np.ndarray
+    average: np.ndarray
+
+
+@dataclass(frozen=True)
+class CensoredSummary:
+    """What :meth:`CensoredRegression.summary` returns; ``str()`` prints it as R does."""
+
+    names: list[str]
+    estimate: np.ndarray
+    std_error: np.ndarray
+    z_value: np.ndarray
+    p_value: np.ndarray
+    counts: dict[str, int]
+    scale: float
+    loglik: float
+    n_iter: int
+    converged: bool
+    wald: float
+    wald_df: int
+    wald_p_value: float
+
+    def __str__(self) -> str:
+        labels = {
+            "total": "Total",
+            "left": "Left-censored",
+            "exact": "Uncensored",
+            "right": "Right-censored",
+            "interval": "Interval-censored",
+        }
+        shown = [k for k in labels if k != "interval" or self.counts.get("interval", 0)]
+        width = max(max(len(labels[k]), len(str(self.counts[k]))) for k in shown)
+        estimate, std_error = _column(self.estimate), _column(self.std_error)
+        z_value = [f"{z:.3f}" for z in self.z_value]
+        p_value = [_format_p(p) for p in self.p_value]
+        cells = list(zip(estimate, std_error, z_value, p_value, strict=True))
+        header = ("Estimate", "Std. Error", "z value", "Pr(>|z|)")
+        widths = [max(len(header[j]), *(len(row[j]) for row in cells)) for j in range(4)]
+        name_width = max(len(name) for name in self.names)
+        lines = [
+            "Observations:",
+            " ".join(f"{labels[k]:>{width}}" for k in shown),
+            " ".join(f"{self.counts[k]:>{width}}" for k in shown),
+            "",
+            "Coefficients:",
+            " " * name_width
+            + " "
+            + " ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)),
+        ]
+        for name, row, p in zip(self.names, cells, self.p_value, strict=True):
+            values = " ".join(f"{c:>{w}}" for c, w in zip(row, widths, strict=True))
+            lines.append(f"{name:<{name_width}} {values} {_stars(p)}".rstrip())
+        lines += [
+            "---",
+            "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1",
+            "",
+            f"Scale: {_significant(self.scale, 4)}",
+            "",
+            "Gaussian distribution",
+            f"Number of EM iterations: {self.n_iter}"
+            + ("" if self.converged else " (not converged)"),
+            f"Log-likelihood: {_significant(self.loglik, 4)} on {len(self.names)} Df",
+        ]
+        if self.wald_df:
+            lines.append(
+                f"Wald-statistic: {_significant(self.wald, 4)} on {self.wald_df} Df, "
+                f"p-value: {_format_p(self.wald_p_value, 5)}"
+            )
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _decimals(value: float, digits: int) -> int:
+    """Decimals that show ``value`` with at least ``digits`` significant digits (at most 15)."""
+    if value == 0 or not math.isfinite(value):
+        return 0
+    return int(min(max(digits - 1 - math.floor(math.log10(abs(value))), 0), 15))
+
+
+def _significant(value: float, digits: int) -> str:
+    """Fixed notation with ``digits`` significant digits, as R's ``format(x, digits=)``."""
+    return f"{value:.{_decimals(value, digits)}f}"
+
+
+def _column(values: np.ndarray, digits: int = 4) -> list[str]:
+    """One number of decimals for a whole column, enough for ``digits`` significant digits
+    in every entry (R's ``printCoefmat``)."""
+    decimals = max(_decimals(float(v), digits) for v in values)
+    return [f"{v:.{decimals}f}" for v in values]
+
+
+def _format_p(p: float, digits: int = 3) -> str:
+    """A p-value as R's ``format.pval``: ``< 2e-16`` below machine precision."""
+    if p < 2.2e-16:
+        return "< 2e-16"
+    return f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 1}e}"
+
+
+def _stars(p: float) -> str:
+    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
+        if p < cut:
+            return mark
+    return ""
+
+
+def _real_limit(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not np.isnan(v)
+
+
+def _infinite_as_nan(block: np.ndarray) -> np.ndarray:
+    """Limits as the engine takes them: NaN, not ±inf, for no limit."""
+    return np.where(np.isinf(block), np.nan, block).astype(np.float64, copy=False)
+
+
+class CensoredRegression:
+    """Censored (Tobit) regression fitted by EM over Dask chunks.
+
+    The latent ``y* = intercept + X coef + scale · ε`` (ε standard normal) is seen
+    through censoring. Each row is classified from ``y`` and its limits:
+
+    - ``y`` observed and ``y <= left``: left-censored, ``y* <= left``;
+    - else ``y`` observed and ``y >= right``: right-censored, ``y* >= right``;
+    - else ``y`` observed: uncensored, ``y* = y``;
+    - ``y`` NaN (only with per-observation ``left`` and ``right`` arrays):
+      interval-censored, ``left <= y* <= right`` (R's ``Surv(type="interval2")``): an
+      infinite (or NaN) limit leaves that side open, and ``left == right`` is an exact
+      value.
+
+    Parameters
+    ----------
+    left, right : float, default=-inf, inf
+        Censoring limits used when :meth:`fit` is given none (±inf: no limit).
+    fit_intercept : bool, default=True
+        Add an intercept.
+    tol : float, default=1e-8
+        EM stops when one iteration moves the fit by less than ``tol``: the RMS change
+        of the linear predictor over the data, in units of ``scale``, and the change of
+        ``log(scale)``. (A rule on the change of the log-likelihood would stop EM far
+        from the optimum under heavy censoring, where EM is slow.)
+    max_iter : int, default=1000
+        Maximum number of EM iterations; heavy censoring needs hundreds.
+    random_state : int or numpy.random.Generator, optional
+        Seeds the sample of rows the initial least-squares fit uses.
+    checkpoint : str or path-like, optional
+        Zarr store where every iteration's parameters are written.
+    resume : bool, default=False
+        Continue from the checkpoint's latest complete iteration.
+    split_every : int, default=8
+        Fan-in of the tree that sums the per-chunk statistics.
+    persist : bool, optional
+        Keep the data in cluster memory between passes. By default, data taking at
+        most half the cluster's memory are persisted.
+    init_sample_size : int, default=100_000
+        Rows drawn for the initial least-squares fit.
+    callback : callable, optional
+        Called after every iteration with a :class:`dem.engine.IterationInfo`.
+    sample_dim, feature_dim : str
+        Dimension names of xarray input.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : float
+        0.0 when ``fit_intercept`` is False.
+    scale_ : float
+        σ, the standard deviation of the latent errors.
+    loglik_ : float
+        Log-likelihood (summed over rows) at the fitted parameters.
+    bse_ : ndarray of shape (n_features + 2,) or (n_features + 1,)
+        Standard errors of (intercept, coef_..., log(scale_)), the order in which R's
+        ``AER::tobit`` reports them, from the observed information at the optimum.
+    cov_ : ndarray
+        Their covariance matrix, the inverse of the negative Hessian.
+    n_iter_ : int
+    converged_ : bool
+    lower_bounds_ : list of float
+        Mean per-row log-likelihood at the start of every iteration (never decreasing).
+    gradient_ : ndarray
+        Gradient of the log-likelihood in (intercept, coef_..., log(scale_)) at the
+        fitted parameters: near 0 at the optimum, a check on convergence.
+    counts_ : dict of str to int
+        Rows that are ``total``, ``left``-, ``right``- and ``interval``-censored and
+        ``exact`` (uncensored).
+    fit_limits_ : tuple of (float or None)
+        The scalar (left, right) limits of the fit, None where they were per-observation;
+        the default limits of :meth:`predict_expected` and :meth:`marginal_effects`.
+    n_features_in_ : int
+    feature_names_in_ : list of str
+    """
+
+    def __init__(
+        self,
+        left: float = -math.inf,
+        right: float = math.inf,
+        *,
+        fit_intercept: bool = True,
+        tol: float = 1e-8,
+        max_iter: int = 1000,
+        random_state: int | np.random.Generator | None = None,
+        checkpoint: str | os.PathLike[str] | None = None,
+        resume: bool = False,
+        split_every: int = 8,
+        persist: bool | None = None,
+        init_sample_size: int = 100_000,
+        callback: Callable[[Any], Any] | None = None,
+        sample_dim: str = "sample",
+        feature_dim: str = "feature",
+    ) -> None:
+        self.left = left
+        self.right = right
+        self.fit_intercept = fit_intercept
+        self.tol = tol
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.checkpoint = checkpoint
+        self.resume = resume
+        self.split_every = split_every
+        self.persist = persist
+        self.init_sample_size = init_sample_size
+        self.callback = callback
+        self.sample_dim = sample_dim
+        self.feature_dim = feature_dim
+
+    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
+        "left": (_real_limit, "a number (-inf for no limit)"),
+        "right": (_real_limit, "a number (inf for no limit)"),
+        "fit_intercept": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
+        "tol": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
+        "max_iter": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+        "split_every": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
+        "init_sample_size": (
+            lambda v: isinstance(v, int | np.integer) and v >= 1,
+            "an integer >= 1",
+        ),
+    }
+
+    # --- inputs -----------------------------------------------------------------------
+
+    def _samples(self, X: Any, variable: str | None) -> Samples:
+        return as_samples(
+            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
+        )
+
+    def _vector(self, value: Any, name: str, X: Any, x: Samples) -> Samples:
+        """A per-row input aligned with X: a variable of X's store or Dataset, or an array."""
+        if isinstance(value, str):
+            if not isinstance(X, str | os.PathLike | xr.Dataset):
+                raise TypeError(
+                    f"{name}={value!r} names a variable, but X is not a Zarr store path or an "
+                    f"xarray Dataset. Pass {name} as an array."
+                )
+            samples = as_samples(X, variable=value, sample_dim=self.sample_dim, name=value, ndim=1)
+        else:
+            samples = as_samples(value, sample_dim=self.sample_dim, name=name, ndim=1)
+        if samples.n_samples != x.n_samples:
+            raise ValueError(
+                f"{name} has {samples.n_samples} samples but X has {x.n_samples}; they must "
+                "describe the same rows."
+            )
+        if samples.array.chunks[0] != x.array.chunks[0]:
+            if samples.kind == "numpy":  # in memory: chunk it as X is, at no cost
+                samples = dataclasses.replace(
+                    samples, array=samples.array.rechunk({0: x.array.chunks[0]})
+                )
+            else:
+                raise ValueError(
+                    f"{name} and X must have the same sample chunks; {name} has "
+                    f"{samples.array.chunks[0][:3]}... and X {x.array.chunks[0][:3]}.... Rechunk "
+                    f"one, e.g. {name} = {name}.rechunk({{0: X.chunks[0]}}), or store them alike."
+                )
+        return samples
+
+    def _limit(
+        self, value: Any, default: float, name: str, X: Any, x: Samples
+    ) -> tuple[float | None, Samples | None]:
+        """A scalar limit (and None), or None and the per-row limits (NaN for none)."""
+        if value is None:
+            value = default
+        if not isinstance(value, str) and np.ndim(value) == 0:
+            value = value.item() if isinstance(value, np.ndarray) else value
+            if not _real_limit(value):
+                raise ValueError(
+                    f"{name} must be a number or an array (±inf for no limit); got {value!r}."
+                )
+            return float(value), None
+        samples = self._vector(value, name, X, x)
+        return None, dataclasses.replace(
+            samples,
+            array=samples.array.map_blocks(_infinite_as_nan, dtype=np.float64),  # type: ignore[call-arg, arg-type]
+        )
+
+    def _inputs(
+        self, X: Any, y: Any, left: Any, right: Any, variable: str | None
+    ) -> tuple[CensoredModel, Samples, dict[str, Samples]]:
+        check_hyperparameters(self, self._constraints)
+        x = self._samples(X, variable)
+        lo, lo_samples = self._limit(left, self.left, "left", X, x)
+        hi, hi_samples = self._limit(right, self.right, "right", X, x)
+        if lo is not None and hi is not None and lo >= hi:
+            raise ValueError(f"left must be below right; got left={lo}, right={hi}.")
+        if y is None and (lo is not None or hi is not None):
+            raise ValueError(
+                "y is required unless left and right are both per-observation arrays "
+                "(interval censoring)."
+            )
+        model = CensoredModel(bool(self.fit_intercept), lo, hi, y is not None)
+        inputs = {"X": x}
+        if y is not None:
+            inputs["y"] = self._vector(y, "y", X, x)
+        if lo_samples is not None:
+            inputs["left"] = lo_samples
+        if hi_samples is not None:
+            inputs["right"] = hi_samples
+        return model, x, inputs
+
+    def _check_rows(self, model: CensoredModel, arrays: Mapping[str, Any]) -> dict[str, int]:
+        """One pass over y and the limits: the counts of each kind of row, or a clear error."""
+        targets = {name: a for name, a in arrays.items() if name != "X"}
+        found = map_reduce(
+            model.check,
+            combine_checks,
+            targets,
+            {},
+            split_every=int(self.split_every),
+            missing_ok=model.missing_ok,
+        )
+        for key, (what, fix) in CHECKS.items():
+            count = int(found[f"n_{key}"])
+            if count:
+                raise ValueError(
+                    f"Invalid rows: {what} in {count} row(s), the first at row "
+                    f"{int(found[f'first_{key}'])}. {fix}"
+                )
+        counts = {k: int(found[f"n_{k}"]) for k in ("left", "right", "exact", "interval")}
+        counts["total"] = int(found["n"])
+        return counts
+
+    # --- fitting ----------------------------------------------------------------------
+
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        left: Any = None,
+        right: Any = None,
+        variable: str | None = None,
+    ) -> CensoredRegression:
+        """Fit by EM, then compute standard errors in one more pass.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), dask array, xarray, or path
+            The features; a Zarr store path or an xarray Dataset needs ``variable``.
+        y : array-like of shape (n_samples,), or str, optional
+            The observed outcome (NaN for interval-censored rows); a string names a
+            variable of X's store or Dataset. None means every row is
+            interval-censored by ``left`` and ``right``.
+        left, right : float, array-like of shape (n_samples,), or str, optional
+            Censoring limits, one for all rows or one per row (±inf or NaN: no limit);
+            default the estimator's ``left`` and ``right``. Per-row limits must have
+            the same sample chunks as X (in-memory arrays are chunked to match).
+        variable : str, optional
+            Name of X in a Zarr store or xarray Dataset.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Mismatched lengths or chunks, NaN or infinity in X or y, ``left >= right``,
+            every row left- or right-censored, collinear columns of X.
+        """
+        model, x, inputs = self._inputs(X, y, left, right, variable)
+        arrays = prepare({name: s.array for name, s in inputs.items()}, self.persist)
+        inputs = {name: dataclasses.replace(s, array=arrays[name]) for name, s in inputs.items()}
+        counts = self._check_rows(model, arrays)
+        if counts["exact"] == 0 and counts["interval"] == 0:
+            raise ValueError(
+                f"Every row is censored ({counts['left']} left, {counts['right']} right): the "
+                "scale of the latent variable cannot be estimated and the likelihood has no "
+                "maximum. Check the limits, or fit a probit model to the censoring indicator."
+            )
+        n_features = int(x.array.shape[1])
+
+        def make_init(rng: np.random.Generator) -> Params:
+            seed = int(rng.integers(2**63))
+            block = {
+                name: sample_rows(array, int(self.init_sample_size), np.random.default_rng(seed))
+                for name, array in arrays.items()
+            }
+            return initial_params(model, block)
+
+        best, _ = fit_restarts(
+            model,
+            inputs,
+            make_init,
+            n_init=1,
+            random_state=self.random_state,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            split_every=int(self.split_every),
+            checkpoint=self.checkpoint,
+            resume=self.resume,
+            callback=self.callback,
+            persist=False,  # already where prepare() put it
+        )
+        info = map_reduce(
+            model.information, add_stats, arrays, best.params, split_every=int(self.split_every)
+        )
+        self._set_params(best.params)
+        self.n_iter_ = best.n_iter
+        self.converged_ = best.converged
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.loglik_ = float(info["loglik"])
+        self.cov_ = _covariance(info["hessian"])
+        self.bse_ = np.sqrt(np.diag(self.cov_))
+        self.gradient_ = info["grad"]
+        self.counts_ = counts
+        self.n_features_in_ = n_features
+        self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
+        self.fit_limits_ = (model.left, model.right)
+        return self
+
+    def _set_params(self, params: Params) -> None:
+        coef = np.asarray(params["coef"], dtype=np.float64)
+        self._coef = coef
+        self.intercept_ = float(coef[0]) if self.fit_intercept else 0.0
+        self.coef_ = coef[1:].copy() if self.fit_intercept else coef.copy()
+        self.scale_ = float(params["scale"])
+
+    def _params(self) -> Params:
+        if not hasattr(self, "_coef"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit first.")
+        return {"coef": self._coef, "scale": np.float64(self.scale_)}
+
+    def _model(self) -> CensoredModel:
+        return CensoredModel(bool(self.fit_intercept))
+
+    def _new_x(self, X: Any, variable: str | None) -> Samples:
+        self._params()
+        x = self._samples(X, variable)
+        if x.array.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {x.array.shape[1]} features, but the model was fitted with "
+                f"{self.n_features_in_}."
+            )
+        return x
+
+    def _scalar_limits(self, left: float | None, right: float | None) -> tuple[float, float]:
+        """The limits given, else the scalar limits the model was fitted with."""
+        limits = []
+        for name, given, fitted in zip(
+            ("left", "right"), (left, right), self.fit_limits_, strict=True
+        ):
+            value = fitted if given is None else given
+            if value is None:
+                raise ValueError(
+                    f"The model was fitted with per-observation {name} limits; pass {name}= "
+                    "(a number) for these predictions."
+                )
+            if not _real_limit(value):
+                raise ValueError(f"{name} must be a number (±inf for no limit); got {value!r}.")
+            limits.append(float(value))
+        lo, hi = limits
+        if lo >= hi:
+            raise ValueError(f"left must be below right; got left={lo}, right={hi}.")
+        return lo, hi
+
+    # --- results ----------------------------------------------------------------------
+
+    def predict(self, X: Any, *, variable: str | None = None) -> Any:
+        """The latent mean ``intercept_ + X coef_``, shape (n_samples,)."""
+        x = self._new_x(X, variable)
+        model, coef = self._model(), self._coef
+        return per_sample(
+            x, lambda block: model.linear(block.astype(np.float64), coef), columns=None
+        )
+
+    def predict_expected(
+        self,
+        X: Any,
+        *,
+        left: float | None = None,
+        right: float | None = None,
+        variable: str | None = None,
+    ) -> Any:
+        """E[y | x] of the observed outcome ``clip(y*, left, right)``, shape (n_samples,).
+
+        ``left`` and ``right`` are scalars, by default those of the fit (``fit_limits_``).
+        """
+        x = self._new_x(X, variable)
+        lo, hi = self._scalar_limits(left, right)
+        model, coef, scale = self._model(), self._coef, self.scale_
+
+        def expected(block: np.ndarray) -> np.ndarray:
+            mu = model.linear(block.astype(np.float64), coef)
+            a, b = (lo - mu) / scale, (hi - mu) / scale
+            log_prob, pa, pb = truncated_normal(a, b)
+            inside = np.exp(log_prob) * (mu + scale * standard_moments(a, b, pa, pb)[0])
+            below = lo * ndtr(a) if np.isfinite(lo) else 0.0
+            above = hi * ndtr(-b) if np.isfinite(hi) else 0.0
+            return inside + below + above
+
+        return per_sample(x, expected, columns=None)
+
+    def marginal_effects(
+        self,
+        X: Any,
+        *,
+        left: float | None = None,
+        right: float | None = None,
+        variable: str | None = None,
+    ) -> MarginalEffects:
+        """Marginal effects of the features on E[y | x], at the means of X and averaged.
+
+        For limits ``left < right`` (scalars, by default those of the fit),
+        ∂E[y | x]/∂x_j = coef_j · P(left < y* < right | x) (McDonald & Moffitt 1980).
+        One pass over X.
+        """
+        x = self._new_x(X, variable)
+        lo, hi = self._scalar_limits(left, right)
+        model = self._model()
+        params = self._params()
+
+        def uncensored(block: Block, p: Params) -> Stats:
+            xb = block["X"].astype(np.float64)
+            mu = model.linear(xb, p["coef"])
+            scale = float(p["scale"])
+            log_prob = truncated_normal((lo - mu) / scale, (hi - mu) / scale)[0]
+            return {
+                "n": np.float64(len(xb)),
+                "sum_x": xb.sum(axis=0),
+                "sum_prob": np.exp(log_prob).sum(),
+            }
+
+        sums = map_reduce(
+            uncensored, add_stats, {"X": x.array}, params, split_every=int(self.split_every)
+        )
+        mean_x = sums["sum_x"] / sums["n"]
+        mu = float(model.linear(mean_x[None, :], self._coef)[0])
+        prob_at_means = float(
+            np.exp(
+                truncated_normal(
+                    np.array([(lo - mu) / self.scale_]), np.array([(hi - mu) / self.scale_])
+                )[0][0]
+            )
+        )
+        return MarginalEffects(
+            self.coef_ * prob_at_means, self.coef_ * float(sums["sum_prob"] / sums["n"])
+        )
+
+    def score(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        left: Any = None,
+        right: Any = None,
+        variable: str | None = None,
+    ) -> float:
+        """Mean log-likelihood per row of (X, y) with the given limits (as in :meth:`fit`)."""
+        params = self._params()
+        model, _, inputs = self._inputs(X, y, left, right, variable)
+        if inputs["X"].array.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {inputs['X'].array.shape[1]} features, but the model was fitted with "
+                f"{self.n_features_in_}."
+            )
+        arrays = {name: s.array for name, s in inputs.items()}
+        self._check_rows(model, arrays)
+        found = map_reduce(
+            model.loglik,
+            add_stats,
+            arrays,
+            params,
+            split_every=int(self.split_every),
+            missing_ok=model.missing_ok,
+        )
+        return float(found["loglik"] / found["n"])
+
+    def summary(self) -> CensoredSummary:
+        """Coefficient table with standard errors, z values and p-values, as R's
+        ``summary(tobit(...))`` prints it (``print(model.summary())``)."""
+        self._params()
+        estimate = np.concatenate([self._coef, [math.log(self.scale_)]])
+        z = estimate / self.bse_
+        p = 2.0 * stats.norm.sf(np.abs(z))
+        names = (
+            (["(Intercept)"] if self.fit_intercept else [])
+            + list(self.feature_names_in_)
+            + ["Log(scale)"]
+        )
+        slopes = slice(int(self.fit_intercept), len(self._coef))
+        wald_df = self.n_features_in_
+        cov = self.cov_[slopes, slopes]
+        try:
+            wald = float(estimate[slopes] @ np.linalg.solve(cov, estimate[slopes]))
+        except np.linalg.LinAlgError:
+            wald = math.nan
+        return CensoredSummary(
+            names=names,
+            estimate=estimate,
+            std_error=self.bse_,
+            z_value=z,
+            p_value=p,
+            counts=dict(self.counts_),
+            scale=self.scale_,
+            loglik=self.loglik_,
+            n_iter=self.n_iter_,
+            converged=self.converged_,
+            wald=wald,
+            wald_df=wald_df,
+            wald_p_value=float(stats.chi2.sf(wald, wald_df)) if wald_df else math.nan,
+        )
+
+
+def _covariance(hessian: np.ndarray) -> np.ndarray:
+    """Inverse of the observed information -H (NaN, with a warning, unless positive definite)."""
+    information = -hessian
+    try:
+        factor = linalg.cho_factor(information)
+    except linalg.LinAlgError:
+        warnings.warn(
+            "The observed information is not positive definite at the fitted parameters (EM "
+            "may not have converged, or the model is not identified): standard errors are NaN. "
+            "Increase max_iter or lower tol.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return np.full_like(information, np.nan)
+    return linalg.cho_solve(factor, np.eye(len(information)))
+
+
+def _feature_names(X: Any, variable: str | None, feature_dim: str, n_features: int) -> list[str]:
+    """Column names of a DataFrame, or the feature coordinate of xarray input, else x0, x1, ..."""
+    columns = getattr(X, "columns", None)
+    if columns is not None and len(columns) == n_features:
+        return [str(c) for c in columns]
+    data = X[variable] if isinstance(X, xr.Dataset) and variable in X else X
+    if isinstance(data, xr.DataArray) and feature_dim in data.coords:
+        return [str(v) for v in data.coords[feature_dim].values]
+    return [f"x{j}" for j in range(n_features)]
