@@ -3,12 +3,15 @@
 from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
+from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import GaussianMixture
 
 __all__ = [
+    "CategoricalHMM",
     "CheckpointMismatchError",
     "ConvergenceWarning",
     "EMResult",
+    "GaussianHMM",
     "GaussianMixture",
     "IterationInfo",
     "NotFittedError",
