@@ -289,7 +289,7 @@ def test_statistics_are_additive_over_chunks_and_blocks(monkeypatch):
     E-step's own blocks of sequences do not change them."""
     x, lengths, _ = gaussian_data(seed=7)
     init = initial("full")
-    model = hmm.GaussianHMMModel(K, ragged=True, covariance_type="full")
+    model = hmm.GaussianHMMModel(K, covariance_type="full")
     params = {**init, "precisions_cholesky": hmm.precision_cholesky(init["covars"], "full")}
     whole = model.e_step({"X": x, "lengths": lengths}, params)
     parts = model.combine(

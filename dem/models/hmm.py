@@ -251,7 +251,7 @@ def _scaled(
         v /= c
         alpha[t] = v
         norm[t] = c
-    failed = ~(norm >= TINY).all(axis=0)
+    failed = np.asarray(~(norm >= TINY).all(axis=0))
     loglik = np.log(norm).sum(axis=0) + shift.sum(axis=0)
     if not posteriors:
         return Posteriors(loglik, None, None), failed
@@ -399,30 +399,26 @@ def _jsonable(value: Any) -> Any:
 class HMMModel(ABC):
     """What every HMM's pure functions share: transitions and the E-step's walk.
 
-    Subclasses give the emission model: :meth:`emission_log_prob` (time-major
-    log-densities), :meth:`emission_stats` and :meth:`emission_m_step`.
+    Subclasses give the emission model: :meth:`prepare`, :meth:`emission_log_prob`
+    (time-major log-densities), :meth:`emission_stats` and :meth:`emission_m_step`.
+
+    The inputs are ``X`` and, for ragged sequences, ``lengths``; without ``lengths``
+    every sequence has all ``n_times`` steps. ``X`` may hold NaN in the padding after a
+    sequence's length, so the engine leaves it to :meth:`prepare` to reject NaN and
+    infinity inside the sequences themselves.
     """
 
     n_components: int
-    ragged: bool = False
     startprob_prior: Any = 1.0
     transmat_prior: Any = 1.0
 
     name: ClassVar[str] = "hmm"
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return ("X", "lengths") if self.ragged else ("X",)
-
-    @property
-    def missing_ok(self) -> frozenset[str]:
-        # padding may hold NaN; the E-step rejects NaN inside a sequence itself
-        return frozenset({"X"}) if self.ragged else frozenset()
+    inputs: ClassVar[tuple[str, ...]] = ("X", "lengths")
+    missing_ok: ClassVar[frozenset[str]] = frozenset({"X"})
 
     def config(self) -> dict[str, Any]:
         return {
             "n_components": self.n_components,
-            "ragged": self.ragged,
             "startprob_prior": _jsonable(self.startprob_prior),
             "transmat_prior": _jsonable(self.transmat_prior),
         }
@@ -493,8 +489,12 @@ class HMMModel(ABC):
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         return {
-            "startprob": _dirichlet_map(stats["start"], params["startprob"], self.startprob_prior),
-            "transmat": _dirichlet_map(stats["trans"], params["transmat"], self.transmat_prior),
+            "startprob": _dirichlet_map(
+                np.asarray(stats["start"]), params["startprob"], self.startprob_prior
+            ),
+            "transmat": _dirichlet_map(
+                np.asarray(stats["trans"]), params["transmat"], self.transmat_prior
+            ),
             **self.emission_m_step(stats, params),
         }
 
@@ -600,27 +600,35 @@ CENTRED_SCATTER: dict[
 }
 
 
-def _covars_full(centred, prior_term, post, weight, n_features):  # type: ignore[no-untyped-def]
+def _covars_full(
+    centred: np.ndarray, prior_term: np.ndarray, post: np.ndarray, weight: float, n_features: int
+) -> np.ndarray:
     denominator = np.maximum(max(weight - n_features, 0.0) + post, MIN_COVARS_DENOMINATOR)
     return (prior_term + centred) / denominator[:, None, None]
 
 
-def _covars_tied(centred, prior_term, post, weight, n_features):  # type: ignore[no-untyped-def]
-    denominator = max(max(weight - n_features, 0.0) + post.sum(), MIN_COVARS_DENOMINATOR)
+def _covars_tied(
+    centred: np.ndarray, prior_term: np.ndarray, post: np.ndarray, weight: float, n_features: int
+) -> np.ndarray:
+    denominator = max(max(weight - n_features, 0.0) + float(post.sum()), MIN_COVARS_DENOMINATOR)
     return (prior_term + centred) / denominator
 
 
-def _covars_diag(centred, prior_term, post, weight, n_features):  # type: ignore[no-untyped-def]
+def _covars_diag(
+    centred: np.ndarray, prior_term: np.ndarray, post: np.ndarray, weight: float, n_features: int
+) -> np.ndarray:
     denominator = np.maximum(max(weight - 1.0, 0.0) + post, MIN_COVARS_DENOMINATOR)
     return (prior_term + centred) / denominator[:, None]
 
 
-def _covars_spherical(centred, prior_term, post, weight, n_features):  # type: ignore[no-untyped-def]
+def _covars_spherical(
+    centred: np.ndarray, prior_term: np.ndarray, post: np.ndarray, weight: float, n_features: int
+) -> np.ndarray:
     return _covars_diag(centred, prior_term, post, weight, n_features).mean(axis=1)
 
 
 #: The MAP covariance update of each covariance type (hmmlearn's formulas).
-COVARS_UPDATE = {
+COVARS_UPDATE: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, float, int], np.ndarray]] = {
     "full": _covars_full,
     "tied": _covars_tied,
     "diag": _covars_diag,
@@ -735,7 +743,7 @@ class GaussianHMMModel(HMMModel):
         ctype = self.covariance_type
         n_features = params["means"].shape[1]
         shift = params["means"].mean(axis=0)
-        post = stats["post"]
+        post, sum_x = np.asarray(stats["post"]), np.asarray(stats["sum_x"])
         weight = np.broadcast_to(np.asarray(self.means_weight, dtype=np.float64), post.shape)
         prior_means = np.broadcast_to(
             np.asarray(self.means_prior, dtype=np.float64), params["means"].shape
@@ -744,9 +752,9 @@ class GaussianHMMModel(HMMModel):
         empty = denominator <= 0.0
         safe = np.where(empty, 1.0, denominator)
         # means = (w m0 + Σ γ x) / (w + Σ γ), written about the shift so nothing cancels
-        dm = (weight[:, None] * (prior_means - shift) + stats["sum_x"]) / safe[:, None]
+        dm = (weight[:, None] * (prior_means - shift) + sum_x) / safe[:, None]
         means = shift + dm
-        centred = CENTRED_SCATTER[ctype](stats["scatter"], post, stats["sum_x"], dm)
+        centred = CENTRED_SCATTER[ctype](np.asarray(stats["scatter"]), post, sum_x, dm)
         meandiff = means - prior_means
         if ctype == "full":
             centred = centred + weight[:, None, None] * np.einsum("ki,kj->kij", meandiff, meandiff)
@@ -987,7 +995,7 @@ class _BaseHMM(ABC):
     # --- hooks ---------------------------------------------------------------------------
 
     @abstractmethod
-    def _model(self, ragged: bool, n_features: int) -> HMMModel:
+    def _model(self, n_features: int) -> HMMModel:
         """The model's pure functions for this configuration."""
 
     @abstractmethod
@@ -1109,7 +1117,7 @@ class _BaseHMM(ABC):
         check_hyperparameters(self, {**_BaseHMM._constraints, **self._constraints})
         inputs = self._inputs(X, lengths, variable)
         n_features = self._n_features(inputs)
-        model = self._model("lengths" in inputs, n_features)
+        model = self._model(n_features)
         transitions = self._checked_transition_inits()
 
         def make_init(rng: np.random.Generator) -> Params:
@@ -1181,7 +1189,7 @@ class _BaseHMM(ABC):
                 f"X has {inputs['X'].array.shape[2]} features, but the HMM was fitted with "
                 f"{self.n_features_in_}."
             )
-        return self._model("lengths" in inputs, self.n_features_in_), params, inputs
+        return self._model(self.n_features_in_), params, inputs
 
     def _per_sequence(
         self,
@@ -1433,10 +1441,9 @@ class GaussianHMM(_BaseHMM):
         self.time_dim = time_dim
         self.feature_dim = feature_dim
 
-    def _model(self, ragged: bool, n_features: int) -> GaussianHMMModel:
+    def _model(self, n_features: int) -> GaussianHMMModel:
         return GaussianHMMModel(
             int(self.n_components),
-            ragged=ragged,
             startprob_prior=self.startprob_prior,
             transmat_prior=self.transmat_prior,
             covariance_type=self.covariance_type,
@@ -1641,10 +1648,9 @@ class CategoricalHMM(_BaseHMM):
         self.sequence_dim = sequence_dim
         self.time_dim = time_dim
 
-    def _model(self, ragged: bool, n_features: int) -> CategoricalHMMModel:
+    def _model(self, n_features: int) -> CategoricalHMMModel:
         return CategoricalHMMModel(
             int(self.n_components),
-            ragged=ragged,
             startprob_prior=self.startprob_prior,
             transmat_prior=self.transmat_prior,
             n_features=int(n_features),
