@@ -239,18 +239,17 @@ def _scaled(
     alpha = np.empty_like(factors)
     norm = np.empty((n_times, n_sequences))
     transposed = np.ascontiguousarray(transmat.T)
-    v = startprob[:, None] * factors[0]
+    np.multiply(startprob[:, None], factors[0], out=alpha[0])
     for t in range(n_times):
+        v, c = alpha[t], norm[t]
         if t:
-            v = transposed @ alpha[t - 1]
+            np.matmul(transposed, alpha[t - 1], out=v)
             v *= factors[t]
-        c = v.sum(axis=0)
+        np.sum(v, axis=0, out=c)
         if padding is not None and t:
             np.copyto(v, alpha[t - 1], where=padding[t])
             np.copyto(c, 1.0, where=padding[t])
         v /= c
-        alpha[t] = v
-        norm[t] = c
     failed = np.asarray(~(norm >= TINY).all(axis=0))
     loglik = np.log(norm).sum(axis=0) + shift.sum(axis=0)
     if not posteriors:
