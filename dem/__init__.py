@@ -4,14 +4,17 @@ from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.censored import CensoredRegression
+from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import GaussianMixture
 from dem.restore import from_checkpoint
 
 __all__ = [
     "CensoredRegression",
+    "CategoricalHMM",
     "CheckpointMismatchError",
     "ConvergenceWarning",
     "EMResult",
+    "GaussianHMM",
     "GaussianMixture",
     "IterationInfo",
     "NotFittedError",

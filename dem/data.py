@@ -1,8 +1,9 @@
 """Input normalisation: the one boundary where user data becomes a dask array.
 
 Everything the engine and the estimators receive has passed through
-:func:`as_samples`: a 2-D (samples × features) or 1-D (samples) dask array, chunked
-along samples only, of dtype float32 or float64. User stores are opened read-only.
+:func:`as_samples`: a 2-D (samples × features), 1-D (samples) or 3-D (sequences ×
+time × features) dask array, chunked along its first axis only, of dtype float32 or
+float64. User stores are opened read-only.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def as_samples(
     variable: str | None = None,
     sample_dim: str = "sample",
     feature_dim: str | None = "feature",
+    time_dim: str = "time",
     name: str = "X",
     ndim: int = 2,
     chunk_rows: int | None = None,
@@ -101,13 +103,14 @@ def as_samples(
         ``variable``, or a Zarr store path plus ``variable``.
     variable : str, optional
         The variable to read from a Zarr store or a Dataset.
-    sample_dim, feature_dim : str
-        Dimension names for xarray inputs.
+    sample_dim, feature_dim, time_dim : str
+        Dimension names for xarray inputs (``time_dim`` only for ``ndim=3``).
     name : str
         What to call this input in error messages.
-    ndim : {1, 2}
+    ndim : {1, 2, 3}
         The number of dimensions expected (2 for samples × features, 1 for a
-        per-sample vector such as a regression target).
+        per-sample vector such as a regression target, 3 for sequences × time ×
+        features). Every axis but the first ends up in one chunk.
     chunk_rows : int, optional
         Rows per chunk for numpy input (default 100,000). Ignored for inputs that
         are already chunked.
@@ -149,12 +152,15 @@ def as_samples(
             data[variable],
             sample_dim=sample_dim,
             feature_dim=feature_dim,
+            time_dim=time_dim,
             name=variable,
             ndim=ndim,
             chunk_rows=chunk_rows,
         )
     elif isinstance(data, xr.DataArray):
-        dims = (sample_dim,) if ndim == 1 else (sample_dim, feature_dim)
+        dims = {1: (sample_dim,), 2: (sample_dim, feature_dim)}.get(
+            ndim, (sample_dim, time_dim, feature_dim)
+        )
         if set(data.dims) != set(dims):
             raise ValueError(
                 f"{name} has dims {data.dims}; expected {dims}. Pass sample_dim= and "
@@ -197,7 +203,7 @@ def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
         raise ValueError(
             f"{name} must be {ndim}-D; got {array.ndim}-D of shape {array.shape}.{hint}"
         )
-    if array.shape[0] == 0 or (ndim == 2 and array.shape[1] == 0):
+    if 0 in array.shape:
         raise ValueError(
             f"{name} is empty (shape {array.shape}); it needs at least one sample and feature."
         )
@@ -211,14 +217,17 @@ def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
         )
     elif dtype.itemsize < 4 or dtype.itemsize > 8:
         array = array.astype(np.float64)
-    if ndim == 2 and len(array.chunks[1]) > 1:
+    axis_names = {1: "feature"} if ndim == 2 else {1: "time", 2: "feature"}
+    split = [axis for axis in range(1, ndim) if len(array.chunks[axis]) > 1]
+    if split:
         warnings.warn(
-            f"{name} is split into {len(array.chunks[1])} chunks along the feature axis; "
-            "rechunking it to one chunk (store it with whole rows per chunk to avoid this).",
+            f"{name} is split into {len(array.chunks[split[0]])} chunks along the "
+            f"{axis_names[split[0]]} axis; rechunking it to one chunk (store it with whole "
+            "rows per chunk to avoid this).",
             UserWarning,
             stacklevel=4,
         )
-        array = array.rechunk({1: -1})
+        array = array.rechunk({axis: -1 for axis in split})
     return array
 
 

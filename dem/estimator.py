@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Callable, Mapping
+import string
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -100,6 +101,38 @@ def per_sample(
         return result
     dims = (samples.sample_dim,) if columns is None else (samples.sample_dim, column_dim)
     return xr.DataArray(result, dims=dims, coords=samples.coords)
+
+
+def per_sample_aligned(
+    inputs: Sequence[Samples],
+    function: Callable[..., np.ndarray],
+    *,
+    trailing: tuple[int, ...],
+    dims: tuple[str, ...],
+    dtype: Any = np.float64,
+) -> np.ndarray | da.Array | xr.DataArray:
+    """Apply ``function(block, *aligned_blocks)`` to the aligned sample chunks of ``inputs``.
+
+    :func:`per_sample` for functions of several aligned inputs (each of any number of
+    dimensions, whole along every axis but the first) whose result has the trailing
+    axes ``trailing`` (their sizes) named ``dims`` (for xarray output). The first input
+    decides what is returned, as for :func:`per_sample`.
+    """
+    first = inputs[0]
+    if first.kind == "numpy":
+        return function(*(s.array.compute(scheduler="sync") for s in inputs))
+    letters = iter(string.ascii_lowercase[1:])
+    args: list[Any] = []
+    for samples in inputs:
+        args += [samples.array, "a" + "".join(next(letters) for _ in range(samples.array.ndim - 1))]
+    out = "".join(next(letters) for _ in trailing)
+    result = da.blockwise(
+        function, "a" + out, *args,
+        new_axes=dict(zip(out, trailing, strict=True)), dtype=dtype, concatenate=True,
+    )
+    if first.kind != "xarray":
+        return result
+    return xr.DataArray(result, dims=(first.sample_dim, *dims), coords=first.coords)
 
 
 class NotFittedError(AttributeError, ValueError):
