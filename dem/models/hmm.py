@@ -720,8 +720,8 @@ class GaussianHMMModel(HMMModel):
         return {
             "post": np.zeros(self.n_components),
             "sum_x": np.zeros((self.n_components, n_features)),
-            "scatter": gaussian.SCATTER[self.covariance_type](
-                np.zeros((0, n_features)), np.zeros((0, self.n_components))
+            "scatter": gaussian.scatter_statistic(
+                np.zeros((0, n_features)), np.zeros((0, self.n_components)), self.covariance_type
             ),
         }
 
@@ -735,7 +735,7 @@ class GaussianHMMModel(HMMModel):
             r = resp[start : start + step]
             stats["post"] += r.sum(axis=0)
             stats["sum_x"] += r.T @ xc
-            stats["scatter"] += gaussian.SCATTER[self.covariance_type](xc, r)
+            stats["scatter"] += gaussian.scatter_statistic(xc, r, self.covariance_type)
         return stats
 
     def emission_m_step(self, stats: Stats, params: Params) -> Params:
@@ -1080,7 +1080,9 @@ class _BaseHMM(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """At most ``init_sample_size`` random sequences: (sequences, valid steps)."""
         seed = int(rng.integers(2**63))
-        x = sample_rows(inputs["X"].array, int(self.init_sample_size), np.random.default_rng(seed))
+        x = sample_rows(
+            inputs["X"].array, int(self.init_sample_size), np.random.default_rng(seed), allow_nan=True
+        )  # padding after a ragged sequence ends is NaN; the lengths say which steps count
         n_times = x.shape[1]
         if "lengths" in inputs:
             found = sample_rows(
