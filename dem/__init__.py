@@ -6,12 +6,14 @@ from dem.estimator import NotFittedError
 from dem.models.censored import CensoredRegression
 from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import GaussianMixture
+from dem.models.selection import ComponentSelection, select_n_components
 from dem.restore import from_checkpoint
 
 __all__ = [
     "CensoredRegression",
     "CategoricalHMM",
     "CheckpointMismatchError",
+    "ComponentSelection",
     "ConvergenceWarning",
     "EMResult",
     "GaussianHMM",
@@ -21,6 +23,7 @@ __all__ = [
     "fit",
     "from_checkpoint",
     "load_checkpoint",
+    "select_n_components",
 ]
 
 __version__ = "0.1.0"

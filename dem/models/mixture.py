@@ -25,10 +25,11 @@ from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, p
 from dem.model import Block, Params, Stats, add_stats
 from dem.online import blend, fit_online, step_rate
 from dem.models import gaussian
+from dem.seeding import kmeans_parallel
 
 BLOCK_ROWS = 2048
 EPS = 10 * np.finfo(np.float64).eps
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+INIT_METHODS = ("auto", "kmeans", "k-means||", "k-means++", "random", "random_from_data")
 
 
 @dataclass(frozen=True)
@@ -281,13 +282,68 @@ def initial_params(
             "scatter": gaussian.scatter_statistic(xc, resp, ctype, BLOCK_ROWS),
         }
         params = estimate_params(stats, shift, ctype, model.reg_covar)
+    return _overridden(params, ctype, weights_init, means_init, precisions_init)
+
+
+def resolve_init(init_params: str, n_samples: int, init_sample_size: int) -> str:
+    """The method ``"auto"`` stands for, given the number of rows.
+
+    ``"k-means||"`` over all the data when they have more rows than the initialisation
+    sample (``init_sample_size``); else ``"kmeans"`` on the sample, which is then all
+    the rows.
+    """
+    if init_params != "auto":
+        return init_params
+    return "k-means||" if n_samples > init_sample_size else "kmeans"
+
+
+def kmeans_parallel_params(
+    models: list[MixtureModel],
+    array: Any,
+    rngs: list[np.random.Generator],
+    *,
+    split_every: int,
+    weights_init: np.ndarray | None = None,
+    means_init: np.ndarray | None = None,
+    precisions_init: np.ndarray | None = None,
+) -> list[Params]:
+    """Starting parameters from k-means‖ over all the data, one per (model, generator).
+
+    The seedings share their passes (see :mod:`dem.seeding`); the parameters are those
+    of the hard assignment of the rows to the K clusters, as for ``"kmeans"``.
+    """
+    ctype = models[0].covariance_type
+    seedings = kmeans_parallel(
+        array, [m.n_components for m in models], rngs, scatter=ctype, split_every=split_every
+    )
+    return [
+        _overridden(
+            estimate_params(seeding.stats, seeding.shift, ctype, model.reg_covar),
+            ctype,
+            weights_init,
+            means_init,
+            precisions_init,
+        )
+        for model, seeding in zip(models, seedings, strict=True)
+    ]
+
+
+def _overridden(
+    params: Params,
+    ctype: str,
+    weights_init: np.ndarray | None,
+    means_init: np.ndarray | None,
+    precisions_init: np.ndarray | None,
+) -> Params:
     if weights_init is not None:
         params["weights"] = np.asarray(weights_init, dtype=np.float64).copy()
     if means_init is not None:
         params["means"] = np.asarray(means_init, dtype=np.float64).copy()
     if precisions_init is not None:
         precisions = np.asarray(precisions_init, dtype=np.float64)
-        params["precisions_cholesky"] = gaussian.precision_cholesky_from_precisions(precisions, ctype)
+        params["precisions_cholesky"] = gaussian.precision_cholesky_from_precisions(
+            precisions, ctype
+        )
         params["covariances"] = gaussian.covariances_from_precisions(precisions, ctype)
     if "shift" not in params:  # every start was given: no sample was drawn
         params["shift"] = mixture_mean(params)
@@ -318,9 +374,16 @@ class GaussianMixture:
     n_init : int, default=1
         Number of initialisations; the best (highest lower bound) is kept. They run
         in lockstep: each pass over the data serves every initialisation.
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
-        How responsibilities are initialised, on a random sample of at most
-        ``init_sample_size`` rows (never the whole data on the client).
+    init_params : {"auto", "kmeans", "k-means||", "k-means++", "random", \
+"random_from_data"}, default="auto"
+        How the starting parameters are found. ``"k-means||"`` runs distributed
+        k-means‖ (Bahmani et al. 2012) over all the data: 6 passes (see
+        :mod:`dem.seeding`), then the parameters of the hard assignment to the K
+        clusters. The others work on a random sample of at most ``init_sample_size``
+        rows (one read; never the whole data on the client): ``"kmeans"`` is k-means on
+        it, the rest as in scikit-learn. ``"auto"`` is ``"k-means||"`` when the data
+        have more than ``init_sample_size`` rows, else ``"kmeans"``. Each restart of
+        ``n_init`` runs its own initialisation.
     weights_init : array-like of shape (n_components,), optional
     means_init : array-like of shape (n_components, n_features), optional
     precisions_init : array-like, optional
@@ -385,7 +448,7 @@ class GaussianMixture:
         reg_covar: float = 1e-6,
         max_iter: int = 100,
         n_init: int = 1,
-        init_params: str = "kmeans",
+        init_params: str = "auto",
         weights_init: Any = None,
         means_init: Any = None,
         precisions_init: Any = None,
@@ -482,13 +545,23 @@ class GaussianMixture:
                 f"n_components={model.n_components}. Use fewer components or more data."
             )
         initial = self._checked_inits(n_features)
+        method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
 
         def make_init(rng: np.random.Generator) -> Params:
             if self.warm_start and hasattr(self, "weights_"):
                 return {**self._params(), "shift": mixture_mean(self._params())}
-            needs_sample = any(v is None for v in initial.values())
-            sample = sample_rows(samples.array, self.init_sample_size, rng) if needs_sample else np.empty((0, n_features))
-            start = initial_params(model, sample, rng, self.init_params, **initial)
+            needs_data = any(v is None for v in initial.values())
+            if needs_data and method == "k-means||":
+                start = kmeans_parallel_params(
+                    [model], samples.array, [rng], split_every=int(self.split_every), **initial
+                )[0]
+            else:
+                sample = (
+                    sample_rows(samples.array, self.init_sample_size, rng)
+                    if needs_data
+                    else np.empty((0, n_features))
+                )
+                start = initial_params(model, sample, rng, method, **initial)
             if self.method == "batch":
                 return start
             online = fit_online(
@@ -548,7 +621,8 @@ class GaussianMixture:
                     )
                 rng = np.random.default_rng(self.random_state)
                 sample = sample_rows(samples.array, self.init_sample_size, rng)
-                params = initial_params(model, sample, rng, self.init_params, **self._checked_inits(sample.shape[1]))
+                method = "kmeans" if self.init_params in ("auto", "k-means||") else self.init_params
+                params = initial_params(model, sample, rng, method, **self._checked_inits(sample.shape[1]))
             state = {"params": params, "running": None, "updates": 0, "n_seen": 0.0}
         stats = map_reduce(
             model.e_step, model.combine, {"X": samples.array}, state["params"],
