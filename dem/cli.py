@@ -50,7 +50,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dem.checkpoint import CheckpointMismatchError
+from dem.checkpoint import CheckpointError, CheckpointMismatchError
 from dem.cluster import Connection, SchedulerError, connect, make_security
 
 
@@ -237,7 +237,7 @@ def _errors(console: Console) -> Iterator[None]:
         raise
     except SchedulerError as exc:
         raise _fail(console, ExitCode.SCHEDULER, str(exc)) from exc
-    except (CheckpointMismatchError, FileExistsError) as exc:
+    except (CheckpointError, FileExistsError) as exc:
         raise _fail(console, ExitCode.CHECKPOINT, str(exc)) from exc
     except (FileNotFoundError, KeyError, TypeError, ValueError, FloatingPointError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
