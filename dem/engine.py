@@ -256,10 +256,22 @@ def em_pass(
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
         try:
-            evaluations.append((model.m_step(stats, params), loglik))
-        except (ValueError, np.linalg.LinAlgError) as failure:
+            evaluations.append((_finite(model.m_step(stats, params)), loglik))
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
     return evaluations
+
+
+def _finite(params: Params) -> Params:
+    """``params`` unchanged, or FloatingPointError when the M-step produced a NaN."""
+    for name, value in params.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "fc" and np.isnan(value).any():
+            raise FloatingPointError(
+                f"The M-step produced NaN in parameter {name!r}. Increase the regularisation "
+                "(for example reg_covar), or rescale or clean the input data."
+            )
+    return params
 
 
 @dataclass
