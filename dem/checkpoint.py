@@ -350,12 +350,14 @@ def _read_iteration(
         group = _group(root, f"run-{run}/iter-{iteration:06d}")
         attrs = dict(group.attrs)
         if not attrs.get("complete"):
-            return "incomplete"
-        params = {name: np.asarray(array[...]) for name, array in group.arrays()}
+            return "not marked complete"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zarr warns of arrays without metadata
+            params = {name: np.asarray(array[...]) for name, array in group.arrays()}
     except Exception:  # unreadable metadata or chunks: treat as damaged
         return "unreadable"
     if _checksum(params) != attrs.get("checksum"):
-        return "damaged (checksum mismatch)"
+        return "checksum mismatch"
     for name, value in params.items():
         if value.dtype.kind in "fc" and np.isnan(value).any():
             return f"invalid (NaN in {name!r})"
