@@ -206,7 +206,7 @@ def test_disk_full_keeps_the_previous_iteration_and_raises_clearly(
         return await real_set(self, key, value)
 
     monkeypatch.setattr(LocalStore, "set", full_disk)
-    with pytest.raises(dem.CheckpointWriteError, match="No space left.*Iteration 3 is intact"):
+    with pytest.raises(dem.CheckpointWriteError, match=r"No space left.*Iteration 3 is intact"):
         quiet_fit(mixture(path), data)
     monkeypatch.setattr(LocalStore, "set", real_set)
     assert not os.path.exists(lock_path(path))
@@ -259,7 +259,7 @@ def test_a_second_fit_is_refused_while_the_first_runs_then_a_stale_lock_is_taken
         holder.wait()
     record = json.loads(Path(lock_path(interrupted)).read_text())
     assert record["pid"] == holder.pid and record["host"] == socket.gethostname()
-    with pytest.warns(UserWarning, match=f"stale lock .* process {holder.pid}"):
+    with pytest.warns(UserWarning, match=rf"stale lock .* process {holder.pid}"):
         resumed = quiet_fit(mixture(interrupted, resume=True), data)
     assert_same_bits(resumed, reference)
     assert not os.path.exists(lock_path(interrupted))
@@ -269,6 +269,6 @@ def test_a_lock_held_on_another_host_is_refused(data, interrupted):
     Path(lock_path(interrupted)).write_text(
         json.dumps({"pid": 1, "host": "elsewhere.invalid", "since": time.time()})
     )
-    with pytest.raises(dem.CheckpointLockedError, match="elsewhere.invalid.*delete the lock"):
+    with pytest.raises(dem.CheckpointLockedError, match=r"elsewhere\.invalid.*delete the lock"):
         quiet_fit(mixture(interrupted, resume=True), data)
     assert os.path.exists(lock_path(interrupted))  # not ours to remove
