@@ -334,7 +334,7 @@ def fit_runs(
         One per run. Each read of a chunk serves every run still going.
     """
     runs = [
-        _start(index, model, init, checkpoint)
+        _start(index, model, init, checkpoint, arrays)
         for index, (model, init) in enumerate(zip(models, inits, strict=True))
     ]
     active = [run for run in runs if not run.done(max_iter)]
@@ -375,7 +375,11 @@ def fit(
 
 
 def _start(
-    index: int, model: EMModel, init: Callable[[], Params], checkpoint: Checkpoint | None
+    index: int,
+    model: EMModel,
+    init: Callable[[], Params],
+    checkpoint: Checkpoint | None,
+    arrays: Mapping[str, da.Array],
 ) -> _Run:
     restored = checkpoint.restore(index) if checkpoint is not None else None
     if restored is not None:
@@ -383,10 +387,38 @@ def _start(
             restored.params, restored.lower_bounds, restored.iteration, restored.converged
         )
         return _Run(index, model, result)
-    run = _Run(index, model, EMResult(params=init()))
+    try:
+        params = init()
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeWarning) as failure:
+        _raise_if_invalid(arrays, model.missing_ok, failure)
+        raise
+    run = _Run(index, model, EMResult(params=params))
     if checkpoint is not None:
         checkpoint.write(index, 0, run.result.params, math.nan, False, model.param_dims())
     return run
+
+
+def _nothing(block: Block, params: Params) -> Stats:
+    return {}
+
+
+def _first(a: Stats, b: Stats) -> Stats:
+    return a
+
+
+def _raise_if_invalid(
+    arrays: Mapping[str, da.Array], missing_ok: frozenset[str] | None, failure: BaseException
+) -> None:
+    """After an initialisation failed: one pass that names invalid input rows, if any.
+
+    An initialisation computes on a sample of the data before the first pass checks
+    it, so NaN or infinity there surface as some numerical error; this says which
+    rows hold them instead. Clean data leave ``failure`` to be raised as it is.
+    """
+    try:
+        map_reduce(_nothing, _first, arrays, {}, missing_ok=missing_ok or frozenset())
+    except ValueError as invalid:
+        raise invalid from failure
 
 
 def _record(
