@@ -251,7 +251,13 @@ def em_pass(
         split_every=split_every,
         missing_ok=missing_ok,
     )
-    (all_stats,) = dask.compute(graph)
+    try:
+        (all_stats,) = dask.compute(graph)
+    except ValueError:
+        raise
+    except Exception as failure:
+        _raise_if_unreadable(names, blocks, failure)
+        raise
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
@@ -389,7 +395,7 @@ def _start(
         return _Run(index, model, result)
     try:
         params = init()
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeWarning) as failure:
+    except (Exception, RuntimeWarning) as failure:
         _raise_if_invalid(arrays, model.missing_ok, failure)
         raise
     run = _Run(index, model, EMResult(params=params))
@@ -419,6 +425,31 @@ def _raise_if_invalid(
         map_reduce(_nothing, _first, arrays, {}, missing_ok=missing_ok or frozenset())
     except ValueError as invalid:
         raise invalid from failure
+    except Exception:
+        _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
+
+
+def _raise_if_unreadable(
+    names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]], failure: BaseException
+) -> None:
+    """After a pass failed: read the chunks one by one and name the first unreadable one.
+
+    A damaged chunk of a Zarr store fails in its codec (for example a decompression
+    error) with no word of where; this says which chunk and rows. Readable data leave
+    ``failure`` to be raised as it is.
+    """
+    for index, (first_row, values) in enumerate(blocks):
+        for name, value in zip(names, values, strict=True):
+            try:
+                dask.compute(value)
+            except Exception as unreadable:
+                end = blocks[index + 1][0] if index + 1 < len(blocks) else None
+                rows = f"rows {first_row}-{end - 1}" if end is not None else f"rows {first_row}-"
+                raise ValueError(
+                    f"Input {name!r}: chunk {index} along the samples ({rows}) cannot be read "
+                    f"({type(unreadable).__name__}: {unreadable}). The store may be damaged: "
+                    "rewrite or restore that chunk, or drop those rows."
+                ) from failure
 
 
 def _record(
