@@ -168,6 +168,15 @@ def _checkpoint_of_other_data(contract: Contract, tmp: Path):
     )
 
 
+def _corrupted_chunk(contract: Contract, tmp: Path):
+    path, y, variable, options = _stored(good_data())(contract, tmp)
+    chunk = Path(path) / "X" / "c" / "1" / "0"  # rows 200-399
+    raw = bytearray(chunk.read_bytes())
+    raw[8:24] = b"x" * 16
+    chunk.write_bytes(bytes(raw))
+    return path, y, variable, options
+
+
 def _x_and_y_lengths_differ(contract: Contract, tmp: Path):
     x = good_data()
     return write_store(tmp, {"X": x, "y": np.zeros(len(x) - 7)}), None, "X", {}
@@ -203,6 +212,9 @@ CASES: dict[str, Case] = {
         ),
         None,
         r"split into 3 chunks along the feature axis; rechunking",
+    ),
+    "corrupted chunk in the store": Case(
+        _corrupted_chunk, ValueError, r"'X': chunk 1 along the samples \(rows 200-399\) cannot be"
     ),
     "missing variable": Case(_missing_variable, KeyError, r"has no variable 'Z'; it has \['X"),
     "path that does not exist": Case(_missing_path, FileNotFoundError, r"no-such.zarr.*not exist"),
