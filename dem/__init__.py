@@ -1,6 +1,12 @@
 """dem: Expectation-Maximization for latent-variable models on Dask and Zarr."""
 
-from dem.checkpoint import CheckpointMismatchError, load_checkpoint
+from dem.checkpoint import (
+    CheckpointError,
+    CheckpointLockedError,
+    CheckpointMismatchError,
+    CheckpointWriteError,
+    load_checkpoint,
+)
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.censored import CensoredRegression
@@ -10,9 +16,12 @@ from dem.models.selection import ComponentSelection, select_n_components
 from dem.restore import from_checkpoint
 
 __all__ = [
-    "CensoredRegression",
     "CategoricalHMM",
+    "CensoredRegression",
+    "CheckpointError",
+    "CheckpointLockedError",
     "CheckpointMismatchError",
+    "CheckpointWriteError",
     "ComponentSelection",
     "ConvergenceWarning",
     "EMResult",

@@ -26,6 +26,7 @@ Exit codes
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import enum
 import inspect
@@ -50,7 +51,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dem.checkpoint import CheckpointMismatchError
+from dem.checkpoint import CheckpointError, CheckpointMismatchError
 from dem.cluster import Connection, SchedulerError, connect, make_security
 
 
@@ -237,11 +238,23 @@ def _errors(console: Console) -> Iterator[None]:
         raise
     except SchedulerError as exc:
         raise _fail(console, ExitCode.SCHEDULER, str(exc)) from exc
-    except (CheckpointMismatchError, FileExistsError) as exc:
+    except (CheckpointError, FileExistsError) as exc:
         raise _fail(console, ExitCode.CHECKPOINT, str(exc)) from exc
     except (FileNotFoundError, KeyError, TypeError, ValueError, FloatingPointError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise _fail(console, ExitCode.DATA, str(message)) from exc
+
+
+def _scheduler_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the client lost its scheduler (not a data or disk error)."""
+    from distributed.comm.core import CommClosedError
+
+    text = str(exc).lower()
+    return (
+        isinstance(exc, CommClosedError | concurrent.futures.CancelledError)
+        or "scheduler-connection-lost" in text
+        or "connection to the scheduler" in text
+    )
 
 
 class Interrupts:
@@ -696,6 +709,16 @@ def _run_fit(
             console.print("Resume with:")
             console.print(escape(resume_command), soft_wrap=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
+            if not _scheduler_lost(exc):
+                raise
+            console.print(
+                f"[red]Lost the scheduler[/] ({escape(str(exc).strip() or type(exc).__name__)}). "
+                f"The last complete iteration is in {escape(checkpoint)}."
+            )
+            console.print("Once a scheduler runs again (pass its address or file), resume with:")
+            console.print(escape(resume_command), soft_wrap=True)
+            raise typer.Exit(int(ExitCode.SCHEDULER)) from exc
         _print_warnings(console, caught)
         elapsed = time.perf_counter() - started
         seconds = reporter.seconds

@@ -305,15 +305,33 @@ def em_pass(
         split_every=split_every,
         missing_ok=missing_ok,
     )
-    (all_stats,) = dask.compute(graph)
+    try:
+        (all_stats,) = dask.compute(graph)
+    except ValueError:
+        raise
+    except Exception as failure:
+        _raise_if_unreadable(names, blocks, failure)
+        raise
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
         try:
-            evaluations.append((model.m_step(stats, params), loglik))
-        except (ValueError, np.linalg.LinAlgError) as failure:
+            evaluations.append((_finite(model.m_step(stats, params)), loglik))
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
     return evaluations
+
+
+def _finite(params: Params) -> Params:
+    """``params`` unchanged, or FloatingPointError when the M-step produced a NaN."""
+    for name, value in params.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "fc" and np.isnan(value).any():
+            raise FloatingPointError(
+                f"The M-step produced NaN in parameter {name!r}. Increase the regularisation "
+                "(for example reg_covar), or rescale or clean the input data."
+            )
+    return params
 
 
 @dataclass
@@ -376,7 +394,7 @@ def fit_runs(
         One per run. Each read of a chunk serves every run still going.
     """
     runs = [
-        _start(index, model, init, checkpoint)
+        _start(index, model, init, checkpoint, arrays)
         for index, (model, init) in enumerate(zip(models, inits, strict=True))
     ]
     active = [run for run in runs if not run.done(max_iter)]
@@ -417,7 +435,11 @@ def fit(
 
 
 def _start(
-    index: int, model: EMModel, init: Callable[[], Params], checkpoint: Checkpoint | None
+    index: int,
+    model: EMModel,
+    init: Callable[[], Params],
+    checkpoint: Checkpoint | None,
+    arrays: Mapping[str, da.Array],
 ) -> _Run:
     restored = checkpoint.restore(index) if checkpoint is not None else None
     if restored is not None:
@@ -425,10 +447,63 @@ def _start(
             restored.params, restored.lower_bounds, restored.iteration, restored.converged
         )
         return _Run(index, model, result)
-    run = _Run(index, model, EMResult(params=init()))
+    try:
+        params = init()
+    except (Exception, RuntimeWarning) as failure:
+        _raise_if_invalid(arrays, model.missing_ok, failure)
+        raise
+    run = _Run(index, model, EMResult(params=params))
     if checkpoint is not None:
         checkpoint.write(index, 0, run.result.params, math.nan, False, model.param_dims())
     return run
+
+
+def _nothing(block: Block, params: Params) -> Stats:
+    return {}
+
+
+def _first(a: Stats, b: Stats) -> Stats:
+    return a
+
+
+def _raise_if_invalid(
+    arrays: Mapping[str, da.Array], missing_ok: frozenset[str] | None, failure: BaseException
+) -> None:
+    """After an initialisation failed: one pass that names invalid input rows, if any.
+
+    An initialisation computes on a sample of the data before the first pass checks
+    it, so NaN or infinity there surface as some numerical error; this says which
+    rows hold them instead. Clean data leave ``failure`` to be raised as it is.
+    """
+    try:
+        map_reduce(_nothing, _first, arrays, {}, missing_ok=missing_ok or frozenset())
+    except ValueError as invalid:
+        raise invalid from failure
+    except Exception:
+        _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
+
+
+def _raise_if_unreadable(
+    names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]], failure: BaseException
+) -> None:
+    """After a pass failed: read the chunks one by one and name the first unreadable one.
+
+    A damaged chunk of a Zarr store fails in its codec (for example a decompression
+    error) with no word of where; this says which chunk and rows. Readable data leave
+    ``failure`` to be raised as it is.
+    """
+    for index, (first_row, values) in enumerate(blocks):
+        for name, value in zip(names, values, strict=True):
+            try:
+                dask.compute(value)
+            except Exception as unreadable:
+                end = blocks[index + 1][0] if index + 1 < len(blocks) else None
+                rows = f"rows {first_row}-{end - 1}" if end is not None else f"rows {first_row}-"
+                raise ValueError(
+                    f"Input {name!r}: chunk {index} along the samples ({rows}) cannot be read "
+                    f"({type(unreadable).__name__}: {unreadable}). The store may be damaged: "
+                    "rewrite or restore that chunk, or drop those rows."
+                ) from failure
 
 
 def _record(

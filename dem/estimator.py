@@ -52,18 +52,22 @@ def fit_restarts(
             resume=resume,
         )
     arrays = {name: s.array for name, s in inputs.items()}
-    results = engine.fit_runs(
-        [model] * n_init,
-        arrays,
-        [functools.partial(make_init, rng) for rng in _child_rngs(random_state, n_init)],
-        tol=tol,
-        max_iter=max_iter,
-        split_every=split_every,
-        accelerate=accelerate,
-        checkpoint=store,
-        callback=callback,
-        persist=persist,
-    )
+    try:
+        results = engine.fit_runs(
+            [model] * n_init,
+            arrays,
+            [functools.partial(make_init, rng) for rng in _child_rngs(random_state, n_init)],
+            tol=tol,
+            max_iter=max_iter,
+            split_every=split_every,
+            accelerate=accelerate,
+            checkpoint=store,
+            callback=callback,
+            persist=persist,
+        )
+    finally:
+        if store is not None:
+            store.close()
     best = max(results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf)
     return best, results
 
