@@ -231,32 +231,15 @@ def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
     return array
 
 
-def sample_rows(
-    array: da.Array,
-    size: int,
-    rng: np.random.Generator,
-    *,
-    name: str = "X",
-    allow_nan: bool = False,
-) -> np.ndarray:
+def sample_rows(array: da.Array, size: int, rng: np.random.Generator) -> np.ndarray:
     """At most ``size`` distinct random rows of ``array`` as numpy (one compute).
 
     Only the chosen rows travel to the client; the rows keep their order in the data.
-
-    Raises
-    ------
-    ValueError
-        A sampled row holds NaN (unless ``allow_nan``) or infinity; the message names it.
+    The rows are not checked: invalid values are found by the first pass (and, when an
+    initialisation fails on them first, by the check the engine then runs).
     """
     n_samples = int(array.shape[0])
-    rows = np.arange(n_samples) if n_samples <= size else np.sort(rng.choice(n_samples, size, replace=False))
-    values = np.asarray(array.compute() if n_samples <= size else array[rows].compute())
-    bad = np.isinf(values) if allow_nan else ~np.isfinite(values)
-    if bad.any():
-        row = int(rows[np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0]])
-        what = "infinity" if allow_nan else "NaN or infinity"
-        raise ValueError(
-            f"Input {name!r} contains {what} in row {row} (found while drawing the "
-            "initialisation sample). Remove or impute such rows before fitting."
-        )
-    return values
+    if n_samples <= size:
+        return np.asarray(array.compute())
+    rows = np.sort(rng.choice(n_samples, size=size, replace=False))
+    return np.asarray(array[rows].compute())

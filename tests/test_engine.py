@@ -263,5 +263,5 @@ def test_collapsed_component_raises_with_advice():
 def test_invalid_values_met_by_the_initialisation_sample_name_the_row(blobs):
     bad = blobs.copy()
     bad[777, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN or infinity in row 777"):
+    with pytest.raises(ValueError, match=r"NaN or infinity in 1 row\(s\) between rows 777 and 777"):
         dem.GaussianMixture(3, random_state=0).fit(bad)

@@ -969,10 +969,7 @@ class CensoredRegression:
         def make_init(rng: np.random.Generator) -> Params:
             seed = int(rng.integers(2**63))
             block = {
-                name: sample_rows(
-                    array, int(self.init_sample_size), np.random.default_rng(seed),
-                    name=name, allow_nan=name in model.missing_ok,
-                )
+                name: sample_rows(array, int(self.init_sample_size), np.random.default_rng(seed))
                 for name, array in arrays.items()
             }
             return initial_params(model, block)

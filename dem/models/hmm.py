@@ -1080,9 +1080,7 @@ class _BaseHMM(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """At most ``init_sample_size`` random sequences: (sequences, valid steps)."""
         seed = int(rng.integers(2**63))
-        x = sample_rows(
-            inputs["X"].array, int(self.init_sample_size), np.random.default_rng(seed), allow_nan=True
-        )  # padding after a ragged sequence ends is NaN; the lengths say which steps count
+        x = sample_rows(inputs["X"].array, int(self.init_sample_size), np.random.default_rng(seed))
         n_times = x.shape[1]
         if "lengths" in inputs:
             found = sample_rows(
