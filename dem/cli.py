@@ -51,6 +51,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dem.models.mixture import INIT_METHODS
 from dem.checkpoint import CheckpointError, CheckpointMismatchError
 from dem.cluster import Connection, SchedulerError, connect, make_security
 
@@ -165,9 +166,22 @@ MODELS: dict[str, ModelCommand] = {
             Opt("n_init", "Number of initialisations; the best is kept."),
             Opt(
                 "init_params",
-                "How the initial responsibilities are drawn (on a row sample).",
+                "How the start is found: k-means|| over all the data, or a method on a row "
+                "sample ('auto': k-means|| when the data exceed the sample).",
                 "choice",
-                ("kmeans", "k-means++", "random", "random_from_data"),
+                INIT_METHODS,
+            ),
+            Opt(
+                "accelerate",
+                "'squarem' extrapolates between EM steps (fewer passes over the data).",
+                "choice",
+                ("none", "squarem"),
+            ),
+            Opt(
+                "method",
+                "'online' starts with online-EM passes, then continues with batch EM.",
+                "choice",
+                ("batch", "online"),
             ),
             Opt("init_sample_size", "Rows sampled for the initialisation."),
             Opt("weights_init", "Initial weights, shape (K,).", "array"),
