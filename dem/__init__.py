@@ -4,11 +4,14 @@ from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.mixture import GaussianMixture
+from dem.models.ppca import PPCA, FactorAnalysis
 
 __all__ = [
+    "PPCA",
     "CheckpointMismatchError",
     "ConvergenceWarning",
     "EMResult",
+    "FactorAnalysis",
     "GaussianMixture",
     "IterationInfo",
     "NotFittedError",
