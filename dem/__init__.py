@@ -12,10 +12,12 @@ from dem.estimator import NotFittedError
 from dem.models.censored import CensoredRegression
 from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import GaussianMixture
+from dem.models.ppca import PPCA, FactorAnalysis
 from dem.models.selection import ComponentSelection, select_n_components
 from dem.restore import from_checkpoint
 
 __all__ = [
+    "PPCA",
     "CategoricalHMM",
     "CensoredRegression",
     "CheckpointError",
@@ -25,6 +27,7 @@ __all__ = [
     "ComponentSelection",
     "ConvergenceWarning",
     "EMResult",
+    "FactorAnalysis",
     "GaussianHMM",
     "GaussianMixture",
     "IterationInfo",
