@@ -3,14 +3,15 @@
 Writes (chunk by chunk, from the client) a Zarr store of at least ``--store-gib``
 GiB, then on a LocalCluster of one-thread worker processes with a memory limit each:
 
-- the peer: a plain read of the same store, ``da.from_zarr(store).sum(axis=0)``;
 - dem: ``GaussianMixture(...).fit(store, variable="X")``, which the engine does not
   persist (the store exceeds half the cluster's memory), so every iteration
   re-reads the store;
+- the peer, after each of dem's iterations (so both see the same load): a plain read
+  of the same store, ``da.from_zarr(store).sum(axis=0)``;
 
 and reports the medians of each (seconds per pass over the store), their ratio, the
-peak resident memory of each worker (sampled every 50 ms) and whether any worker
-process was restarted (its process id changed) or lost.
+peak resident memory of each worker during each (sampled every 50 ms) and whether any
+worker process was restarted (its process id changed) or lost.
 
 Run ``python benchmarks/outofcore.py`` (6 GiB store, 2 workers × 1 GiB: several
 minutes plus the time to write the store) or ``python benchmarks/outofcore.py --quick``
@@ -101,33 +102,51 @@ def plain_read(path: str) -> None:
     da.from_zarr(path, component="X").sum(axis=0).compute()
 
 
-def dem_fit(
+def interleaved(
+    client: Any,
     path: str,
     n_components: int,
     covariance_type: str,
     inits: dict[str, np.ndarray],
     iterations: int,
-) -> tuple[list[float], bool]:
-    """Seconds of iterations 2 .. iterations + 1 (the first also checks for NaN), and
-    whether the engine kept the data out of cluster memory."""
+) -> dict[str, Any]:
+    """A dem fit of ``iterations + 1`` iterations with a plain read of the store after each.
+
+    The first iteration (which also checks the data for NaN) is not timed; each read
+    follows an iteration, so both see the same load. Peaks are per worker, in GiB, for
+    the fit's iterations and for the reads separately.
+    """
     from dem import engine
     from dem.engine import ConvergenceWarning
     from dem.models.mixture import GaussianMixture
 
-    seconds: list[float] = []
+    record: dict[str, Any] = {"fit": [], "read": [], "fit_peak": {}, "read_peak": {}}
+
+    def keep_peaks(into: dict[str, float]) -> None:
+        for address, peak in peak_gib(client).items():
+            into[address] = max(into.get(address, 0.0), peak)
+
+    def after_iteration(info: Any) -> None:
+        if info.iteration > 1:
+            record["fit"].append(info.seconds)
+        keep_peaks(record["fit_peak"])
+        record["read"].append(timed(lambda: plain_read(path))[0])
+        keep_peaks(record["read_peak"])
+
     model = GaussianMixture(
         n_components,
         covariance_type=covariance_type,
         max_iter=iterations + 1,
         tol=0.0,
-        callback=lambda info: seconds.append(info.seconds),
+        callback=after_iteration,
         **inits,
     )
+    peak_gib(client)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(path, variable="X")
-    store_bytes = 8 * np.prod(_shape(path))
-    return seconds[1:], store_bytes > engine.memory_budget()
+    record["not_persisted"] = bool(8 * np.prod(_shape(path)) > engine.memory_budget())
+    return record
 
 
 def _shape(path: str) -> tuple[int, int]:
@@ -193,35 +212,32 @@ def main() -> None:
         inits = initial_parameters(sample, k, args.covariance, seed=3)
         with local_cluster(args.workers, memory_limit=int(args.memory_limit_gib * GIB)) as client:
             before = workers(client)
-            peak_gib(client)
-            read = [timed(lambda: plain_read(path))[0] for _ in range(args.repeats)]
-            read_peak = peak_gib(client)
+            record = interleaved(client, path, k, args.covariance, inits, args.repeats)
+            after = workers(client)
+            read, fit = record["read"], record["fit"]
             emit(
                 BENCHMARK,
                 "plain_read",
                 seconds=median(read),
                 repeats=read,
                 gb_per_s=store_gib * GIB / 1e9 / median(read),
-                peak_worker_gib=read_peak,
+                peak_worker_gib=record["read_peak"],
                 **config,
             )
-            fit, out_of_core = dem_fit(path, k, args.covariance, inits, args.repeats)
-            fit_peak = peak_gib(client)
-            after = workers(client)
             emit(
                 BENCHMARK,
                 "dem_fit",
                 seconds_per_iter=median(fit),
                 repeats=fit,
-                not_persisted=out_of_core,
-                peak_worker_gib=fit_peak,
+                not_persisted=record["not_persisted"],
+                peak_worker_gib=record["fit_peak"],
                 **config,
             )
             emit(
                 BENCHMARK,
                 "summary",
                 dem_over_read=median(fit) / median(read),
-                peak_worker_gib=max(max(read_peak.values()), max(fit_peak.values())),
+                peak_worker_gib=max(*record["read_peak"].values(), *record["fit_peak"].values()),
                 memory_limit_gib=args.memory_limit_gib,
                 workers_restarted_or_lost=before != after,
                 **config,

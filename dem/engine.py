@@ -184,8 +184,7 @@ def tree_reduce(nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_
     if not layer:
         return nodes[0]
     name = f"_combine_task-{token}"
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=nodes)
-    return Delayed(root, graph, layer=name)
+    return Delayed(root, _with_inputs(name, layer, nodes), layer=name)
 
 
 def map_reduce_graph(
@@ -210,39 +209,37 @@ def map_reduce_graph(
     token = uuid.uuid4().hex
     params_key = f"_params-{token}"
     layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
-    mapped = []
+    mapped: list[str] = []
     for first_row, values in blocks:
         key = f"_map_task-{token}-{len(mapped)}"
-        inputs = (TaskRef(value.key) for value in values)
+        refs = (TaskRef(value.key) for value in values)
         layer[key] = Task(
-            key, _map_task, function, names, missing_ok, first_row, TaskRef(params_key), *inputs
+            key, _map_task, function, names, missing_ok, first_row, TaskRef(params_key), *refs
         )
         mapped.append(key)
     tree, root = _tree_layer(mapped, combine, split_every, token)
     layer.update(tree)
     name = f"_map_reduce-{token}"
-    return Delayed(root, _with_inputs(name, layer, blocks), layer=name)
+    inputs = [value for _, values in blocks for value in values]
+    return Delayed(root, _with_inputs(name, layer, inputs), layer=name)
 
 
-def _with_inputs(
-    name: str, layer: dict[Any, Any], blocks: list[tuple[int, list[Delayed]]]
-) -> HighLevelGraph:
-    """``layer`` on top of the graphs of the input blocks.
+def _with_inputs(name: str, layer: dict[Any, Any], inputs: list[Delayed]) -> HighLevelGraph:
+    """``layer`` on top of the graphs of ``inputs``.
 
-    ``HighLevelGraph.from_collections`` does the same but inspects every block as a
-    collection, which costs about as much per block as running a small task.
+    ``HighLevelGraph.from_collections`` does the same but inspects every input as a
+    collection, which costs about as much per input as running a small task.
     """
     layers: dict[str, Any] = {name: layer}
     dependencies: dict[str, set[str]] = {name: set()}
-    for _, values in blocks:
-        for value in values:
-            graph, own = value.__dask_graph__(), value.__dask_layers__()
-            if isinstance(graph, HighLevelGraph):
-                layers.update(graph.layers)
-                dependencies.update(graph.dependencies)
-            else:
-                layers[own[0]], dependencies[own[0]] = graph, set()
-            dependencies[name].update(own)
+    for value in inputs:
+        graph, own = value.__dask_graph__(), value.__dask_layers__()
+        if isinstance(graph, HighLevelGraph):
+            layers.update(graph.layers)
+            dependencies.update(graph.dependencies)
+        else:
+            layers[own[0]], dependencies[own[0]] = graph, set()
+        dependencies[name].update(own)
     return HighLevelGraph(layers, dependencies)
 
 

@@ -220,6 +220,21 @@ def test_counts_and_classification(fits):
     np.testing.assert_array_equal(got_upper, upper)
 
 
+def test_interval_censored_rows_only():
+    """y=None: every row is known only to lie in [left, right] (equal limits: exact)."""
+    X, ystar = latent(1500, seed=17)
+    left = np.floor(ystar)
+    right = left + 1.0
+    left[:300], right[:300] = ystar[:300], ystar[:300]
+    model = dem.CensoredRegression(tol=1e-10).fit(X, left=left, right=right)
+    theta, loglik, _ = direct_fit(X, left, right)
+    np.testing.assert_allclose(theta_of(model), theta, rtol=1e-6)
+    np.testing.assert_allclose(model.loglik_, loglik, rtol=1e-10)
+    assert model.counts_ == {"left": 0, "right": 0, "exact": 300, "interval": 1200, "total": 1500}
+    with pytest.raises(ValueError, match="per-observation left limits; pass left="):
+        model.predict_expected(X)
+
+
 def test_heavy_censoring_reaches_the_optimum_with_defaults():
     """About 75% of rows censored (both sides): plain EM is slow but must get there."""
     X, ystar = latent(4000, seed=7)
@@ -578,6 +593,15 @@ def test_bad_input_gets_clear_errors():
     lo[[40, 41]] = 5.0
     with pytest.raises(ValueError, match=r"left >= right in 2 row\(s\), the first at row 40"):
         fit(X, y, left=lo, right=np.full(600, 2.0))
+    nan_y = np.where(np.arange(600) < 3, np.nan, y)
+    lo, hi = np.full(600, -np.inf), np.full(600, np.inf)
+    with pytest.raises(
+        ValueError, match=r"neither limit is finite in 3 row\(s\), the first at row 0"
+    ):
+        fit(X, nan_y, left=lo, right=hi)
+    lo[:3], hi[:3] = 1.0, 0.0
+    with pytest.raises(ValueError, match=r"left > right for a row with NaN y .* in 3 row\(s\)"):
+        fit(X, nan_y, left=lo, right=hi)
     with pytest.raises(ValueError, match="Every row is censored"):
         fit(X, np.where(y > 0, 10.0, -10.0), left=-1.0, right=1.0)
     with pytest.raises(ValueError, match="collinear: column 0, column 3 are linearly dependent"):

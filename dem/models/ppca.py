@@ -178,7 +178,7 @@ class Terms:
 # --- posteriors of row blocks ---------------------------------------------------------
 
 
-def complete_posterior(xc: np.ndarray, terms: Terms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def complete_posterior(xc: np.ndarray, terms: Terms) -> tuple[np.ndarray, np.ndarray]:
     """Posterior of rows with every feature observed, O(d·q) per row.
 
     Parameters
@@ -191,17 +191,16 @@ def complete_posterior(xc: np.ndarray, terms: Terms) -> tuple[np.ndarray, np.nda
     -------
     u, ez : ndarray of shape (n, q)
         ``Wᵀ Ψ⁻¹ xc`` and the posterior means ``M⁻¹ u``.
-    squares : ndarray of shape (n, d)
-        ``xc ** 2``.
     """
     u = xc @ terms.weighted
-    return u, u @ terms.shared_precision_inv, np.square(xc)
+    return u, u @ terms.shared_precision_inv
 
 
-def complete_loglik(u: np.ndarray, ez: np.ndarray, squares: np.ndarray, terms: Terms) -> np.ndarray:
+def complete_loglik(xc: np.ndarray, u: np.ndarray, ez: np.ndarray, terms: Terms) -> np.ndarray:
     """Per-row log-likelihood of complete rows (Woodbury form of the Gaussian density)."""
     constant = terms.log_norm.sum() + terms.shared_logdet
-    return -0.5 * (constant + squares @ terms.inv_noise - np.einsum("ij,ij->i", u, ez))
+    quadratic = np.square(xc) @ terms.inv_noise - np.einsum("ij,ij->i", u, ez)
+    return -0.5 * (constant + quadratic)
 
 
 def cholesky_stack(matrices: np.ndarray) -> np.ndarray:
@@ -275,10 +274,22 @@ def incomplete_posterior(
     )
     if not covariance:
         return ez, loglik, None
-    covariances = np.zeros((pack.size, len(xc)))
-    for k in range(terms.n_components):
-        covariances += inverse[k, pack.rows] * inverse[k, pack.cols]
-    return ez, loglik, covariances
+    return ez, loglik, packed_gram(inverse)
+
+
+def packed_gram(lower: np.ndarray) -> np.ndarray:
+    """Packed upper triangles of ``Lᵀ L`` for lower-triangular ``L``, batch last.
+
+    Entry ``(a, b)``, ``a ≤ b``, is Σ_{k ≥ b} L[k, a] L[k, b]; the loop runs over the rows
+    ``a`` of the result, each a contiguous run of the packing.
+    """
+    q, _, n = lower.shape
+    out = np.empty((q * (q + 1) // 2, n))
+    start = 0
+    for a in range(q):
+        out[start : start + q - a] = np.einsum("kn,kbn->bn", lower[a:, a], lower[a:, a:])
+        start += q - a
+    return out
 
 
 # --- statistics -----------------------------------------------------------------------
@@ -299,20 +310,19 @@ def add_complete(stats: Stats, xc: np.ndarray, terms: Terms) -> None:
     """Add the statistics of complete rows (already minus the mean) to ``stats``."""
     q = terms.n_components
     n = len(xc)
-    u, ez, squares = complete_posterior(xc, terms)
-    sum_squares = squares.sum(axis=0)
+    u, ez = complete_posterior(xc, terms)
+    z1 = np.empty((n, q + 1))
+    z1[:, :q] = ez
+    z1[:, q] = 1.0
+    sum_squares = np.einsum("ij,ij->j", xc, xc)
     constant = terms.log_norm.sum() + terms.shared_logdet
     stats["loglik"] += -0.5 * (n * constant + sum_squares @ terms.inv_noise - np.vdot(u, ez))
     stats["n"] += n
     stats["count"] += n
     stats["sum_x2"] += sum_squares
-    stats["sum_xz"][:, :q] += xc.T @ ez
-    stats["sum_xz"][:, q] += xc.sum(axis=0)
-    ez_sum = ez.sum(axis=0)
-    stats["sum_zz"][:q, :q] += ez.T @ ez + n * terms.shared_precision_inv
-    stats["sum_zz"][:q, q] += ez_sum
-    stats["sum_zz"][q, :q] += ez_sum
-    stats["sum_zz"][q, q] += n
+    stats["sum_xz"] += xc.T @ z1
+    stats["sum_zz"] += z1.T @ z1
+    stats["sum_zz"][:q, :q] += n * terms.shared_precision_inv
 
 
 def add_incomplete(
@@ -339,7 +349,7 @@ def add_incomplete(
     stats["loglik"] += loglik.sum()
     stats["n"] += len(xc)
     stats["count"] += mask.sum(axis=0)
-    stats["sum_x2"] += np.square(xc).sum(axis=0)
+    stats["sum_x2"] += np.einsum("ij,ij->j", xc, xc)
     stats["sum_xz"] += xc.T @ z1.T
     stats["sum_zz"] += augmented.unpack(second.sum(axis=1))
     missing_zz += (second @ (1.0 - mask)).T
@@ -483,9 +493,10 @@ class LinearGaussianModel:
             partial = seen & ~complete
             where = np.arange(start, start + len(rows))
             if complete.any():
-                u, ez_c, squares = complete_posterior(rows[complete] - terms.mean, terms)
+                xc = rows[complete] - terms.mean
+                u, ez_c = complete_posterior(xc, terms)
                 ez[where[complete]] = ez_c
-                loglik[where[complete]] = complete_loglik(u, ez_c, squares, terms)
+                loglik[where[complete]] = complete_loglik(xc, u, ez_c, terms)
             if partial.any():
                 observed = ~missing[partial]
                 xc = np.where(observed, rows[partial] - terms.mean, 0.0)
@@ -586,14 +597,18 @@ def initial_params(
 # --- the estimators ---------------------------------------------------------------------
 
 
+def _integer_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int | np.integer) and bool(v >= low)
+
+
 _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "n_components": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
-    "tol": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
-    "max_iter": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
-    "n_init": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+    "n_components": (_integer_at_least(1), "an integer >= 1"),
+    "tol": (lambda v: isinstance(v, float | int) and bool(v >= 0), "a number >= 0"),
+    "max_iter": (_integer_at_least(1), "an integer >= 1"),
+    "n_init": (_integer_at_least(1), "an integer >= 1"),
     "init_params": (lambda v: v in INIT_METHODS, f"one of {INIT_METHODS}"),
-    "split_every": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
-    "init_sample_size": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
+    "split_every": (_integer_at_least(2), "an integer >= 2"),
+    "init_sample_size": (_integer_at_least(2), "an integer >= 2"),
 }
 
 
