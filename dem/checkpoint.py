@@ -425,11 +425,17 @@ def _history(
     links.reverse()
     if links[0][0] != 0:
         return "its history does not reach iteration 0", []
-    first = {name: (v.shape, v.dtype.str) for name, v in links[0][1][0].items()}
-    for number, (params, _) in links[1:]:
-        shapes = {name: (v.shape, v.dtype.str) for name, v in params.items()}
-        if shapes != first:
-            return f"iteration {number} has parameters {shapes}, iteration 0 {first}", []
+    # every parameter keeps its shape and dtype from the iteration that first had it (a
+    # model may add parameters after its first pass, as Tobit caches its data moments)
+    known: dict[str, tuple[Any, str]] = {}
+    for number, (params, _) in links:
+        for name, value in params.items():
+            found = (value.shape, value.dtype.str)
+            if known.setdefault(name, found) != found:
+                return (
+                    f"the parameters of iteration {number} changed: {name} has shape/dtype "
+                    f"{found}, earlier {known[name]}"
+                ), []
     return None, links
 
 

@@ -307,7 +307,8 @@ def em_pass(
     except ValueError:
         raise
     except Exception as failure:
-        _raise_if_unreadable(names, blocks, failure)
+        if not _is_cluster_failure(failure):
+            _raise_if_unreadable(names, blocks, failure)
         raise
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
@@ -480,6 +481,16 @@ def _raise_if_invalid(
         _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
 
 
+def _is_cluster_failure(failure: BaseException) -> bool:
+    """A lost scheduler or worker connection (not the data's fault)."""
+    import asyncio
+
+    from distributed.comm.core import CommClosedError
+
+    cancelled = "Cancelled" in type(failure).__name__
+    return cancelled or isinstance(failure, OSError | TimeoutError | asyncio.CancelledError | CommClosedError)
+
+
 def _raise_if_unreadable(
     names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]], failure: BaseException
 ) -> None:
@@ -494,6 +505,8 @@ def _raise_if_unreadable(
             try:
                 dask.compute(value)
             except Exception as unreadable:
+                if _is_cluster_failure(unreadable):
+                    raise failure from None
                 end = blocks[index + 1][0] if index + 1 < len(blocks) else None
                 rows = f"rows {first_row}-{end - 1}" if end is not None else f"rows {first_row}-"
                 raise ValueError(

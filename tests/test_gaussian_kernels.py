@@ -20,7 +20,6 @@ from dem.models.mixture import (
     BLOCK_ROWS,
     GaussianMixture,
     MixtureModel,
-    mixture_mean,
     normalise_in_place,
 )
 
@@ -56,11 +55,14 @@ def _params(
         covariances = rng.uniform(0.5, 3.0, (n_components, d))
     else:
         covariances = rng.uniform(0.5, 3.0, n_components)
+    weights = rng.dirichlet(np.full(n_components, 3.0))
+    means = x[rng.choice(len(x), n_components, replace=False)]
     return {
-        "weights": rng.dirichlet(np.full(n_components, 3.0)),
-        "means": x[rng.choice(len(x), n_components, replace=False)],
+        "weights": weights,
+        "means": means,
         "covariances": covariances,
         "precisions_cholesky": gaussian.precision_cholesky(covariances, covariance_type),
+        "shift": weights @ means,  # the reference point the statistics are taken about
     }
 
 
@@ -92,7 +94,7 @@ def _reference_stats(
         ]
     )
     resp = softmax(log_prob, axis=1)
-    xc = x - mixture_mean(params)
+    xc = x - params["shift"]
     outer = np.einsum("nk,ni,nj->kij", resp, xc, xc)
     scatter = {
         "full": outer,
