@@ -51,9 +51,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dem.models.mixture import INIT_METHODS
 from dem.checkpoint import CheckpointError, CheckpointMismatchError
 from dem.cluster import Connection, SchedulerError, connect, make_security
+from dem.models.mixture import INIT_METHODS
 
 
 class ExitCode(enum.IntEnum):

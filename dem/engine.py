@@ -177,7 +177,9 @@ def _tree_layer(
     return layer, keys[0]
 
 
-def tree_reduce(nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int) -> Delayed:
+def tree_reduce(
+    nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int
+) -> Delayed:
     """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
     token = uuid.uuid4().hex
     layer, root = _tree_layer([node.key for node in nodes], combine, split_every, token)
@@ -488,7 +490,9 @@ def _is_cluster_failure(failure: BaseException) -> bool:
     from distributed.comm.core import CommClosedError
 
     cancelled = "Cancelled" in type(failure).__name__
-    return cancelled or isinstance(failure, OSError | TimeoutError | asyncio.CancelledError | CommClosedError)
+    return cancelled or isinstance(
+        failure, OSError | TimeoutError | asyncio.CancelledError | CommClosedError
+    )
 
 
 def _raise_if_unreadable(

@@ -6,8 +6,9 @@ factors for full covariances), the responsibilities, and adds the sufficient
 statistics ``resp_sum`` (Σ r), ``sum_x`` (Σ r (x - c)) and ``scatter``
 (Σ r (x - c)(x - c)ᵀ, or its diagonal) about the shift ``c``: a fixed reference point
 (the mean of the initialisation sample) that travels with the parameters, so that the
-statistics of different iterations are comparable (online EM blends them). The M-step reproduces scikit-learn's formulas exactly,
-including its ``10 * eps`` added to the component counts.
+statistics of different iterations are comparable (online EM blends them). The M-step
+reproduces scikit-learn's formulas exactly, including its ``10 * eps`` added to the
+component counts.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dem.data import Samples, as_samples, sample_rows
 from dem.engine import map_reduce
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
-from dem.online import blend, fit_online, step_rate
 from dem.models import gaussian
+from dem.online import blend, fit_online, step_rate
 from dem.seeding import kmeans_parallel
 
 BLOCK_ROWS = 2048
@@ -178,7 +179,9 @@ def mixture_mean(params: Params) -> np.ndarray:
     return params["weights"] @ params["means"]
 
 
-def estimate_params(stats: Stats, shift: np.ndarray, covariance_type: str, reg_covar: float) -> Params:
+def estimate_params(
+    stats: Stats, shift: np.ndarray, covariance_type: str, reg_covar: float
+) -> Params:
     """Weights, means, covariances and precision factors from statistics about ``shift``."""
     resp_sum = np.asarray(stats["resp_sum"])
     counts = resp_sum + EPS
@@ -224,7 +227,9 @@ def kmeans_plusplus(x: np.ndarray, n_clusters: int, rng: np.random.Generator) ->
     return np.array(chosen)
 
 
-def kmeans_labels(x: np.ndarray, n_clusters: int, rng: np.random.Generator, max_iter: int = 100) -> np.ndarray:
+def kmeans_labels(
+    x: np.ndarray, n_clusters: int, rng: np.random.Generator, max_iter: int = 100
+) -> np.ndarray:
     """Lloyd's k-means from k-means++ seeds; returns each row's cluster."""
     centers = x[kmeans_plusplus(x, n_clusters, rng)].copy()
     labels = np.full(len(x), -1)
@@ -250,7 +255,9 @@ def _one_hot(rows: np.ndarray, n_rows: int, n_components: int) -> np.ndarray:
 INIT_RESPONSIBILITIES: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
     "kmeans": lambda x, k, rng: np.eye(k)[kmeans_labels(x, k, rng)],
     "k-means++": lambda x, k, rng: _one_hot(kmeans_plusplus(x, k, rng), len(x), k),
-    "random": lambda x, k, rng: (lambda r: r / r.sum(axis=1, keepdims=True))(rng.uniform(size=(len(x), k))),
+    "random": lambda x, k, rng: (lambda r: r / r.sum(axis=1, keepdims=True))(
+        rng.uniform(size=(len(x), k))
+    ),
     "random_from_data": lambda x, k, rng: _one_hot(rng.choice(len(x), k, replace=False), len(x), k),
 }
 
@@ -495,19 +502,40 @@ class GaussianMixture:
         self.feature_dim = feature_dim
 
     _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "n_components": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
-        "covariance_type": (lambda v: v in gaussian.COVARIANCE_TYPES, f"one of {gaussian.COVARIANCE_TYPES}"),
+        "n_components": (
+            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
+            "an integer >= 1",
+        ),
+        "covariance_type": (
+            lambda v: v in gaussian.COVARIANCE_TYPES,
+            f"one of {gaussian.COVARIANCE_TYPES}",
+        ),
         "tol": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
         "reg_covar": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
         "max_iter": (lambda v: bool(isinstance(v, int | np.integer) and v >= 0), "an integer >= 0"),
         "method": (lambda v: v in ("batch", "online"), "'batch' or 'online'"),
-        "online_passes": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
-        "batch_chunks": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
-        "step_exponent": (lambda v: bool(isinstance(v, float | int) and 0.5 < v <= 1), "in (0.5, 1]"),
+        "online_passes": (
+            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
+            "an integer >= 1",
+        ),
+        "batch_chunks": (
+            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
+            "an integer >= 1",
+        ),
+        "step_exponent": (
+            lambda v: bool(isinstance(v, float | int) and 0.5 < v <= 1),
+            "in (0.5, 1]",
+        ),
         "n_init": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
         "init_params": (lambda v: v in INIT_METHODS, f"one of {INIT_METHODS}"),
-        "split_every": (lambda v: bool(isinstance(v, int | np.integer) and v >= 2), "an integer >= 2"),
-        "init_sample_size": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
+        "split_every": (
+            lambda v: bool(isinstance(v, int | np.integer) and v >= 2),
+            "an integer >= 2",
+        ),
+        "init_sample_size": (
+            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
+            "an integer >= 1",
+        ),
     }
 
     # --- fitting ----------------------------------------------------------------------
@@ -517,7 +545,9 @@ class GaussianMixture:
         return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
 
     def _samples(self, X: Any, variable: str | None) -> Samples:
-        return as_samples(X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim)
+        return as_samples(
+            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
+        )
 
     def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
         """Fit the mixture by EM.
@@ -565,9 +595,15 @@ class GaussianMixture:
             if self.method == "batch":
                 return start
             online = fit_online(
-                model, {"X": samples.array}, lambda: start, n_passes=int(self.online_passes),
-                batch_chunks=int(self.batch_chunks), step_exponent=float(self.step_exponent),
-                random_state=rng, split_every=int(self.split_every), persist=self.persist,
+                model,
+                {"X": samples.array},
+                lambda: start,
+                n_passes=int(self.online_passes),
+                batch_chunks=int(self.batch_chunks),
+                step_exponent=float(self.step_exponent),
+                random_state=rng,
+                split_every=int(self.split_every),
+                persist=self.persist,
             )
             online_stages.append(online)
             return online.params
@@ -622,16 +658,29 @@ class GaussianMixture:
                 rng = np.random.default_rng(self.random_state)
                 sample = sample_rows(samples.array, self.init_sample_size, rng)
                 method = "kmeans" if self.init_params in ("auto", "k-means||") else self.init_params
-                params = initial_params(model, sample, rng, method, **self._checked_inits(sample.shape[1]))
+                params = initial_params(
+                    model, sample, rng, method, **self._checked_inits(sample.shape[1])
+                )
             state = {"params": params, "running": None, "updates": 0, "n_seen": 0.0}
         stats = map_reduce(
-            model.e_step, model.combine, {"X": samples.array}, state["params"],
-            split_every=int(self.split_every), missing_ok=model.missing_ok,
+            model.e_step,
+            model.combine,
+            {"X": samples.array},
+            state["params"],
+            split_every=int(self.split_every),
+            missing_ok=model.missing_ok,
         )
-        running = blend(state["running"], stats, step_rate(state["updates"], float(self.step_exponent)))
+        running = blend(
+            state["running"], stats, step_rate(state["updates"], float(self.step_exponent))
+        )
         n_seen = state["n_seen"] + float(stats["n"])
         params = model.m_step({k: v * n_seen for k, v in running.items()}, state["params"])
-        self._online_state = {"params": params, "running": running, "updates": state["updates"] + 1, "n_seen": n_seen}
+        self._online_state = {
+            "params": params,
+            "running": running,
+            "updates": state["updates"] + 1,
+            "n_seen": n_seen,
+        }
         self._set_params(params)
         self.lower_bound_ = float(stats["loglik"] / stats["n"])
         self.lower_bounds_ = [*getattr(self, "lower_bounds_", []), self.lower_bound_]
@@ -645,7 +694,12 @@ class GaussianMixture:
         shapes = {
             "weights_init": (k,),
             "means_init": (k, d),
-            "precisions_init": {"full": (k, d, d), "tied": (d, d), "diag": (k, d), "spherical": (k,)}[ctype],
+            "precisions_init": {
+                "full": (k, d, d),
+                "tied": (d, d),
+                "diag": (k, d),
+                "spherical": (k,),
+            }[ctype],
         }
         checked: dict[str, np.ndarray | None] = {}
         for name, shape in shapes.items():
@@ -668,15 +722,20 @@ class GaussianMixture:
                 raise ValueError("precisions_init must be symmetric positive definite.") from exc
             if ctype in ("diag", "spherical") and np.any(precisions <= 0):
                 raise ValueError("precisions_init must be positive.")
-        return {"weights_init": checked["weights_init"], "means_init": checked["means_init"],
-                "precisions_init": checked["precisions_init"]}
+        return {
+            "weights_init": checked["weights_init"],
+            "means_init": checked["means_init"],
+            "precisions_init": checked["precisions_init"],
+        }
 
     def _set_params(self, params: Params) -> None:
         self.weights_ = params["weights"]
         self.means_ = params["means"]
         self.covariances_ = params["covariances"]
         self.precisions_cholesky_ = params["precisions_cholesky"]
-        self.precisions_ = gaussian.precisions_from_cholesky(self.precisions_cholesky_, self.covariance_type)
+        self.precisions_ = gaussian.precisions_from_cholesky(
+            self.precisions_cholesky_, self.covariance_type
+        )
 
     def _params(self) -> Params:
         if not hasattr(self, "weights_"):
@@ -690,8 +749,14 @@ class GaussianMixture:
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _per_sample(self, X: Any, variable: str | None, function: Callable[[np.ndarray], np.ndarray],
-                    columns: int | None, dtype: Any = np.float64) -> Any:
+    def _per_sample(
+        self,
+        X: Any,
+        variable: str | None,
+        function: Callable[[np.ndarray], np.ndarray],
+        columns: int | None,
+        dtype: Any = np.float64,
+    ) -> Any:
         params = self._params()
         samples = self._samples(X, variable)
         if samples.array.shape[1] != self.n_features_in_:
@@ -700,7 +765,12 @@ class GaussianMixture:
                 f"{self.n_features_in_}."
             )
         model = self._model()
-        return per_sample(samples, lambda x: function(model.weighted_log_prob(x, params)), columns=columns, dtype=dtype)
+        return per_sample(
+            samples,
+            lambda x: function(model.weighted_log_prob(x, params)),
+            columns=columns,
+            dtype=dtype,
+        )
 
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
         """Log-likelihood of each sample, shape (n_samples,)."""
@@ -727,10 +797,16 @@ class GaussianMixture:
         model = self._model()
 
         def loglik(block: Block, p: Params) -> Stats:
-            return {"n": np.float64(len(block["X"])),
-                    "loglik": np.float64(logsumexp(model.weighted_log_prob(block["X"], p), axis=1).sum())}
+            return {
+                "n": np.float64(len(block["X"])),
+                "loglik": np.float64(
+                    logsumexp(model.weighted_log_prob(block["X"], p), axis=1).sum()
+                ),
+            }
 
-        stats = map_reduce(loglik, add_stats, {"X": samples.array}, params, split_every=int(self.split_every))
+        stats = map_reduce(
+            loglik, add_stats, {"X": samples.array}, params, split_every=int(self.split_every)
+        )
         return float(stats["loglik"] / stats["n"])
 
     def _n_parameters(self) -> int:
@@ -747,7 +823,9 @@ class GaussianMixture:
         n = self._samples(X, variable).n_samples
         return -2 * self.score(X, variable=variable) * n + 2 * self._n_parameters()
 
-    def sample(self, n_samples: int = 1, *, random_state: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, n_samples: int = 1, *, random_state: int | np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels)."""
         params = self._params()
         if n_samples < 1:
@@ -762,8 +840,12 @@ class GaussianMixture:
                 factor = np.linalg.cholesky(self.covariances_[component])
                 draws.append(self.means_[component] + standard @ factor.T)
             elif self.covariance_type == "tied":
-                draws.append(self.means_[component] + standard @ np.linalg.cholesky(self.covariances_).T)
+                draws.append(
+                    self.means_[component] + standard @ np.linalg.cholesky(self.covariances_).T
+                )
             else:  # diag and spherical scale each coordinate
-                draws.append(self.means_[component] + standard * np.sqrt(self.covariances_[component]))
+                draws.append(
+                    self.means_[component] + standard * np.sqrt(self.covariances_[component])
+                )
         labels = np.repeat(np.arange(k), counts)
         return np.vstack(draws), labels
