@@ -1,21 +1,31 @@
 """Probabilistic PCA: dem's EM against scikit-learn's PCA and dask's svd_compressed.
 
-All three fit the same simulated low-rank data (``x = W z + mu + noise``, float64). The
-peers: ``sklearn.decomposition.PCA`` (numpy in memory; its default solver for tall data
-is an eigendecomposition of the d × d covariance) and ``dask.array.linalg.svd_compressed``
-(randomised SVD of the centred dask array, two power iterations), both on complete data.
-dem's PPCA runs on the same dask array (or Zarr store), complete and then with a
-fraction ``--missing`` of the entries missing at random, which neither peer can fit.
+All three fit the same simulated low-rank data (``x = W z + mu + noise``, float64, noise
+variance 1). The peers work on complete data only:
 
-Prints one JSON line per implementation (medians of ``--repeats`` runs) with the seconds,
-EM iterations and seconds per iteration, and accuracy: ``subspace_sin`` is the sine of
-the largest principal angle between the fitted subspace and scikit-learn's, and
-``loglik_gap`` dem's mean log-likelihood below the closed-form maximum (Tipping & Bishop,
-from scikit-learn's eigenvalues with the 1/N covariance).
+- ``sklearn.decomposition.PCA`` on the array in this process's memory with all BLAS
+  threads (for tall data its solver is an eigendecomposition of the d × d covariance);
+- ``dask.array.linalg.svd_compressed`` (randomised SVD of the centred array, two power
+  iterations) on the same cluster and chunks as dem.
+
+dem's PPCA runs on a ``LocalCluster`` of one-thread worker processes (one per core), on
+the complete data and then with a fraction ``--missing`` of the entries missing at
+random, which neither peer can fit. The data are persisted on the workers, or with
+``--zarr`` written to a Zarr store that every iteration re-reads.
+
+Each line is one JSON object ``{"benchmark": "ppca", "what": ...}``: first the machine
+(load average, BLAS), then one line per implementation with the median seconds of
+``--repeats`` fits (and every run). dem's lines add the EM iterations, the median
+seconds per iteration (from the per-iteration callback, so without the initialisation),
+and the mean log-likelihood. Accuracy: ``subspace_sin`` is the sine of the largest
+principal angle between the fitted subspace and scikit-learn's, ``loglik_gap`` dem's mean
+log-likelihood below the closed-form maximum (Tipping & Bishop, from scikit-learn's
+eigenvalues rescaled to the 1/N covariance).
 
 Examples
 --------
-python benchmarks/ppca.py --rows 1000000 --features 100 --components 10
+python benchmarks/ppca.py                        # 1e6 x 100, q = 10, 20% missing
+python benchmarks/ppca.py --rows 200000 --repeats 3
 python benchmarks/ppca.py --rows 10000000 --zarr /tmp/ppca.zarr --repeats 1 --skip-peers
 """
 
@@ -27,11 +37,13 @@ import os
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+from distributed import Client, LocalCluster
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_info
 
@@ -56,25 +68,25 @@ def with_missing(X: da.Array, fraction: float, seed: int = 1) -> da.Array:
 
 
 def subspace_sin(components: np.ndarray, reference: np.ndarray) -> float:
-    """Sine of the largest principal angle between two row spaces (orthonormal rows)."""
-    q_a = np.linalg.qr(components.T)[0]
-    q_b = np.linalg.qr(reference.T)[0]
-    cosines = np.linalg.svd(q_a.T @ q_b, compute_uv=False)
+    """Sine of the largest principal angle between two row spaces."""
+    basis_a = np.linalg.qr(components.T)[0]
+    basis_b = np.linalg.qr(reference.T)[0]
+    cosines = np.linalg.svd(basis_a.T @ basis_b, compute_uv=False)
     return float(np.sqrt(max(0.0, 1.0 - cosines.min() ** 2)))
 
 
-def closed_form_loglik(values: np.ndarray, noise: float, features: int) -> float:
-    """Mean log-likelihood of the PPCA maximum, from the leading eigenvalues and sigma²."""
-    q = len(values)
-    return -0.5 * (
-        features * np.log(2 * np.pi)
-        + np.log(values).sum()
-        + (features - q) * np.log(noise)
-        + features
+def closed_form_loglik(reference: PCA, rows: int) -> float:
+    """Mean log-likelihood at the PPCA maximum, from scikit-learn's (N - 1) eigenvalues."""
+    scale = (rows - 1) / rows
+    values = reference.explained_variance_ * scale
+    noise = reference.noise_variance_ * scale
+    d, q = reference.n_features_in_, len(values)
+    return float(
+        -0.5 * (d * np.log(2 * np.pi) + np.log(values).sum() + (d - q) * np.log(noise) + d)
     )
 
 
-def timed(function: Any, repeats: int) -> tuple[list[float], Any]:
+def repeat(function: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
     seconds, result = [], None
     for _ in range(repeats):
         started = time.perf_counter()
@@ -83,8 +95,8 @@ def timed(function: Any, repeats: int) -> tuple[list[float], Any]:
     return seconds, result
 
 
-def emit(record: dict[str, Any]) -> None:
-    print(json.dumps(record), flush=True)
+def emit(what: str, **fields: Any) -> None:
+    print(json.dumps({"benchmark": "ppca", "what": what, **fields}), flush=True)
 
 
 def main() -> None:
@@ -98,121 +110,112 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tol", type=float, default=1e-4)
-    parser.add_argument(
-        "--zarr", help="write the data to this Zarr store and fit from it (out of core)"
-    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--zarr", help="write the data to this Zarr store and fit from it")
     parser.add_argument("--skip-peers", action="store_true", help="time dem only")
     args = parser.parse_args()
     n, d, q = args.rows, args.features, args.components
-    common = {
-        "benchmark": "ppca",
-        "rows": n,
-        "features": d,
-        "components": q,
-        "chunk_rows": args.chunk_rows,
-    }
+    size = {"rows": n, "features": d, "components": q, "chunk_rows": args.chunk_rows}
     blas = [
         {k: i.get(k) for k in ("internal_api", "num_threads", "architecture")}
         for i in threadpool_info()
     ]
     emit(
-        {**common, "environment": {"cpus": os.cpu_count(), "blas": blas, "dask": dask.__version__}}
+        "machine",
+        load_average=os.getloadavg(),
+        cpus=os.cpu_count(),
+        blas=blas,
+        workers=args.workers,
+        dask=dask.__version__,
+        **size,
     )
 
-    X = simulate(n, d, q, args.chunk_rows)
-    X_missing = with_missing(X, args.missing)
-    if args.zarr:
-        da.to_zarr(X, args.zarr, component="complete", overwrite=True)
-        da.to_zarr(X_missing, args.zarr, component="missing", overwrite=True)
-        complete: Any = args.zarr
-        missing: Any = args.zarr
-        fit_kwargs: dict[str, Any] = {"persist": False}
-        source = "zarr"
-    else:
-        complete = X.persist()
-        missing = X_missing.persist()
-        fit_kwargs = {}
-        source = "memory"
-
-    reference = None
-    if not args.skip_peers:
-        values = np.asarray(
-            da.from_zarr(args.zarr, component="complete") if args.zarr else complete
-        )
-        seconds, reference = timed(lambda: PCA(q).fit(values), args.repeats)
-        scale = (n - 1) / n  # scikit-learn's covariance divides by N - 1
-        best = closed_form_loglik(
-            reference.explained_variance_ * scale, reference.noise_variance_ * scale, d
-        )
-        emit(
-            {
-                **common,
-                "impl": "sklearn.PCA",
-                "data": "complete",
-                "source": "memory",
-                "seconds": statistics.median(seconds),
-                "runs": seconds,
-                "loglik": best,
-                "subspace_sin": 0.0,
-            }
-        )
-        del values
-
-        lazy = da.from_zarr(args.zarr, component="complete") if args.zarr else complete
-
-        def compressed() -> tuple[np.ndarray, np.ndarray]:
-            centred = lazy - lazy.mean(axis=0)
-            _, s, v = da.linalg.svd_compressed(centred, k=q, n_power_iter=2, seed=0)
-            return dask.compute(s, v)
-
-        seconds, (_, right) = timed(compressed, args.repeats)
-        emit(
-            {
-                **common,
-                "impl": "dask.svd_compressed",
-                "data": "complete",
-                "source": source,
-                "seconds": statistics.median(seconds),
-                "runs": seconds,
-                "subspace_sin": subspace_sin(right, reference.components_),
-            }
-        )
-
-    for label, data, variable in (
-        ("complete", complete, "complete"),
-        ("missing", missing, "missing"),
+    with (
+        LocalCluster(
+            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
     ):
+        X = simulate(n, d, q, args.chunk_rows)
+        X_missing = with_missing(X, args.missing)
+        if args.zarr:
+            da.to_zarr(X, args.zarr, component="complete", overwrite=True)
+            da.to_zarr(X_missing, args.zarr, component="missing", overwrite=True)
+            inputs: dict[str, Any] = {"complete": args.zarr, "missing": args.zarr}
+            lazy = da.from_zarr(args.zarr, component="complete")
+            source, persist = "zarr", False
+        else:
+            inputs = {"complete": X.persist(), "missing": X_missing.persist()}
+            lazy = inputs["complete"]
+            source, persist = "memory", None
 
-        def fit(data: Any = data, variable: str = variable) -> dem.PPCA:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", dem.ConvergenceWarning)
-                return dem.PPCA(q, tol=args.tol, random_state=0, **fit_kwargs).fit(
-                    data, variable=variable if args.zarr else None
-                )
+        reference = None
+        if not args.skip_peers:
+            values = lazy.compute()
+            seconds, reference = repeat(lambda: PCA(q).fit(values), args.repeats)
+            del values
+            emit(
+                "sklearn.PCA",
+                data="complete",
+                source="client memory",
+                seconds=statistics.median(seconds),
+                runs=seconds,
+                loglik=closed_form_loglik(reference, n),
+                subspace_sin=0.0,
+                **size,
+            )
 
-        seconds, model = timed(fit, args.repeats)
-        record = {
-            **common,
-            "impl": "dem.PPCA",
-            "data": label,
-            "source": source,
-            "missing": args.missing if label == "missing" else 0.0,
-            "seconds": statistics.median(seconds),
-            "runs": seconds,
-            "n_iter": model.n_iter_,
-            "converged": model.converged_,
-            "seconds_per_iter": statistics.median(seconds) / max(model.n_iter_, 1),
-            "loglik": model.lower_bound_,
-        }
-        if reference is not None:
-            record["subspace_sin"] = subspace_sin(model.components_, reference.components_)
-            if label == "complete":
-                scale = (n - 1) / n
-                best = closed_form_loglik(
-                    reference.explained_variance_ * scale, reference.noise_variance_ * scale, d
+            def compressed() -> np.ndarray:
+                centred = lazy - lazy.mean(axis=0)
+                _, _, right = da.linalg.svd_compressed(centred, k=q, n_power_iter=2, seed=0)
+                return right.compute()
+
+            seconds, right = repeat(compressed, args.repeats)
+            emit(
+                "dask.svd_compressed",
+                data="complete",
+                source=source,
+                seconds=statistics.median(seconds),
+                runs=seconds,
+                subspace_sin=subspace_sin(right, reference.components_),
+                **size,
+            )
+
+        for label, data in inputs.items():
+            per_iteration: list[float] = []
+
+            def fit(
+                data: Any = data, label: str = label, per_iteration: list[float] = per_iteration
+            ) -> dem.PPCA:
+                per_iteration.clear()
+                model = dem.PPCA(
+                    q,
+                    tol=args.tol,
+                    random_state=0,
+                    persist=persist,
+                    callback=lambda info: per_iteration.append(info.seconds),
                 )
-                record["loglik_gap"] = best - model.lower_bound_
-        emit(record)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", dem.ConvergenceWarning)
+                    return model.fit(data, variable=label if args.zarr else None)
+
+            seconds, model = repeat(fit, args.repeats)
+            record: dict[str, Any] = {
+                "data": label,
+                "source": source,
+                "missing": args.missing if label == "missing" else 0.0,
+                "seconds": statistics.median(seconds),
+                "runs": seconds,
+                "n_iter": model.n_iter_,
+                "converged": model.converged_,
+                "seconds_per_iteration": statistics.median(per_iteration),
+                "loglik": model.lower_bound_,
+            }
+            if reference is not None:
+                record["subspace_sin"] = subspace_sin(model.components_, reference.components_)
+                if label == "complete":
+                    record["loglik_gap"] = closed_form_loglik(reference, n) - model.lower_bound_
+            emit("dem.PPCA", **record, **size)
 
 
 if __name__ == "__main__":

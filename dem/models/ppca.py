@@ -516,19 +516,19 @@ def top_eigenpairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Leading eigenvalues (q,) and eigenvectors (d, q) of ``xcᵀ xc / n``.
 
-    A randomised subspace iteration (Halko, Martinsson & Tropp 2011) with ten extra
-    directions: O(n·d·q) work, never a d × d matrix.
+    Subspace iteration with ten extra directions and a final Rayleigh-Ritz step
+    (Halko, Martinsson & Tropp 2011): O(n·d·q) work in tall matrix products, never a
+    d × d matrix; only d × (q + 10) matrices are orthonormalised.
     """
     n, d = xc.shape
     width = min(n_components + 10, d, n)
-    basis = xc @ rng.standard_normal((d, width))
-    for _ in range(POWER_ITERATIONS):
-        basis, _ = np.linalg.qr(basis)
-        basis, _ = np.linalg.qr(xc.T @ basis)
-        basis = xc @ basis
-    basis, _ = np.linalg.qr(basis)
-    _, singular, right = np.linalg.svd(basis.T @ xc, full_matrices=False)
-    return singular[:n_components] ** 2 / n, right[:n_components].T
+    basis = rng.standard_normal((d, width))
+    for _ in range(POWER_ITERATIONS + 1):
+        basis, _ = np.linalg.qr(xc.T @ (xc @ basis))
+    projected = xc @ basis
+    values, vectors = np.linalg.eigh(projected.T @ projected / n)
+    order = np.argsort(values)[::-1][:n_components]
+    return values[order], basis @ vectors[:, order]
 
 
 def _init_pca(
@@ -630,7 +630,7 @@ class _LinearGaussian:
         resume: bool = False,
         split_every: int = 8,
         persist: bool | None = None,
-        init_sample_size: int = 100_000,
+        init_sample_size: int = 20_000,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
         feature_dim: str = "feature",
@@ -937,7 +937,7 @@ class PPCA(_LinearGaussian):
         Keep the data in cluster memory between iterations. By default, data taking
         at most half the cluster's memory are persisted; larger data are re-read from
         their store every iteration.
-    init_sample_size : int, default=100_000
+    init_sample_size : int, default=20_000
         Rows drawn for the initialisation.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
@@ -1015,7 +1015,7 @@ class FactorAnalysis(_LinearGaussian):
         Fan-in of the tree that sums the per-chunk statistics.
     persist : bool, optional
         Keep the data in cluster memory between iterations (see :class:`PPCA`).
-    init_sample_size : int, default=100_000
+    init_sample_size : int, default=20_000
         Rows drawn for the initialisation.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
