@@ -11,6 +11,7 @@ including its ``10 * eps`` added to the component counts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from dem.data import Samples, as_samples, sample_rows
-from dem.engine import map_reduce
+from dem.engine import map_reduce, prepare
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
@@ -488,9 +489,12 @@ class GaussianMixture:
             )
         initial = self._checked_inits(n_features)
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
+        needs_data = any(v is None for v in initial.values())
+        if needs_data and method == "k-means||":  # passes before EM: persist now if at all
+            persisted = prepare({"X": samples.array}, self.persist)["X"]
+            samples = dataclasses.replace(samples, array=persisted)
 
         def make_init(rng: np.random.Generator) -> Params:
-            needs_data = any(v is None for v in initial.values())
             if needs_data and method == "k-means||":
                 return kmeans_parallel_params(
                     [model], samples.array, [rng], split_every=int(self.split_every), **initial
