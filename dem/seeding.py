@@ -100,8 +100,8 @@ def kmeans_parallel(
     rngs: Sequence[np.random.Generator],
     *,
     scatter: str | None = None,
-    rounds: int = ROUNDS,
-    oversampling: float = OVERSAMPLING,
+    rounds: int | None = None,
+    oversampling: float | None = None,
     split_every: int = DEFAULT_SPLIT_EVERY,
 ) -> list[Seeding]:
     """k-means‖ seedings of ``array``, one per (K, generator), sharing every pass.
@@ -115,10 +115,10 @@ def kmeans_parallel(
         One generator per seeding.
     scatter : {"full", "tied", "diag", "spherical"}, optional
         The scatter statistics to return (as a mixture of that covariance type needs).
-    rounds : int, default=5
-        Sampling rounds (passes).
-    oversampling : float, default=2.0
-        Rows drawn per round, as a multiple of K.
+    rounds : int, optional
+        Sampling rounds (passes); default ``ROUNDS`` (5).
+    oversampling : float, optional
+        Rows drawn per round, as a multiple of K; default ``OVERSAMPLING`` (2).
     split_every : int, default=8
         Fan-in of the tree reductions.
 
@@ -126,6 +126,8 @@ def kmeans_parallel(
     -------
     list of Seeding
     """
+    rounds = ROUNDS if rounds is None else rounds
+    oversampling = OVERSAMPLING if oversampling is None else oversampling
     if len(n_clusters) != len(rngs):
         raise ValueError(f"Got {len(n_clusters)} cluster counts but {len(rngs)} generators.")
     if rounds < 1 or not oversampling > 0:

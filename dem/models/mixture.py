@@ -14,6 +14,7 @@ component counts.
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,7 +22,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from dem.data import Samples, as_samples, sample_rows
-from dem.engine import map_reduce
+from dem.engine import map_reduce, prepare
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
@@ -576,11 +577,14 @@ class GaussianMixture:
             )
         initial = self._checked_inits(n_features)
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
+        needs_data = any(v is None for v in initial.values())
+        if needs_data and method == "k-means||":  # passes before EM: persist now if at all
+            persisted = prepare({"X": samples.array}, self.persist)["X"]
+            samples = dataclasses.replace(samples, array=persisted)
 
         def make_init(rng: np.random.Generator) -> Params:
             if self.warm_start and hasattr(self, "weights_"):
                 return {**self._params(), "shift": mixture_mean(self._params())}
-            needs_data = any(v is None for v in initial.values())
             if needs_data and method == "k-means||":
                 start = kmeans_parallel_params(
                     [model], samples.array, [rng], split_every=int(self.split_every), **initial

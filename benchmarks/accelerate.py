@@ -1,0 +1,330 @@
+"""Fewer passes over the data: plain EM vs SQUAREM, fused restarts, k-means‖ vs sample k-means.
+
+Prints one JSON line per measurement, all in one run (so the figures compare):
+
+- ``squarem``: passes and seconds to convergence, plain EM vs ``accelerate="squarem"``,
+  for (a) Tobit regression censored on both sides (~75% of the rows; only where
+  ``dem.CensoredRegression`` takes ``accelerate``), (b) an overlapping two-component
+  Gaussian mixture (several seeds; the median ratio of passes), (c) PPCA with a small
+  eigengap (only where ``dem.PPCA`` takes ``accelerate``). A case that cannot run
+  prints a ``skipped`` line saying why.
+- ``restarts``: seconds per pass of ``n_init=8`` against ``n_init=1`` (data in memory,
+  and re-read from a Zarr store every pass).
+- ``init``: k-means‖ over all the data against k-means on a bounded sample: passes for
+  the initialisation and for EM, seconds, and the final mean log-likelihood.
+
+Passes are counted as dask computes (each reads the data once; the k-means‖ seeding also
+reads one row, counted apart). Seconds are medians of ``--repeats`` runs.
+
+Examples
+--------
+python benchmarks/accelerate.py
+python benchmarks/accelerate.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.array as da
+import dask.threaded
+import numpy as np
+import zarr
+from threadpoolctl import threadpool_info
+
+import dem
+
+
+class CountingScheduler:
+    """The threaded scheduler, counting its computes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return dask.threaded.get(dsk, keys, **kwargs)
+
+
+def emit(record: dict[str, Any]) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def measured(fit: Callable[[], Any], repeats: int) -> tuple[Any, float, int]:
+    """(fitted model, median seconds, computes of one fit)."""
+    seconds, model, calls = [], None, 0
+    for _ in range(repeats):
+        counter = CountingScheduler()
+        started = time.perf_counter()
+        with dask.config.set(scheduler=counter), warnings.catch_warnings():
+            warnings.simplefilter("ignore", dem.ConvergenceWarning)
+            model = fit()
+        seconds.append(time.perf_counter() - started)
+        calls = counter.calls
+    return model, statistics.median(seconds), calls
+
+
+def takes_accelerate(name: str) -> str | None:
+    """Why the estimator ``dem.<name>`` cannot be benchmarked here, or None."""
+    estimator = getattr(dem, name, None)
+    if estimator is None:
+        return f"dem.{name} is not in this tree"
+    if "accelerate" not in inspect.signature(estimator).parameters:
+        return f"dem.{name} has no accelerate option in this tree"
+    return None
+
+
+def compare(case: str, fits: dict[str, Callable[[], Any]], score: Callable[[Any], float],
+            repeats: int, extra: dict[str, Any]) -> float:
+    """Plain vs SQUAREM on one problem; prints one line; returns the ratio of passes."""
+    record: dict[str, Any] = {"benchmark": "squarem", "case": case, **extra}
+    for method, fit in fits.items():
+        model, seconds, calls = measured(fit, repeats)
+        record[method] = {
+            "passes": int(model.n_iter_),
+            "computes": calls,
+            "seconds": round(seconds, 3),
+            "converged": bool(model.converged_),
+            "loglik": score(model),
+        }
+    plain, fast = record["none"], record["squarem"]
+    record["pass_ratio"] = round(plain["passes"] / fast["passes"], 2)
+    record["seconds_ratio"] = round(plain["seconds"] / max(fast["seconds"], 1e-9), 2)
+    record["loglik_rel_diff"] = abs(plain["loglik"] - fast["loglik"]) / abs(plain["loglik"])
+    emit(record)
+    return float(record["pass_ratio"])
+
+
+# --- (a) Tobit -------------------------------------------------------------------------
+
+
+def tobit(args: argparse.Namespace) -> None:
+    why = takes_accelerate("CensoredRegression")
+    if why is not None:
+        emit({"benchmark": "squarem", "case": "tobit", "skipped": why})
+        return
+    rng = np.random.default_rng(0)
+    rows, features = args.rows, 5
+    X = rng.normal(size=(rows, features))
+    ystar = 0.5 + X @ (rng.normal(size=features) / np.sqrt(features)) + rng.normal(size=rows)
+    left, right = np.quantile(ystar, [0.375, 0.625])  # 75% censored, half on each side
+    y = np.clip(ystar, left, right)
+    Xd = da.from_array(X, chunks=(args.chunk_rows, features))
+    yd = da.from_array(y, chunks=args.chunk_rows)
+    fits = {
+        method: (lambda m=method: dem.CensoredRegression(  # type: ignore[attr-defined]
+            float(left), float(right), max_iter=20_000, accelerate=m
+        ).fit(Xd, yd))
+        for method in ("none", "squarem")
+    }
+    compare("tobit", fits, lambda m: float(m.loglik_), args.repeats,
+            {"rows": rows, "features": features, "censored": 0.75})
+
+
+# --- (b) an overlapping two-component mixture --------------------------------------------
+
+
+def overlapping(rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    half = rows // 2
+    x = np.vstack([
+        rng.normal(0.0, 1.0, (half, 2)),
+        rng.normal(0.0, 1.0, (rows - half, 2)) * [1.2, 0.8] + [1.8, 0.4],
+    ])
+    return x[rng.permutation(rows)]
+
+
+def rough_start(x: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "weights_init": np.array([0.5, 0.5]),
+        "means_init": x[rng.choice(len(x), 2, replace=False)],
+        "precisions_init": np.stack([np.diag(1.0 / np.var(x, axis=0))] * 2),
+    }
+
+
+def mixture(args: argparse.Namespace) -> None:
+    ratios = []
+    for seed in range(args.seeds):
+        x = overlapping(args.rows, seed)
+        data = da.from_array(x, chunks=(args.chunk_rows, 2))
+        start = rough_start(x, seed)
+        fits = {
+            method: (lambda m=method: dem.GaussianMixture(
+                2, tol=1e-8, max_iter=20_000, accelerate=m, **start
+            ).fit(data))
+            for method in ("none", "squarem")
+        }
+        ratios.append(compare("mixture", fits, lambda m, x=x: float(m.score(x)), args.repeats,
+                              {"rows": args.rows, "seed": seed, "tol": 1e-8}))
+    emit({"benchmark": "squarem", "case": "mixture", "seeds": args.seeds,
+          "median_pass_ratio": statistics.median(ratios), "pass_ratios": ratios})
+
+
+# --- (c) PPCA with a small eigengap ----------------------------------------------------
+
+
+def ppca(args: argparse.Namespace) -> None:
+    why = takes_accelerate("PPCA")
+    if why is not None:
+        emit({"benchmark": "squarem", "case": "ppca", "skipped": why})
+        return
+    rng = np.random.default_rng(0)
+    features, latent = 20, 3
+    # signal variances 1.3, 1.2, 1.1 over unit noise: every gap is small
+    basis = np.linalg.qr(rng.normal(size=(features, latent)))[0]
+    scales = np.sqrt([0.3, 0.2, 0.1])
+    x = (rng.normal(size=(args.rows, latent)) * scales) @ basis.T + rng.normal(
+        size=(args.rows, features)
+    )
+    data = da.from_array(x, chunks=(args.chunk_rows, features))
+    fits = {
+        method: (lambda m=method: dem.PPCA(  # type: ignore[attr-defined]
+            latent, tol=1e-8, max_iter=20_000, init_params="random", random_state=0,
+            accelerate=m,
+        ).fit(data))
+        for method in ("none", "squarem")
+    }
+    compare("ppca", fits, lambda m: float(m.score(x)), args.repeats,
+            {"rows": args.rows, "features": features, "eigenvalues": [1.3, 1.2, 1.1, 1.0]})
+
+
+# --- fused restarts -------------------------------------------------------------------
+
+
+def blobs(rows: int, features: int, clusters: int, seed: int,
+          spread: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian clusters of unequal sizes (the smallest ~1% of the rows); (x, centres)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, spread, (clusters, features))
+    sizes = rng.dirichlet(np.full(clusters, 2.0)) * 0.9 + 0.1 / clusters
+    labels = rng.choice(clusters, size=rows, p=sizes / sizes.sum())
+    mixing = np.eye(features) + 0.2 * rng.normal(size=(clusters, features, features))
+    x = centres[labels] + np.einsum("nd,nde->ne", rng.normal(size=(rows, features)), mixing[labels])
+    return x, centres
+
+
+def restarts(args: argparse.Namespace) -> None:
+    features, clusters, passes = 16, 8, 6
+    x, _ = blobs(args.restart_rows, features, clusters, seed=0)
+    with tempfile.TemporaryDirectory() as folder:
+        store = f"{folder}/blobs.zarr"
+        group = zarr.open_group(store, mode="w")
+        group.create_array("X", shape=x.shape, dtype="f8", chunks=(args.chunk_rows, features))[
+            ...
+        ] = x
+        sources = {
+            "memory": (da.from_array(x, chunks=(args.chunk_rows, features)), None),
+            "zarr": (store, False),
+        }
+        for source, (data, persist) in sources.items():
+            per_pass = {}
+            for n_init in (1, 8):
+                seconds = []
+                for _ in range(args.repeats):
+                    stamps: list[float] = []
+
+                    def record(info: dem.IterationInfo, stamps: list[float] = stamps) -> None:
+                        if info.run == 0:
+                            stamps.append(time.perf_counter())
+
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+                        dem.GaussianMixture(
+                            clusters, n_init=n_init, max_iter=passes + 1, tol=0.0,
+                            init_params="random_from_data", random_state=0, persist=persist,
+                            callback=record,
+                        ).fit(data, variable="X" if source == "zarr" else None)
+                    seconds.append(statistics.median(np.diff(stamps)))
+                per_pass[n_init] = statistics.median(seconds)
+            emit({
+                "benchmark": "restarts", "source": source, "rows": args.restart_rows,
+                "features": features, "components": clusters, "covariance_type": "full",
+                "seconds_per_pass_n_init_1": round(per_pass[1], 4),
+                "seconds_per_pass_n_init_8": round(per_pass[8], 4),
+                "ratio": round(per_pass[8] / per_pass[1], 2),
+            })
+
+
+# --- k-means‖ vs k-means on a sample ---------------------------------------------------------
+
+
+def initialisation(args: argparse.Namespace) -> None:
+    features, clusters = 6, 10
+    sample = max(args.init_rows // 50, 1000)
+    records: dict[str, list[dict[str, Any]]] = {"kmeans": [], "k-means||": []}
+    for seed in range(args.seeds):
+        x, _ = blobs(args.init_rows, features, clusters, seed=seed, spread=3.0)
+        data = da.from_array(x, chunks=(args.chunk_rows, features))
+        for method in records:
+            model, seconds, calls = measured(
+                lambda m=method: dem.GaussianMixture(
+                    clusters, init_params=m, init_sample_size=sample, random_state=seed,
+                    max_iter=1000, tol=1e-5,
+                ).fit(data),
+                args.repeats,
+            )
+            init_computes = calls - model.n_iter_
+            records[method].append({
+                "seed": seed,
+                "init_passes": init_computes if method == "kmeans" else init_computes - 1,
+                "em_passes": int(model.n_iter_),
+                "seconds": round(seconds, 3),
+                "loglik": float(model.score(x)),
+            })
+    for method, runs in records.items():
+        emit({
+            "benchmark": "init", "init_params": method, "rows": args.init_rows,
+            "features": features, "components": clusters, "init_sample_size": sample,
+            "median_init_passes": statistics.median(r["init_passes"] for r in runs),
+            "median_em_passes": statistics.median(r["em_passes"] for r in runs),
+            "median_total_passes": statistics.median(
+                r["init_passes"] + r["em_passes"] for r in runs
+            ),
+            "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "median_loglik": statistics.median(r["loglik"] for r in runs),
+            "runs": runs,
+        })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000, help="rows for the SQUAREM cases")
+    parser.add_argument("--restart-rows", type=int, default=200_000)
+    parser.add_argument("--init-rows", type=int, default=300_000)
+    parser.add_argument("--chunk-rows", type=int, default=25_000)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    parser.add_argument(
+        "--only", default="tobit,mixture,ppca,restarts,init", help="comma-separated parts"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.rows, args.restart_rows, args.init_rows = 10_000, 40_000, 40_000
+        args.chunk_rows, args.seeds, args.repeats = 10_000, 3, 1
+    emit({
+        "benchmark": "setup",
+        "blas": [
+            f"{i['internal_api']}:{i['num_threads']}:{i.get('architecture')}"
+            for i in threadpool_info()
+        ],
+        "repeats": args.repeats,
+    })
+    parts = {"tobit": tobit, "mixture": mixture, "ppca": ppca, "restarts": restarts,
+             "init": initialisation}
+    for name in args.only.split(","):
+        parts[name](args)
+
+
+if __name__ == "__main__":
+    main()
