@@ -159,7 +159,7 @@ def mixture(args: argparse.Namespace) -> None:
         data = da.from_array(x, chunks=(args.chunk_rows, 2))
         start = rough_start(x, seed)
         fits = {
-            method: (lambda m=method: dem.GaussianMixture(
+            method: (lambda m=method, start=start, data=data: dem.GaussianMixture(
                 2, tol=1e-8, max_iter=20_000, accelerate=m, **start
             ).fit(data))
             for method in ("none", "squarem")
@@ -267,7 +267,7 @@ def initialisation(args: argparse.Namespace) -> None:
         data = da.from_array(x, chunks=(args.chunk_rows, features))
         for method in records:
             model, seconds, calls = measured(
-                lambda m=method: dem.GaussianMixture(
+                lambda m=method, seed=seed, data=data: dem.GaussianMixture(
                     clusters, init_params=m, init_sample_size=sample, random_state=seed,
                     max_iter=1000, tol=1e-5,
                 ).fit(data),
