@@ -138,7 +138,6 @@ class Terms:
 
     loadings: np.ndarray
     mean: np.ndarray
-    noise: np.ndarray
     inv_noise: np.ndarray
     weighted: np.ndarray
     log_norm: np.ndarray
@@ -165,7 +164,6 @@ class Terms:
         return cls(
             loadings=loadings,
             mean=np.asarray(params["mean"], dtype=np.float64),
-            noise=noise,
             inv_noise=inv_noise,
             weighted=weighted,
             log_norm=np.log(noise) + LOG_2PI,
@@ -839,6 +837,10 @@ class _LinearGaussian:
         stats = map_reduce(
             loglik, add_stats, {"X": samples.array}, params, split_every=int(self.split_every)
         )
+        if stats["n"] == 0:
+            raise ValueError(
+                "X has no observed value (every entry is NaN); there is nothing to score."
+            )
         return float(stats["loglik"] / stats["n"])
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
