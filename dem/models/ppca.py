@@ -323,6 +323,11 @@ def add_complete(stats: Stats, xc: np.ndarray, terms: Terms) -> None:
     stats["sum_zz"][:q, :q] += n * terms.shared_precision_inv
 
 
+def centred_observed(x: np.ndarray, observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``x − mean`` where observed, 0 where missing (one pass)."""
+    return np.subtract(x, mean, out=np.zeros(x.shape), where=observed)
+
+
 def add_incomplete(
     stats: Stats, missing_zz: np.ndarray, x: np.ndarray, observed: np.ndarray, terms: Terms
 ) -> None:
@@ -332,7 +337,7 @@ def add_incomplete(
     Σ E[z̃ z̃ᵀ] over the rows where that feature is missing.
     """
     q = terms.n_components
-    xc = np.where(observed, x - terms.mean, 0.0)
+    xc = centred_observed(x, observed, terms.mean)
     mask = observed.astype(np.float64)
     ez, loglik, covariances = incomplete_posterior(xc, mask, terms, covariance=True)
     assert covariances is not None
@@ -497,7 +502,7 @@ class LinearGaussianModel:
                 loglik[where[complete]] = complete_loglik(xc, u, ez_c, terms)
             if partial.any():
                 observed = ~missing[partial]
-                xc = np.where(observed, rows[partial] - terms.mean, 0.0)
+                xc = centred_observed(rows[partial], observed, terms.mean)
                 ez_p, loglik_p, _ = incomplete_posterior(
                     xc, observed.astype(np.float64), terms, covariance=False
                 )
