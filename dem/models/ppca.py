@@ -34,10 +34,14 @@ It is the M-step of the parameter-expanded model (PX-EM, Liu, Rubin & Wu 1998) i
 the latents have a free mean ``α`` and covariance ``Γ = L Lᵀ``: from ``sum_zz``, ``α`` and
 ``Γ`` are the mean and covariance of the posterior latents over all rows, and folding
 them back (``W ← W L``, ``μ ← μ + δ + W α``) returns to ``z ~ N(0, I)`` with the same
-likelihood. It is still an EM (the log-likelihood never decreases), but where plain EM
-moves the scale of a component with signal variance ``λ`` by a factor ``1 − 2σ²/λ`` per
-iteration, and so crawls on data with little noise, PX-EM corrects scale and mean in one
-step: on the tests' data PPCA converges in tens of iterations instead of thousands.
+likelihood. It is still an EM (the log-likelihood never decreases), but plain EM
+shrinks the error in the scale of a component of variance ``λ`` only by a factor
+``1 − 2σ²/λ`` per iteration, and so crawls on data with little noise; PX-EM removes that
+slow mode (and the matching one of the mean when values are missing). From a random
+start on the closed-form test's data (λ₁/σ² ≈ 200), PPCA comes within 1e-8 of the
+maximum mean log-likelihood in 16 iterations; plain EM has not after 300. Factor
+analysis still converges slowly where a uniqueness ψ_j is small next to its feature's
+variance (near a Heywood case), as scikit-learn's iteration does.
 
 Cost
 ----
@@ -61,7 +65,7 @@ Rules
   at most ``q`` then give a finite likelihood instead of a noise variance tending to 0.
 - The loadings are identified only up to a rotation; EM keeps its own rotation in the
   parameters (and checkpoints), and the estimators report the canonical one: columns
-  orthogonal, sorted by norm, each with its largest entry positive.
+  orthogonal, sorted by explained variance, each with its largest entry positive.
 """
 
 from __future__ import annotations
@@ -1058,7 +1062,9 @@ class FactorAnalysis(_LinearGaussian):
 
     Notes
     -----
-    Missing values follow the rules of :class:`PPCA`.
+    Missing values follow the rules of :class:`PPCA`. EM converges slowly where a
+    uniqueness ψ_j is small next to its feature's variance (near a Heywood case); raise
+    ``max_iter`` there.
     """
 
     _noise: ClassVar[str] = "diagonal"
