@@ -15,7 +15,9 @@ random, which neither peer can fit. The data are persisted on the workers, or wi
 
 Each line is one JSON object ``{"benchmark": "ppca", "what": ...}``: first the machine
 (load average, BLAS), then one line per implementation with the median seconds of
-``--repeats`` fits (and every run). dem's lines add the EM iterations, the median
+``--repeats`` fits (and every run). A line per data kind gives the CPU seconds of one
+E-step over one ``--chunk-rows`` chunk with one BLAS thread, which moves least with the
+load of a shared machine. dem's fit lines add the EM iterations, the median
 seconds per iteration (from the per-iteration callback, so without the initialisation),
 and the mean log-likelihood. Accuracy: ``subspace_sin`` is the sine of the largest
 principal angle between the fitted subspace and scikit-learn's, ``loglik_gap`` dem's mean
@@ -26,7 +28,8 @@ Examples
 --------
 python benchmarks/ppca.py                        # 1e6 x 100, q = 10, 20% missing
 python benchmarks/ppca.py --rows 200000 --repeats 3
-python benchmarks/ppca.py --rows 10000000 --zarr /tmp/ppca.zarr --repeats 1 --skip-peers
+python benchmarks/ppca.py --rows 10000000 --data missing --zarr /tmp/ppca.zarr \
+    --repeats 1 --max-iter 3                     # seconds per iteration out of core
 """
 
 from __future__ import annotations
@@ -95,6 +98,34 @@ def repeat(function: Callable[[], Any], repeats: int) -> tuple[list[float], Any]
     return seconds, result
 
 
+def kernel_seconds(
+    rows: int, features: int, components: int, missing: float, repeats: int
+) -> float:
+    """CPU seconds of one E-step on one chunk in this process with one BLAS thread
+    (the least disturbed by other processes: minimum over ``repeats``)."""
+    from threadpoolctl import threadpool_limits
+
+    from dem.models.ppca import LinearGaussianModel
+
+    chunk = np.asarray(with_missing(simulate(rows, features, components, rows), missing))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        model = dem.PPCA(components, max_iter=1).fit(chunk[: min(rows, 20_000)])
+    params = {
+        "loadings": model.loadings_.T,
+        "mean": model.mean_,
+        "noise_variance": np.asarray(model.noise_variance_),
+    }
+    e_step = LinearGaussianModel(components).e_step
+    seconds = []
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            started = time.process_time()
+            e_step({"X": chunk}, params)
+            seconds.append(time.process_time() - started)
+    return min(seconds)
+
+
 def emit(what: str, **fields: Any) -> None:
     print(json.dumps({"benchmark": "ppca", "what": what, **fields}), flush=True)
 
@@ -110,6 +141,8 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--max-iter", type=int, default=200)
+    parser.add_argument("--data", choices=("complete", "missing", "both"), default="both")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--zarr", help="write the data to this Zarr store and fit from it")
     parser.add_argument("--skip-peers", action="store_true", help="time dem only")
@@ -130,6 +163,14 @@ def main() -> None:
         **size,
     )
 
+    for fraction in (0.0, args.missing):
+        emit(
+            "dem.PPCA e_step, one chunk, one thread",
+            missing=fraction,
+            cpu_seconds=kernel_seconds(args.chunk_rows, d, q, fraction, args.repeats),
+            **{**size, "rows": args.chunk_rows},
+        )
+
     with (
         LocalCluster(
             n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
@@ -137,20 +178,23 @@ def main() -> None:
         Client(cluster),
     ):
         X = simulate(n, d, q, args.chunk_rows)
-        X_missing = with_missing(X, args.missing)
+        arrays = {"complete": X, "missing": with_missing(X, args.missing)}
+        wanted = ("complete", "missing") if args.data == "both" else (args.data,)
+        peers = not args.skip_peers and "complete" in wanted
         if args.zarr:
-            da.to_zarr(X, args.zarr, component="complete", overwrite=True)
-            da.to_zarr(X_missing, args.zarr, component="missing", overwrite=True)
-            inputs: dict[str, Any] = {"complete": args.zarr, "missing": args.zarr}
-            lazy = da.from_zarr(args.zarr, component="complete")
+            for label in wanted:
+                da.to_zarr(arrays[label], args.zarr, component=label, overwrite=True)
+            inputs: dict[str, Any] = dict.fromkeys(wanted, args.zarr)
             source, persist = "zarr", False
         else:
-            inputs = {"complete": X.persist(), "missing": X_missing.persist()}
-            lazy = inputs["complete"]
+            inputs = {label: arrays[label].persist() for label in wanted}
             source, persist = "memory", None
 
         reference = None
-        if not args.skip_peers:
+        if peers:
+            lazy = (
+                da.from_zarr(args.zarr, component="complete") if args.zarr else inputs["complete"]
+            )
             values = lazy.compute()
             seconds, reference = repeat(lambda: PCA(q).fit(values), args.repeats)
             del values
@@ -191,6 +235,7 @@ def main() -> None:
                 model = dem.PPCA(
                     q,
                     tol=args.tol,
+                    max_iter=args.max_iter,
                     random_state=0,
                     persist=persist,
                     callback=lambda info: per_iteration.append(info.seconds),

@@ -462,6 +462,8 @@ def test_bad_input_gets_clear_errors():
         dem.PPCA(2, init_params="svd").fit(X)
     with pytest.raises(ValueError, match="no variance"):
         dem.PPCA(2).fit(np.ones((20, 4)))
+    with pytest.raises(ValueError, match="nothing to score"):
+        model.score(np.full((3, 5), np.nan))
     with pytest.raises(dem.NotFittedError):
         dem.FactorAnalysis(2).transform(X)
 

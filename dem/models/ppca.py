@@ -34,10 +34,14 @@ It is the M-step of the parameter-expanded model (PX-EM, Liu, Rubin & Wu 1998) i
 the latents have a free mean ``α`` and covariance ``Γ = L Lᵀ``: from ``sum_zz``, ``α`` and
 ``Γ`` are the mean and covariance of the posterior latents over all rows, and folding
 them back (``W ← W L``, ``μ ← μ + δ + W α``) returns to ``z ~ N(0, I)`` with the same
-likelihood. It is still an EM (the log-likelihood never decreases), but where plain EM
-moves the scale of a component with signal variance ``λ`` by a factor ``1 − 2σ²/λ`` per
-iteration, and so crawls on data with little noise, PX-EM corrects scale and mean in one
-step: on the tests' data PPCA converges in tens of iterations instead of thousands.
+likelihood. It is still an EM (the log-likelihood never decreases), but plain EM
+shrinks the error in the scale of a component of variance ``λ`` only by a factor
+``1 − 2σ²/λ`` per iteration, and so crawls on data with little noise; PX-EM removes that
+slow mode (and the matching one of the mean when values are missing). From a random
+start on the closed-form test's data (λ₁/σ² ≈ 200), PPCA comes within 1e-8 of the
+maximum mean log-likelihood in 16 iterations; plain EM has not after 300. Factor
+analysis still converges slowly where a uniqueness ψ_j is small next to its feature's
+variance (near a Heywood case), as scikit-learn's iteration does.
 
 Cost
 ----
@@ -61,7 +65,7 @@ Rules
   at most ``q`` then give a finite likelihood instead of a noise variance tending to 0.
 - The loadings are identified only up to a rotation; EM keeps its own rotation in the
   parameters (and checkpoints), and the estimators report the canonical one: columns
-  orthogonal, sorted by norm, each with its largest entry positive.
+  orthogonal, sorted by explained variance, each with its largest entry positive.
 """
 
 from __future__ import annotations
@@ -138,7 +142,6 @@ class Terms:
 
     loadings: np.ndarray
     mean: np.ndarray
-    noise: np.ndarray
     inv_noise: np.ndarray
     weighted: np.ndarray
     log_norm: np.ndarray
@@ -165,7 +168,6 @@ class Terms:
         return cls(
             loadings=loadings,
             mean=np.asarray(params["mean"], dtype=np.float64),
-            noise=noise,
             inv_noise=inv_noise,
             weighted=weighted,
             log_norm=np.log(noise) + LOG_2PI,
@@ -325,6 +327,11 @@ def add_complete(stats: Stats, xc: np.ndarray, terms: Terms) -> None:
     stats["sum_zz"][:q, :q] += n * terms.shared_precision_inv
 
 
+def centred_observed(x: np.ndarray, observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """``x − mean`` where observed, 0 where missing (one pass)."""
+    return np.subtract(x, mean, out=np.zeros(x.shape), where=observed)
+
+
 def add_incomplete(
     stats: Stats, missing_zz: np.ndarray, x: np.ndarray, observed: np.ndarray, terms: Terms
 ) -> None:
@@ -334,7 +341,7 @@ def add_incomplete(
     Σ E[z̃ z̃ᵀ] over the rows where that feature is missing.
     """
     q = terms.n_components
-    xc = np.where(observed, x - terms.mean, 0.0)
+    xc = centred_observed(x, observed, terms.mean)
     mask = observed.astype(np.float64)
     ez, loglik, covariances = incomplete_posterior(xc, mask, terms, covariance=True)
     assert covariances is not None
@@ -499,7 +506,7 @@ class LinearGaussianModel:
                 loglik[where[complete]] = complete_loglik(xc, u, ez_c, terms)
             if partial.any():
                 observed = ~missing[partial]
-                xc = np.where(observed, rows[partial] - terms.mean, 0.0)
+                xc = centred_observed(rows[partial], observed, terms.mean)
                 ez_p, loglik_p, _ = incomplete_posterior(
                     xc, observed.astype(np.float64), terms, covariance=False
                 )
@@ -839,6 +846,10 @@ class _LinearGaussian:
         stats = map_reduce(
             loglik, add_stats, {"X": samples.array}, params, split_every=int(self.split_every)
         )
+        if stats["n"] == 0:
+            raise ValueError(
+                "X has no observed value (every entry is NaN); there is nothing to score."
+            )
         return float(stats["loglik"] / stats["n"])
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
@@ -1051,7 +1062,9 @@ class FactorAnalysis(_LinearGaussian):
 
     Notes
     -----
-    Missing values follow the rules of :class:`PPCA`.
+    Missing values follow the rules of :class:`PPCA`. EM converges slowly where a
+    uniqueness ψ_j is small next to its feature's variance (near a Heywood case); raise
+    ``max_iter`` there.
     """
 
     _noise: ClassVar[str] = "diagonal"
