@@ -116,12 +116,17 @@ def scattered(client: Any, x: np.ndarray, chunk_rows: int) -> Any:
 def mixture(
     n_features: int, n_components: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights, means and covariance square roots of a random, overlapping Gaussian mixture."""
+    """Weights, means and covariance square roots of a random, overlapping Gaussian mixture.
+
+    Each component is a random rotation of independent axes whose standard deviations
+    are log-uniform in [0.3, 3] (covariance condition numbers up to 100).
+    """
     rng = np.random.default_rng(seed)
     weights = rng.dirichlet(np.full(n_components, 4.0))
     means = rng.normal(0.0, 3.0, (n_components, n_features))
-    roots = np.eye(n_features) + 0.3 * rng.standard_normal((n_components, n_features, n_features))
-    return weights, means, roots
+    rotations = np.linalg.qr(rng.standard_normal((n_components, n_features, n_features)))[0]
+    scales = np.exp(rng.uniform(np.log(0.3), np.log(3.0), (n_components, 1, n_features)))
+    return weights, means, rotations * scales
 
 
 def mixture_rows(

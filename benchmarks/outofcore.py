@@ -29,6 +29,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import zarr
 from _common import (
     emit,
     initial_parameters,
@@ -47,8 +48,6 @@ def write_store(
     path: str, n_rows: int, n_features: int, n_components: int, chunk_rows: int
 ) -> None:
     """A Zarr v3 group with one float64 array ``X`` (default codec), written chunk by chunk."""
-    import zarr
-
     group = zarr.open_group(path, mode="w")
     array = group.create_array(
         "X", shape=(n_rows, n_features), chunks=(chunk_rows, n_features), dtype="f8"
@@ -150,8 +149,6 @@ def interleaved(
 
 
 def _shape(path: str) -> tuple[int, int]:
-    import zarr
-
     rows, features = zarr.open_group(path, mode="r")["X"].shape
     return int(rows), int(features)
 
@@ -208,7 +205,7 @@ def main() -> None:
             "chunk_rows": args.chunk_rows,
             "workers": args.workers,
         }
-        sample = mixture_rows(20_000, d, k, seed=5)
+        sample = zarr.open_group(path, mode="r")["X"][:20_000]
         inits = initial_parameters(sample, k, args.covariance, seed=3)
         with local_cluster(args.workers, memory_limit=int(args.memory_limit_gib * GIB)) as client:
             before = workers(client)

@@ -20,7 +20,7 @@ from dem.models.mixture import (
     BLOCK_ROWS,
     GaussianMixture,
     MixtureModel,
-    normalise_in_place,
+    responsibilities,
 )
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -207,17 +207,20 @@ def test_float32_fit_log_likelihood_within_1e6_of_float64() -> None:
     np.testing.assert_allclose(fit32.means_, fit64.means_, rtol=1e-4, atol=1e-4)
 
 
-def test_normalise_in_place_matches_scipy_and_survives_far_points() -> None:
+def test_responsibilities_matches_scipy_and_survives_far_points() -> None:
     rng = np.random.default_rng(11)
     log_prob = rng.normal(-5.0, 30.0, (6, 1000))
     log_prob[:, :10] -= 5000.0  # rows far from every component: no exp underflow to 0/0
     want_norm = logsumexp(log_prob, axis=0)
     want_resp = softmax(log_prob, axis=0)
-    got = log_prob.copy()
-    norm = normalise_in_place(got)
+    got, norm = responsibilities(log_prob.copy())
     np.testing.assert_allclose(norm, want_norm, rtol=1e-14)
     np.testing.assert_allclose(got, want_resp, rtol=1e-12, atol=1e-300)
     assert np.all(np.isfinite(got))
+    got32, norm32 = responsibilities(log_prob.copy(), np.float32)
+    assert got32.dtype == np.float32 and norm32.dtype == np.float64
+    np.testing.assert_allclose(norm32, want_norm, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(got32, want_resp, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

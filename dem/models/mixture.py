@@ -1,14 +1,14 @@
 """Gaussian mixture: the E-step, M-step and initialisation, and the estimator.
 
-The E-step of one chunk walks it in row blocks that stay in cache; for each block it
-computes the weighted log densities (one matrix product against the stacked precision
-factors for full covariances), the responsibilities, and adds the sufficient
-statistics ``resp_sum`` (Σ r), ``sum_x`` (Σ r (x - c)) and ``scatter``
-(Σ r (x - c)(x - c)ᵀ, or its diagonal) about the shift ``c``: a fixed reference point
-(the mean of the initialisation sample) that travels with the parameters, so that the
-statistics of different iterations are comparable (online EM blends them). The M-step
-reproduces scikit-learn's formulas exactly, including its ``10 * eps`` added to the
-component counts.
+The E-step of one chunk walks it in row blocks that stay in cache, held transposed
+(see :mod:`dem.models.gaussian`); for each block it computes the block's second
+moments, the weighted log densities (for full covariances one matrix product for all
+components), the responsibilities, and adds the sufficient statistics ``resp_sum``
+(Σ r), ``sum_x`` (Σ r (x - c)) and ``scatter`` (Σ r (x - c)(x - c)ᵀ, or its diagonal)
+about the shift ``c``: a fixed reference point (the mean of the initialisation sample)
+that travels with the parameters, so that the statistics of different iterations are
+comparable (online EM blends them). The M-step reproduces scikit-learn's formulas
+exactly, including its ``10 * eps`` added to the component counts.
 """
 
 from __future__ import annotations
@@ -74,21 +74,21 @@ class MixtureModel:
         ctype = self.covariance_type
         shift = params["shift"]
         prec_chol = params["precisions_cholesky"]
-        # float32 data of a full mixture: the large products and the normalisation run in
-        # float32 on each block; every sum across blocks is float64
+        # float32 data of a full mixture: the large products and the exponentials run in
+        # float32 on each block; log densities and every sum across blocks are float64
         dtype = gaussian.product_dtype(x.dtype, ctype)
         distances = gaussian.DISTANCES[ctype](params["means"] - shift, prec_chol, dtype)
         log_weights = np.log(params["weights"])
         constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, n_features)
-        constants = constants.astype(dtype)
         loglik = np.float64(0.0)
         resp_sum = np.zeros(self.n_components)
         sum_x = np.zeros((self.n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
         for xc, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
             moments = gaussian.MOMENTS[ctype](xt)
-            resp = constants - 0.5 * distances(xt, moments)  # weighted log densities (K, n)
-            loglik += normalise_in_place(resp).sum(dtype=np.float64)
+            log_prob = constants - 0.5 * distances(xt, moments)  # (K, n) float64
+            resp, log_norm = responsibilities(log_prob, dtype)
+            loglik += log_norm.sum()
             resp_sum += resp.sum(axis=1, dtype=np.float64)
             sum_x += resp.astype(np.float64, copy=False) @ xc.T
             scatter += gaussian.SCATTER[ctype](xt, moments, resp)
@@ -162,17 +162,22 @@ class MixtureModel:
         return out.T
 
 
-def normalise_in_place(log_prob: np.ndarray) -> np.ndarray:
-    """Turn weighted log densities (K, n) into responsibilities in place; return log Σ_k (n,).
+def responsibilities(
+    log_prob: np.ndarray, dtype: type[np.floating] = np.float64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Responsibilities (K, n) in ``dtype`` and log Σ_k exp (n,) in float64.
 
-    The reductions run over the leading axis, as fast elementwise passes.
+    ``log_prob`` (K, n, float64, weighted log densities) is overwritten: for float64
+    it becomes the responsibilities. The reductions run over the leading axis, as fast
+    elementwise passes; only the exponentials of log_prob - max run in ``dtype``.
     """
     top = log_prob.max(axis=0)
     log_prob -= top
-    np.exp(log_prob, out=log_prob)
-    total = log_prob.sum(axis=0)
-    log_prob /= total
-    return np.log(total) + top
+    resp = log_prob if dtype == np.float64 else log_prob.astype(dtype)
+    np.exp(resp, out=resp)
+    total = resp.sum(axis=0)
+    resp /= total
+    return resp, np.log(total, dtype=np.float64) + top
 
 
 def mixture_mean(params: Params) -> np.ndarray:
