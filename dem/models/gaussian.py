@@ -345,7 +345,14 @@ def unpack_scatter(scatter: np.ndarray, covariance_type: str, n_features: int) -
 # --- covariances from statistics ---------------------------------------------------
 
 
-def _covariance_full(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: ignore[no-untyped-def]
+def _covariance_full(
+    scatter: np.ndarray,
+    resp_sum: np.ndarray,
+    sum_x: np.ndarray,
+    dm: np.ndarray,
+    nk: np.ndarray,
+    reg_covar: float,
+) -> np.ndarray:
     outer = np.einsum("ki,kj->kij", dm, sum_x)
     centred = (
         scatter
@@ -358,7 +365,14 @@ def _covariance_full(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: igno
     return covariances
 
 
-def _covariance_tied(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: ignore[no-untyped-def]
+def _covariance_tied(
+    scatter: np.ndarray,
+    resp_sum: np.ndarray,
+    sum_x: np.ndarray,
+    dm: np.ndarray,
+    nk: np.ndarray,
+    reg_covar: float,
+) -> np.ndarray:
     outer = np.einsum("ki,kj->ij", dm, sum_x)
     centred = scatter - outer - outer.T + np.einsum("k,ki,kj->ij", resp_sum, dm, dm)
     covariance = centred / nk.sum()
@@ -366,12 +380,26 @@ def _covariance_tied(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: igno
     return covariance
 
 
-def _covariance_diag(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: ignore[no-untyped-def]
+def _covariance_diag(
+    scatter: np.ndarray,
+    resp_sum: np.ndarray,
+    sum_x: np.ndarray,
+    dm: np.ndarray,
+    nk: np.ndarray,
+    reg_covar: float,
+) -> np.ndarray:
     centred = scatter - 2.0 * dm * sum_x + resp_sum[:, None] * dm**2
     return centred / nk[:, None] + reg_covar
 
 
-def _covariance_spherical(scatter, resp_sum, sum_x, dm, nk, reg_covar):  # type: ignore[no-untyped-def]
+def _covariance_spherical(
+    scatter: np.ndarray,
+    resp_sum: np.ndarray,
+    sum_x: np.ndarray,
+    dm: np.ndarray,
+    nk: np.ndarray,
+    reg_covar: float,
+) -> np.ndarray:
     return _covariance_diag(scatter, resp_sum, sum_x, dm, nk, reg_covar).mean(axis=1)
 
 
