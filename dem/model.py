@@ -19,7 +19,7 @@ stops when the mean log-likelihood changes by less than ``tol``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -44,9 +44,15 @@ class EMModel(Protocol):
         always invalid.
     """
 
-    name: ClassVar[str]
-    inputs: ClassVar[tuple[str, ...]]
-    missing_ok: ClassVar[frozenset[str]]
+    # read-only properties, so that a model may set them per class or per instance
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
+    @property
+    def missing_ok(self) -> frozenset[str]: ...
 
     def config(self) -> dict[str, Any]:
         """JSON-serialisable configuration that changes the mathematics."""
