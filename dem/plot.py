@@ -127,6 +127,9 @@ def loglik_trace(source: Any, *, ax: Axes | None = None) -> Axes:
             linewidth=2.0 if best else 1.0,
             label=label,
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean log-likelihood per sample")
     ax.set_title("EM trace")
@@ -347,7 +350,9 @@ def scree(model: Any, *, ax: Axes | None = None) -> Axes:
     ax.set_xticks(positions)
     ax.set_xlabel("component")
     ax.set_ylabel("variance")
-    ax.set_title(f"{type(model).__name__}: {ratio.sum():.1%} of the variance in {len(ratio)}")
+    ax.set_title(
+        f"{type(model).__name__}: {ratio.sum():.1%} of the variance in {len(ratio)} components"
+    )
     ax.legend()
     return ax
 
