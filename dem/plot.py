@@ -130,6 +130,7 @@ def loglik_trace(source: Any, *, ax: Axes | None = None) -> Axes:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean log-likelihood per sample")
     ax.set_title("EM trace")
