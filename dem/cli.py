@@ -868,10 +868,10 @@ def show(
     for name, values in small.items():
         console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values), soft_wrap=True)
     if plot is not None:
-        _plot_trace(console, runs, best, plot)
+        _plot_trace(console, path, plot)
 
 
-def _plot_trace(console: Console, runs: dict[int, Any], best: int, target: Path) -> None:
+def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
     try:
         import matplotlib
 
@@ -881,20 +881,10 @@ def _plot_trace(console: Console, runs: dict[int, Any], best: int, target: Path)
         raise _fail(
             console, ExitCode.USAGE, "--plot needs matplotlib: pip install 'dem[plot]'."
         ) from exc
+    from dem.plot import loglik_trace
+
     figure, axes = plt.subplots(figsize=(6, 4))
-    for r, ds in runs.items():
-        trace = ds["loglik"].values[1:]
-        axes.plot(
-            np.arange(1, len(trace) + 1),
-            trace,
-            marker="o",
-            markersize=3,
-            linewidth=2.0 if r == best else 1.0,
-            label=f"run {r}" + (" (best)" if r == best else ""),
-        )
-    axes.set_xlabel("iteration")
-    axes.set_ylabel("mean log-likelihood per sample")
-    axes.set_title("EM trace")
+    loglik_trace(checkpoint, ax=axes)
     axes.legend()
     figure.tight_layout()
     figure.savefig(target, dpi=120)

@@ -41,6 +41,7 @@ from scipy import linalg, stats
 from scipy.special import erfcx, log_ndtr, ndtr
 
 from dem.data import Samples, as_samples, sample_rows
+from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
@@ -693,7 +694,7 @@ def _infinite_as_nan(block: np.ndarray) -> np.ndarray:
     return np.where(np.isinf(block), np.nan, block).astype(np.float64, copy=False)
 
 
-class CensoredRegression:
+class CensoredRegression(HTMLRepr):
     """Censored (Tobit) regression fitted by EM over Dask chunks.
 
     The latent ``y* = intercept + X coef + scale · ε`` (ε standard normal) is seen

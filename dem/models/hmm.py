@@ -56,6 +56,7 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from dem.data import Samples, as_samples, sample_rows
+from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import (
     NotFittedError,
@@ -954,7 +955,7 @@ def _non_negative_array(value: Any) -> bool:
     return bool(np.all(np.isfinite(array)) and np.all(array >= 0))
 
 
-class _BaseHMM(ABC):
+class _BaseHMM(HTMLRepr, ABC):
     """What :class:`GaussianHMM` and :class:`CategoricalHMM` share: fitting by EM over
     Dask chunks of sequences, checkpoints, and the per-sequence outputs."""
 

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from dem.data import Samples, as_samples, sample_rows
+from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
@@ -366,7 +367,7 @@ def _overridden(
 # --- the estimator ----------------------------------------------------------------
 
 
-class GaussianMixture:
+class GaussianMixture(HTMLRepr):
     """Gaussian mixture fitted by EM over Dask chunks, with scikit-learn's interface.
 
     Parameters follow :class:`sklearn.mixture.GaussianMixture` in name and meaning;

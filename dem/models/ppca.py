@@ -79,6 +79,7 @@ import numpy as np
 from scipy import linalg
 
 from dem.data import Samples, as_samples, sample_rows
+from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
@@ -619,7 +620,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-class _LinearGaussian:
+class _LinearGaussian(HTMLRepr):
     """What PPCA and FactorAnalysis share; they differ only in ``_noise``."""
 
     _noise: ClassVar[str]
