@@ -1150,7 +1150,7 @@ def show(
         )
     console.print(params)
     for name, values in small.items():
-        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values), soft_wrap=True)
+        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
     if plot is not None:
         _plot_trace(console, runs, best, plot)
 
@@ -1314,13 +1314,9 @@ def predict(**values: Any) -> None:
             raise FileExistsError(
                 f"{out!r} exists; pass --overwrite to replace it, or choose another --out."
             )
-        connection = _connect(console, values)
-    with connection, _errors(console):
-        import dask
         import xarray as xr
-        from rich.status import Status
 
-        variables = {}
+        variables = {}  # lazy: nothing is computed before the cluster is connected
         for name in wanted:
             output = spec.outputs[name]
             given = {
@@ -1330,6 +1326,11 @@ def predict(**values: Any) -> None:
             }
             result = getattr(estimator, output.method)(store, variable=values["var"], **given)
             variables[name] = xr.Variable(output.dims, result)
+        connection = _connect(console, values)
+    with connection, _errors(console):
+        import dask
+        from rich.status import Status
+
         dataset = xr.Dataset(
             variables,
             attrs={
