@@ -56,6 +56,7 @@ from dem.cluster import Connection, SchedulerError, connect, make_security
 from dem.models.hmm import COVARIANCE_TYPES
 from dem.models.mixture import INIT_METHODS
 from dem.models.ppca import INIT_METHODS as PPCA_INIT_METHODS
+from dem.synth import GENERATORS
 
 
 class ExitCode(enum.IntEnum):
@@ -1466,11 +1467,10 @@ def _make_synth_command(key: str, spec: ModelCommand) -> None:
             _write_synthetic(console, key, spec, out, values)
         import zarr
 
-        from dem.synth import GENERATORS
-
         group = zarr.open_group(out, mode="r")
         shapes = ", ".join(
-            f"{name} {group[name].shape}" for name in GENERATORS[spec.synth or key].dims
+            f"{name} {dict(group.arrays())[name].shape}"
+            for name in GENERATORS[spec.synth or key].dims
         )
         console.print(
             f"Wrote {escape(out)} in {time.perf_counter() - started:.1f} s: {shapes}; ground "
@@ -1480,9 +1480,9 @@ def _make_synth_command(key: str, spec: ModelCommand) -> None:
         fit_words = ["dem", "fit", key, out, *(w.format(**values) for w in spec.synth_fit)]
         console.print(f"Fit it with: {escape(shlex.join(fit_words))}", soft_wrap=True)
 
-    synth_app.command(name=key, help=f"Synthetic data for `dem fit {key}`.")(
-        _with_signature(command, parameters, f"Synthetic data for `dem fit {key}`.")
-    )
+    variables = ", ".join(GENERATORS[spec.synth or key].dims)
+    text = f"Synthetic data for `dem fit {key}`: variables {variables}; ground truth in attributes."
+    synth_app.command(name=key, help=text)(_with_signature(command, parameters, text))
 
 
 for _key, _spec in MODELS.items():

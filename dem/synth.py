@@ -119,14 +119,14 @@ def linear_gaussian_truth(
     scales = np.sqrt(np.arange(n_components, 0, -1, dtype=np.float64))
     loadings = rng.standard_normal((n_features, n_components)) * scales
     mean = rng.normal(0.0, 1.0, n_features)
-    noise = np.float64(noise_variance)
+    noise = np.asarray(noise_variance, dtype=np.float64)
     if diagonal:
         noise = noise_variance * rng.uniform(0.5, 1.5, n_features)
     return {
         "loadings": loadings,
         "mean": mean,
-        "noise_variance": np.asarray(noise),
-        "missing": np.float64(missing),
+        "noise_variance": noise,
+        "missing": np.asarray(missing, dtype=np.float64),
     }
 
 
@@ -169,11 +169,11 @@ def tobit_truth(
         raise ValueError("Need left < right, scale > 0 and limit_spread >= 0.")
     return {
         "coef": rng.standard_normal(n_features),
-        "intercept": np.float64(rng.standard_normal()),
-        "scale": np.float64(scale),
-        "left": np.float64(left),
-        "right": np.float64(right),
-        "limit_spread": np.float64(limit_spread),
+        "intercept": np.asarray(rng.standard_normal()),
+        "scale": np.asarray(scale, dtype=np.float64),
+        "left": np.asarray(left, dtype=np.float64),
+        "right": np.asarray(right, dtype=np.float64),
+        "limit_spread": np.asarray(limit_spread, dtype=np.float64),
     }
 
 
@@ -197,8 +197,8 @@ def _markov_truth(rng: np.random.Generator, n_components: int, n_times: int, rag
     return {
         "startprob": rng.dirichlet(np.full(n_components, 5.0)),
         "transmat": np.array([rng.dirichlet(1.0 + row) for row in stay]),
-        "n_times": np.int64(n_times),
-        "ragged": np.bool_(ragged),
+        "n_times": np.asarray(n_times, dtype=np.int64),
+        "ragged": np.asarray(ragged),
     }
 
 
