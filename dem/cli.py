@@ -53,7 +53,10 @@ from rich.table import Table
 
 from dem.checkpoint import CheckpointError, CheckpointMismatchError
 from dem.cluster import Connection, SchedulerError, connect, make_security
+from dem.models.hmm import COVARIANCE_TYPES
 from dem.models.mixture import INIT_METHODS
+from dem.models.ppca import INIT_METHODS as PPCA_INIT_METHODS
+from dem.synth import GENERATORS
 
 
 class ExitCode(enum.IntEnum):
@@ -80,7 +83,8 @@ class Opt:
     """One model option on the command line.
 
     ``kind`` is ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"choice"`` (with
-    ``choices``) or ``"array"`` (a ``.npy`` file loaded with numpy). The default is the
+    ``choices``), ``"array"`` (a ``.npy`` file loaded with numpy) or
+    ``"number_or_array"`` (a number, or else a ``.npy`` file). The default is the
     estimator's own unless ``default`` is given; ``convert`` maps the parsed value to
     the estimator argument.
     """
@@ -95,16 +99,33 @@ class Opt:
 
 
 @dataclass(frozen=True)
+class Input:
+    """A data input: the name of a variable in the store, or for ``kind="limit"`` a
+    number or a variable name (a value that parses as a number is a number).
+
+    ``option`` is the command-line option (``--option``); ``argument`` the keyword of
+    the estimator's ``fit`` (and ``dem predict`` methods) that receives it.
+    """
+
+    option: str
+    argument: str
+    help: str
+    required: bool = True
+    kind: str = "variable"
+
+
+@dataclass(frozen=True)
 class Output:
-    """A per-sample output of ``dem predict``: the estimator method and its extra dim."""
+    """A per-sample output of ``dem predict``.
+
+    ``method`` is called as ``method(store, variable=..., **inputs)`` with the
+    ``dem predict`` inputs named in ``uses``, and returns a lazy array with dims ``dims``.
+    """
 
     method: str
-    column_dim: str | None = None
+    dims: tuple[str, ...] = ("sample",)
     help: str = ""
-
-
-def _fit_variable(estimator: Any, store: str, inputs: dict[str, str]) -> Any:
-    return estimator.fit(store, variable=inputs["var"])
+    uses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,35 +140,149 @@ class ModelCommand:
         One line for ``dem fit --help``.
     options : tuple of Opt
         The estimator's model options (the engine's options are common to all).
-    inputs : dict
-        CLI input option → help; each is a variable name in the store.
-    fit : callable
-        ``fit(estimator, store, inputs)`` calls the estimator's ``fit``.
+    inputs : tuple of Input
+        The data options of ``dem fit``; the estimator is fitted as
+        ``fit(store, **{input.argument: value})``.
     outputs : dict
-        ``dem predict`` outputs, name → :class:`Output`; the methods are called as
-        ``method(store, variable=inputs["var"])`` and return lazy arrays.
+        ``dem predict`` outputs, name → :class:`Output`.
+    predict_inputs : tuple of Input
+        Optional data options of ``dem predict`` besides ``--var`` (the data).
+    feature_axis : int or None
+        Axis of the data that holds the features (checked by ``dem predict`` against
+        the fitted model); None when the data have none (symbols).
+    summary : str or None
+        Method of the fitted estimator whose text ``dem fit`` prints at the end.
     synth : str or None
         Key of :data:`dem.synth.GENERATORS` for ``dem synth``.
     synth_options : tuple of Opt
         Options of the generator's ground truth.
+    synth_fit : tuple of str
+        The arguments after ``dem fit MODEL STORE`` that fit a synthetic store
+        (``{option}`` is replaced by the value of a ``dem synth`` option).
     """
 
     estimator: str
     help: str
     options: tuple[Opt, ...]
-    inputs: dict[str, str] = field(
-        default_factory=lambda: {
-            "var": "Name of the data variable (samples × features) in the store."
-        }
+    inputs: tuple[Input, ...] = (
+        Input("var", "variable", "Name of the data variable (samples × features) in the store."),
     )
-    fit: Callable[[Any, str, dict[str, str]], Any] = _fit_variable
     outputs: dict[str, Output] = field(default_factory=dict)
+    predict_inputs: tuple[Input, ...] = ()
+    feature_axis: int | None = 1
+    summary: str | None = None
     synth: str | None = None
     synth_options: tuple[Opt, ...] = ()
+    synth_fit: tuple[str, ...] = ("--var", "X", "--n-components", "{n_components}")
 
 
 def _persist(value: str) -> bool | None:
     return {"auto": None, "yes": True, "no": False}[value]
+
+
+def _n_components(what: str) -> Opt:
+    return Opt("n_components", what, flags=("--n-components", "-k"))
+
+
+N_INIT = Opt("n_init", "Number of initialisations; the best is kept.")
+INIT_SAMPLE_SIZE = Opt("init_sample_size", "Rows (sequences) sampled for the initialisation.")
+
+
+def _synth_components(default: int) -> Opt:
+    return Opt(
+        "n_components",
+        "Number of components (states) of the truth.",
+        default=default,
+        flags=("--components", "-k"),
+    )
+
+
+def _prior(param: str, what: str) -> Opt:
+    return Opt(param, f"{what} (a number, or a .npy array).", "number_or_array")
+
+
+PPCA_OPTIONS = (
+    _n_components("Number of latent dimensions (below the number of features)."),
+    N_INIT,
+    Opt(
+        "init_params",
+        "'pca': closed-form PPCA of a row sample; 'random': random loadings.",
+        "choice",
+        PPCA_INIT_METHODS,
+    ),
+    INIT_SAMPLE_SIZE,
+)
+PPCA_OUTPUTS = {
+    "latent": Output("transform", ("sample", "component"), "posterior means of the latents"),
+    "imputed": Output("impute", ("sample", "feature"), "the data, NaN replaced by E[x | observed]"),
+    "loglik": Output(
+        "score_samples", ("sample",), "log-likelihood of each sample's observed values"
+    ),
+}
+
+
+def _ppca_synth(noise: str) -> tuple[Opt, ...]:
+    return (
+        _synth_components(2),
+        Opt("noise_variance", noise, "float", default=0.1),
+        Opt("missing", "Probability that an entry is missing (NaN).", "float", default=0.0),
+    )
+
+
+TRANSITION_OPTIONS = (
+    _prior("startprob_prior", "Dirichlet prior of the start probabilities"),
+    _prior("transmat_prior", "Dirichlet prior of each row of the transition matrix"),
+)
+TRANSITION_INITS = (
+    Opt("startprob_init", "Initial start probabilities, shape (K,).", "array"),
+    Opt("transmat_init", "Initial transition matrix, shape (K, K).", "array"),
+)
+LENGTHS = Input(
+    "lengths",
+    "lengths",
+    "Variable of each sequence's length (what follows is padding); default: all full.",
+    required=False,
+)
+HMM_OUTPUTS = {
+    "states": Output(
+        "predict", ("sequence", "time"), "Viterbi state paths (-1 at padding)", ("lengths",)
+    ),
+    "posteriors": Output(
+        "predict_proba",
+        ("sequence", "time", "state"),
+        "state posteriors (NaN at padding)",
+        ("lengths",),
+    ),
+    "loglik": Output(
+        "score_sequences", ("sequence",), "log-likelihood of each sequence", ("lengths",)
+    ),
+}
+HMM_SYNTH = (
+    _synth_components(3),
+    Opt("n_times", "Time steps of each sequence.", default=100, flags=("--times",)),
+    Opt(
+        "ragged",
+        "Sequence lengths uniform in [times/2, times], NaN padding.",
+        "bool",
+        default=False,
+    ),
+)
+HMM_INPUTS = (
+    Input("var", "variable", "Name of the sequences variable in the store."),
+    LENGTHS,
+)
+HMM_SYNTH_FIT = ("--var", "X", "--lengths", "lengths", "--n-components", "{n_components}")
+
+
+def _limit(side: str, default: str) -> Input:
+    return Input(
+        side,
+        side,
+        f"{side.capitalize()} censoring limit: a number, or the variable of per-row limits "
+        f"(NaN or ±inf: none). Default: {default}.",
+        required=False,
+        kind="limit",
+    )
 
 
 MODELS: dict[str, ModelCommand] = {
@@ -155,7 +290,7 @@ MODELS: dict[str, ModelCommand] = {
         estimator="dem.models.mixture:GaussianMixture",
         help="Gaussian mixture (scikit-learn's GaussianMixture options).",
         options=(
-            Opt("n_components", "Number of mixture components.", flags=("--n-components", "-k")),
+            _n_components("Number of mixture components."),
             Opt(
                 "covariance_type",
                 "Form of the component covariances.",
@@ -163,7 +298,7 @@ MODELS: dict[str, ModelCommand] = {
                 ("full", "tied", "diag", "spherical"),
             ),
             Opt("reg_covar", "Added to the diagonal of every covariance.", "float"),
-            Opt("n_init", "Number of initialisations; the best is kept."),
+            N_INIT,
             Opt(
                 "init_params",
                 "How the start is found: k-means|| over all the data, or a method on a row "
@@ -189,28 +324,144 @@ MODELS: dict[str, ModelCommand] = {
             Opt("precisions_init", "Initial precisions, shaped like the covariances.", "array"),
         ),
         outputs={
-            "labels": Output("predict", None, "most probable component"),
-            "probabilities": Output("predict_proba", "component", "responsibilities"),
-            "loglik": Output("score_samples", None, "log-likelihood of each sample"),
+            "labels": Output("predict", ("sample",), "most probable component"),
+            "probabilities": Output("predict_proba", ("sample", "component"), "responsibilities"),
+            "loglik": Output("score_samples", ("sample",), "log-likelihood of each sample"),
         },
         synth="gmm",
         synth_options=(
-            Opt(
-                "n_components",
-                "Number of components of the true mixture.",
-                default=8,
-                flags=("--components", "-k"),
-            ),
+            _synth_components(8),
             Opt(
                 "separation", "Spread of the true means (std per coordinate).", "float", default=1.0
             ),
         ),
     ),
+    "ppca": ModelCommand(
+        estimator="dem.models.ppca:PPCA",
+        help="Probabilistic PCA (isotropic noise); NaN entries are missing values.",
+        options=PPCA_OPTIONS,
+        outputs=PPCA_OUTPUTS,
+        synth="ppca",
+        synth_options=_ppca_synth("Noise variance σ² of every feature."),
+    ),
+    "fa": ModelCommand(
+        estimator="dem.models.ppca:FactorAnalysis",
+        help="Factor analysis (one noise variance per feature); NaN entries are missing values.",
+        options=PPCA_OPTIONS,
+        outputs=PPCA_OUTPUTS,
+        synth="fa",
+        synth_options=_ppca_synth("Mean noise variance (each feature's is 0.5 to 1.5 times it)."),
+    ),
+    "tobit": ModelCommand(
+        estimator="dem.models.censored:CensoredRegression",
+        help="Censored (Tobit) regression of y on X, with scalar or per-row censoring limits.",
+        options=(
+            Opt("fit_intercept", "Add an intercept.", "bool"),
+            Opt("init_sample_size", "Rows sampled for the initial least-squares fit."),
+        ),
+        inputs=(
+            Input("x", "variable", "Name of the features variable (samples × features)."),
+            Input(
+                "y",
+                "y",
+                "Name of the outcome variable (NaN: interval-censored by per-row limits). "
+                "Leave it out when every row is interval-censored by per-row --left/--right.",
+                required=False,
+            ),
+            _limit("left", "none"),
+            _limit("right", "none"),
+        ),
+        outputs={
+            "latent": Output("predict", ("sample",), "latent mean intercept + X coef"),
+            "expected": Output(
+                "predict_expected",
+                ("sample",),
+                "E[y | x] of the censored outcome",
+                ("left", "right"),
+            ),
+        },
+        predict_inputs=(_limit("left", "the fit's"), _limit("right", "the fit's")),
+        summary="summary",
+        synth="tobit",
+        synth_options=(
+            Opt("left", "Left censoring limit.", "float", default=0.0),
+            Opt("right", "Right censoring limit.", "float", default=math.inf),
+            Opt("scale", "Standard deviation of the latent errors.", "float", default=1.0),
+            Opt(
+                "limit_spread",
+                "Per-row limits: the limits plus a uniform shift in [-spread, spread].",
+                "float",
+                default=0.0,
+            ),
+        ),
+        synth_fit=("--x", "X", "--y", "y", "--left", "left", "--right", "right"),
+    ),
+    "hmm": ModelCommand(
+        estimator="dem.models.hmm:GaussianHMM",
+        help="Hidden Markov model with Gaussian emissions, on sequences × time × features "
+        "(hmmlearn's GaussianHMM options).",
+        options=(
+            _n_components("Number of hidden states."),
+            Opt("covariance_type", "Form of the state covariances.", "choice", COVARIANCE_TYPES),
+            Opt("min_covar", "Floor on the covariances' diagonal at initialisation.", "float"),
+            *TRANSITION_OPTIONS,
+            _prior("means_prior", "Prior mean of the state means"),
+            _prior("means_weight", "Weight of the means prior"),
+            _prior("covars_prior", "Prior of the covariances"),
+            Opt("covars_weight", "Weight of the covariances prior.", "float"),
+            N_INIT,
+            *TRANSITION_INITS,
+            Opt("means_init", "Initial means, shape (K, d).", "array"),
+            Opt("covars_init", "Initial covariances, shaped for --covariance-type.", "array"),
+            INIT_SAMPLE_SIZE,
+        ),
+        inputs=HMM_INPUTS,
+        outputs=HMM_OUTPUTS,
+        predict_inputs=(LENGTHS,),
+        feature_axis=2,
+        synth="hmm",
+        synth_options=(
+            *HMM_SYNTH,
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=3.0
+            ),
+        ),
+        synth_fit=HMM_SYNTH_FIT,
+    ),
+    "categorical-hmm": ModelCommand(
+        estimator="dem.models.hmm:CategoricalHMM",
+        help="Hidden Markov model with categorical emissions, on sequences × time of integer "
+        "symbols (hmmlearn's CategoricalHMM options).",
+        options=(
+            _n_components("Number of hidden states."),
+            Opt("n_features", "Number of distinct symbols (default: 1 + the largest).", "int"),
+            *TRANSITION_OPTIONS,
+            _prior("emissionprob_prior", "Dirichlet prior of each row of the emission matrix"),
+            N_INIT,
+            *TRANSITION_INITS,
+            Opt(
+                "emissionprob_init", "Initial emission probabilities, shape (K, symbols).", "array"
+            ),
+            INIT_SAMPLE_SIZE,
+        ),
+        inputs=HMM_INPUTS,
+        outputs=HMM_OUTPUTS,
+        predict_inputs=(LENGTHS,),
+        feature_axis=None,
+        synth="categorical-hmm",
+        synth_options=HMM_SYNTH,
+        synth_fit=HMM_SYNTH_FIT,
+    ),
 }
 
 ENGINE_OPTIONS = (
     Opt("max_iter", "Maximum EM iterations (per initialisation, counting resumed ones)."),
-    Opt("tol", "Convergence threshold on the change of the mean log-likelihood.", "float"),
+    Opt(
+        "tol",
+        "Convergence threshold on the change of the mean log-likelihood (tobit: on the change "
+        "of the fit, see CensoredRegression).",
+        "float",
+    ),
     Opt("random_state", "Random seed of the initialisation.", default=0, flags=("--seed",)),
     Opt("split_every", "Fan-in of the tree that sums the statistics."),
     Opt(
@@ -396,6 +647,8 @@ def _option_parameter(
         default = choice(default) if default is not None else None
     elif opt.kind == "array":
         annotation, default = Path | None, None
+    elif opt.kind == "number_or_array":
+        annotation, default = str, str(default)
     else:
         base = {"int": int, "float": float, "str": str}[opt.kind]
         annotation = base if default is not None else base | None
@@ -408,10 +661,20 @@ def _option_parameter(
     )
 
 
+def _number(text: str) -> float | None:
+    """``text`` as a number (``inf`` and ``-inf`` included), or None when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _option_value(opt: Opt, value: Any) -> Any:
     if isinstance(value, enum.Enum):
         value = value.value
-    if opt.kind == "array" and value is not None:
+    if opt.kind == "number_or_array" and _number(value) is not None:
+        value = _number(value)
+    elif opt.kind in ("array", "number_or_array") and value is not None:
         try:
             value = np.load(value, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -609,6 +872,35 @@ app.add_typer(fit_app, name="fit")
 app.add_typer(synth_app, name="synth")
 
 
+def _input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
+    return _parameter(
+        data.option,
+        str if data.required else str | None,
+        typer.Option(
+            ... if data.required else None,
+            f"--{data.option}",
+            help=data.help + help_suffix,
+            show_default=False,
+        ),
+    )
+
+
+def _input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """Estimator keyword → value of each input given, after checking its variable exists."""
+    from dem.data import open_zarr_variable
+
+    arguments: dict[str, Any] = {}
+    for data in inputs:
+        text = values[data.option]
+        if text is None:
+            continue
+        number = _number(text) if data.kind == "limit" else None
+        if number is None:
+            open_zarr_variable(store, text)
+        arguments[data.argument] = text if number is None else number
+    return arguments
+
+
 def _fit_parameters(
     key: str, spec: ModelCommand, defaults: dict[str, Any]
 ) -> list[inspect.Parameter]:
@@ -619,12 +911,7 @@ def _fit_parameters(
             typer.Argument(..., help="Zarr store holding the data.", show_default=False),
         ),
     ]
-    for name, help_text in spec.inputs.items():
-        parameters.append(
-            _parameter(
-                name, str, typer.Option(..., f"--{name}", help=help_text, show_default=False)
-            )
-        )
+    parameters += [_input_parameter(i) for i in spec.inputs]
     parameters += [_option_parameter(o, defaults, key) for o in spec.options]
     parameters += [_option_parameter(o, defaults, key) for o in ENGINE_OPTIONS]
     parameters += [
@@ -669,11 +956,8 @@ def _run_fit(
     parameters: list[inspect.Parameter],
     values: dict[str, Any],
 ) -> None:
-    from dem.data import open_zarr_variable
-
     console = _console()
     store = _absolute(values["store"])
-    inputs = {name: values[name] for name in spec.inputs}
     if values["checkpoint"] is None:
         values["checkpoint"] = Path(f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr")
     checkpoint = _absolute(values["checkpoint"])
@@ -685,8 +969,7 @@ def _run_fit(
         options = {
             o.param: _option_value(o, values[o.param]) for o in (*spec.options, *ENGINE_OPTIONS)
         }
-        for variable in inputs.values():
-            open_zarr_variable(store, variable)
+        arguments = _input_values(store, spec.inputs, values)
         if os.path.exists(checkpoint) and not values["resume"]:
             raise FileExistsError(
                 f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
@@ -715,7 +998,7 @@ def _run_fit(
         try:
             with reporter, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                spec.fit(estimator, store, inputs)
+                estimator.fit(store, **arguments)
         except (FitStopped, KeyboardInterrupt) as exc:
             console.print(
                 f"[yellow]Interrupted.[/] The last complete iteration is in {escape(checkpoint)}."
@@ -744,8 +1027,10 @@ def _run_fit(
                 if seconds
                 else ""
             )
-            + f"; mean log-likelihood {estimator.lower_bound_:.8f}."
+            + f"; mean log-likelihood {estimator.lower_bounds_[-1]:.8f}."
         )
+        if spec.summary is not None:
+            console.print(escape(str(getattr(estimator, spec.summary)())), soft_wrap=True)
         console.print(f"Checkpoint: {escape(checkpoint)}", soft_wrap=True)
         if not estimator.converged_:
             more = {**resume_values, "max_iter": 2 * values["max_iter"]}
@@ -854,7 +1139,7 @@ def show(
         if name == "loglik":
             continue
         values = np.asarray(variable.values, dtype=np.float64)
-        if values.ndim == 1 and values.size <= 32:
+        if values.ndim <= 1 and values.size <= 32:
             small[name] = values
         params.add_row(
             str(name),
@@ -866,7 +1151,7 @@ def show(
         )
     console.print(params)
     for name, values in small.items():
-        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values), soft_wrap=True)
+        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
     if plot is not None:
         _plot_trace(console, path, plot)
 
@@ -948,7 +1233,24 @@ def _predict_parameters() -> list[inspect.Parameter]:
         _parameter(
             "overwrite", bool, typer.Option(False, "--overwrite", help="Replace OUT if it exists.")
         ),
+        *_predict_input_parameters(),
         *_cluster_parameters(),
+    ]
+
+
+def _predict_inputs() -> dict[str, tuple[Input, list[str]]]:
+    """The models' optional ``dem predict`` inputs, each once, with the models that take it."""
+    found: dict[str, tuple[Input, list[str]]] = {}
+    for key, spec in MODELS.items():
+        for data in spec.predict_inputs:
+            found.setdefault(data.option, (data, []))[1].append(key)
+    return found
+
+
+def _predict_input_parameters() -> list[inspect.Parameter]:
+    return [
+        _input_parameter(data, f" [{', '.join(models)} only]")
+        for data, models in _predict_inputs().values()
     ]
 
 
@@ -963,7 +1265,7 @@ def predict(**values: Any) -> None:
             warnings.simplefilter("always")
             estimator = from_checkpoint(values["checkpoint"])
         _print_warnings(console, caught)
-        _, spec = _spec_for(estimator)
+        key, spec = _spec_for(estimator)
         wanted = values["output"] or list(spec.outputs)
         unknown = sorted(set(wanted) - set(spec.outputs))
         if unknown:
@@ -972,9 +1274,20 @@ def predict(**values: Any) -> None:
                 ExitCode.USAGE,
                 f"Unknown output(s) {unknown}; this model writes {list(spec.outputs)}.",
             )
+        accepted = {data.option for data in spec.predict_inputs}
+        for option in _predict_inputs():
+            if values[option] is not None and option not in accepted:
+                raise _fail(
+                    console, ExitCode.USAGE, f"--{option} does not apply to {key} checkpoints."
+                )
         data = open_zarr_variable(store, values["var"])
-        expected = getattr(estimator, "n_features_in_", None)
-        if expected is not None and (len(data.shape) != 2 or data.shape[1] != expected):
+        arguments = _input_values(store, spec.predict_inputs, values)
+        axis, expected = spec.feature_axis, getattr(estimator, "n_features_in_", None)
+        if (
+            axis is not None
+            and expected is not None
+            and (len(data.shape) != axis + 1 or data.shape[axis] != expected)
+        ):
             raise ValueError(
                 f"{values['var']!r} in {store!r} has shape {data.shape}, but the model was fitted "
                 f"to {expected} features."
@@ -992,18 +1305,23 @@ def predict(**values: Any) -> None:
             raise FileExistsError(
                 f"{out!r} exists; pass --overwrite to replace it, or choose another --out."
             )
+        import xarray as xr
+
+        variables = {}  # lazy: nothing is computed before the cluster is connected
+        for name in wanted:
+            output = spec.outputs[name]
+            given = {
+                data.argument: arguments[data.argument]
+                for data in spec.predict_inputs
+                if data.option in output.uses and data.argument in arguments
+            }
+            result = getattr(estimator, output.method)(store, variable=values["var"], **given)
+            variables[name] = xr.Variable(output.dims, result)
         connection = _connect(console, values)
     with connection, _errors(console):
         import dask
-        import xarray as xr
         from rich.status import Status
 
-        variables = {}
-        for name in wanted:
-            output = spec.outputs[name]
-            result = getattr(estimator, output.method)(store, variable=values["var"])
-            dims = ("sample",) if output.column_dim is None else ("sample", output.column_dim)
-            variables[name] = xr.Variable(dims, result)
         dataset = xr.Dataset(
             variables,
             attrs={
@@ -1054,17 +1372,32 @@ def _synth_parameters(key: str, spec: ModelCommand) -> list[inspect.Parameter]:
             "out", Path, typer.Argument(..., help="Zarr store to create.", show_default=False)
         ),
         _parameter(
-            "samples", int, typer.Option(1_000_000, "--samples", "-n", help="Number of samples.")
+            "samples",
+            int,
+            typer.Option(
+                1_000_000, "--samples", "-n", help="Number of samples (sequences for HMMs)."
+            ),
         ),
         _parameter(
-            "features", int, typer.Option(16, "--features", "-d", help="Number of features.")
+            "features",
+            int,
+            typer.Option(
+                16, "--features", "-d", help="Number of features (symbols for categorical-hmm)."
+            ),
         ),
         *[_option_parameter(o, {}, f"synth_{key}") for o in spec.synth_options],
         _parameter(
             "seed", int, typer.Option(0, "--seed", help="Seed of the ground truth and the samples.")
         ),
         _parameter(
-            "chunk_rows", int, typer.Option(100_000, "--chunk-rows", help="Samples per chunk.")
+            "chunk_rows",
+            int | None,
+            typer.Option(
+                None,
+                "--chunk-rows",
+                help="Samples (sequences) per chunk (default: 100,000 observations: samples, or "
+                "time steps of sequences).",
+            ),
         ),
         _parameter(
             "dtype",
@@ -1122,20 +1455,24 @@ def _make_synth_command(key: str, spec: ModelCommand) -> None:
         with _errors(console):
             started = time.perf_counter()
             _write_synthetic(console, key, spec, out, values)
-        n, d = values["samples"], values["features"]
+        import zarr
+
+        group = zarr.open_group(out, mode="r")
+        shapes = ", ".join(
+            f"{name} {dict(group.arrays())[name].shape}"
+            for name in GENERATORS[spec.synth or key].dims
+        )
         console.print(
-            f"Wrote {n:,} × {d} samples to {escape(out)} in {time.perf_counter() - started:.1f} s "
-            f"(variables X and labels; ground truth in the attribute 'dem_synth').",
+            f"Wrote {escape(out)} in {time.perf_counter() - started:.1f} s: {shapes}; ground "
+            "truth in the attribute 'dem_synth'.",
             soft_wrap=True,
         )
-        fit_words = ["dem", "fit", key, out, "--var", "X"]
-        if "n_components" in values:
-            fit_words += ["--n-components", str(values["n_components"])]
+        fit_words = ["dem", "fit", key, out, *(w.format(**values) for w in spec.synth_fit)]
         console.print(f"Fit it with: {escape(shlex.join(fit_words))}", soft_wrap=True)
 
-    synth_app.command(name=key, help=f"Synthetic data for `dem fit {key}`.")(
-        _with_signature(command, parameters, f"Synthetic data for `dem fit {key}`.")
-    )
+    variables = ", ".join(GENERATORS[spec.synth or key].dims)
+    text = f"Synthetic data for `dem fit {key}`: variables {variables}; ground truth in attributes."
+    synth_app.command(name=key, help=text)(_with_signature(command, parameters, text))
 
 
 for _key, _spec in MODELS.items():

@@ -6,7 +6,9 @@ iteration of every restart. :func:`from_checkpoint` picks the estimator class fr
 constructor arguments, and hands the parameters of the best restart (the highest
 final log-likelihood, as ``fit`` chooses) to the estimator's ``_set_params``. So a
 model supports this with one line in :data:`ESTIMATORS` and an estimator that has
-``_set_params(params)`` (the inverse of the parameters it checkpoints).
+``_set_params(params)`` (the inverse of the parameters it checkpoints). Where the
+configuration a model checkpoints is not its estimator's arguments verbatim, a function
+in :data:`CONFIG_READERS` translates it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,34 @@ from dem.checkpoint import CheckpointMismatchError, load_checkpoint
 #: Checkpoint model name → ``"module:Class"`` of its estimator.
 ESTIMATORS: dict[str, str] = {
     "gaussian_mixture": "dem.models.mixture:GaussianMixture",
+    "ppca": "dem.models.ppca:PPCA",
+    "factor_analysis": "dem.models.ppca:FactorAnalysis",
+    "censored_regression": "dem.models.censored:CensoredRegression",
+    "gaussian_hmm": "dem.models.hmm:GaussianHMM",
+    "categorical_hmm": "dem.models.hmm:CategoricalHMM",
+}
+
+
+def _censored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Limits as :class:`~dem.models.censored.CensoredModel` writes them: a number, None
+    (no limit) or ``"per-observation"``; back to the estimator's scalar defaults and its
+    ``fit_limits_`` (None where they were per-observation)."""
+    fitted = tuple(
+        None if value == "per-observation" else none if value is None else float(value)
+        for value, none in ((config["left"], -math.inf), (config["right"], math.inf))
+    )
+    return {
+        "left": -math.inf if fitted[0] is None else fitted[0],
+        "right": math.inf if fitted[1] is None else fitted[1],
+        "fit_limits_": fitted,
+    }
+
+
+#: Checkpoint model name → function of its configuration that returns constructor
+#: arguments and fitted attributes (names ending in ``_``) the configuration holds in
+#: another form; they replace the configuration's entries of the same name.
+CONFIG_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "censored_regression": _censored_config,
 }
 
 
@@ -117,7 +148,18 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     chosen = best_run(runs)
     dataset = runs[chosen]
     accepted = inspect.signature(cls).parameters
-    estimator = cls(**{k: v for k, v in header["config"].items() if k in accepted})
+    config = dict(header["config"])
+    translated = CONFIG_READERS.get(header["model"], lambda c: {})(config)
+    config.update({k: v for k, v in translated.items() if not k.endswith("_")})
+    estimator = cls(**{k: v for k, v in config.items() if k in accepted})
+    for name, value in translated.items():
+        if name.endswith("_"):
+            setattr(estimator, name, value)
+    fingerprint = json.loads(dataset.attrs["fingerprint"])
+    first: Any = next(iter(fingerprint.values()), {})
+    if isinstance(first, dict) and len(first.get("shape", ())) == 2:
+        # samples × features data; ``_set_params`` may need it, and may correct it
+        estimator.n_features_in_ = int(first["shape"][1])
     estimator._set_params(
         {name: dataset[name].values for name in dataset.data_vars if name != "loglik"}
     )
@@ -126,10 +168,6 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     estimator.n_iter_ = int(dataset.attrs["last_iteration"])
     estimator.lower_bounds_ = lower_bounds
     estimator.lower_bound_ = lower_bounds[-1] if lower_bounds else -math.inf
-    fingerprint = json.loads(dataset.attrs["fingerprint"])
-    first: Any = next(iter(fingerprint.values()), {})
-    if isinstance(first, dict) and len(first.get("shape", ())) == 2:
-        estimator.n_features_in_ = int(first["shape"][1])
     if not estimator.converged_:
         warnings.warn(
             f"Checkpoint {os.fspath(path)!r}: restart {chosen} stopped after iteration "

@@ -25,6 +25,8 @@ Truth = dict[str, np.ndarray]
 Draw = Callable[[Truth, np.random.Generator, int], dict[str, np.ndarray]]
 
 ATTRIBUTE = "dem_synth"
+#: Observations per chunk when no chunking is given.
+DEFAULT_CHUNK_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,15 @@ class Generator:
         variables, e.g. ``X`` and ``labels``), each with ``n_rows`` rows.
     dims : dict
         Dimension names of each stored variable.
+    row_steps : callable
+        ``row_steps(truth)``: observations in one stored row (1 for samples × features
+        data, the number of time steps for sequences); sets the default chunking.
     """
 
     truth: Callable[..., Truth]
     draw: Draw
     dims: dict[str, tuple[str, ...]]
+    row_steps: Callable[[Truth], int] = lambda truth: 1
 
 
 # --- Gaussian mixture ----------------------------------------------------------------
@@ -83,8 +89,238 @@ def gmm_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, n
     return {"X": x, "labels": labels.astype(np.int32)}
 
 
+# --- probabilistic PCA and factor analysis ------------------------------------------
+
+
+def linear_gaussian_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 2,
+    noise_variance: float = 0.1,
+    missing: float = 0.0,
+    diagonal: bool = False,
+) -> Truth:
+    """Loadings, mean and noise of ``x = W z + μ + ε``, and the fraction of missing entries.
+
+    ``W`` (``loadings``, shape (n_features, n_components)) has standard normal entries
+    with column ``k`` scaled by ``sqrt(n_components - k)``, so the latent directions
+    carry distinct variances. The noise is ``noise_variance`` on every feature, or with
+    ``diagonal``, ``noise_variance`` times a uniform draw in [0.5, 1.5] per feature
+    (factor analysis). Each entry is missing (NaN) with probability ``missing``.
+    """
+    if not 1 <= n_components < n_features:
+        raise ValueError(
+            f"n_components must be at least 1 and below n_features={n_features}; got "
+            f"{n_components}."
+        )
+    if noise_variance <= 0 or not 0 <= missing < 1:
+        raise ValueError("noise_variance must be positive and missing in [0, 1).")
+    scales = np.sqrt(np.arange(n_components, 0, -1, dtype=np.float64))
+    loadings = rng.standard_normal((n_features, n_components)) * scales
+    mean = rng.normal(0.0, 1.0, n_features)
+    noise = np.asarray(noise_variance, dtype=np.float64)
+    if diagonal:
+        noise = noise_variance * rng.uniform(0.5, 1.5, n_features)
+    return {
+        "loadings": loadings,
+        "mean": mean,
+        "noise_variance": noise,
+        "missing": np.asarray(missing, dtype=np.float64),
+    }
+
+
+def linear_gaussian_draw(
+    truth: Truth, rng: np.random.Generator, n_rows: int
+) -> dict[str, np.ndarray]:
+    """``n_rows`` samples ``X`` (NaN where missing) and their latent values ``Z``."""
+    loadings = truth["loadings"]
+    z = rng.standard_normal((n_rows, loadings.shape[1]))
+    noise = rng.standard_normal((n_rows, loadings.shape[0])) * np.sqrt(truth["noise_variance"])
+    x = z @ loadings.T + truth["mean"] + noise
+    x[rng.random(x.shape) < truth["missing"]] = np.nan
+    return {"X": x, "Z": z}
+
+
+def factor_analysis_truth(n_features: int, rng: np.random.Generator, **options: Any) -> Truth:
+    """:func:`linear_gaussian_truth` with one noise variance per feature."""
+    return linear_gaussian_truth(n_features, rng, diagonal=True, **options)
+
+
+# --- censored (Tobit) regression -------------------------------------------------------
+
+
+def tobit_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    left: float = 0.0,
+    right: float = np.inf,
+    scale: float = 1.0,
+    limit_spread: float = 0.0,
+) -> Truth:
+    """Coefficients, intercept and scale of ``y* = intercept + X coef + scale ε``, and limits.
+
+    ``coef`` and ``intercept`` are standard normal draws. Each row's limits are
+    ``left`` and ``right`` plus one uniform draw in [-limit_spread, limit_spread]
+    (the same for both), so ``limit_spread > 0`` gives per-row censoring points.
+    """
+    if not left < right or scale <= 0 or limit_spread < 0:
+        raise ValueError("Need left < right, scale > 0 and limit_spread >= 0.")
+    return {
+        "coef": rng.standard_normal(n_features),
+        "intercept": np.asarray(rng.standard_normal()),
+        "scale": np.asarray(scale, dtype=np.float64),
+        "left": np.asarray(left, dtype=np.float64),
+        "right": np.asarray(right, dtype=np.float64),
+        "limit_spread": np.asarray(limit_spread, dtype=np.float64),
+    }
+
+
+def tobit_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, np.ndarray]:
+    """Features ``X``, the observed ``y = clip(y*, left, right)`` and each row's limits."""
+    x = rng.standard_normal((n_rows, len(truth["coef"])))
+    latent = truth["intercept"] + x @ truth["coef"] + truth["scale"] * rng.standard_normal(n_rows)
+    shift = truth["limit_spread"] * rng.uniform(-1.0, 1.0, n_rows)
+    left, right = truth["left"] + shift, truth["right"] + shift
+    return {"X": x, "y": np.clip(latent, left, right), "left": left, "right": right}
+
+
+# --- hidden Markov models ----------------------------------------------------------------
+
+
+def _markov_truth(rng: np.random.Generator, n_components: int, n_times: int, ragged: bool) -> Truth:
+    if n_components < 1 or n_times < 1:
+        raise ValueError("n_components and n_times must be at least 1.")
+    # sticky chains: each state is kept with probability about 0.8
+    stay = np.eye(n_components) * 4.0 * max(1, n_components - 1)
+    return {
+        "startprob": rng.dirichlet(np.full(n_components, 5.0)),
+        "transmat": np.array([rng.dirichlet(1.0 + row) for row in stay]),
+        "n_times": np.asarray(n_times, dtype=np.int64),
+        "ragged": np.asarray(ragged),
+    }
+
+
+def gaussian_hmm_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 3,
+    n_times: int = 100,
+    separation: float = 3.0,
+    ragged: bool = False,
+) -> Truth:
+    """Start and transition probabilities, state means and diagonal covariances.
+
+    Means are drawn with standard deviation ``separation`` per coordinate, variances
+    uniformly in [0.5, 1.5]. With ``ragged``, sequence lengths are uniform between
+    ``n_times // 2`` and ``n_times`` (NaN padding after each).
+    """
+    return {
+        **_markov_truth(rng, n_components, n_times, ragged),
+        "means": rng.normal(0.0, separation, (n_components, n_features)),
+        "covars": rng.uniform(0.5, 1.5, (n_components, n_features)),
+    }
+
+
+def categorical_hmm_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 3,
+    n_times: int = 100,
+    ragged: bool = False,
+) -> Truth:
+    """Start and transition probabilities, and emission probabilities over ``n_features``
+    symbols (rows drawn from a Dirichlet with parameter 0.5: peaked on a few symbols)."""
+    return {
+        **_markov_truth(rng, n_components, n_times, ragged),
+        "emissionprob": rng.dirichlet(np.full(n_features, 0.5), size=n_components),
+    }
+
+
+def _draw_states(
+    truth: Truth, rng: np.random.Generator, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """State paths (n_rows, n_times) and lengths; -1 at padding."""
+    n_times = int(truth["n_times"])
+    start, trans = np.cumsum(truth["startprob"]), np.cumsum(truth["transmat"], axis=1)
+    states = np.empty((n_rows, n_times), dtype=np.int64)
+    states[:, 0] = np.minimum(
+        np.searchsorted(start, rng.random(n_rows), side="right"), len(start) - 1
+    )
+    for t in range(1, n_times):
+        above = rng.random(n_rows)[:, None] >= trans[states[:, t - 1]]
+        states[:, t] = np.minimum(above.sum(axis=1), len(start) - 1)
+    lengths = np.full(n_rows, n_times, dtype=np.int64)
+    if truth["ragged"]:
+        lengths = rng.integers(max(1, n_times // 2), n_times + 1, n_rows)
+    padding = np.arange(n_times)[None, :] >= lengths[:, None]
+    states[padding] = -1
+    return states, lengths
+
+
+def gaussian_hmm_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, np.ndarray]:
+    """``n_rows`` sequences ``X`` (NaN at padding), their ``states`` and ``lengths``."""
+    states, lengths = _draw_states(truth, rng, n_rows)
+    valid = states >= 0
+    at = np.maximum(states, 0)
+    x = truth["means"][at] + np.sqrt(truth["covars"][at]) * rng.standard_normal(
+        (*states.shape, truth["means"].shape[1])
+    )
+    x[~valid] = np.nan
+    return {"X": x, "states": states, "lengths": lengths}
+
+
+def categorical_hmm_draw(
+    truth: Truth, rng: np.random.Generator, n_rows: int
+) -> dict[str, np.ndarray]:
+    """``n_rows`` sequences of symbols ``X`` (NaN at padding), ``states`` and ``lengths``."""
+    states, lengths = _draw_states(truth, rng, n_rows)
+    cdf = np.cumsum(truth["emissionprob"], axis=1)[np.maximum(states, 0)]
+    symbols = np.minimum(
+        (rng.random(states.shape)[..., None] >= cdf).sum(axis=-1), cdf.shape[-1] - 1
+    )
+    x = symbols.astype(np.float64)
+    x[states < 0] = np.nan
+    return {"X": x, "states": states, "lengths": lengths}
+
+
+def _n_times(truth: Truth) -> int:
+    return int(truth["n_times"])
+
+
+_SEQUENCES = {
+    "X": ("sequence", "time", "feature"),
+    "states": ("sequence", "time"),
+    "lengths": ("sequence",),
+}
+
 GENERATORS: dict[str, Generator] = {
     "gmm": Generator(gmm_truth, gmm_draw, {"X": ("sample", "feature"), "labels": ("sample",)}),
+    "ppca": Generator(
+        linear_gaussian_truth,
+        linear_gaussian_draw,
+        {"X": ("sample", "feature"), "Z": ("sample", "component")},
+    ),
+    "fa": Generator(
+        factor_analysis_truth,
+        linear_gaussian_draw,
+        {"X": ("sample", "feature"), "Z": ("sample", "component")},
+    ),
+    "tobit": Generator(
+        tobit_truth,
+        tobit_draw,
+        {"X": ("sample", "feature"), "y": ("sample",), "left": ("sample",), "right": ("sample",)},
+    ),
+    "hmm": Generator(gaussian_hmm_truth, gaussian_hmm_draw, _SEQUENCES, _n_times),
+    "categorical-hmm": Generator(
+        categorical_hmm_truth,
+        categorical_hmm_draw,
+        {**_SEQUENCES, "X": ("sequence", "time")},
+        _n_times,
+    ),
 }
 
 
@@ -98,7 +334,7 @@ def write_store(
     n_samples: int,
     n_features: int,
     seed: int = 0,
-    chunk_rows: int = 100_000,
+    chunk_rows: int | None = None,
     dtype: str = "float64",
     threads: int = 2,
     options: dict[str, Any] | None = None,
@@ -111,13 +347,16 @@ def write_store(
     path : str or path-like
         The Zarr store to create (it must not exist).
     model : str
-        A key of :data:`GENERATORS` (``"gmm"``).
+        A key of :data:`GENERATORS` (``"gmm"``, ``"ppca"``, ``"fa"``, ``"tobit"``,
+        ``"hmm"``, ``"categorical-hmm"``).
     n_samples, n_features : int
-        Size of the data.
+        Size of the data: samples (sequences for HMMs) and features (symbols for
+        ``"categorical-hmm"``).
     seed : int
         Seeds the ground truth and every chunk.
-    chunk_rows : int
-        Samples per chunk (the store's chunking along samples).
+    chunk_rows : int, optional
+        Samples (sequences) per chunk, the store's chunking along its first axis. By
+        default, 100,000 observations: 100,000 samples, or 100,000 // n_times sequences.
     dtype : {"float64", "float32"}
         Data type of the feature matrix.
     threads : int
@@ -134,7 +373,7 @@ def write_store(
     """
     if model not in GENERATORS:
         raise ValueError(f"Unknown synthetic model {model!r}; choose one of {sorted(GENERATORS)}.")
-    if n_samples < 1 or n_features < 1 or chunk_rows < 1:
+    if n_samples < 1 or n_features < 1 or (chunk_rows is not None and chunk_rows < 1):
         raise ValueError("n_samples, n_features and chunk_rows must be at least 1.")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
@@ -145,6 +384,8 @@ def write_store(
     generator = GENERATORS[model]
     truth_seed, chunk_seeds = np.random.SeedSequence(seed).spawn(2)
     truth = generator.truth(n_features, np.random.default_rng(truth_seed), **(options or {}))
+    if chunk_rows is None:
+        chunk_rows = max(1, DEFAULT_CHUNK_STEPS // generator.row_steps(truth))
     n_chunks = -(-n_samples // chunk_rows)
     seeds = chunk_seeds.spawn(n_chunks)
 

@@ -514,6 +514,34 @@ def test_predictions_and_marginal_effects(fits):
     np.testing.assert_allclose(lazy.compute(), mu, rtol=1e-12)
 
 
+def test_expected_value_with_per_row_limits(fits, tmp_path):
+    """Per-row limits, as arrays or a store's variables, against the closed form."""
+    model, _, (X, _, _, _) = fits["left"]
+    mu, s = model.intercept_ + X @ model.coef_, model.scale_
+    lower = np.random.default_rng(4).uniform(-1.0, 1.0, len(X))
+    lower[::7] = -np.inf  # no limit on these rows
+    # E[max(y*, c)] = c Φ(α) + μ (1 - Φ(α)) + σ φ(α) with α = (c - μ) / σ; E[y*] = μ for c = -inf
+    alpha = (lower - mu) / s
+    finite = np.isfinite(lower)
+    closed = np.where(
+        finite,
+        np.where(finite, lower, 0.0) * stats.norm.cdf(alpha)
+        + mu * stats.norm.sf(alpha)
+        + s * stats.norm.pdf(alpha),
+        mu,
+    )
+    np.testing.assert_allclose(model.predict_expected(X, left=lower), closed, rtol=1e-10)
+    store = tmp_path / "limits.zarr"
+    group = zarr.open_group(store, mode="w")
+    group.create_array("X", data=X, chunks=(700, X.shape[1]))
+    group.create_array("low", data=lower, chunks=(700,))
+    lazy = model.predict_expected(store, left="low", variable="X")
+    assert isinstance(lazy, da.Array) and lazy.chunks[0][0] == 700
+    np.testing.assert_allclose(lazy.compute(), closed, rtol=1e-10)
+    constant = model.predict_expected(X, left=np.zeros(len(X)), right=np.full(len(X), 2.0))
+    np.testing.assert_array_equal(constant, model.predict_expected(X, left=0.0, right=2.0))
+
+
 def test_score_is_the_mean_log_likelihood(fits):
     model, _, (X, y, left, right) = fits["per-observation"]
     A = np.column_stack([np.ones(len(X)), X])

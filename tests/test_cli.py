@@ -619,26 +619,11 @@ print("growth_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 
 
 def _operator_schemas() -> dict[str, dict]:
-    import importlib.util
-
-    spec = importlib.util.find_spec("dask_kubernetes")
-    assert spec is not None and spec.submodule_search_locations
-    crds = (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "operator"
-        / "deployment"
-        / "helm"
-        / "dask-kubernetes-operator"
-        / "crds"
-    )
-    schemas = {}
-    for name in ("daskcluster.yaml", "daskjob.yaml"):
-        crd = yaml.load(
-            (crds / name).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        )
-        (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-        schemas[crd["spec"]["names"]["kind"]] = version["schema"]["openAPIV3Schema"]
-    return schemas
+    """The operator's CRD schemas, vendored from dask-kubernetes (see tests/fixtures/README.md)."""
+    fixture = REPO / "tests" / "fixtures" / "dask_operator_crd_schemas.json"
+    vendored = json.loads(fixture.read_text())
+    assert vendored["source"].startswith("dask-kubernetes==2026.3.0 ")
+    return vendored["schemas"]
 
 
 def test_kubernetes_manifests_validate_against_operator_crds(

@@ -43,7 +43,13 @@ from scipy.special import erfcx, log_ndtr, ndtr
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
-from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
+from dem.estimator import (
+    NotFittedError,
+    check_hyperparameters,
+    fit_restarts,
+    per_sample,
+    per_sample_aligned,
+)
 from dem.model import Block, Params, Stats, add_stats
 
 BLOCK_ROWS = 16_384
@@ -1065,28 +1071,50 @@ class CensoredRegression(HTMLRepr):
         self,
         X: Any,
         *,
-        left: float | None = None,
-        right: float | None = None,
+        left: Any = None,
+        right: Any = None,
         variable: str | None = None,
     ) -> Any:
         """E[y | x] of the observed outcome ``clip(y*, left, right)``, shape (n_samples,).
 
-        ``left`` and ``right`` are scalars, by default those of the fit (``fit_limits_``).
+        ``left`` and ``right`` are numbers, or per-row limits as in :meth:`fit` (an
+        array, or the name of a variable of X's store or Dataset; ±inf or NaN: no
+        limit); by default those of the fit (``fit_limits_``).
         """
         x = self._new_x(X, variable)
-        lo, hi = self._scalar_limits(left, right)
+        limits = []
+        for name, given, fitted in zip(
+            ("left", "right"), (left, right), self.fit_limits_, strict=True
+        ):
+            value = fitted if given is None else given
+            if value is None:
+                raise ValueError(
+                    f"The model was fitted with per-observation {name} limits; pass {name}= "
+                    "(a number, per-row limits or the name of their variable) for these "
+                    "predictions."
+                )
+            limits.append(self._limit(value, math.nan, name, X, x))
+        (lo, lo_rows), (hi, hi_rows) = limits
+        if lo is not None and hi is not None and lo >= hi:
+            raise ValueError(f"left must be below right; got left={lo}, right={hi}.")
         model, coef, scale = self._model(), self._coef, self.scale_
 
-        def expected(block: np.ndarray) -> np.ndarray:
+        def expected(block: np.ndarray, *per_row: np.ndarray) -> np.ndarray:
+            rows = iter(per_row)
+            low = _as_lower(next(rows)) if lo is None else lo
+            high = _as_upper(next(rows)) if hi is None else hi
             mu = model.linear(block.astype(np.float64), coef)
-            a, b = (lo - mu) / scale, (hi - mu) / scale
+            a, b = (low - mu) / scale, (high - mu) / scale
             log_prob, pa, pb = truncated_normal(a, b)
             inside = np.exp(log_prob) * (mu + scale * standard_moments(a, b, pa, pb)[0])
-            below = lo * ndtr(a) if np.isfinite(lo) else 0.0
-            above = hi * ndtr(-b) if np.isfinite(hi) else 0.0
+            below = np.where(np.isfinite(low), low, 0.0) * ndtr(a)
+            above = np.where(np.isfinite(high), high, 0.0) * ndtr(-b)
             return inside + below + above
 
-        return per_sample(x, expected, columns=None)
+        per_row = [s for s in (lo_rows, hi_rows) if s is not None]
+        if not per_row:
+            return per_sample(x, expected, columns=None)
+        return per_sample_aligned([x, *per_row], expected, trailing=(), dims=())
 
     def marginal_effects(
         self,

@@ -961,6 +961,8 @@ class _BaseHMM(HTMLRepr, ABC):
 
     _ndim: ClassVar[int]
     _emission_codes: ClassVar[str]
+    #: The emission parameter whose last axis is the number of features (or symbols).
+    _features_param: ClassVar[str]
 
     _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "n_components": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -1142,9 +1144,7 @@ class _BaseHMM(HTMLRepr, ABC):
             callback=self.callback,
             persist=self.persist,
         )
-        self.startprob_ = best.params["startprob"]
-        self.transmat_ = best.params["transmat"]
-        self._set_emission_params(best.params)
+        self._set_params(best.params)
         self.converged_ = best.converged
         self.n_iter_ = best.n_iter
         self.lower_bounds_ = list(best.lower_bounds)
@@ -1171,6 +1171,13 @@ class _BaseHMM(HTMLRepr, ABC):
                     )
             checked.append(value)
         return checked[0], checked[1]
+
+    def _set_params(self, params: Params) -> None:
+        """Fitted attributes from parameters as the model writes them (and checkpoints hold)."""
+        self.startprob_ = params["startprob"]
+        self.transmat_ = params["transmat"]
+        self._set_emission_params(params)
+        self.n_features_in_ = int(np.shape(params[self._features_param])[-1])
 
     def _params(self) -> Params:
         if not hasattr(self, "startprob_"):
@@ -1372,6 +1379,7 @@ class GaussianHMM(_BaseHMM):
     """
 
     _ndim = 3
+    _features_param = "means"
 
     _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "covariance_type": (lambda v: v in COVARIANCE_TYPES, f"one of {COVARIANCE_TYPES}"),
@@ -1597,6 +1605,7 @@ class CategoricalHMM(_BaseHMM):
     """
 
     _ndim = 2
+    _features_param = "emissionprob"
 
     _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
         "n_features": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an integer >= 1"),
