@@ -36,7 +36,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 
 from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
 from dem.checkpoint import Checkpoint
-from dem.model import Block, EMModel, Params, Stats
+from dem.model import Block, EMModel, Params, Stats, remedy
 
 DEFAULT_SPLIT_EVERY = 8
 
@@ -316,20 +316,19 @@ def em_pass(
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
         try:
-            evaluations.append((_finite(model.m_step(stats, params)), loglik))
+            evaluations.append((_finite(model, model.m_step(stats, params)), loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
     return evaluations
 
 
-def _finite(params: Params) -> Params:
+def _finite(model: EMModel, params: Params) -> Params:
     """``params`` unchanged, or FloatingPointError when the M-step produced a NaN."""
     for name, value in params.items():
         value = np.asarray(value)
         if value.dtype.kind in "fc" and np.isnan(value).any():
             raise FloatingPointError(
-                f"The M-step produced NaN in parameter {name!r}. Increase the regularisation "
-                "(for example reg_covar), or rescale or clean the input data."
+                f"The M-step produced NaN in parameter {name!r}. {remedy(model)}"
             )
     return params
 
@@ -420,7 +419,7 @@ def fit_runs(
                 _record(run, finished.value, checkpoint, callback)
         active = [run for run in active if not run.done(max_iter)]
     for run in runs:
-        _warn_if_not_converged(run.result, max_iter)
+        _warn_if_not_converged(run.model, run.result, max_iter)
     return [run.result for run in runs]
 
 
@@ -550,11 +549,16 @@ def _record(
         )
 
 
-def _warn_if_not_converged(result: EMResult, max_iter: int) -> None:
+def _warn_if_not_converged(model: EMModel, result: EMResult, max_iter: int) -> None:
     if not result.converged and max_iter > 0:
+        rule = (
+            "the model's stopping rule was not met"
+            if hasattr(model, "converged")
+            else "the last change of the mean log-likelihood was above tol"
+        )
         warnings.warn(
-            f"EM did not converge in {max_iter} iterations (last change of the mean "
-            "log-likelihood above tol). Increase max_iter or tol, or check the initialisation.",
+            f"EM did not converge in {max_iter} iterations ({rule}). Increase max_iter or "
+            "tol, or check the initialisation.",
             ConvergenceWarning,
             stacklevel=3,
         )
