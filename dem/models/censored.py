@@ -314,6 +314,10 @@ class CensoredModel:
 
     name: ClassVar[str] = "censored_regression"
     missing_ok: ClassVar[frozenset[str]] = frozenset({"y", "left", "right"})
+    remedy: ClassVar[str] = (
+        "Drop collinear or constant columns of X, scale X and y to unit variance, or check "
+        "the censoring limits."
+    )
 
     @property
     def inputs(self) -> tuple[str, ...]:

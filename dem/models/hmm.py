@@ -414,6 +414,10 @@ class HMMModel(ABC):
     name: ClassVar[str] = "hmm"
     inputs: ClassVar[tuple[str, ...]] = ("X", "lengths")
     missing_ok: ClassVar[frozenset[str]] = frozenset({"X"})
+    remedy: ClassVar[str] = (
+        "Decrease n_components, raise the priors (transmat_prior, startprob_prior), or check "
+        "the sequences for extreme values."
+    )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -663,6 +667,9 @@ class GaussianHMMModel(HMMModel):
     covars_weight: float = 1.0
 
     name: ClassVar[str] = "gaussian_hmm"
+    remedy: ClassVar[str] = (
+        "Decrease n_components, increase covars_prior, or scale the input data to unit variance."
+    )
 
     def config(self) -> dict[str, Any]:
         return {

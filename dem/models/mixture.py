@@ -45,6 +45,9 @@ class MixtureModel:
     name: ClassVar[str] = "gaussian_mixture"
     inputs: ClassVar[tuple[str, ...]] = ("X",)
     missing_ok: ClassVar[frozenset[str]] = frozenset()
+    remedy: ClassVar[str] = (
+        "Decrease n_components, increase reg_covar, or scale the input data to unit variance."
+    )
 
     def config(self) -> dict[str, Any]:
         return {
