@@ -113,7 +113,12 @@ def prepare(arrays: Mapping[str, da.Array], persist: bool | None) -> dict[str, d
         persist = sum(a.nbytes for a in arrays.values()) <= memory_budget()
     if not persist:
         return dict(arrays)
-    persisted = dask.persist(*arrays.values())
+    try:
+        persisted = dask.persist(*arrays.values())
+    except Exception as failure:  # the local scheduler reads the data now
+        if not _is_cluster_failure(failure):
+            _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
+        raise
     return dict(zip(arrays, persisted, strict=True))
 
 
@@ -151,7 +156,13 @@ def _map_task(
 ) -> Stats:
     if missing_ok is not None:
         _check_block(names, values, missing_ok, first_row)
-    return function(dict(zip(names, values, strict=True)), params)
+    try:
+        return function(dict(zip(names, values, strict=True)), params)
+    except ValueError as invalid:
+        if type(invalid) is not ValueError:  # subclasses (LinAlgError, ...) keep their type
+            raise
+        rows = f"{first_row}-{first_row + len(values[0]) - 1}"  # the model found bad values
+        raise ValueError(f"{invalid} (In the chunk of samples {rows}.)") from invalid
 
 
 def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) -> Stats:
@@ -255,17 +266,26 @@ def map_reduce(
     missing_ok: frozenset[str] | None = None,
 ) -> Stats:
     """Run one pass over ``arrays`` and return the reduced statistics (one compute)."""
+    names, blocks = tuple(arrays), chunk_blocks(arrays)
     graph = map_reduce_graph(
-        function,
-        combine,
-        tuple(arrays),
-        chunk_blocks(arrays),
-        params,
-        split_every=split_every,
-        missing_ok=missing_ok,
+        function, combine, names, blocks, params, split_every=split_every, missing_ok=missing_ok
     )
-    (stats,) = dask.compute(graph)
-    return stats
+    return _compute(graph, names, blocks)
+
+
+def _compute(
+    graph: Delayed, names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]]
+) -> Any:
+    """Compute one pass; a chunk that cannot be read is named (see _raise_if_unreadable)."""
+    try:
+        (result,) = dask.compute(graph)
+    except ValueError:
+        raise
+    except Exception as failure:
+        if not _is_cluster_failure(failure):
+            _raise_if_unreadable(names, blocks, failure)
+        raise
+    return result
 
 
 @dataclass(frozen=True)
@@ -304,14 +324,7 @@ def em_pass(
         split_every=split_every,
         missing_ok=missing_ok,
     )
-    try:
-        (all_stats,) = dask.compute(graph)
-    except ValueError:
-        raise
-    except Exception as failure:
-        if not _is_cluster_failure(failure):
-            _raise_if_unreadable(names, blocks, failure)
-        raise
+    all_stats = _compute(graph, names, blocks)
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
