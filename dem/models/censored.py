@@ -959,6 +959,15 @@ class CensoredRegression:
             every row left- or right-censored, collinear columns of X.
         """
         model, x, inputs = self._inputs(X, y, left, right, variable)
+        n_samples, n_features = (int(n) for n in x.array.shape)
+        n_coef = n_features + int(model.fit_intercept)
+        if n_samples <= n_coef:
+            raise ValueError(
+                f"Expected more samples than coefficients, got n_samples={n_samples} and "
+                f"{n_coef} coefficients (n_features={n_features}"
+                f"{' plus the intercept' if model.fit_intercept else ''}): the scale cannot be "
+                "estimated. Use more data or fewer features."
+            )
         arrays = prepare({name: s.array for name, s in inputs.items()}, self.persist)
         inputs = {name: dataclasses.replace(s, array=arrays[name]) for name, s in inputs.items()}
         counts = self._check_rows(model, arrays)
@@ -968,7 +977,6 @@ class CensoredRegression:
                 "scale of the latent variable cannot be estimated and the likelihood has no "
                 "maximum. Check the limits, or fit a probit model to the censoring indicator."
             )
-        n_features = int(x.array.shape[1])
 
         def make_init(rng: np.random.Generator) -> Params:
             seed = int(rng.integers(2**63))
