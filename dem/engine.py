@@ -131,18 +131,39 @@ def chunk_blocks(arrays: Mapping[str, da.Array]) -> list[tuple[int, list[Delayed
     ]
 
 
+LARGEST = 1e150
+"""Largest magnitude of an input value: EM sums squares of the data, and squares of
+values beyond it, summed over many rows, overflow float64 (about 1.8e308)."""
+
+
 def _check_block(
     names: Sequence[str], values: Sequence[np.ndarray], missing_ok: frozenset[str], first_row: int
 ) -> None:
     for name, value in zip(names, values, strict=True):
-        bad = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
-        if bad.any():
-            rows = np.flatnonzero(bad.reshape(len(value), -1).any(axis=1))
+        # False for NaN and infinity too; the squares of any float32 fit in float64
+        within = np.isfinite(value) if value.dtype.itemsize < 8 else np.abs(value) <= LARGEST
+        if within.all():
+            continue
+        where = f"(chunk rows {first_row}-{first_row + len(value) - 1})"
+        invalid = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
+        if invalid.any():
+            rows = np.flatnonzero(invalid.reshape(len(value), -1).any(axis=1))
             what = "infinity" if name in missing_ok else "NaN or infinity"
             raise ValueError(
                 f"Input {name!r} contains {what} in {len(rows)} row(s) between rows "
-                f"{first_row + rows[0]} and {first_row + rows[-1]} (chunk rows {first_row}"
-                f"-{first_row + len(value) - 1}). Remove or impute those rows before fitting."
+                f"{first_row + rows[0]} and {first_row + rows[-1]} {where}. Remove or impute "
+                "those rows before fitting."
+            )
+        huge = np.isfinite(value) & ~within
+        if huge.any():
+            rows = np.flatnonzero(huge.reshape(len(value), -1).any(axis=1))
+            largest = float(np.max(np.abs(value[huge])))
+            raise ValueError(
+                f"Input {name!r} holds values as large as {largest:.1e} in {len(rows)} row(s) "
+                f"between rows {first_row + rows[0]} and {first_row + rows[-1]} {where}. EM "
+                f"sums squares of the data, which overflow float64 beyond {LARGEST:.0e}: divide "
+                "the data by a constant before fitting (and scale any absolute regularisation "
+                "by its square)."
             )
 
 
