@@ -561,7 +561,11 @@ def initial_params(model: CensoredModel, block: Block) -> Params:
     design, filled = design[usable], filled[usable]
     if len(filled) == 0:
         return {"coef": np.zeros(design.shape[1]), "scale": np.float64(1.0)}
-    coef = np.linalg.lstsq(design, filled, rcond=None)[0]
+    # columns brought to a common norm first: lstsq drops a column far smaller than the
+    # others (the intercept's, for X of scale 1e37), so the start would depend on the scale
+    norms = np.linalg.norm(design, axis=0)
+    norms = np.where(norms > 0.0, norms, 1.0)
+    coef = np.linalg.lstsq(design / norms, filled, rcond=None)[0] / norms
     rms = math.sqrt(float(np.mean((filled - design @ coef) ** 2)))
     spread = float(np.std(filled))
     scale = rms if rms > 1e-8 * max(spread, 1e-300) else (spread if spread > 0 else 1.0)
