@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dem.model import EMModel, Params
+from dem.model import EMModel, Params, remedy
 
 Evaluation = tuple[Params | Exception, float]
 StepGenerator = Generator[Params, Evaluation, "Step"]
@@ -44,12 +44,9 @@ class Step:
     converged: bool
 
 
-def _checked(result: Params | Exception, loglik: float) -> Params:
+def _checked(model: EMModel, result: Params | Exception, loglik: float) -> Params:
     if not math.isfinite(loglik):
-        raise FloatingPointError(
-            f"The log-likelihood became {loglik}. Increase the regularisation (reg_covar) or "
-            "scale the input data."
-        )
+        raise FloatingPointError(f"The log-likelihood became {loglik}. {remedy(model)}")
     if isinstance(result, Exception):
         raise result
     return result
@@ -74,7 +71,7 @@ def has_converged(
 def plain(model: EMModel, params: Params, previous: float, tol: float) -> StepGenerator:
     """One EM iteration: converged when the log-likelihood moved less than ``tol``."""
     updated, loglik = yield params
-    updated = _checked(updated, loglik)
+    updated = _checked(model, updated, loglik)
     return Step(updated, loglik, 1, has_converged(model, loglik - previous, tol, params, updated))
 
 
@@ -84,11 +81,11 @@ def squarem(model: EMModel, params: Params, previous: float, tol: float) -> Step
     Converges by the plain EM rule on either of the two EM steps.
     """
     first, loglik0 = yield params
-    first = _checked(first, loglik0)
+    first = _checked(model, first, loglik0)
     if has_converged(model, loglik0 - previous, tol, params, first):
         return Step(first, loglik0, 1, True)
     second, loglik1 = yield first
-    second = _checked(second, loglik1)
+    second = _checked(model, second, loglik1)
     if has_converged(model, loglik1 - loglik0, tol, first, second):
         return Step(second, loglik1, 2, True)
     x0, x1, x2 = (model.pack(p) for p in (params, first, second))  # type: ignore[attr-defined]

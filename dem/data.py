@@ -181,7 +181,9 @@ def as_samples(
     else:
         array = _from_numpy(np.asarray(data), chunk_rows)
         kind = "numpy"
-    array = _validated(array, name, ndim)
+    features = feature_dim or "feature"
+    axes = {1: features} if ndim == 2 else {1: time_dim, 2: features}
+    array = _validated(array, name, ndim, axes)
     return Samples(array, name, source, kind, sample_dim, coords)
 
 
@@ -191,7 +193,7 @@ def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
     return da.from_array(values, chunks=chunks, name=False)
 
 
-def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
+def _validated(array: da.Array, name: str, ndim: int, axis_names: dict[int, str]) -> da.Array:
     if array.ndim != ndim:
         if ndim == 2 and array.ndim == 1:
             hint = (
@@ -217,7 +219,6 @@ def _validated(array: da.Array, name: str, ndim: int) -> da.Array:
         )
     elif dtype.itemsize < 4 or dtype.itemsize > 8:
         array = array.astype(np.float64)
-    axis_names = {1: "feature"} if ndim == 2 else {1: "time", 2: "feature"}
     split = [axis for axis in range(1, ndim) if len(array.chunks[axis]) > 1]
     if split:
         warnings.warn(

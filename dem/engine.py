@@ -36,7 +36,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 
 from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
 from dem.checkpoint import Checkpoint
-from dem.model import Block, EMModel, Params, Stats
+from dem.model import Block, EMModel, Params, Stats, remedy
 
 DEFAULT_SPLIT_EVERY = 8
 
@@ -113,7 +113,12 @@ def prepare(arrays: Mapping[str, da.Array], persist: bool | None) -> dict[str, d
         persist = sum(a.nbytes for a in arrays.values()) <= memory_budget()
     if not persist:
         return dict(arrays)
-    persisted = dask.persist(*arrays.values())
+    try:
+        persisted = dask.persist(*arrays.values())
+    except Exception as failure:  # the local scheduler reads the data now
+        if not _is_cluster_failure(failure):
+            _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
+        raise
     return dict(zip(arrays, persisted, strict=True))
 
 
@@ -126,18 +131,39 @@ def chunk_blocks(arrays: Mapping[str, da.Array]) -> list[tuple[int, list[Delayed
     ]
 
 
+LARGEST = 1e150
+"""Largest magnitude of an input value: EM sums squares of the data, and squares of
+values beyond it, summed over many rows, overflow float64 (about 1.8e308)."""
+
+
 def _check_block(
     names: Sequence[str], values: Sequence[np.ndarray], missing_ok: frozenset[str], first_row: int
 ) -> None:
     for name, value in zip(names, values, strict=True):
-        bad = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
-        if bad.any():
-            rows = np.flatnonzero(bad.reshape(len(value), -1).any(axis=1))
+        # False for NaN and infinity too; the squares of any float32 fit in float64
+        within = np.isfinite(value) if value.dtype.itemsize < 8 else np.abs(value) <= LARGEST
+        if within.all():
+            continue
+        where = f"(chunk rows {first_row}-{first_row + len(value) - 1})"
+        invalid = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
+        if invalid.any():
+            rows = np.flatnonzero(invalid.reshape(len(value), -1).any(axis=1))
             what = "infinity" if name in missing_ok else "NaN or infinity"
             raise ValueError(
                 f"Input {name!r} contains {what} in {len(rows)} row(s) between rows "
-                f"{first_row + rows[0]} and {first_row + rows[-1]} (chunk rows {first_row}"
-                f"-{first_row + len(value) - 1}). Remove or impute those rows before fitting."
+                f"{first_row + rows[0]} and {first_row + rows[-1]} {where}. Remove or impute "
+                "those rows before fitting."
+            )
+        huge = np.isfinite(value) & ~within
+        if huge.any():
+            rows = np.flatnonzero(huge.reshape(len(value), -1).any(axis=1))
+            largest = float(np.max(np.abs(value[huge])))
+            raise ValueError(
+                f"Input {name!r} holds values as large as {largest:.1e} in {len(rows)} row(s) "
+                f"between rows {first_row + rows[0]} and {first_row + rows[-1]} {where}. EM "
+                f"sums squares of the data, which overflow float64 beyond {LARGEST:.0e}: divide "
+                "the data by a constant before fitting (and scale any absolute regularisation "
+                "by its square)."
             )
 
 
@@ -151,7 +177,13 @@ def _map_task(
 ) -> Stats:
     if missing_ok is not None:
         _check_block(names, values, missing_ok, first_row)
-    return function(dict(zip(names, values, strict=True)), params)
+    try:
+        return function(dict(zip(names, values, strict=True)), params)
+    except ValueError as invalid:
+        if type(invalid) is not ValueError:  # subclasses (LinAlgError, ...) keep their type
+            raise
+        rows = f"{first_row}-{first_row + len(values[0]) - 1}"  # the model found bad values
+        raise ValueError(f"{invalid} (In the chunk of samples {rows}.)") from invalid
 
 
 def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) -> Stats:
@@ -255,17 +287,26 @@ def map_reduce(
     missing_ok: frozenset[str] | None = None,
 ) -> Stats:
     """Run one pass over ``arrays`` and return the reduced statistics (one compute)."""
+    names, blocks = tuple(arrays), chunk_blocks(arrays)
     graph = map_reduce_graph(
-        function,
-        combine,
-        tuple(arrays),
-        chunk_blocks(arrays),
-        params,
-        split_every=split_every,
-        missing_ok=missing_ok,
+        function, combine, names, blocks, params, split_every=split_every, missing_ok=missing_ok
     )
-    (stats,) = dask.compute(graph)
-    return stats
+    return _compute(graph, names, blocks)
+
+
+def _compute(
+    graph: Delayed, names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]]
+) -> Any:
+    """Compute one pass; a chunk that cannot be read is named (see _raise_if_unreadable)."""
+    try:
+        (result,) = dask.compute(graph)
+    except ValueError:
+        raise
+    except Exception as failure:
+        if not _is_cluster_failure(failure):
+            _raise_if_unreadable(names, blocks, failure)
+        raise
+    return result
 
 
 @dataclass(frozen=True)
@@ -304,32 +345,24 @@ def em_pass(
         split_every=split_every,
         missing_ok=missing_ok,
     )
-    try:
-        (all_stats,) = dask.compute(graph)
-    except ValueError:
-        raise
-    except Exception as failure:
-        if not _is_cluster_failure(failure):
-            _raise_if_unreadable(names, blocks, failure)
-        raise
+    all_stats = _compute(graph, names, blocks)
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
         try:
-            evaluations.append((_finite(model.m_step(stats, params)), loglik))
+            evaluations.append((_finite(model, model.m_step(stats, params)), loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
     return evaluations
 
 
-def _finite(params: Params) -> Params:
+def _finite(model: EMModel, params: Params) -> Params:
     """``params`` unchanged, or FloatingPointError when the M-step produced a NaN."""
     for name, value in params.items():
         value = np.asarray(value)
         if value.dtype.kind in "fc" and np.isnan(value).any():
             raise FloatingPointError(
-                f"The M-step produced NaN in parameter {name!r}. Increase the regularisation "
-                "(for example reg_covar), or rescale or clean the input data."
+                f"The M-step produced NaN in parameter {name!r}. {remedy(model)}"
             )
     return params
 
@@ -420,7 +453,7 @@ def fit_runs(
                 _record(run, finished.value, checkpoint, callback)
         active = [run for run in active if not run.done(max_iter)]
     for run in runs:
-        _warn_if_not_converged(run.result, max_iter)
+        _warn_if_not_converged(run.model, run.result, max_iter)
     return [run.result for run in runs]
 
 
@@ -550,11 +583,16 @@ def _record(
         )
 
 
-def _warn_if_not_converged(result: EMResult, max_iter: int) -> None:
+def _warn_if_not_converged(model: EMModel, result: EMResult, max_iter: int) -> None:
     if not result.converged and max_iter > 0:
+        rule = (
+            "the model's stopping rule was not met"
+            if hasattr(model, "converged")
+            else "the last change of the mean log-likelihood was above tol"
+        )
         warnings.warn(
-            f"EM did not converge in {max_iter} iterations (last change of the mean "
-            "log-likelihood above tol). Increase max_iter or tol, or check the initialisation.",
+            f"EM did not converge in {max_iter} iterations ({rule}). Increase max_iter or "
+            "tol, or check the initialisation.",
             ConvergenceWarning,
             stacklevel=3,
         )

@@ -14,6 +14,11 @@ the E-step was given).
 A model may also define ``converged(change, tol, previous, params) -> bool``, its own
 stopping rule (for example on the change of its parameters); without it the engine
 stops when the mean log-likelihood changes by less than ``tol``.
+
+A model may also define ``remedy``, a class attribute: the sentence the engine appends
+to its error when an iteration produces NaN parameters or a log-likelihood that is not
+finite, saying what the user can change in that model ("increase reg_covar", ...);
+without it the engine gives :data:`DEFAULT_REMEDY`.
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ class EMModel(Protocol):
     def m_step(self, stats: Stats, params: Params) -> Params:
         """New parameters from the statistics of all the data."""
         ...
+
+
+DEFAULT_REMEDY = (
+    "Rescale or clean the input data (look for extreme values), or start from other "
+    "initial parameters."
+)
+
+
+def remedy(model: Any) -> str:
+    """What to tell the user when ``model``'s fit became non-finite (see the module notes)."""
+    return str(getattr(model, "remedy", DEFAULT_REMEDY))
 
 
 def add_stats(a: Stats, b: Stats) -> Stats:

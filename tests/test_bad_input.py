@@ -2,10 +2,18 @@
 
 Each case builds the user's input (in a Zarr store where it can be stored), fits, and
 expects a clear error whose type and message say what to do, or the documented
-outcome (a warning and a rechunk, or a finite fit). The user's store must be
-byte-for-byte unchanged afterwards: it is hashed before and after every case.
+outcome (a warning and a rechunk, or a fit with finite parameters). The user's store
+must be byte-for-byte unchanged afterwards: it is hashed before and after every case.
 
-A new model slots in with one entry in ``CONTRACTS``.
+Data are made once as rows × features (``good_data``) and laid out by each contract
+as its estimator takes them: rows for the mixture, PPCA, factor analysis and Tobit
+regression, sequences of ``N_TIMES`` steps for the HMMs (a categorical HMM reads the
+first feature as one of three symbols). A model that takes a second per-sample input
+(Tobit's ``y``, an HMM's ``lengths``) meets the cases of a misaligned second input too.
+
+A new model slots in with one entry in ``CONTRACTS``; a case that means something else
+for a model (NaN is "missing" to PPCA) is overridden in its ``outcomes``, and cases
+only one model can meet (censoring limits, sequence lengths) are its ``extra``.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +33,75 @@ import zarr
 import dem
 from dem.checkpoint import Checkpoint
 
+N_ROWS = 600
 N_FEATURES = 3
+N_TIMES = 10  # steps per sequence, for the HMMs
+CHUNK = 200  # rows per chunk in the user's store (sequences: CHUNK // N_TIMES)
 
 
-def _fit_unsupervised(estimator: Any, X: Any, y: Any, variable: str | None) -> Any:
-    return estimator.fit(X, variable=variable)
+@dataclass(frozen=True)
+class Outcome:
+    """What a case must end in: an error (type and message regex), a warning (regex),
+    or neither (a fit with finite parameters)."""
+
+    error: type[BaseException] | None = None
+    message: str | None = None
+
+
+FIT = Outcome()
+
+
+@dataclass(frozen=True)
+class Input:
+    """What one case hands the estimator."""
+
+    X: Any
+    vector: Any = None  # the second per-sample input (an array, or a variable name)
+    variable: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # estimator options
+    fit_options: dict[str, Any] = field(default_factory=dict)  # more arguments of fit
+
+
+# --- layouts: rows × features -> what each estimator takes --------------------------------
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def _sequences(x: np.ndarray) -> np.ndarray:
+    """Rows → (sequences, N_TIMES, ...); fewer rows than N_TIMES make one sequence."""
+    steps = N_TIMES if len(x) % N_TIMES == 0 else len(x)
+    return x.reshape(len(x) // steps, steps, *x.shape[1:])
+
+
+def _symbols(x: np.ndarray) -> np.ndarray:
+    """The first feature as symbols 0, 1, 2 (NaN and infinity kept), in sequences."""
+    if x.shape[1] == 0:  # no feature to read: sequences of no steps
+        return np.empty((len(x), 0))
+    first = x[:, 0]
+    with np.errstate(invalid="ignore"):
+        symbols = np.where(np.isfinite(first), np.digitize(first, [-1.0, 1.0]), first)
+    return _sequences(symbols)
+
+
+def _tobit_y(x: np.ndarray) -> np.ndarray:
+    """A latent linear response, left-censored at 0 (about a third of the rows)."""
+    noise = np.random.default_rng(1).standard_normal(len(x))
+    if x.ndim != 2 or x.shape[1] != N_FEATURES:
+        return np.maximum(noise, 0.0)
+    signal = np.nan_to_num(x, posinf=0.0, neginf=0.0) @ np.array([0.4, -0.3, 0.2])
+    return np.maximum(0.5 + signal + noise, 0.0)
+
+
+def _full_lengths(x: np.ndarray) -> np.ndarray:
+    return np.full(len(x), x.shape[1] if x.ndim > 1 else 1, dtype=np.int64)
+
+
+def _fit(estimator: Any, given: Input) -> Any:
+    if given.vector is None:
+        return estimator.fit(given.X, variable=given.variable, **given.fit_options)
+    return estimator.fit(given.X, given.vector, variable=given.variable, **given.fit_options)
 
 
 @dataclass(frozen=True)
@@ -37,30 +109,30 @@ class Contract:
     """How to build and fit one estimator for the bad-input matrix."""
 
     make: Callable[..., Any]  # make(**options) -> estimator (few iterations, fixed seed)
-    model: str  # the model name its checkpoints carry
-    min_samples: int  # the fewest samples a fit accepts
-    fit: Callable[[Any, Any, Any, str | None], Any] = _fit_unsupervised
-    targets: bool = False  # fit takes a per-sample y
-    messages: dict[str, str] = field(default_factory=dict)  # per-case message overrides
+    min_rows: int  # the fewest rows (of good_data) a fit accepts
+    fitted: tuple[str, ...]  # attributes that must be finite after a fit
+    layout: Callable[[np.ndarray], np.ndarray] = _rows  # rows × features -> the model's X
+    vector: str | None = None  # name of a second per-sample input (y, lengths), if any
+    vector_of: Callable[[np.ndarray], np.ndarray] = _full_lengths  # laid-out X -> a good one
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-case overrides
+    extra: dict[str, Case] = field(default_factory=dict)  # cases only this model meets
+
+    @property
+    def chunk(self) -> int:
+        """Store chunk along the first axis: CHUNK rows, or as many sequences."""
+        return CHUNK if self.layout is _rows else CHUNK // N_TIMES
 
 
-CONTRACTS: dict[str, Contract] = {
-    "gaussian_mixture": Contract(
-        make=lambda **o: dem.GaussianMixture(n_components=3, max_iter=3, random_state=0, **o),
-        model="gaussian_mixture",
-        min_samples=3,
-        messages={"fewer samples than components": "n_samples >= n_components"},
-    ),
-}
+# --- building the user's input ---------------------------------------------------------
 
 
-def good_data(n: int = 600, seed: int = 0) -> np.ndarray:
+def good_data(n: int = N_ROWS, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.normal(scale=4.0, size=(3, N_FEATURES))
     return centres[rng.integers(0, 3, n)] + rng.standard_normal((n, N_FEATURES))
 
 
-def write_store(root: Path, arrays: dict[str, np.ndarray], chunks: int = 200) -> str:
+def write_store(root: Path, arrays: dict[str, np.ndarray], chunks: int) -> str:
     path = root / "user.zarr"
     group = zarr.open_group(str(path), mode="w")
     for name, value in arrays.items():
@@ -79,189 +151,440 @@ def store_digest(root: Path) -> dict[str, str]:
     }
 
 
+Build = Callable[[Contract, Path], Input]
+
+
 @dataclass(frozen=True)
 class Case:
-    """One bad input: build(contract, tmp) -> (X, y, variable, options)."""
+    """One bad input: build(contract, tmp) -> Input, and what it must end in."""
 
-    build: Callable[[Contract, Path], tuple[Any, Any, str | None, dict[str, Any]]]
-    error: type[BaseException] | None  # None: the documented outcome is a fit
-    message: str  # regex for the error (or the warning when error is None)
-    needs_targets: bool = False
-
-
-def _stored(x: np.ndarray, y: np.ndarray | None = None, **options: Any):
-    def build(contract: Contract, tmp: Path):
-        arrays = {"X": x}
-        if contract.targets:
-            arrays["y"] = np.arange(len(x), dtype=float) if y is None else y
-        return write_store(tmp, arrays), None, "X", options
-
-    return build
+    build: Build
+    expected: Outcome
+    needs_vector: bool = False  # only for models with a second per-sample input
 
 
-def _with_nan() -> np.ndarray:
-    x = good_data()
-    x[417, 1] = np.nan
-    return x
+def _stored(rows: np.ndarray, **arrays: Any) -> Build:
+    """The laid-out ``rows`` as variable X (and the model's vector) in the user's store.
 
+    ``arrays`` adds or replaces variables: an array, or a function of the laid-out X.
+    """
 
-def _with_inf() -> np.ndarray:
-    x = good_data()
-    x[5, 0] = -np.inf
-    return x
-
-
-def _in_memory(x: Any):
-    def build(contract: Contract, tmp: Path):
-        return x, (np.zeros(len(x)) if contract.targets else None), None, {}
+    def build(contract: Contract, tmp: Path) -> Input:
+        x = contract.layout(rows)
+        stored = {"X": x}
+        if contract.vector is not None:
+            stored[contract.vector] = contract.vector_of(x)
+        for name, value in arrays.items():
+            stored[name] = value(x) if callable(value) else value
+        return Input(write_store(tmp, stored, contract.chunk), contract.vector, "X")
 
     return build
 
 
-def _missing_path(contract: Contract, tmp: Path):
-    return str(tmp / "no-such.zarr"), None, "X", {}
+def _with(rows: np.ndarray, value: float, at: Any) -> np.ndarray:
+    """A copy of ``rows`` with ``value`` at ``at``."""
+    rows = rows.copy()
+    rows[at] = value
+    return rows
 
 
-def _path_without_variable(contract: Contract, tmp: Path):
-    return _stored(good_data())(contract, tmp)[0], None, None, {}
+def _in_memory(transform: Callable[[np.ndarray], Any]) -> Build:
+    def build(contract: Contract, tmp: Path) -> Input:
+        x = contract.layout(good_data())
+        vector = contract.vector_of(x) if contract.vector is not None else None
+        return Input(transform(x), vector)
+
+    return build
 
 
-def _missing_variable(contract: Contract, tmp: Path):
-    return _stored(good_data())(contract, tmp)[0], None, "Z", {}
+def _missing_path(contract: Contract, tmp: Path) -> Input:
+    return Input(str(tmp / "no-such.zarr"), contract.vector, "X")
 
 
-def _fewer_samples(contract: Contract, tmp: Path):
-    return _stored(good_data()[: contract.min_samples - 1])(contract, tmp)
+def _path_without_variable(contract: Contract, tmp: Path) -> Input:
+    return replace(_stored(good_data())(contract, tmp), variable=None)
 
 
-def _checkpoint_of_another_model(contract: Contract, tmp: Path):
+def _missing_variable(contract: Contract, tmp: Path) -> Input:
+    return replace(_stored(good_data())(contract, tmp), variable="Z")
+
+
+def _fewer_samples(contract: Contract, tmp: Path) -> Input:
+    return _stored(good_data()[: contract.min_rows - 1])(contract, tmp)
+
+
+def _constant_feature(rows: np.ndarray) -> np.ndarray:
+    return _with(rows, 5.0, (slice(None), 0))
+
+
+def _duplicated_feature(rows: np.ndarray) -> np.ndarray:
+    rows = rows.copy()
+    rows[:, 2] = rows[:, 0]
+    return rows
+
+
+def _checkpoint_of_another_model(contract: Contract, tmp: Path) -> Input:
     checkpoint = tmp / "fit.zarr"
     Checkpoint.open(
         checkpoint, model="another_model", config={}, fingerprint={}, resume=False
     ).close()
-    return (
-        _stored(good_data())(contract, tmp)[0],
-        None,
-        "X",
-        {
-            "checkpoint": checkpoint,
-            "resume": True,
-        },
-    )
+    given = _stored(good_data())(contract, tmp)
+    return replace(given, options={"checkpoint": checkpoint, "resume": True})
 
 
-def _checkpoint_of_other_data(contract: Contract, tmp: Path):
+def _checkpoint_of_other_data(contract: Contract, tmp: Path) -> Input:
     checkpoint = tmp / "fit.zarr"
+    other = contract.layout(good_data(seed=1))
+    vector = contract.vector_of(other) if contract.vector is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dem.ConvergenceWarning)
-        estimator = contract.make(checkpoint=checkpoint)
-        other = good_data(seed=1)
-        contract.fit(estimator, other, np.zeros(len(other)) if contract.targets else None, None)
-    return (
-        _stored(good_data())(contract, tmp)[0],
-        None,
-        "X",
-        {
-            "checkpoint": checkpoint,
-            "resume": True,
-        },
-    )
+        _fit(contract.make(checkpoint=checkpoint), Input(other, vector))
+    given = _stored(good_data())(contract, tmp)
+    return replace(given, options={"checkpoint": checkpoint, "resume": True})
 
 
-def _corrupted_chunk(contract: Contract, tmp: Path):
-    path, y, variable, options = _stored(good_data())(contract, tmp)
-    chunk = Path(path) / "X" / "c" / "1" / "0"  # rows 200-399
+def _corrupted_chunk(contract: Contract, tmp: Path) -> Input:
+    given = _stored(good_data())(contract, tmp)
+    ndim = zarr.open_array(str(Path(given.X, "X")), mode="r").ndim
+    chunk = Path(given.X, "X", "c", "1", *["0"] * (ndim - 1))  # the second chunk
     raw = bytearray(chunk.read_bytes())
     raw[8:24] = b"x" * 16
     chunk.write_bytes(bytes(raw))
-    return path, y, variable, options
+    return given
 
 
-def _x_and_y_lengths_differ(contract: Contract, tmp: Path):
-    x = good_data()
-    return write_store(tmp, {"X": x, "y": np.zeros(len(x) - 7)}), None, "X", {}
+def _restored(path: str, name: str, values: np.ndarray, chunks: int) -> None:
+    """Replace variable ``name`` of the store at ``path`` (while building a case)."""
+    group = zarr.open_group(path, mode="r+")
+    del group[name]
+    group.create_array(name, data=values, chunks=(chunks,))
 
 
-def _x_and_y_chunks_differ(contract: Contract, tmp: Path):
-    x = good_data()
-    path = write_store(tmp, {"X": x})
-    zarr.open_group(path, mode="r+").create_array("y", data=np.zeros(len(x)), chunks=(150,))
-    return path, None, "X", {}
+def _vector_shorter(contract: Contract, tmp: Path) -> Input:
+    assert contract.vector is not None
+    shorter = {contract.vector: lambda x: contract.vector_of(x)[:-7]}
+    return _stored(good_data(), **shorter)(contract, tmp)
+
+
+def _vector_chunked_otherwise(contract: Contract, tmp: Path) -> Input:
+    assert contract.vector is not None
+    given = _stored(good_data())(contract, tmp)
+    values = np.asarray(zarr.open_array(str(Path(given.X, contract.vector)), mode="r")[...])
+    _restored(given.X, contract.vector, values, contract.chunk * 3 // 4)
+    return given
 
 
 CASES: dict[str, Case] = {
-    "NaN": Case(_stored(_with_nan()), ValueError, r"NaN or infinity in 1 row.*rows 417 and 417"),
-    "infinity": Case(_stored(_with_inf()), ValueError, r"NaN or infinity.*Remove or impute"),
-    "1-D": Case(_stored(good_data()[:, 0]), ValueError, r"must be 2-D.*reshape\(-1, 1\)"),
-    "3-D": Case(_stored(good_data().reshape(-1, 1, N_FEATURES)), ValueError, r"must be 2-D"),
-    "empty": Case(_stored(np.empty((0, N_FEATURES))), ValueError, r"empty.*at least one"),
-    "no features": Case(_stored(np.empty((10, 0))), ValueError, r"empty.*at least one"),
-    "fewer samples than components": Case(_fewer_samples, ValueError, r"samples"),
+    "NaN": Case(
+        _stored(_with(good_data(), np.nan, (417, 0))),
+        Outcome(ValueError, r"NaN or infinity in 1 row.*rows 417 and 417.*Remove or impute"),
+    ),
+    "infinity": Case(
+        _stored(_with(good_data(), -np.inf, (5, 0))),
+        Outcome(ValueError, r"NaN or infinity in 1 row.*rows 5 and 5.*Remove or impute"),
+    ),
+    "one dimension too few": Case(
+        _in_memory(lambda x: x[..., 0]), Outcome(ValueError, r"must be 2-D.*reshape\(-1, 1\)")
+    ),
+    "one dimension too many": Case(
+        _in_memory(lambda x: x[..., None]), Outcome(ValueError, r"must be 2-D; got 3-D")
+    ),
+    "empty": Case(_stored(np.empty((0, N_FEATURES))), Outcome(ValueError, r"empty.*at least one")),
+    "no features": Case(
+        _stored(np.empty((N_TIMES, 0))), Outcome(ValueError, r"empty.*at least one")
+    ),
+    "fewer samples than components": Case(_fewer_samples, Outcome(ValueError, r"samples")),
+    "constant feature": Case(_stored(_constant_feature(good_data())), FIT),
+    "duplicated feature": Case(_stored(_duplicated_feature(good_data())), FIT),
     "string dtype": Case(
-        _in_memory(good_data().astype(str)), TypeError, r"dtype <U.*Convert it to float"
+        _in_memory(lambda x: x.astype(str)), Outcome(TypeError, r"dtype <U.*Convert it to float")
     ),
     "object dtype": Case(
-        _in_memory(good_data().astype(object)), TypeError, r"dtype object.*Convert it to float"
+        _in_memory(lambda x: x.astype(object)),
+        Outcome(TypeError, r"dtype object.*Convert it to float"),
     ),
     "feature axis split into chunks": Case(
-        lambda c, t: (
-            da.from_array(good_data(), chunks=(200, 1)),
-            np.zeros(600) if c.targets else None,
-            None,
-            {},
-        ),
-        None,
-        r"split into 3 chunks along the feature axis; rechunking",
+        _in_memory(lambda x: da.from_array(x, chunks=(CHUNK, *[1] * (x.ndim - 1)))),
+        Outcome(None, r"split into 3 chunks along the feature axis; rechunking"),
     ),
     "corrupted chunk in the store": Case(
-        _corrupted_chunk, ValueError, r"'X': chunk 1 along the samples \(rows 200-399\) cannot be"
+        _corrupted_chunk,
+        Outcome(ValueError, r"'X': chunk 1 along the samples \(rows 200-399\) cannot be read"),
     ),
-    "missing variable": Case(_missing_variable, KeyError, r"has no variable 'Z'; it has \['X"),
-    "path that does not exist": Case(_missing_path, FileNotFoundError, r"no-such.zarr.*not exist"),
-    "store path without a variable": Case(_path_without_variable, ValueError, r"variable='X'"),
+    "missing variable": Case(
+        _missing_variable, Outcome(KeyError, r"has no variable 'Z'; it has \['X")
+    ),
+    "path that does not exist": Case(
+        _missing_path, Outcome(FileNotFoundError, r"no-such.zarr.*not exist")
+    ),
+    "store path without a variable": Case(
+        _path_without_variable, Outcome(ValueError, r"variable='X'")
+    ),
     "checkpoint of another model": Case(
-        _checkpoint_of_another_model, dem.CheckpointMismatchError, r"model 'another_model'"
+        _checkpoint_of_another_model,
+        Outcome(dem.CheckpointMismatchError, r"model 'another_model'"),
     ),
     "checkpoint of other data": Case(
-        _checkpoint_of_other_data, dem.CheckpointMismatchError, r"fingerprint.*new checkpoint"
+        _checkpoint_of_other_data,
+        Outcome(dem.CheckpointMismatchError, r"fingerprint.*new checkpoint"),
     ),
-    "X and y of different lengths": Case(
-        _x_and_y_lengths_differ, ValueError, r"length|samples", needs_targets=True
+    "second input of a different length": Case(
+        _vector_shorter, Outcome(ValueError, r"has 593 samples but X has 600"), needs_vector=True
     ),
-    "X and y of different chunks": Case(
-        _x_and_y_chunks_differ, ValueError, r"share their sample chunks", needs_targets=True
+    "second input chunked otherwise": Case(
+        _vector_chunked_otherwise,
+        Outcome(ValueError, r"same sample chunks.*Rechunk"),
+        needs_vector=True,
     ),
 }
+
+
+# --- cases of one model ------------------------------------------------------------------
+
+
+def _tobit_limits(**limits: Any) -> Build:
+    """Good data, with per-row limits stored as variables named after their fit argument
+    (an array: stored; a function of the number of rows: its result is stored)."""
+
+    def build(contract: Contract, tmp: Path) -> Input:
+        arrays = {
+            name: value(N_ROWS) if callable(value) else value for name, value in limits.items()
+        }
+        given = _stored(good_data(), **arrays)(contract, tmp)
+        return replace(given, fit_options={name: name for name in limits})
+
+    return build
+
+
+def _crossing_limits(n: int) -> np.ndarray:
+    lower = np.full(n, -1.0)
+    lower[[40, 41]] = 5.0
+    return lower
+
+
+def _tobit_limits_chunked_otherwise(contract: Contract, tmp: Path) -> Input:
+    given = _tobit_limits(left=np.full(N_ROWS, -1.0))(contract, tmp)
+    _restored(given.X, "left", np.full(N_ROWS, -1.0), 150)
+    return given
+
+
+TOBIT_EXTRA = {
+    "limits in the wrong order": Case(
+        lambda c, t: replace(_stored(good_data())(c, t), options={"right": -1.0}),
+        Outcome(ValueError, r"left must be below right; got left=0.0, right=-1.0"),
+    ),
+    "per-row limits of a different length": Case(
+        _tobit_limits(left=np.full(N_ROWS - 7, -1.0)),
+        Outcome(ValueError, r"left has 593 samples but X has 600; they must describe the same"),
+    ),
+    "per-row limits chunked otherwise": Case(
+        _tobit_limits_chunked_otherwise,
+        Outcome(ValueError, r"left and X must have the same sample chunks.*Rechunk"),
+    ),
+    "per-row limits crossing": Case(
+        _tobit_limits(left=_crossing_limits, right=np.full(N_ROWS, 2.0)),
+        Outcome(ValueError, r"left >= right in 2 row\(s\), the first at row 40"),
+    ),
+    "limit naming a missing variable": Case(
+        lambda c, t: replace(_stored(good_data())(c, t), fit_options={"left": "lo"}),
+        Outcome(KeyError, r"has no variable 'lo'"),
+    ),
+    "every row censored": Case(
+        _stored(good_data(), y=np.zeros(N_ROWS)),
+        Outcome(ValueError, r"Every row is censored \(600 left, 0 right\).*Check the limits"),
+    ),
+    "NaN in y without interval limits": Case(
+        _stored(good_data(), y=lambda x: _with(_tobit_y(x), np.nan, 17)),
+        Outcome(ValueError, r"y is NaN in 1 row\(s\), the first at row 17. Remove those rows"),
+    ),
+}
+
+
+HMM_EXTRA = {
+    "lengths out of range": Case(
+        _stored(good_data(), lengths=lambda x: _with(_full_lengths(x), 0, 33)),
+        Outcome(
+            ValueError,
+            r"lengths must be whole numbers between 1 and n_times=10; got \[0.0\] \(for 1 "
+            r"sequence\(s\), the first at position 13 of this chunk\).*chunk of samples 20-39",
+        ),
+    ),
+    "NaN in the padding": Case(
+        # sequence 7 has 4 steps; NaN after them is padding, never read
+        _stored(
+            _with(good_data(), np.nan, (slice(74, 80), slice(None))),
+            lengths=lambda x: _with(_full_lengths(x), 4, 7),
+        ),
+        FIT,
+    ),
+}
+
+SYMBOL_EXTRA = {
+    "symbols that are not integers": Case(
+        _in_memory(lambda x: _with(x, 1.5, (3, 4))),
+        Outcome(ValueError, r"symbols must be non-negative integers; got \[1.5\].*Encode"),
+    ),
+}
+
+
+# --- the contracts -----------------------------------------------------------------------
+
+LINEAR_GAUSSIAN_OUTCOMES = {
+    "NaN": FIT,  # NaN is a missing value: the likelihood of the observed entries is fitted
+    "infinity": Outcome(ValueError, r"infinity in 1 row.*rows 5 and 5.*Remove or impute"),
+    "fewer samples than components": Outcome(ValueError, r"n_samples > n_components.*more data"),
+}
+
+
+def _hmm_outcomes(ndim: int) -> dict[str, Outcome]:
+    located = r".*fix those values or shorten the lengths. \(In the chunk of samples {}.\)"
+    return {
+        "NaN": Outcome(
+            ValueError,
+            r"NaN or infinity inside 1 sequence.*sequence 1 of this chunk, at time step 7"
+            + located.format("40-59"),
+        ),
+        "one dimension too few": Outcome(
+            ValueError, rf"must be {ndim}-D; got {ndim - 1}-D.*Arrange the sequences"
+        ),
+        "one dimension too many": Outcome(
+            ValueError, rf"must be {ndim}-D; got {ndim + 1}-D.*Arrange the sequences"
+        ),
+        "feature axis split into chunks": Outcome(
+            None, r"split into 10 chunks along the time axis; rechunking"
+        ),
+        "corrupted chunk in the store": Outcome(
+            ValueError, r"'X': chunk 1 along the samples \(rows 20-39\) cannot be read"
+        ),
+        "second input of a different length": Outcome(
+            ValueError, r"lengths has 53 entries but X has 60 sequences; pass one length"
+        ),
+        "second input chunked otherwise": FIT,  # lengths are rechunked as X is
+    }
+
+
+CONTRACTS: dict[str, Contract] = {
+    "gaussian_mixture": Contract(
+        make=lambda **o: dem.GaussianMixture(n_components=3, max_iter=3, random_state=0, **o),
+        min_rows=3,
+        fitted=("weights_", "means_", "covariances_", "precisions_cholesky_"),
+        outcomes={
+            "fewer samples than components": Outcome(
+                ValueError, r"n_samples >= n_components.*more data"
+            )
+        },
+    ),
+    "ppca": Contract(
+        make=lambda **o: dem.PPCA(2, max_iter=3, random_state=0, **o),
+        min_rows=3,
+        fitted=("components_", "noise_variance_", "mean_"),
+        outcomes=LINEAR_GAUSSIAN_OUTCOMES,
+    ),
+    "factor_analysis": Contract(
+        make=lambda **o: dem.FactorAnalysis(2, max_iter=3, random_state=0, **o),
+        min_rows=3,
+        fitted=("components_", "noise_variance_", "mean_"),
+        outcomes=LINEAR_GAUSSIAN_OUTCOMES,
+    ),
+    "censored_regression": Contract(
+        make=lambda **o: dem.CensoredRegression(0.0, max_iter=3, random_state=0, **o),
+        min_rows=5,
+        fitted=("coef_", "intercept_", "scale_", "bse_"),
+        vector="y",
+        vector_of=_tobit_y,
+        outcomes={
+            "fewer samples than components": Outcome(
+                ValueError, r"more samples than coefficients.*n_samples=4 and 4 coef.*more data"
+            ),
+            "constant feature": Outcome(
+                ValueError, r"the intercept, column 0 are linearly dependent.*duplicates the int"
+            ),
+            "duplicated feature": Outcome(
+                ValueError, r"collinear: column 0, column 2 are linearly dependent.*Drop one"
+            ),
+        },
+        extra=TOBIT_EXTRA,
+    ),
+    "gaussian_hmm": Contract(
+        make=lambda **o: dem.GaussianHMM(3, max_iter=3, random_state=0, **o),
+        min_rows=3,
+        fitted=("startprob_", "transmat_", "means_", "covars_"),
+        layout=_sequences,
+        vector="lengths",
+        outcomes={
+            **_hmm_outcomes(3),
+            "infinity": Outcome(ValueError, r"infinity in 1 row.*rows 0 and 0.*Remove or impute"),
+            "fewer samples than components": Outcome(
+                ValueError, r"holds 2 finite observations, fewer than n_components=3.*fewer st"
+            ),
+        },
+        extra=HMM_EXTRA,
+    ),
+    "categorical_hmm": Contract(
+        make=lambda **o: dem.CategoricalHMM(3, max_iter=3, random_state=0, **o),
+        min_rows=3,
+        fitted=("startprob_", "transmat_", "emissionprob_"),
+        layout=_symbols,
+        vector="lengths",
+        outcomes={
+            **_hmm_outcomes(2),
+            "infinity": Outcome(
+                ValueError,
+                r"NaN or infinity inside 1 sequence.*sequence 0 of this chunk, at time step 5.*"
+                r"\(In the chunk of samples 0-19",
+            ),
+            "fewer samples than components": FIT,  # emissions need no minimum of symbols
+        },
+        extra={**HMM_EXTRA, **SYMBOL_EXTRA},
+    ),
+}
+
+
+def cases_of(contract: Contract) -> dict[str, Case]:
+    common = {
+        name: case
+        for name, case in CASES.items()
+        if contract.vector is not None or not case.needs_vector
+    }
+    return {**common, **contract.extra}
+
 
 MATRIX = [
     pytest.param(model, case, id=f"{model}-{case}")
     for model, contract in CONTRACTS.items()
-    for case, spec in CASES.items()
-    if contract.targets or not spec.needs_targets
+    for case in cases_of(contract)
 ]
 
 
 @pytest.mark.parametrize(("model", "case"), MATRIX)
 def test_bad_input_gets_a_clear_error_and_the_store_is_untouched(tmp_path, model, case):
-    contract, spec = CONTRACTS[model], CASES[case]
-    X, y, variable, options = spec.build(contract, tmp_path)
+    contract = CONTRACTS[model]
+    spec = cases_of(contract)[case]
+    given = spec.build(contract, tmp_path)
     before = store_digest(tmp_path)
-    estimator = contract.make(**options)
-    message = contract.messages.get(case, spec.message)
+    estimator = contract.make(**given.options)
+    expected = contract.outcomes.get(case, spec.expected)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dem.ConvergenceWarning)
-        if spec.error is None:
-            with pytest.warns(UserWarning, match=message):
-                contract.fit(estimator, X, y, variable)
+        if expected.error is not None:
+            with pytest.raises(expected.error, match=expected.message):
+                _fit(estimator, given)
+        elif expected.message is not None:
+            with pytest.warns(UserWarning, match=expected.message):
+                _fit(estimator, given)
         else:
-            with pytest.raises(spec.error, match=message):
-                contract.fit(estimator, X, y, variable)
+            _fit(estimator, given)
+    if expected.error is None:
+        for name in contract.fitted:
+            assert np.all(np.isfinite(getattr(estimator, name))), name
     assert store_digest(tmp_path) == before
 
 
 def test_the_matrix_covers_every_case_for_every_model():
-    """Each model meets every case that applies to it (targets cases only with targets)."""
+    """Each model meets every case that applies to it (second-input cases only with one),
+    and overrides only cases it meets."""
     for model, contract in CONTRACTS.items():
         covered = {case for m, case in (p.values for p in MATRIX) if m == model}
-        expected = {c for c, s in CASES.items() if contract.targets or not s.needs_targets}
-        assert covered == expected
+        expected = {c for c, s in CASES.items() if contract.vector or not s.needs_vector}
+        assert covered == expected | set(contract.extra)
+        assert set(contract.outcomes) <= covered

@@ -1,7 +1,19 @@
-"""Degenerate numerics of the Gaussian mixture: documented rules, never a NaN.
+"""Degenerate numerics: documented rules, never a NaN.
 
-Rules (checked here; the references are scikit-learn from the same start, and the
-closed-form scale equivariance of maximum likelihood):
+Rules for every model (the reference is the closed-form scale equivariance of maximum
+likelihood):
+
+* input values above 1e150 in magnitude are refused in the first pass with a
+  ValueError naming the rows and saying to rescale (EM sums their squares, which would
+  overflow float64);
+* PPCA, factor analysis and Tobit regression are scale equivariant: data scaled by
+  1e-8, 1e8, or to float32 near its overflow (1e37) fit like the original, with each
+  parameter scaled by its power of the factor (PPCA's noise floor is relative to the
+  data's variance); so is a Gaussian HMM whose ``covars_prior`` (absolute, like
+  ``reg_covar``) is scaled with the square of the factor.
+
+Rules of the Gaussian mixture (the references are scikit-learn from the same start, and
+scale equivariance):
 
 * a component collapsing onto duplicated points keeps covariance eigenvalues of at
   least ``reg_covar``; with ``reg_covar=0`` the fit stops with a ValueError naming the
@@ -13,7 +25,8 @@ closed-form scale equivariance of maximum likelihood):
   ``reg_covar * c**2`` (means times ``c``, covariances times ``c**2``); with the default
   ``reg_covar`` data of variance far below it (scale 1e-8) are fitted with covariances
   equal to about ``reg_covar``, finitely;
-* float32 data are computed in float64, so float32 values near overflow (1e37) fit.
+* float32 data near overflow (1e37) fit, for every covariance type: where float32
+  products could overflow (data spread beyond 1e14 about the shift), they run in float64.
 
 Property tests: the log-likelihood never decreases, and results do not depend on
 the order of the rows or on the chunking (up to round-off).
@@ -31,6 +44,7 @@ from hypothesis import strategies as st
 from sklearn.mixture import GaussianMixture as SklearnMixture
 
 import dem
+from dem.models import gaussian
 from tests.conftest import COVARIANCE_TYPES, initial_parameters, make_blobs
 
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
@@ -130,13 +144,14 @@ def test_data_far_below_the_default_reg_covar_fit_finitely(x, covariance_type):
     assert min_variance(ours) == pytest.approx(1e-6, rel=1e-6)
 
 
-def test_float32_near_overflow(x):
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_float32_near_overflow(x, covariance_type):
     big = (x * 1e37).astype(np.float32)
     assert np.isfinite(big).all() and np.abs(big).max() > 1e37
-    init = initial_parameters(x, 3, "diag")
+    init = initial_parameters(x, 3, covariance_type)
     ours = fit(
         big,
-        "diag",
+        covariance_type,
         max_iter=10,
         reg_covar=1e-6 * 1e74,
         weights_init=init["weights_init"],
@@ -144,8 +159,29 @@ def test_float32_near_overflow(x):
         precisions_init=init["precisions_init"] / 1e74,
     )
     assert_finite(ours)
-    original = fit(big.astype(np.float64) / 1e37, "diag", max_iter=10, **init)
+    original = fit(big.astype(np.float64) / 1e37, covariance_type, max_iter=10, **init)
+    np.testing.assert_allclose(ours.weights_, original.weights_, rtol=1e-6)
     np.testing.assert_allclose(ours.means_ / 1e37, original.means_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        ours.covariances_ / 1e74, original.covariances_, rtol=1e-6, atol=1e-9
+    )
+
+
+def test_float32_products_only_where_their_squares_fit():
+    float32 = np.dtype(np.float32)
+    assert gaussian.product_dtype(float32, "full", 5.0) is np.float32  # the fast path
+    assert gaussian.product_dtype(float32, "full", 1e19) is np.float64  # 1e38: overflow
+    assert gaussian.product_dtype(float32, "full", 1e-20) is np.float64  # 1e-40: subnormal
+    assert gaussian.product_dtype(np.dtype(np.float64), "full", 5.0) is np.float64
+
+
+def test_a_value_whose_square_overflows_is_named(x):
+    data = x.copy()
+    data[123, 1] = -3e160
+    with pytest.raises(
+        ValueError, match=r"'X' holds values as large as 3.0e\+160 in 1 row\(s\) between rows 123 "
+    ):
+        fit(data, random_state=0)
 
 
 # --- properties ----------------------------------------------------------------------------
@@ -195,3 +231,104 @@ def test_row_order_and_chunking_do_not_matter(seed, covariance_type, chunks):
             getattr(shuffled, name), getattr(reference, name), rtol=1e-7, atol=1e-10
         )
     np.testing.assert_allclose(shuffled.lower_bounds_, reference.lower_bounds_, rtol=1e-10)
+
+
+# --- every model: values whose squares overflow, and scale ----------------------------------
+
+N_TIMES = 10  # steps per sequence for the Gaussian HMM
+
+
+def tobit_target(x: np.ndarray) -> np.ndarray:
+    noise = np.random.default_rng(3).standard_normal(len(x))
+    return np.clip(0.3 + x @ np.array([1.0, -0.5, 0.4]) + noise, 0.0, 2.5)
+
+
+def sequences(x: np.ndarray) -> np.ndarray:
+    return x[: len(x) // N_TIMES * N_TIMES].reshape(-1, N_TIMES, x.shape[1])
+
+
+HMM_MEANS = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [-3.0, 1.5, 2.5]])
+
+
+def gaussian_hmm(x: np.ndarray, c: float) -> dem.GaussianHMM:
+    """A Gaussian HMM whose absolute settings (starts, covars_prior) scale with ``c``."""
+    estimator = dem.GaussianHMM(
+        3,
+        means_init=HMM_MEANS * c,
+        covars_init=np.full((3, 3), 2.0) * c**2,
+        covars_prior=1e-2 * c**2,
+        max_iter=10,
+        tol=0.0,
+    )
+    return estimator.fit(sequences(x))
+
+
+def tobit(x: np.ndarray, c: float) -> dem.CensoredRegression:
+    base = x / c if c != 1.0 else x
+    y = tobit_target(base.astype(np.float64)) * c
+    return dem.CensoredRegression(0.0, 2.5 * c, max_iter=20, tol=0.0).fit(x, y)
+
+
+# model -> (fit(data, scale), {fitted attribute: the power of the scale it carries})
+SCALE_EQUIVARIANT = {
+    "ppca": (
+        lambda x, c: dem.PPCA(1, max_iter=20, tol=0.0).fit(x),
+        {"components_": 0, "mean_": 1, "noise_variance_": 2, "explained_variance_": 2},
+    ),
+    "factor_analysis": (
+        lambda x, c: dem.FactorAnalysis(1, max_iter=20, tol=0.0).fit(x),
+        {"components_": 0, "mean_": 1, "noise_variance_": 2, "loadings_": 1},
+    ),
+    "censored_regression": (tobit, {"coef_": 0, "intercept_": 1, "scale_": 1}),
+    "gaussian_hmm": (
+        gaussian_hmm,
+        {"startprob_": 0, "transmat_": 0, "means_": 1, "covars_": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("scale", "dtype"), [(1e-8, np.float64), (1e8, np.float64), (1e37, np.float32)]
+)
+@pytest.mark.parametrize("model", SCALE_EQUIVARIANT)
+def test_every_model_fits_scaled_data_like_the_original(x, model, scale, dtype):
+    fit_at, powers = SCALE_EQUIVARIANT[model]
+    scaled = (x * scale).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        ours = fit_at(scaled, scale)
+        # the reference: the very same values brought back to unit scale, in float64
+        reference = fit_at(scaled.astype(np.float64) / scale, 1.0)
+    for name, power in powers.items():
+        value = np.asarray(getattr(ours, name))
+        assert np.all(np.isfinite(value)), name
+        np.testing.assert_allclose(
+            value / scale**power, getattr(reference, name), rtol=1e-6, atol=1e-9, err_msg=name
+        )
+
+
+OVERFLOWING = {
+    "gaussian_mixture": lambda x: dem.GaussianMixture(3, random_state=0).fit(x),
+    "gaussian_mixture, every start given": lambda x: dem.GaussianMixture(
+        3,
+        weights_init=np.full(3, 1 / 3),
+        means_init=x[:3],
+        precisions_init=np.ones((3, 3)) * 1e-300,
+        covariance_type="diag",
+    ).fit(x),
+    "ppca": lambda x: dem.PPCA(1).fit(x),
+    "factor_analysis": lambda x: dem.FactorAnalysis(1).fit(x),
+    "censored_regression": lambda x: dem.CensoredRegression(0.0).fit(x, tobit_target(x / 1e200)),
+    "gaussian_hmm": lambda x: dem.GaussianHMM(3, random_state=0).fit(sequences(x)),
+}
+
+
+@pytest.mark.parametrize("model", OVERFLOWING)
+def test_every_model_refuses_values_whose_squares_overflow(x, model):
+    with pytest.raises(
+        ValueError,
+        match=r"'X' holds values as large as \d\.\de\+200 in \d+ row\(s\) between rows 0 and "
+        r"\d+ \(chunk rows 0-\d+\)\. EM sums squares of the data, which overflow float64 "
+        r"beyond 1e\+150: divide the data by a constant",
+    ):
+        OVERFLOWING[model](x * 1e200)

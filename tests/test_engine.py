@@ -265,3 +265,75 @@ def test_invalid_values_met_by_the_initialisation_sample_name_the_row(blobs):
     bad[777, 0] = np.nan
     with pytest.raises(ValueError, match=r"NaN or infinity in 1 row\(s\) between rows 777 and 777"):
         dem.GaussianMixture(3, random_state=0).fit(bad)
+
+
+# --- what the engine says when a fit goes wrong: in the model's own terms ---------------------
+
+
+class MeanModel:
+    """The mean of a unit-variance Gaussian; ``fault`` makes the M-step or the E-step's
+    log-likelihood NaN."""
+
+    name = "mean"
+    inputs = ("X",)
+    missing_ok: frozenset[str] = frozenset()
+
+    def __init__(self, fault: str = "") -> None:
+        self.fault = fault
+
+    def config(self):
+        return {}
+
+    def param_dims(self):
+        return {"mean": ("feature",)}
+
+    def e_step(self, block, params):
+        x = block["X"]
+        loglik = -0.5 * np.sum((x - params["mean"]) ** 2)
+        return {
+            "n": np.float64(len(x)),
+            "loglik": np.float64(np.nan if self.fault == "loglik" else loglik),
+            "sum_x": x.sum(axis=0),
+        }
+
+    def combine(self, a, b):
+        return {key: a[key] + b[key] for key in a}
+
+    def m_step(self, stats, params):
+        mean = stats["sum_x"] / stats["n"]
+        return {"mean": mean * np.nan if self.fault == "m_step" else mean}
+
+
+class AdvisedMeanModel(MeanModel):
+    remedy = "Try fewer widgets."
+
+    def converged(self, change, tol, previous, params):
+        return False
+
+
+def fit_mean(model, max_iter=3):
+    x = da.from_array(np.random.default_rng(0).normal(size=(40, 2)), chunks=10)
+    return engine.fit(model, {"X": x}, lambda: {"mean": np.zeros(2)}, max_iter=max_iter)
+
+
+@pytest.mark.parametrize("fault", ["m_step", "loglik"])
+def test_a_non_finite_fit_gets_the_models_own_advice(fault):
+    with pytest.raises(FloatingPointError, match=r"Try fewer widgets\.$"):
+        fit_mean(AdvisedMeanModel(fault))
+    with pytest.raises(FloatingPointError) as default:
+        fit_mean(MeanModel(fault))
+    assert str(default.value).endswith(dem.model.DEFAULT_REMEDY)
+    assert "reg_covar" not in str(default.value)
+
+
+def test_the_convergence_warning_names_the_rule_that_was_not_met():
+    with pytest.warns(dem.ConvergenceWarning, match=r"the model's stopping rule was not met"):
+        fit_mean(AdvisedMeanModel())
+    with pytest.warns(dem.ConvergenceWarning, match=r"change of the mean log-likelihood"):
+        engine.fit(
+            MeanModel(),
+            {"X": da.ones((10, 2), chunks=5)},
+            lambda: {"mean": np.full(2, 5.0)},
+            max_iter=1,
+            tol=0.0,
+        )

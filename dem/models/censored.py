@@ -321,6 +321,10 @@ class CensoredModel:
 
     name: ClassVar[str] = "censored_regression"
     missing_ok: ClassVar[frozenset[str]] = frozenset({"y", "left", "right"})
+    remedy: ClassVar[str] = (
+        "Drop collinear or constant columns of X, scale X and y to unit variance, or check "
+        "the censoring limits."
+    )
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -564,7 +568,11 @@ def initial_params(model: CensoredModel, block: Block) -> Params:
     design, filled = design[usable], filled[usable]
     if len(filled) == 0:
         return {"coef": np.zeros(design.shape[1]), "scale": np.float64(1.0)}
-    coef = np.linalg.lstsq(design, filled, rcond=None)[0]
+    # columns brought to a common norm first: lstsq drops a column far smaller than the
+    # others (the intercept's, for X of scale 1e37), so the start would depend on the scale
+    norms = np.linalg.norm(design, axis=0)
+    norms = np.where(norms > 0.0, norms, 1.0)
+    coef = np.linalg.lstsq(design / norms, filled, rcond=None)[0] / norms
     rms = math.sqrt(float(np.mean((filled - design @ coef) ** 2)))
     spread = float(np.std(filled))
     scale = rms if rms > 1e-8 * max(spread, 1e-300) else (spread if spread > 0 else 1.0)
@@ -962,6 +970,15 @@ class CensoredRegression(HTMLRepr):
             every row left- or right-censored, collinear columns of X.
         """
         model, x, inputs = self._inputs(X, y, left, right, variable)
+        n_samples, n_features = (int(n) for n in x.array.shape)
+        n_coef = n_features + int(model.fit_intercept)
+        if n_samples <= n_coef:
+            raise ValueError(
+                f"Expected more samples than coefficients, got n_samples={n_samples} and "
+                f"{n_coef} coefficients (n_features={n_features}"
+                f"{' plus the intercept' if model.fit_intercept else ''}): the scale cannot be "
+                "estimated. Use more data or fewer features."
+            )
         arrays = prepare({name: s.array for name, s in inputs.items()}, self.persist)
         inputs = {name: dataclasses.replace(s, array=arrays[name]) for name, s in inputs.items()}
         counts = self._check_rows(model, arrays)
@@ -971,7 +988,6 @@ class CensoredRegression(HTMLRepr):
                 "scale of the latent variable cannot be estimated and the likelihood has no "
                 "maximum. Check the limits, or fit a probit model to the censoring indicator."
             )
-        n_features = int(x.array.shape[1])
 
         def make_init(rng: np.random.Generator) -> Params:
             seed = int(rng.integers(2**63))

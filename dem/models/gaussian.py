@@ -25,7 +25,9 @@ accurate, else one product with the stacked precision factors (whitening).
 For float32 input of a full-covariance mixture, the two large matrix products
 (whitening and scatter, O(K d²) flops per row) and the normalisation of the
 responsibilities run in float32 within each block of a few thousand rows; the
-first moments and every sum across blocks are float64.
+first moments and every sum across blocks are float64. Float32 data whose spread about
+the shift lies outside ``FLOAT32_SPREAD`` (values near float32's overflow, whose squares
+float32 cannot hold) are computed in float64 throughout.
 """
 
 from __future__ import annotations
@@ -51,11 +53,33 @@ COLLAPSED = (
 DistanceFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def product_dtype(data_dtype: np.dtype, covariance_type: str) -> type[np.floating]:
-    """The dtype of the large per-block matrix products for data of ``data_dtype``."""
-    if data_dtype == np.float32 and covariance_type in FLOAT32_PRODUCTS:
+FLOAT32_SPREAD = (1e-12, 1e14)
+"""Spreads of the data about the shift for which float32 products are safe: their squares
+stay 14 orders of magnitude inside float32's normal range (1.2e-38 to 3.4e38)."""
+
+
+def product_dtype(
+    data_dtype: np.dtype, covariance_type: str, spread: float = 1.0
+) -> type[np.floating]:
+    """The dtype of the large per-block matrix products for data of ``data_dtype``.
+
+    ``spread`` is the scale of the data about the shift (see :func:`spread`): float32
+    data far from unit scale (near float32's overflow, say) are computed in float64.
+    """
+    low, high = FLOAT32_SPREAD
+    if data_dtype == np.float32 and covariance_type in FLOAT32_PRODUCTS and low <= spread <= high:
         return np.float32
     return np.float64
+
+
+def spread(dm: np.ndarray, covariances: np.ndarray, covariance_type: str) -> float:
+    """The scale of data from these components about the shift: the largest distance of a
+    mean from the shift plus the largest standard deviation (``dm`` = means - shift)."""
+    if covariance_type in ("full", "tied"):
+        variances = np.diagonal(covariances, axis1=-2, axis2=-1)
+    else:
+        variances = covariances
+    return float(np.max(np.abs(dm)) + np.sqrt(np.max(variances)))
 
 
 # --- second moments of a block -------------------------------------------------------

@@ -91,8 +91,13 @@ LAYOUT_HINT = (
 # --- sequences of a chunk -------------------------------------------------------------
 
 
-def checked_lengths(lengths: np.ndarray | None, n_sequences: int, n_times: int) -> np.ndarray:
-    """Sequence lengths as integers in [1, n_times] (all ``n_times`` when None)."""
+def checked_lengths(
+    lengths: np.ndarray | None, n_sequences: int, n_times: int, where: str = ""
+) -> np.ndarray:
+    """Sequence lengths as integers in [1, n_times] (all ``n_times`` when None).
+
+    ``where`` says what the positions in an error count from (" of this chunk").
+    """
     if lengths is None:
         return np.full(n_sequences, n_times, dtype=np.int64)
     values = np.asarray(lengths)
@@ -101,15 +106,22 @@ def checked_lengths(lengths: np.ndarray | None, n_sequences: int, n_times: int) 
             f"lengths must have shape ({n_sequences},), one length per sequence; got "
             f"shape {values.shape}."
         )
-    as_int = values.astype(np.int64)
-    bad = (as_int != values) | (as_int < 1) | (as_int > n_times)
+    bad = ~valid_lengths(values, n_times)
     if bad.any():
         raise ValueError(
             f"lengths must be whole numbers between 1 and n_times={n_times}; got "
-            f"{values[bad][:5].tolist()} (for {int(bad.sum())} sequence(s)). Each length "
-            "counts the valid leading time steps of its sequence."
+            f"{values[bad][:5].tolist()} (for {int(bad.sum())} sequence(s), the first at "
+            f"position {int(np.argmax(bad))}{where}). Each length counts the valid leading "
+            "time steps of its sequence."
         )
-    return as_int
+    return values.astype(np.int64)
+
+
+def valid_lengths(lengths: np.ndarray, n_times: int) -> np.ndarray:
+    """Which ``lengths`` are whole numbers in [1, n_times]."""
+    with np.errstate(invalid="ignore"):
+        as_int = lengths.astype(np.int64)
+    return (as_int == lengths) & (as_int >= 1) & (as_int <= n_times)
 
 
 def valid_steps(lengths: np.ndarray, n_times: int) -> np.ndarray | None:
@@ -415,6 +427,10 @@ class HMMModel(ABC):
     name: ClassVar[str] = "hmm"
     inputs: ClassVar[tuple[str, ...]] = ("X", "lengths")
     missing_ok: ClassVar[frozenset[str]] = frozenset({"X"})
+    remedy: ClassVar[str] = (
+        "Decrease n_components, raise the priors (transmat_prior, startprob_prior), or check "
+        "the sequences for extreme values."
+    )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -429,8 +445,13 @@ class HMMModel(ABC):
     # --- emission model (subclasses) ----------------------------------------------------
 
     @abstractmethod
-    def prepare(self, x: np.ndarray, valid: np.ndarray | None, params: Params) -> np.ndarray:
-        """A block of sequences, time-major, checked, with its padding neutralised."""
+    def prepare(
+        self, x: np.ndarray, valid: np.ndarray | None, params: Params, first: int = 0
+    ) -> np.ndarray:
+        """A block of sequences, time-major, checked, with its padding neutralised.
+
+        ``first`` is the position of the block's first sequence in its chunk (for errors).
+        """
 
     @abstractmethod
     def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
@@ -456,12 +477,12 @@ class HMMModel(ABC):
         """The chunk's blocks of sequences, one at a time: (rows, prepared data, valid steps)."""
         x = block["X"]
         n_sequences, n_times = x.shape[:2]
-        lengths = checked_lengths(block.get("lengths"), n_sequences, n_times)
+        lengths = checked_lengths(block.get("lengths"), n_sequences, n_times, " of this chunk")
         step = max(1, BLOCK_ELEMENTS // (n_times * self.n_components))
         for start in range(0, n_sequences, step):
             rows = slice(start, min(start + step, n_sequences))
             valid = valid_steps(lengths[rows], n_times)
-            yield rows, self.prepare(x[rows], valid, params), valid
+            yield rows, self.prepare(x[rows], valid, params, start), valid
 
     def e_step(self, block: Block, params: Params) -> Stats:
         x = block["X"]
@@ -541,8 +562,11 @@ def _block(x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
     return {"X": x} if lengths is None else {"X": x, "lengths": lengths}
 
 
-def _check_finite(data: np.ndarray, valid: np.ndarray | None, name: str) -> None:
-    """Raise if ``data`` (time-major) is NaN or infinite at a valid step."""
+def _check_finite(data: np.ndarray, valid: np.ndarray | None, name: str, first: int = 0) -> None:
+    """Raise if ``data`` (time-major) is NaN or infinite at a valid step.
+
+    ``first`` is the position in its chunk of the first sequence of ``data``.
+    """
     if valid is None and np.isfinite(data).all():
         return
     bad = ~np.isfinite(data)
@@ -552,11 +576,13 @@ def _check_finite(data: np.ndarray, valid: np.ndarray | None, name: str) -> None
         bad &= valid
     if bad.any():
         steps, sequences = np.nonzero(bad)
+        sequence = int(sequences.min())
+        step = int(steps[sequences == sequence].min())
         raise ValueError(
             f"{name} contains NaN or infinity inside {len(np.unique(sequences))} sequence(s) "
-            f"(the first at time step {int(steps[0])} of a sequence of this chunk). Only the "
-            "padding after a sequence's length may hold NaN: fix those values or shorten "
-            "the lengths."
+            f"(the first is sequence {first + sequence} of this chunk, at time step {step}). "
+            "Only the padding after a sequence's length may hold NaN: fix those values or "
+            "shorten the lengths."
         )
 
 
@@ -664,6 +690,9 @@ class GaussianHMMModel(HMMModel):
     covars_weight: float = 1.0
 
     name: ClassVar[str] = "gaussian_hmm"
+    remedy: ClassVar[str] = (
+        "Decrease n_components, increase covars_prior, or scale the input data to unit variance."
+    )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -684,15 +713,15 @@ class GaussianHMMModel(HMMModel):
             "precisions_cholesky": dims,
         }
 
-    def prepare(self, x: np.ndarray, valid: np.ndarray | None, params: Params) -> np.ndarray:
+    def prepare(
+        self, x: np.ndarray, valid: np.ndarray | None, params: Params, first: int = 0
+    ) -> np.ndarray:
         """Time-major rows centred on the mean of the state means; zero at padding."""
         centred = np.empty((x.shape[1], x.shape[0], x.shape[2]))
         np.subtract(np.swapaxes(x, 0, 1), params["means"].mean(axis=0), out=centred)
+        _check_finite(centred, valid, "X", first)
         if valid is not None:
-            _check_finite(centred, valid, "X")
             centred[~valid] = 0.0
-        else:
-            _check_finite(centred, None, "X")
         return centred
 
     def row_block(self, n_features: int) -> int:
@@ -819,10 +848,12 @@ class CategoricalHMMModel(HMMModel):
     def param_dims(self) -> dict[str, tuple[str, ...]]:
         return {**super().param_dims(), "emissionprob": ("state", "symbol")}
 
-    def prepare(self, x: np.ndarray, valid: np.ndarray | None, params: Params) -> np.ndarray:
+    def prepare(
+        self, x: np.ndarray, valid: np.ndarray | None, params: Params, first: int = 0
+    ) -> np.ndarray:
         """Time-major symbols as integers; zero at padding."""
         values = np.swapaxes(x, 0, 1)
-        _check_finite(values, valid, "X")
+        _check_finite(values, valid, "X", first)
         symbols = checked_symbols(
             values if valid is None else np.where(valid, values, 0.0), self.n_features
         )
@@ -1089,7 +1120,8 @@ class _BaseHMM(HTMLRepr, ABC):
             found = sample_rows(
                 inputs["lengths"].array, int(self.init_sample_size), np.random.default_rng(seed)
             )
-            lengths = checked_lengths(found, len(x), n_times)
+            # sequences of invalid lengths are left out, for the first pass to name
+            lengths = np.where(valid_lengths(found, n_times), found, 0).astype(np.int64)
         else:
             lengths = np.full(len(x), n_times)
         return x, np.arange(n_times)[None, :] < lengths[:, None]
@@ -1503,16 +1535,13 @@ class GaussianHMM(_BaseHMM):
         if means is None or covars is None:
             sequences, valid = self._sampled_observations(inputs, rng)
             observations = sequences[valid].astype(np.float64)
-            if not np.all(np.isfinite(observations)):
-                raise ValueError(
-                    "X contains NaN or infinity inside a sequence; only the padding after "
-                    "a sequence's length may hold NaN."
-                )
+            # NaN or infinity inside a sequence are left to the first pass, which says where
+            observations = observations[np.isfinite(observations).all(axis=1)]
             if len(observations) < self.n_components:
                 raise ValueError(
-                    f"The initialisation sample holds {len(observations)} observations, fewer "
-                    f"than n_components={self.n_components}. Use fewer states, more data, or "
-                    "a larger init_sample_size."
+                    f"The initialisation sample holds {len(observations)} finite observations, "
+                    f"fewer than n_components={self.n_components}. Use fewer states, more data, "
+                    "or a larger init_sample_size."
                 )
             if means is None:
                 means = initial_gaussian_means(observations, int(self.n_components), rng)
@@ -1674,7 +1703,9 @@ class CategoricalHMM(_BaseHMM):
 
         def largest(block: Block, params: Params) -> Stats:
             x = block["X"]
-            lengths = checked_lengths(block.get("lengths"), x.shape[0], x.shape[1])
+            lengths = checked_lengths(
+                block.get("lengths"), x.shape[0], x.shape[1], " of this chunk"
+            )
             valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
             _check_finite(x.T, valid.T, "X")
             return {"largest": np.float64(checked_symbols(x[valid], None).max())}

@@ -46,6 +46,9 @@ class MixtureModel:
     name: ClassVar[str] = "gaussian_mixture"
     inputs: ClassVar[tuple[str, ...]] = ("X",)
     missing_ok: ClassVar[frozenset[str]] = frozenset()
+    remedy: ClassVar[str] = (
+        "Decrease n_components, increase reg_covar, or scale the input data to unit variance."
+    )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -77,8 +80,11 @@ class MixtureModel:
         prec_chol = params["precisions_cholesky"]
         # float32 data of a full mixture: the large products and the exponentials run in
         # float32 on each block; log densities and every sum across blocks are float64
-        dtype = gaussian.product_dtype(x.dtype, ctype)
-        distances = gaussian.DISTANCES[ctype](params["means"] - shift, prec_chol, dtype)
+        dm = params["means"] - shift
+        dtype = gaussian.product_dtype(
+            x.dtype, ctype, gaussian.spread(dm, params["covariances"], ctype)
+        )
+        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype)
         log_weights = np.log(params["weights"])
         constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, n_features)
         loglik = np.float64(0.0)
@@ -150,8 +156,11 @@ class MixtureModel:
         ctype = self.covariance_type
         shift = mixture_mean(params)
         prec_chol = params["precisions_cholesky"]
-        dtype = gaussian.product_dtype(x.dtype, ctype)
-        distances = gaussian.DISTANCES[ctype](params["means"] - shift, prec_chol, dtype)
+        dm = params["means"] - shift
+        dtype = gaussian.product_dtype(
+            x.dtype, ctype, gaussian.spread(dm, params["covariances"], ctype)
+        )
+        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype)
         log_weights = np.log(params["weights"])
         constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, x.shape[1])
         out = np.empty((self.n_components, len(x)))

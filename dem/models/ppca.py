@@ -393,6 +393,10 @@ class LinearGaussianModel:
 
     inputs: ClassVar[tuple[str, ...]] = ("X",)
     missing_ok: ClassVar[frozenset[str]] = frozenset({"X"})
+    remedy: ClassVar[str] = (
+        "Decrease n_components, drop constant or duplicated features, or scale the input "
+        "data to unit variance."
+    )
 
     @property
     def name(self) -> str:
