@@ -11,7 +11,12 @@ variance 1). The peers work on complete data only:
 dem's PPCA runs on a ``LocalCluster`` of one-thread worker processes (one per core), on
 the complete data and then with a fraction ``--missing`` of the entries missing at
 random, which neither peer can fit. The data are persisted on the workers, or with
-``--zarr`` written to a Zarr store that every iteration re-reads.
+``--zarr`` written to a Zarr store (chunk by chunk, on the cluster) that every iteration
+re-reads; ``--keep`` reuses a store written before, ``--memory-limit-gib`` caps each
+worker's memory (so a store larger than the cluster's memory is fitted out of core), and
+``--fit-rows`` fits the first rows of the data only (for example to count the iterations
+to convergence on a subset of a store too large to converge on in the time at hand).
+``--accelerate none,squarem`` fits dem both plainly and with SQUAREM.
 
 Each line is one JSON object ``{"benchmark": "ppca", "what": ...}``: first the machine
 (load average, BLAS), then one line per implementation with the median seconds of
@@ -19,7 +24,8 @@ Each line is one JSON object ``{"benchmark": "ppca", "what": ...}``: first the m
 E-step over one ``--chunk-rows`` chunk with one BLAS thread, which moves least with the
 load of a shared machine. dem's fit lines add the EM iterations, the median
 seconds per iteration (from the per-iteration callback, so without the initialisation),
-and the mean log-likelihood. Accuracy: ``subspace_sin`` is the sine of the largest
+(per SQUAREM cycle with ``accelerate="squarem"``), the seconds per pass over the data, and
+the mean log-likelihood. Accuracy: ``subspace_sin`` is the sine of the largest
 principal angle between the fitted subspace and scikit-learn's, ``loglik_gap`` dem's mean
 log-likelihood below the closed-form maximum (Tipping & Bishop, from scikit-learn's
 eigenvalues rescaled to the 1/N covariance).
@@ -28,13 +34,16 @@ Examples
 --------
 python benchmarks/ppca.py                        # 1e6 x 100, q = 10, 20% missing
 python benchmarks/ppca.py --rows 200000 --repeats 3
-python benchmarks/ppca.py --rows 10000000 --data missing --zarr /tmp/ppca.zarr \
-    --repeats 1 --max-iter 3                     # seconds per iteration out of core
+python benchmarks/ppca.py --rows 10000000 --data missing --zarr /tmp/ppca.zarr --keep \
+    --memory-limit-gib 2 --skip-peers --repeats 1 --max-iter 3   # out of core, s/iteration
+python benchmarks/ppca.py --rows 10000000 --data missing --zarr /tmp/ppca.zarr --keep \
+    --fit-rows 1000000 --skip-peers --repeats 1 --accelerate none,squarem  # to convergence
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -126,6 +135,14 @@ def kernel_seconds(
     return min(seconds)
 
 
+def stored(path: str, label: str, array: da.Array) -> bool:
+    """Whether the store at ``path`` already holds ``label`` with ``array``'s shape."""
+    try:
+        return da.from_zarr(path, component=label).shape == array.shape
+    except (FileNotFoundError, KeyError, ValueError):
+        return False
+
+
 def emit(what: str, **fields: Any) -> None:
     print(json.dumps({"benchmark": "ppca", "what": what, **fields}), flush=True)
 
@@ -145,10 +162,20 @@ def main() -> None:
     parser.add_argument("--data", choices=("complete", "missing", "both"), default="both")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--zarr", help="write the data to this Zarr store and fit from it")
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse the data already in --zarr (only read)"
+    )
+    parser.add_argument("--memory-limit-gib", type=float, help="memory limit per worker")
+    parser.add_argument("--fit-rows", type=int, help="fit the first FIT_ROWS rows only")
+    parser.add_argument(
+        "--accelerate", default="none", help="comma-separated: none, squarem (dem fits)"
+    )
     parser.add_argument("--skip-peers", action="store_true", help="time dem only")
     args = parser.parse_args()
-    n, d, q = args.rows, args.features, args.components
+    n, d, q = args.fit_rows or args.rows, args.features, args.components
     size = {"rows": n, "features": d, "components": q, "chunk_rows": args.chunk_rows}
+    if args.fit_rows:
+        size["data_rows"] = args.rows
     blas = [
         {k: i.get(k) for k in ("internal_api", "num_threads", "architecture")}
         for i in threadpool_info()
@@ -159,6 +186,7 @@ def main() -> None:
         cpus=os.cpu_count(),
         blas=blas,
         workers=args.workers,
+        memory_limit_gib=args.memory_limit_gib,
         dask=dask.__version__,
         **size,
     )
@@ -171,29 +199,49 @@ def main() -> None:
             **{**size, "rows": args.chunk_rows},
         )
 
+    limit = {} if args.memory_limit_gib is None else {"memory_limit": f"{args.memory_limit_gib}GiB"}
     with (
         LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            **limit,
         ) as cluster,
         Client(cluster),
     ):
-        X = simulate(n, d, q, args.chunk_rows)
+        X = simulate(args.rows, d, q, args.chunk_rows)
         arrays = {"complete": X, "missing": with_missing(X, args.missing)}
         wanted = ("complete", "missing") if args.data == "both" else (args.data,)
         peers = not args.skip_peers and "complete" in wanted
         if args.zarr:
             for label in wanted:
-                da.to_zarr(arrays[label], args.zarr, component=label, overwrite=True)
-            inputs: dict[str, Any] = dict.fromkeys(wanted, args.zarr)
+                if not (args.keep and stored(args.zarr, label, arrays[label])):
+                    started = time.perf_counter()
+                    da.to_zarr(arrays[label], args.zarr, component=label, overwrite=True)
+                    emit(
+                        "write zarr",
+                        data=label,
+                        seconds=time.perf_counter() - started,
+                        gib=arrays[label].nbytes / 2**30,
+                    )
+            inputs: dict[str, Any] = {
+                label: da.from_zarr(args.zarr, component=label)[: args.fit_rows]
+                if args.fit_rows
+                else args.zarr
+                for label in wanted
+            }
             source, persist = "zarr", False
         else:
-            inputs = {label: arrays[label].persist() for label in wanted}
+            inputs = {label: arrays[label][:n].persist() for label in wanted}
             source, persist = "memory", None
 
         reference = None
         if peers:
             lazy = (
-                da.from_zarr(args.zarr, component="complete") if args.zarr else inputs["complete"]
+                da.from_zarr(args.zarr, component="complete")[:n]
+                if args.zarr
+                else inputs["complete"]
             )
             values = lazy.compute()
             seconds, reference = repeat(lambda: PCA(q).fit(values), args.repeats)
@@ -225,11 +273,15 @@ def main() -> None:
                 **size,
             )
 
-        for label, data in inputs.items():
+        methods = [m.strip() for m in args.accelerate.split(",") if m.strip()]
+        for (label, data), method in itertools.product(inputs.items(), methods):
             per_iteration: list[float] = []
 
             def fit(
-                data: Any = data, label: str = label, per_iteration: list[float] = per_iteration
+                data: Any = data,
+                label: str = label,
+                method: str = method,
+                per_iteration: list[float] = per_iteration,
             ) -> dem.PPCA:
                 per_iteration.clear()
                 model = dem.PPCA(
@@ -238,23 +290,28 @@ def main() -> None:
                     max_iter=args.max_iter,
                     random_state=0,
                     persist=persist,
+                    accelerate=method,
                     callback=lambda info: per_iteration.append(info.seconds),
                 )
+                path = isinstance(data, str)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", dem.ConvergenceWarning)
-                    return model.fit(data, variable=label if args.zarr else None)
+                    return model.fit(data, variable=label if path else None)
 
             seconds, model = repeat(fit, args.repeats)
             record: dict[str, Any] = {
                 "data": label,
                 "source": source,
                 "missing": args.missing if label == "missing" else 0.0,
+                "accelerate": method,
                 "seconds": statistics.median(seconds),
                 "runs": seconds,
                 "n_iter": model.n_iter_,
                 "converged": model.converged_,
                 "seconds_per_iteration": statistics.median(per_iteration),
+                "seconds_per_pass": sum(per_iteration) / model.n_iter_,
                 "loglik": model.lower_bound_,
+                "lower_bounds": model.lower_bounds_,
             }
             if reference is not None:
                 record["subspace_sin"] = subspace_sin(model.components_, reference.components_)
