@@ -567,3 +567,131 @@ def test_pad_sequences():
     assert np.all(np.isnan(padded[0, 2:]))
     with pytest.raises(ValueError, match="they must agree"):
         hmm.pad_sequences(np.arange(6.0), [2, 3])
+
+
+# --- SQUAREM ------------------------------------------------------------------------------
+
+
+def overlapping_gaussian(seed=0, n_sequences=60, n_times=40):
+    """States whose emissions overlap, where plain EM creeps."""
+    rng = np.random.default_rng(seed)
+    states = draw_states(TRUE_START, TRUE_TRANS, n_sequences, n_times, rng)
+    means = np.array([[0.0, 0.0], [1.2, 1.0], [-1.0, 1.0]])
+    return means[states] + rng.normal(size=(*states.shape, D))
+
+
+def hmmlearn_mean_gradient(model, x, ctype, step=1e-5):
+    """d/d means of hmmlearn's log-likelihood at the parameters of ``model``, by central
+    differences (the means have no prior, so it is zero at the optimum)."""
+    ref = hmmlearn_hmm.GaussianHMM(K, covariance_type=ctype, init_params="")
+    ref.startprob_, ref.transmat_, ref.covars_ = model.startprob_, model.transmat_, model.covars_
+    concat, lengths = x.reshape(-1, D), np.full(len(x), x.shape[1])
+    gradient = np.empty((K, D))
+    for k in range(K):
+        for j in range(D):
+            scores = []
+            for sign in (1, -1):
+                ref.means_ = model.means_.copy()
+                ref.means_[k, j] += sign * step
+                scores.append(ref.score(concat, lengths))
+            gradient[k, j] = (scores[0] - scores[1]) / (2 * step)
+    return gradient
+
+
+@pytest.mark.parametrize("ctype", ["full", "diag", "spherical", "tied"])
+def test_squarem_reaches_the_plain_em_optimum_in_fewer_passes(ctype):
+    x = overlapping_gaussian()
+    init = initial(ctype)
+    fits = {}
+    for method in ("none", "squarem"):
+        fits[method] = dem.GaussianHMM(
+            K,
+            covariance_type=ctype,
+            tol=1e-10,
+            max_iter=2000,
+            accelerate=method,
+            startprob_init=init["startprob"],
+            transmat_init=init["transmat"],
+            means_init=init["means"],
+            covars_init=init["covars"],
+        ).fit(x)
+        assert fits[method].converged_
+        trace = np.array(fits[method].lower_bounds_)
+        assert np.all(np.diff(trace) >= -1e-12 * np.abs(trace[1:]))
+    plain, fast = fits["none"], fits["squarem"]
+    assert fast.score(x) == pytest.approx(plain.score(x), rel=1e-9)
+    np.testing.assert_allclose(fast.means_, plain.means_, atol=1e-4)
+    np.testing.assert_allclose(fast.transmat_, plain.transmat_, atol=1e-4)
+    assert 2 * fast.n_iter_ <= plain.n_iter_
+    # independent of dem: hmmlearn's log-likelihood is flat in the means there (moving
+    # every mean by 1e-3 gives gradients of 0.2 to 0.6 on these data)
+    assert np.abs(hmmlearn_mean_gradient(fast, x, ctype)).max() < 0.01
+
+
+def test_categorical_squarem_keeps_zeros_and_reaches_the_plain_em_optimum():
+    rng = np.random.default_rng(3)
+    emission = np.array(
+        [[0.7, 0.1, 0.1, 0.05, 0.05], [0.05, 0.1, 0.7, 0.1, 0.05], [0.1, 0.05, 0.05, 0.1, 0.7]]
+    )
+    trans = np.array([[0.8, 0.2, 0.0], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    states = draw_states(TRUE_START, trans, 60, 40, rng)
+    draws = rng.random(states.shape)[..., None]
+    x = (draws >= np.cumsum(emission, axis=1)[states]).sum(axis=-1).astype(float)
+    init = {
+        "startprob_init": [0.4, 0.3, 0.3],
+        "transmat_init": np.array([[0.6, 0.4, 0.0], [0.3, 0.4, 0.3], [0.3, 0.3, 0.4]]),
+        "emissionprob_init": rng.dirichlet(np.full(5, 5.0), size=K),
+    }
+    plain, fast = (
+        dem.CategoricalHMM(K, tol=1e-9, max_iter=3000, accelerate=method, **init).fit(x)
+        for method in ("none", "squarem")
+    )
+    assert plain.converged_ and fast.converged_
+    assert fast.transmat_[0, 2] == 0.0  # a zero EM keeps stays zero under extrapolation
+    # plain EM creeps: at tol=1e-9 it stops ~2e-8 (relative) short of the optimum
+    assert fast.score(x) == pytest.approx(plain.score(x), rel=1e-7)
+    assert fast.score(x) >= plain.score(x)
+    np.testing.assert_allclose(fast.emissionprob_, plain.emissionprob_, atol=1e-4)
+    np.testing.assert_allclose(fast.transmat_, plain.transmat_, atol=1e-4)
+    assert 3 * fast.n_iter_ <= plain.n_iter_
+    # independent of dem: moving probability between two symbols of a state does not
+    # change hmmlearn's log-likelihood to first order (stationary on the simplex)
+    ref = hmmlearn_hmm.CategoricalHMM(K, init_params="", n_features=5)
+    ref.startprob_, ref.transmat_ = fast.startprob_, fast.transmat_
+    concat, lengths = x.reshape(-1, 1).astype(np.int64), np.full(len(x), x.shape[1])
+    step = 1e-6
+    for k in range(K):
+        for m in range(4):
+            scores = []
+            for sign in (1, -1):
+                ref.emissionprob_ = fast.emissionprob_.copy()
+                ref.emissionprob_[k, m] += sign * step
+                ref.emissionprob_[k, m + 1] -= sign * step
+                scores.append(ref.score(concat, lengths))
+            assert abs(scores[0] - scores[1]) / (2 * step) < 0.05
+
+
+def test_squarem_vectors_map_onto_valid_parameters():
+    model = hmm.GaussianHMMModel(K, covariance_type="full")
+    like = initial("full")
+    like["startprob"] = np.array([0.5, 0.5, 0.0])
+    like["precisions_cholesky"] = hmm.precision_cholesky(like["covars"], "full")
+    vector = model.pack(like)
+    back = model.unpack(vector, like)
+    for name, value in like.items():
+        np.testing.assert_allclose(back[name], value, rtol=1e-12, atol=1e-15)
+    wild = model.unpack(vector + np.random.default_rng(0).normal(scale=3.0, size=vector.size), like)
+    assert wild["startprob"][2] == 0.0 and wild["startprob"].sum() == pytest.approx(1.0)
+    assert np.all(wild["transmat"] > 0.0) and np.allclose(wild["transmat"].sum(axis=1), 1.0)
+    assert np.all(np.linalg.eigvalsh(wild["covars"]) > 0.0)
+    np.testing.assert_allclose(
+        np.linalg.inv(wild["covars"]),
+        np.einsum("kij,klj->kil", wild["precisions_cholesky"], wild["precisions_cholesky"]),
+        rtol=1e-8,
+    )
+    with pytest.raises(ValueError, match="No valid parameters"):
+        model.unpack(np.full(vector.size, np.nan), like)
+    with pytest.raises(ValueError, match="No valid parameters"):
+        model.unpack(np.full(vector.size, 800.0), like)  # exp overflows in the covariances
+    with pytest.raises(ValueError, match="accelerate must be one of"):
+        dem.CategoricalHMM(K, accelerate="warp").fit(categorical_data()[0])

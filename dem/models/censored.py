@@ -40,6 +40,7 @@ import xarray as xr
 from scipy import linalg, stats
 from scipy.special import erfcx, log_ndtr, ndtr
 
+from dem.accelerate import STEPS
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
@@ -449,6 +450,29 @@ class CensoredModel:
         step = max(step, abs(math.log(float(params["scale"]) / float(previous["scale"]))))
         return step < tol
 
+    # --- parameters as a flat vector, for SQUAREM ----------------------------------------
+
+    def pack(self, params: Params) -> np.ndarray:
+        """The coefficients and ``log σ`` as one vector (log σ: every real is valid)."""
+        return np.concatenate([params["coef"], [math.log(float(params["scale"]))]])
+
+    def unpack(self, vector: np.ndarray, like: Params) -> Params:
+        """Parameters from a vector: ``σ = exp(last entry)``; ``mean_xxT`` from ``like``.
+
+        ``XᵀX / n`` is not a parameter and is carried through unchanged (when ``like``
+        has it). A vector that is not finite, or whose σ overflows or underflows, is
+        refused with a ValueError (SQUAREM then keeps the plain EM step).
+        """
+        coef = np.array(vector[:-1], dtype=np.float64)
+        with np.errstate(over="ignore", under="ignore"):
+            scale = np.exp(np.float64(vector[-1]))
+        if not (np.all(np.isfinite(coef)) and np.isfinite(scale) and scale > 0.0):
+            raise ValueError(f"No valid parameters: coef {coef}, scale {scale}.")
+        params: Params = {"coef": coef, "scale": scale}
+        if "mean_xxT" in like:
+            params["mean_xxT"] = like["mean_xxT"]
+        return params
+
     # --- the other passes --------------------------------------------------------------
 
     def information(self, block: Block, params: Params) -> Stats:
@@ -735,6 +759,11 @@ class CensoredRegression(HTMLRepr):
         from the optimum under heavy censoring, where EM is slow.)
     max_iter : int, default=1000
         Maximum number of EM iterations; heavy censoring needs hundreds.
+    accelerate : {"none", "squarem"}, default="none"
+        ``"squarem"`` extrapolates between EM steps in (coef, log scale) (Varadhan &
+        Roland 2008; see :mod:`dem.accelerate`), reaching the same optimum in far fewer
+        passes over the data when censoring is heavy; ``max_iter`` then counts passes
+        and ``lower_bounds_`` has one entry per cycle.
     random_state : int or numpy.random.Generator, optional
         Seeds the sample of rows the initial least-squares fit uses.
     checkpoint : str or path-like, optional
@@ -770,7 +799,8 @@ class CensoredRegression(HTMLRepr):
     n_iter_ : int
     converged_ : bool
     lower_bounds_ : list of float
-        Mean per-row log-likelihood at the start of every iteration (never decreasing).
+        Mean per-row log-likelihood at the start of every iteration (or SQUAREM cycle),
+        never decreasing.
     gradient_ : ndarray
         Gradient of the log-likelihood in (intercept, coef_..., log(scale_)) at the
         fitted parameters: near 0 at the optimum, a check on convergence.
@@ -792,6 +822,7 @@ class CensoredRegression(HTMLRepr):
         fit_intercept: bool = True,
         tol: float = 1e-8,
         max_iter: int = 1000,
+        accelerate: str = "none",
         random_state: int | np.random.Generator | None = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
@@ -807,6 +838,7 @@ class CensoredRegression(HTMLRepr):
         self.fit_intercept = fit_intercept
         self.tol = tol
         self.max_iter = max_iter
+        self.accelerate = accelerate
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
@@ -823,6 +855,7 @@ class CensoredRegression(HTMLRepr):
         "fit_intercept": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
         "tol": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
         "max_iter": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
+        "accelerate": (lambda v: v in STEPS, f"one of {sorted(STEPS)}"),
         "split_every": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
         "init_sample_size": (
             lambda v: isinstance(v, int | np.integer) and v >= 1,
@@ -1010,6 +1043,7 @@ class CensoredRegression(HTMLRepr):
             resume=self.resume,
             callback=self.callback,
             persist=False,  # already where prepare() put it
+            accelerate=self.accelerate,
         )
         info = map_reduce(
             model.information, add_stats, arrays, best.params, split_every=int(self.split_every)

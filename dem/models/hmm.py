@@ -55,6 +55,7 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
+from dem.accelerate import STEPS
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce
@@ -407,6 +408,46 @@ def _jsonable(value: Any) -> Any:
     return float(array) if array.ndim == 0 else array.tolist()
 
 
+# --- parameters as a flat vector, for SQUAREM ----------------------------------------------
+#
+# Probabilities travel as they are and come back clipped at PROBABILITY_FLOOR and
+# renormalised along each row; an entry that is exactly zero in the parameters the
+# extrapolation starts from stays zero (as EM keeps it), and no other entry becomes
+# zero (EM could never revive it). Logarithms would be worse: a probability that EM
+# drives towards a zero optimum falls by a constant in log space at every step, which
+# sets SQUAREM's step length for every parameter at once. Covariances travel as their
+# Cholesky factors with the logarithm on the diagonal (variances as logarithms), so any
+# vector maps onto a positive definite matrix.
+
+#: The smallest probability an extrapolation may give an entry that is not zero.
+PROBABILITY_FLOOR = 1e-12
+
+
+def _probabilities(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """``values`` (shaped as ``like``) on the simplex along the last axis, zero where
+    ``like`` is zero and at least about ``PROBABILITY_FLOOR`` elsewhere."""
+    values = np.where(like == 0.0, 0.0, np.maximum(values.reshape(like.shape), PROBABILITY_FLOOR))
+    return values / values.sum(axis=-1, keepdims=True)
+
+
+def _log_cholesky(covariances: np.ndarray) -> np.ndarray:
+    """The lower triangles of the Cholesky factors of a stack, log on the diagonal."""
+    factors = np.linalg.cholesky(covariances)
+    n = covariances.shape[-1]
+    rows, cols = np.tril_indices(n)
+    factors[..., np.arange(n), np.arange(n)] = np.log(factors[..., np.arange(n), np.arange(n)])
+    return factors[..., rows, cols].ravel()
+
+
+def _from_log_cholesky(vector: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    n = shape[-1]
+    rows, cols = np.tril_indices(n)
+    factors = np.zeros(shape)
+    factors[..., rows, cols] = vector.reshape(*shape[:-2], len(rows))
+    factors[..., np.arange(n), np.arange(n)] = np.exp(factors[..., np.arange(n), np.arange(n)])
+    return factors @ np.swapaxes(factors, -1, -2)
+
+
 @dataclass(frozen=True)
 class HMMModel(ABC):
     """What every HMM's pure functions share: transitions and the E-step's walk.
@@ -469,6 +510,14 @@ class HMMModel(ABC):
     def emission_m_step(self, stats: Stats, params: Params) -> Params:
         """New emission parameters from the statistics of all the data."""
 
+    @abstractmethod
+    def pack_emissions(self, params: Params) -> np.ndarray:
+        """The emission parameters as a flat vector (for SQUAREM)."""
+
+    @abstractmethod
+    def unpack_emissions(self, vector: np.ndarray, like: Params) -> Params:
+        """Valid emission parameters from a vector made like ``pack_emissions(like)``."""
+
     # --- the protocol -------------------------------------------------------------------
 
     def blocks(
@@ -518,6 +567,39 @@ class HMMModel(ABC):
             ),
             **self.emission_m_step(stats, params),
         }
+
+    # --- parameters as a flat vector, for SQUAREM ----------------------------------------
+
+    def pack(self, params: Params) -> np.ndarray:
+        """``startprob``, ``transmat`` and the emission parameters as one vector."""
+        return np.concatenate(
+            [
+                params["startprob"],
+                params["transmat"].ravel(),
+                self.pack_emissions(params),
+            ]
+        )
+
+    def unpack(self, vector: np.ndarray, like: Params) -> Params:
+        """Valid parameters from a vector (probability rows clipped and renormalised).
+
+        Entries of ``startprob`` and ``transmat`` that are zero in ``like`` stay zero.
+        A vector that is not finite, or that leaves a covariance not positive definite,
+        is refused with a ValueError (SQUAREM then keeps the plain EM step).
+        """
+        if not np.all(np.isfinite(vector)):
+            raise ValueError("No valid parameters: the vector is not finite.")
+        k = self.n_components
+        with np.errstate(all="ignore"):  # what overflows is refused below
+            params = {
+                "startprob": _probabilities(vector[:k], like["startprob"]),
+                "transmat": _probabilities(vector[k : k + k * k], like["transmat"]),
+                **self.unpack_emissions(vector[k + k * k :], like),
+            }
+        for name, value in params.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"No valid parameters: {name} is not finite.")
+        return params
 
     # --- per-sequence functions, applied to any block ----------------------------------
 
@@ -805,6 +887,31 @@ class GaussianHMMModel(HMMModel):
             "precisions_cholesky": precision_cholesky(covars, ctype),
         }
 
+    def pack_emissions(self, params: Params) -> np.ndarray:
+        """Means, and covariances as log-Cholesky factors (log variances for diag/spherical)."""
+        covars = params["covars"]
+        if self.covariance_type in ("full", "tied"):
+            packed = _log_cholesky(covars)
+        else:
+            packed = np.log(covars).ravel()
+        return np.concatenate([params["means"].ravel(), packed])
+
+    def unpack_emissions(self, vector: np.ndarray, like: Params) -> Params:
+        n_means = like["means"].size
+        means = vector[:n_means].reshape(like["means"].shape)
+        shape = like["covars"].shape
+        if self.covariance_type in ("full", "tied"):
+            covars = _from_log_cholesky(vector[n_means:], shape)
+        else:
+            covars = np.exp(vector[n_means:]).reshape(shape)
+        if not np.all(np.isfinite(covars)):
+            raise ValueError("No valid parameters: a covariance is not finite.")
+        return {
+            "means": means.copy(),
+            "covars": covars,
+            "precisions_cholesky": precision_cholesky(covars, self.covariance_type),
+        }
+
     def prior_term(self, n_features: int) -> np.ndarray:
         """``covars_prior`` as added to the scatter: a scalar is that multiple of the
         identity for full and tied covariances."""
@@ -887,6 +994,13 @@ class CategoricalHMMModel(HMMModel):
                 empty, params["emissionprob"], new / np.where(empty, 1.0, total)
             )
         }
+
+    def pack_emissions(self, params: Params) -> np.ndarray:
+        """``emissionprob``, row by row."""
+        return params["emissionprob"].ravel()
+
+    def unpack_emissions(self, vector: np.ndarray, like: Params) -> Params:
+        return {"emissionprob": _probabilities(vector, like["emissionprob"])}
 
 
 def checked_symbols(values: np.ndarray, n_features: int | None) -> np.ndarray:
@@ -1002,6 +1116,7 @@ class _BaseHMM(HTMLRepr, ABC):
         "tol": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "max_iter": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
         "n_init": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "accelerate": (lambda v: v in STEPS, f"one of {sorted(STEPS)}"),
         "split_every": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
         "init_sample_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     }
@@ -1013,6 +1128,7 @@ class _BaseHMM(HTMLRepr, ABC):
     tol: float
     max_iter: int
     n_init: int
+    accelerate: str
     startprob_init: Any
     transmat_init: Any
     random_state: int | np.random.Generator | None
@@ -1175,6 +1291,7 @@ class _BaseHMM(HTMLRepr, ABC):
             resume=self.resume,
             callback=self.callback,
             persist=self.persist,
+            accelerate=self.accelerate,
         )
         self._set_params(best.params)
         self.converged_ = best.converged
@@ -1361,6 +1478,11 @@ class GaussianHMM(_BaseHMM):
         Maximum number of EM iterations per initialisation.
     n_init : int, default=1
         Number of initialisations; the best (highest lower bound) is kept.
+    accelerate : {"none", "squarem"}, default="none"
+        ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008; see
+        :mod:`dem.accelerate`) in the probabilities and the emission parameters
+        (covariances as log-Cholesky factors); ``max_iter`` then counts passes and
+        ``lower_bounds_`` has one entry per cycle.
     startprob_init : array-like of shape (n_components,), optional
     transmat_init : array-like of shape (n_components, n_components), optional
     means_init : array-like of shape (n_components, n_features), optional
@@ -1439,6 +1561,7 @@ class GaussianHMM(_BaseHMM):
         tol: float = 1e-3,
         max_iter: int = 100,
         n_init: int = 1,
+        accelerate: str = "none",
         startprob_init: Any = None,
         transmat_init: Any = None,
         means_init: Any = None,
@@ -1466,6 +1589,7 @@ class GaussianHMM(_BaseHMM):
         self.tol = tol
         self.max_iter = max_iter
         self.n_init = n_init
+        self.accelerate = accelerate
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.means_init = means_init
@@ -1614,6 +1738,11 @@ class CategoricalHMM(_BaseHMM):
         Maximum number of EM iterations per initialisation.
     n_init : int, default=1
         Number of initialisations; the best (highest lower bound) is kept.
+    accelerate : {"none", "squarem"}, default="none"
+        ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008; see
+        :mod:`dem.accelerate`) in the probabilities and the emission parameters
+        (covariances as log-Cholesky factors); ``max_iter`` then counts passes and
+        ``lower_bounds_`` has one entry per cycle.
     startprob_init : array-like of shape (n_components,), optional
     transmat_init : array-like of shape (n_components, n_components), optional
     emissionprob_init : array-like of shape (n_components, n_features), optional
@@ -1652,6 +1781,7 @@ class CategoricalHMM(_BaseHMM):
         tol: float = 1e-3,
         max_iter: int = 100,
         n_init: int = 1,
+        accelerate: str = "none",
         startprob_init: Any = None,
         transmat_init: Any = None,
         emissionprob_init: Any = None,
@@ -1673,6 +1803,7 @@ class CategoricalHMM(_BaseHMM):
         self.tol = tol
         self.max_iter = max_iter
         self.n_init = n_init
+        self.accelerate = accelerate
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.emissionprob_init = emissionprob_init
