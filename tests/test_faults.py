@@ -220,10 +220,27 @@ def scheduler_state(client) -> dict[str, int]:
     return client.run_on_scheduler(count)
 
 
+def settled_tasks(client, target: int, seconds: float = 10.0) -> int:
+    """The scheduler's task count once it falls to ``target`` (or after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    count = scheduler_state(client)["tasks"]
+    while count > target and time.monotonic() < deadline:
+        time.sleep(0.02)
+        count = scheduler_state(client)["tasks"]
+    return count
+
+
+def settled_state(client) -> dict[str, int]:
+    """The scheduler's state once the keys of earlier tests' fits are released: a baseline
+    taken before that would count keys about to go."""
+    settled_tasks(client, 0, seconds=60.0)
+    return scheduler_state(client)
+
+
 def test_client_killed_after_k_checkpoints_resumes_at_k_plus_1(
     client, cluster_dir, store, undisturbed, tmp_path
 ):
-    baseline = scheduler_state(client)
+    baseline = settled_state(client)
     checkpoint = tmp_path / "fit.zarr"
     arguments = fit_arguments(store, checkpoint, cluster_dir / "scheduler.json")
     k = 4
@@ -284,21 +301,11 @@ def test_scheduler_killed_fails_fast_and_resumes_on_another_scheduler(
 # --- 8. stability over many iterations ----------------------------------------------------------
 
 
-def settled_tasks(client, target: int, seconds: float = 10.0) -> int:
-    """The scheduler's task count once it falls to ``target`` (or after ``seconds``)."""
-    deadline = time.monotonic() + seconds
-    count = scheduler_state(client)["tasks"]
-    while count > target and time.monotonic() < deadline:
-        time.sleep(0.02)
-        count = scheduler_state(client)["tasks"]
-    return count
-
-
 def test_task_count_and_memory_stay_flat(client, tmp_path):
     """Tiny data (4 chunks), 100 iterations: what grows per iteration would show."""
     store = synthetic(tmp_path / "tiny.zarr", 2_000, 500)
     client.wait_for_workers(2, timeout=120)
-    baseline = scheduler_state(client)["tasks"]
+    baseline = settled_state(client)["tasks"]
     # the 4 persisted input chunks plus the input array's one source key: the only keys
     # meant to outlive an iteration
     kept = 4 + 1
