@@ -29,7 +29,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 Params = dict[str, np.ndarray]
-Stats = dict[str, np.ndarray | np.floating[Any]]
+# float64 arrays, or float64 scalars for counts and log-likelihoods; typed Any because
+# numpy's stubs cannot express "an array or a scalar" that callers may index
+Stats = dict[str, Any]
 Block = Mapping[str, np.ndarray]
 
 

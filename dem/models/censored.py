@@ -591,7 +591,7 @@ def initial_params(model: CensoredModel, block: Block) -> Params:
     usable = np.all(np.isfinite(design), axis=1) & np.isfinite(filled)
     design, filled = design[usable], filled[usable]
     if len(filled) == 0:
-        return {"coef": np.zeros(design.shape[1]), "scale": np.float64(1.0)}
+        return {"coef": np.zeros(design.shape[1]), "scale": np.asarray(1.0)}
     # columns brought to a common norm first: lstsq drops a column far smaller than the
     # others (the intercept's, for X of scale 1e37), so the start would depend on the scale
     norms = np.linalg.norm(design, axis=0)
@@ -849,7 +849,7 @@ class CensoredRegression(HTMLRepr):
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
 
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
+    _constraints: ClassVar[dict[str, tuple[Callable[[Any], Any], str]]] = {
         "left": (_real_limit, "a number (-inf for no limit)"),
         "right": (_real_limit, "a number (inf for no limit)"),
         "fit_intercept": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
@@ -1072,7 +1072,7 @@ class CensoredRegression(HTMLRepr):
     def _params(self) -> Params:
         if not hasattr(self, "_coef"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit first.")
-        return {"coef": self._coef, "scale": np.float64(self.scale_)}
+        return {"coef": self._coef, "scale": np.asarray(self.scale_)}
 
     def _model(self) -> CensoredModel:
         return CensoredModel(bool(self.fit_intercept))
