@@ -4,11 +4,10 @@ Prints one JSON line per measurement, all in one run (so the figures compare):
 
 - ``squarem``: passes and seconds to convergence, plain EM vs ``accelerate="squarem"``,
   for (a) Tobit regression censored on both sides (~75% of the rows; several seeds, the
-  median passes and ratio; only where ``dem.CensoredRegression`` takes ``accelerate``),
-  (b) an overlapping two-component Gaussian mixture (several seeds; the median ratio of
-  passes), (c) PPCA with a small
-  eigengap (only where ``dem.PPCA`` takes ``accelerate``). A case that cannot run
-  prints a ``skipped`` line saying why.
+  median passes and ratio), (b) an overlapping two-component Gaussian mixture (several
+  seeds; the median ratio of passes), (c) PPCA with a small eigengap (several seeds,
+  against the closed-form maximum). A case that cannot run prints a ``skipped`` line
+  saying why.
 - ``restarts``: seconds per pass of ``n_init=8`` against ``n_init=1`` (data in memory,
   and re-read from a Zarr store every pass), wall clock and this process's CPU time, for
   a costly E-step (full, K=8) and a cheap one (diag, K=2).
