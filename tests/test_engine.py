@@ -337,3 +337,22 @@ def test_the_convergence_warning_names_the_rule_that_was_not_met():
             max_iter=1,
             tol=0.0,
         )
+
+
+
+def test_local_threads_run_each_task_with_one_blas_thread(blobs):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> int:
+        return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    def e_step(block, params):
+        return {"most_blas_threads": np.float64(blas_threads())}
+
+    data = {"X": da.from_array(blobs, chunks=(len(blobs) // 4, blobs.shape[1]))}
+    with threadpool_limits(limits=2, user_api="blas"), dask.config.set(scheduler="threads"):
+        stats = engine.map_reduce(
+            e_step, lambda a, b: {k: np.maximum(a[k], b[k]) for k in a}, data, {}
+        )
+        assert blas_threads() == 2  # lifted again after the pass
+    assert stats["most_blas_threads"] == 1.0
