@@ -143,8 +143,12 @@ def test_tobit_scalar_and_per_row_limits(scheduler, tmp_path: Path) -> None:
     assert code == 0, output
     group = written(out)
     assert group["expected"].chunks == (1000,)
-    np.testing.assert_allclose(group["latent"][:], reference.predict(x), rtol=1e-12)
-    np.testing.assert_allclose(group["expected"][:], reference.predict_expected(x), rtol=1e-12)
+    # the parameters agree to 1e-10 (above); E[y] near the left limit loses digits to
+    # cancellation, hence the absolute tolerance
+    np.testing.assert_allclose(group["latent"][:], reference.predict(x), rtol=1e-9)
+    np.testing.assert_allclose(
+        group["expected"][:], reference.predict_expected(x), rtol=1e-9, atol=1e-13
+    )
 
     code, output = invoke("predict", per_row, data, "--var", "X", "--out", out, "--overwrite")
     assert code == ExitCode.DATA and "per-observation left limits" in output
@@ -158,7 +162,9 @@ def test_tobit_scalar_and_per_row_limits(scheduler, tmp_path: Path) -> None:
     )  # fmt: skip
     assert code == 0, output
     expected = by_rows.predict_expected(data, left="left", right=np.inf, variable="X")
-    np.testing.assert_allclose(written(out)["expected"][:], expected.compute(), rtol=1e-12)
+    np.testing.assert_allclose(
+        written(out)["expected"][:], expected.compute(), rtol=1e-9, atol=1e-13
+    )
     assert sorted(written(out).array_keys()) == ["expected"]
 
 
