@@ -32,6 +32,7 @@ float32 cannot hold) are computed in float64 throughout.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -50,7 +51,32 @@ COLLAPSED = (
     "or scale the input data."
 )
 
-DistanceFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+class Scratch:
+    """Arrays reused from block to block of one E-step, one named buffer per purpose.
+
+    A fresh array of 128 KiB or more per block costs a page fault per 4 KiB on dask
+    workers: distributed sets glibc's ``MALLOC_TRIM_THRESHOLD_`` for its worker
+    processes, which turns off malloc's adaptive mmap threshold, so every large
+    allocation is a new mapping of zeroed pages. That made a full-covariance E-step
+    1.6× slower on a worker than in a plain process; reusing the buffers removes it.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def __call__(
+        self, name: str, shape: tuple[int, ...], dtype: type[np.floating] = np.float64
+    ) -> np.ndarray:
+        """A C-contiguous array of ``shape`` (uninitialised) in the buffer ``name``."""
+        size, key = math.prod(shape), (name, np.dtype(dtype))
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[key] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
+
+
+DistanceFunction = Callable[[np.ndarray, np.ndarray, Scratch], np.ndarray]
 
 
 FLOAT32_SPREAD = (1e-12, 1e14)
@@ -92,27 +118,27 @@ def _upper_offsets(n_features: int) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.arange(n_features, 0, -1))])
 
 
-def _moments_full(xt: np.ndarray) -> np.ndarray:
+def _moments_full(xt: np.ndarray, scratch: Scratch) -> np.ndarray:
     """[x_i x_j for i <= j (packed upper triangle); x; 1]: (d(d+1)/2 + d + 1, n)."""
     n_features = len(xt) - 1
     offsets = _upper_offsets(n_features)
-    moments = np.empty((offsets[-1] + n_features + 1, xt.shape[1]), dtype=xt.dtype)
+    moments = scratch("moments", (offsets[-1] + n_features + 1, xt.shape[1]), xt.dtype.type)
     for i in range(n_features):
         np.multiply(xt[i], xt[i:n_features], out=moments[offsets[i] : offsets[i + 1]])
     moments[offsets[-1] :] = xt
     return moments
 
 
-def _moments_tied(xt: np.ndarray) -> np.ndarray:
+def _moments_tied(xt: np.ndarray, scratch: Scratch) -> np.ndarray:
     return xt[:-1]
 
 
-def _moments_diag(xt: np.ndarray) -> np.ndarray:
+def _moments_diag(xt: np.ndarray, scratch: Scratch) -> np.ndarray:
     """x_i²: (d, n)."""
-    return np.square(xt[:-1])
+    return np.square(xt[:-1], out=scratch("moments", (len(xt) - 1, xt.shape[1]), xt.dtype.type))
 
 
-MOMENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+MOMENTS: dict[str, Callable[[np.ndarray, Scratch], np.ndarray]] = {
     "full": _moments_full,
     "tied": _moments_tied,
     "diag": _moments_diag,
@@ -123,7 +149,8 @@ MOMENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 # --- squared Mahalanobis distances ---------------------------------------------------
 # Each factory takes the means relative to the shift ``dm`` (K, d) and the precision
 # factors, does the per-iteration work once, and returns a function of the transposed
-# block ``xt`` (d + 1, n) and its moments giving the squared distances (K, n).
+# block ``xt`` (d + 1, n), its moments and the scratch buffers giving the squared
+# distances (K, n), in the scratch buffer "distances".
 
 
 EXPANSION_LIMIT = 1e4
@@ -158,8 +185,10 @@ def _distances_full_expanded(dm: np.ndarray, prec_chol: np.ndarray) -> DistanceF
     coefficients[:, len(rows) : -1] = -2.0 * weighted[:, :, 0]
     coefficients[:, -1] = np.einsum("ki,ki->k", dm, weighted[:, :, 0])
 
-    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
-        return coefficients @ moments
+    def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
+        return np.matmul(
+            coefficients, moments, out=scratch("distances", (n_components, xt.shape[1]))
+        )
 
     return distances
 
@@ -179,11 +208,14 @@ def _distances_full_whitened(
     factors = factors.astype(dtype)
     ones = np.ones((1, n_features), dtype=dtype)
 
-    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
-        whitened = factors @ xt
+    def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
+        n = xt.shape[1]
+        whitened = np.matmul(factors, xt, out=scratch("whitened", (len(factors), n), dtype))
         np.square(whitened, out=whitened)
         # summing each group of d rows as a product with a ones vector is fast
-        return (ones @ whitened.reshape(n_components, n_features, -1)).reshape(n_components, -1)
+        out = scratch("distances", (n_components, 1, n), dtype)
+        np.matmul(ones, whitened.reshape(n_components, n_features, n), out=out)
+        return out.reshape(n_components, n)
 
     return distances
 
@@ -196,11 +228,17 @@ def _distances_tied(
     whitened_means = (dm @ prec_chol).astype(dtype)[:, :, None]
     ones = np.ones((1, n_features), dtype=dtype)
 
-    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
-        whitened = factor_t @ xt[:n_features]
-        diff = whitened[None, :, :] - whitened_means
+    def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
+        n = xt.shape[1]
+        whitened = np.matmul(
+            factor_t, xt[:n_features], out=scratch("whitened", (n_features, n), dtype)
+        )
+        diff = scratch("differences", (n_components, n_features, n), dtype)
+        np.subtract(whitened[None, :, :], whitened_means, out=diff)
         np.square(diff, out=diff)
-        return (ones @ diff).reshape(n_components, -1)
+        out = scratch("distances", (n_components, 1, n), dtype)
+        np.matmul(ones, diff, out=out)
+        return out.reshape(n_components, n)
 
     return distances
 
@@ -212,8 +250,13 @@ def _distances_diag(
     constant = np.sum(dm**2 * precisions, axis=1)[:, None]
     linear = dm * precisions
 
-    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
-        return constant - 2.0 * (linear @ xt[:-1]) + precisions @ moments
+    def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
+        shape = (len(linear), xt.shape[1])
+        out = np.matmul(linear, xt[:-1], out=scratch("distances", shape))
+        out *= -2.0
+        out += constant
+        out += np.matmul(precisions, moments, out=scratch("quadratic", shape))
+        return out
 
     return distances
 
@@ -225,9 +268,14 @@ def _distances_spherical(
     constant = np.sum(dm**2, axis=1)[:, None] * precisions
     ones = np.ones((1, dm.shape[1]))
 
-    def distances(xt: np.ndarray, moments: np.ndarray) -> np.ndarray:
-        squared_norms = ones @ moments
-        return constant - 2.0 * (dm @ xt[:-1]) * precisions + squared_norms * precisions
+    def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
+        squared_norms = ones @ moments  # (1, n): small
+        out = np.matmul(dm, xt[:-1], out=scratch("distances", (len(dm), xt.shape[1])))
+        out *= -2.0
+        out += squared_norms
+        out *= precisions
+        out += constant
+        return out
 
     return distances
 
@@ -296,8 +344,9 @@ def weighted_log_prob(
     """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block ``xc`` (n, d): (n, K)."""
     n_features = xc.shape[1]
     xt = np.vstack([xc.T, np.ones((1, len(xc)))])
-    moments = MOMENTS[covariance_type](xt)
-    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt, moments)
+    scratch = Scratch()
+    moments = MOMENTS[covariance_type](xt, scratch)
+    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt, moments, scratch)
     constants = log_prob_constants(log_weights, prec_chol, covariance_type, n_features)
     return (constants - 0.5 * distances).T
 
@@ -347,10 +396,11 @@ def scatter_statistic(
     """
     n_components, n_features = resp.shape[1], xc.shape[1]
     total = scatter_zeros(covariance_type, n_components, n_features)
+    scratch = Scratch()
     for start in range(0, len(xc), block_rows):
         block = xc[start : start + block_rows]
         xt = np.vstack([block.T, np.ones((1, len(block)))])
-        moments = MOMENTS[covariance_type](xt)
+        moments = MOMENTS[covariance_type](xt, scratch)
         total += SCATTER[covariance_type](xt, moments, resp[start : start + block_rows].T)
     return unpack_scatter(total, covariance_type, n_features)
 

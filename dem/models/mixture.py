@@ -91,9 +91,10 @@ class MixtureModel:
         resp_sum = np.zeros(self.n_components)
         sum_x = np.zeros((self.n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
+        scratch = gaussian.Scratch()
         for xc, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
-            moments = gaussian.MOMENTS[ctype](xt)
-            log_prob = constants - 0.5 * distances(xt, moments)  # (K, n) float64
+            moments = gaussian.MOMENTS[ctype](xt, scratch)
+            log_prob = _log_prob(constants, distances(xt, moments, scratch), scratch)
             resp, log_norm = responsibilities(log_prob, dtype)
             loglik += log_norm.sum()
             resp_sum += resp.sum(axis=1, dtype=np.float64)
@@ -165,11 +166,21 @@ class MixtureModel:
         constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, x.shape[1])
         out = np.empty((self.n_components, len(x)))
         start = 0
+        scratch = gaussian.Scratch()
         for _, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
-            distance = distances(xt, gaussian.MOMENTS[ctype](xt))
-            out[:, start : start + xt.shape[1]] = constants - 0.5 * distance
+            distance = distances(xt, gaussian.MOMENTS[ctype](xt, scratch), scratch)
+            out[:, start : start + xt.shape[1]] = _log_prob(constants, distance, scratch)
             start += xt.shape[1]
         return out.T
+
+
+def _log_prob(
+    constants: np.ndarray, distances: np.ndarray, scratch: gaussian.Scratch
+) -> np.ndarray:
+    """constants - distances / 2 in float64 (K, n), in the scratch buffer "log_prob"."""
+    log_prob = np.multiply(distances, -0.5, out=scratch("log_prob", distances.shape))
+    log_prob += constants
+    return log_prob
 
 
 def responsibilities(
