@@ -332,6 +332,9 @@ class _Fused:
     models: tuple[EMModel, ...]
 
     def e_step(self, block: Block, params: list[Params]) -> list[Stats]:
+        first = self.models[0]
+        if hasattr(first, "e_step_many") and all(m == first for m in self.models):
+            return list(first.e_step_many(block, params))  # restarts: shared arithmetic
         return [m.e_step(block, p) for m, p in zip(self.models, params, strict=True)]
 
     def combine(self, a: list[Stats], b: list[Stats]) -> list[Stats]:

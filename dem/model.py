@@ -15,6 +15,12 @@ A model may also define ``converged(change, tol, previous, params) -> bool``, it
 stopping rule (for example on the change of its parameters); without it the engine
 stops when the mean log-likelihood changes by less than ``tol``.
 
+A model may also define ``e_step_many(block, runs) -> list[Stats]``: the statistics of
+one chunk at each parameter set of ``runs``, as ``e_step`` would give them, computed
+together. The engine calls it when several runs of the same model share a pass
+(restarts), so that the model can share work between them (the mixture stacks the
+runs' components into single matrix products).
+
 A model may also define ``remedy``, a class attribute: the sentence the engine appends
 to its error when an iteration produces NaN parameters or a log-likelihood that is not
 finite, saying what the user can change in that model ("increase reg_covar", ...);

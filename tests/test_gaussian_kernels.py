@@ -128,6 +128,30 @@ def test_e_step_matches_rowwise_scipy_reference(covariance_type: str) -> None:
         assert _relative(got[key], want[key]) < 1e-11, key
 
 
+@pytest.mark.parametrize(
+    ("covariance_type", "dtype"),
+    [(c, np.float64) for c in COVARIANCE_TYPES] + [("full", np.float32), ("diag", np.float32)],
+)
+def test_restarts_evaluated_together_match_the_scipy_reference(
+    covariance_type: str, dtype: type
+) -> None:
+    """e_step_many stacks the runs' components; each run must still get its own statistics,
+    including a run whose shift differs (evaluated apart) and one far from the others."""
+    x = _data(seed=3)
+    runs = [_params(x, 4, covariance_type, seed=seed) for seed in (11, 12, 13, 14)]
+    runs[2]["shift"] = runs[2]["shift"] + 0.5
+    runs[3]["means"] = runs[3]["means"] * 3.0
+    got = MixtureModel(4, covariance_type).e_step_many({"X": x.astype(dtype)}, runs)
+    tolerance = {np.float64: 1e-11, np.float32: 1e-5}[dtype]
+    assert len(got) == len(runs)
+    for run_stats, params in zip(got, runs, strict=True):
+        want = _reference_stats(x, params, covariance_type)
+        assert run_stats.keys() == want.keys()
+        for key in want:
+            assert run_stats[key].shape == np.shape(want[key]), key
+            assert _relative(run_stats[key], want[key]) < tolerance, key
+
+
 @pytest.mark.parametrize("separation", [3.0, 1e3])
 def test_full_e_step_is_accurate_for_far_apart_components(separation: float) -> None:
     """Near components take the expanded distances, far ones the whitened: both ~1e-12."""

@@ -150,7 +150,11 @@ MOMENTS: dict[str, Callable[[np.ndarray, Scratch], np.ndarray]] = {
 # Each factory takes the means relative to the shift ``dm`` (K, d) and the precision
 # factors, does the per-iteration work once, and returns a function of the transposed
 # block ``xt`` (d + 1, n), its moments and the scratch buffers giving the squared
-# distances (K, n), in the scratch buffer "distances".
+# distances (K, n), in the scratch buffer "distances". With ``runs`` > 1 the K components
+# are those of several mixtures (restarts) side by side, K / runs each: every product is
+# then a batch of one matrix product per run, all of the same shape, so that a run's
+# distances are the same bits whichever runs share the call (a single product over all
+# of them would round each row according to where it falls in the BLAS tiling).
 
 
 EXPANSION_LIMIT = 1e4
@@ -158,17 +162,29 @@ EXPANSION_LIMIT = 1e4
 which the full covariance's distances are expanded rather than whitened."""
 
 
-def _distances_full(
-    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
-) -> DistanceFunction:
-    """Expanded (half the flops) where that is accurate to ~1e-12, else whitened."""
+def expandable(
+    dm: np.ndarray, prec_chol: np.ndarray, covariance_type: str, dtype: type[np.floating]
+) -> bool:
+    """Whether full covariances' distances are computed expanded (half the flops), which
+    is accurate to ~1e-12 for float64 when every mean lies within ``EXPANSION_LIMIT``."""
+    if covariance_type != "full" or dtype != np.float64:
+        return False
     whitened_means = np.einsum("kd,kde->ke", dm, prec_chol)
-    if dtype == np.float64 and np.max(np.sum(whitened_means**2, axis=1)) <= EXPANSION_LIMIT:
-        return _distances_full_expanded(dm, prec_chol)
-    return _distances_full_whitened(dm, prec_chol, dtype)
+    return bool(np.max(np.sum(whitened_means**2, axis=1)) <= EXPANSION_LIMIT)
 
 
-def _distances_full_expanded(dm: np.ndarray, prec_chol: np.ndarray) -> DistanceFunction:
+def _distances_full(
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
+) -> DistanceFunction:
+    """Expanded where that is accurate (see :func:`expandable`), else whitened."""
+    if expandable(dm, prec_chol, "full", dtype):
+        return _distances_full_expanded(dm, prec_chol, runs)
+    return _distances_full_whitened(dm, prec_chol, dtype, runs)
+
+
+def _distances_full_expanded(
+    dm: np.ndarray, prec_chol: np.ndarray, runs: int = 1
+) -> DistanceFunction:
     """(x - m)ᵀ Λ (x - m) = Σ_{i<=j} c_ij Λ_ij x_i x_j - 2 (Λ m)ᵀ x + mᵀ Λ m, for all k at once.
 
     One product of the (K, d(d+1)/2 + d + 1) coefficients with the block's moments,
@@ -184,17 +200,17 @@ def _distances_full_expanded(dm: np.ndarray, prec_chol: np.ndarray) -> DistanceF
     coefficients[:, : len(rows)] = precisions[:, rows, cols] * np.where(rows == cols, 1.0, 2.0)
     coefficients[:, len(rows) : -1] = -2.0 * weighted[:, :, 0]
     coefficients[:, -1] = np.einsum("ki,ki->k", dm, weighted[:, :, 0])
+    coefficients = coefficients.reshape(runs, n_components // runs, -1)
 
     def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
-        return np.matmul(
-            coefficients, moments, out=scratch("distances", (n_components, xt.shape[1]))
-        )
+        out = scratch("distances", (*coefficients.shape[:2], xt.shape[1]))
+        return np.matmul(coefficients, moments, out=out).reshape(n_components, -1)
 
     return distances
 
 
 def _distances_full_whitened(
-    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
 ) -> DistanceFunction:
     """|P_kᵀ (x - m_k)|²: one product against the stacked factors, then squares summed.
 
@@ -205,12 +221,12 @@ def _distances_full_whitened(
     factors = np.empty((n_components * n_features, n_features + 1))
     factors[:, :n_features] = prec_chol.transpose(0, 2, 1).reshape(-1, n_features)
     factors[:, n_features] = -np.einsum("kd,kde->ke", dm, prec_chol).reshape(-1)
-    factors = factors.astype(dtype)
+    factors = factors.astype(dtype).reshape(runs, -1, n_features + 1)
     ones = np.ones((1, n_features), dtype=dtype)
 
     def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
         n = xt.shape[1]
-        whitened = np.matmul(factors, xt, out=scratch("whitened", (len(factors), n), dtype))
+        whitened = np.matmul(factors, xt, out=scratch("whitened", (*factors.shape[:2], n), dtype))
         np.square(whitened, out=whitened)
         # summing each group of d rows as a product with a ones vector is fast
         out = scratch("distances", (n_components, 1, n), dtype)
@@ -221,8 +237,10 @@ def _distances_full_whitened(
 
 
 def _distances_tied(
-    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
 ) -> DistanceFunction:
+    if runs != 1:
+        raise ValueError("tied covariances have one factor per run: evaluate runs one by one")
     n_components, n_features = dm.shape
     factor_t = np.ascontiguousarray(prec_chol.T, dtype=dtype)
     whitened_means = (dm @ prec_chol).astype(dtype)[:, :, None]
@@ -244,33 +262,36 @@ def _distances_tied(
 
 
 def _distances_diag(
-    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
 ) -> DistanceFunction:
     precisions = prec_chol**2
     constant = np.sum(dm**2 * precisions, axis=1)[:, None]
-    linear = dm * precisions
+    linear = (dm * precisions).reshape(runs, -1, dm.shape[1])
+    precisions = precisions.reshape(linear.shape)
 
     def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
-        shape = (len(linear), xt.shape[1])
-        out = np.matmul(linear, xt[:-1], out=scratch("distances", shape))
+        shape = (*linear.shape[:2], xt.shape[1])
+        out = np.matmul(linear, xt[:-1], out=scratch("distances", shape)).reshape(len(dm), -1)
         out *= -2.0
         out += constant
-        out += np.matmul(precisions, moments, out=scratch("quadratic", shape))
+        out += np.matmul(precisions, moments, out=scratch("quadratic", shape)).reshape(out.shape)
         return out
 
     return distances
 
 
 def _distances_spherical(
-    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating]
+    dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
 ) -> DistanceFunction:
     precisions = (prec_chol**2)[:, None]
     constant = np.sum(dm**2, axis=1)[:, None] * precisions
     ones = np.ones((1, dm.shape[1]))
+    means = dm.reshape(runs, -1, dm.shape[1])
 
     def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
         squared_norms = ones @ moments  # (1, n): small
-        out = np.matmul(dm, xt[:-1], out=scratch("distances", (len(dm), xt.shape[1])))
+        shape = (runs, len(dm) // runs, xt.shape[1])
+        out = np.matmul(means, xt[:-1], out=scratch("distances", shape)).reshape(len(dm), -1)
         out *= -2.0
         out += squared_norms
         out *= precisions
@@ -280,7 +301,7 @@ def _distances_spherical(
     return distances
 
 
-DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray, type[np.floating]], DistanceFunction]] = {
+DISTANCES: dict[str, Callable[..., DistanceFunction]] = {
     "full": _distances_full,
     "tied": _distances_tied,
     "diag": _distances_diag,

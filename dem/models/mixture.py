@@ -14,7 +14,7 @@ exactly, including its ``10 * eps`` added to the component counts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -73,40 +73,91 @@ class MixtureModel:
         }
 
     def e_step(self, block: Block, params: Params) -> Stats:
+        return self.e_step_many(block, [params])[0]
+
+    def e_step_many(self, block: Block, runs: Sequence[Params]) -> list[Stats]:
+        """Statistics of one chunk at several parameter sets (restarts) in one walk of it.
+
+        Runs with the same shift, product dtype and kind of distances are evaluated as
+        one mixture of R·K components: the block's moments are computed once, and the
+        distances and the scatter of all of them are each one matrix product. Tied
+        covariances (one factor per run) are evaluated run by run.
+        """
         x = block["X"]
-        n_features = x.shape[1]
         ctype = self.covariance_type
-        shift = params["shift"]
-        prec_chol = params["precisions_cholesky"]
-        # float32 data of a full mixture: the large products and the exponentials run in
-        # float32 on each block; log densities and every sum across blocks are float64
-        dm = params["means"] - shift
-        dtype = gaussian.product_dtype(
-            x.dtype, ctype, gaussian.spread(dm, params["covariances"], ctype)
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, params in enumerate(runs):
+            dm = params["means"] - params["shift"]
+            dtype = gaussian.product_dtype(
+                x.dtype, ctype, gaussian.spread(dm, params["covariances"], ctype)
+            )
+            key = (
+                params["shift"].tobytes(),
+                dtype,
+                gaussian.expandable(dm, params["precisions_cholesky"], ctype, dtype),
+                index if ctype == "tied" else 0,
+            )
+            groups.setdefault(key, []).append(index)
+        stats: list[Stats] = [{} for _ in runs]
+        for (_, dtype, _, _), members in groups.items():
+            stacked = self._stacked_e_step(x, [runs[i] for i in members], dtype)
+            for index, run_stats in zip(members, stacked, strict=True):
+                stats[index] = run_stats
+        return stats
+
+    def _stacked_e_step(
+        self, x: np.ndarray, runs: Sequence[Params], dtype: type[np.floating]
+    ) -> list[Stats]:
+        """:meth:`e_step_many` for runs sharing the shift: their components side by side.
+
+        For float32 data of a full mixture the large products and the exponentials run
+        in float32 on each block; log densities and every sum across blocks are float64.
+        """
+        n_runs, n_components, n_features = len(runs), self.n_components, x.shape[1]
+        ctype = self.covariance_type
+        shift = runs[0]["shift"]
+        prec_chol = np.concatenate([p["precisions_cholesky"] for p in runs])
+        if ctype == "tied":
+            prec_chol = runs[0]["precisions_cholesky"]
+        dm = np.concatenate([p["means"] for p in runs]) - shift
+        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype, n_runs)
+        constants = np.concatenate(
+            [
+                gaussian.log_prob_constants(
+                    np.log(p["weights"]), p["precisions_cholesky"], ctype, n_features
+                )
+                for p in runs
+            ]
         )
-        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype)
-        log_weights = np.log(params["weights"])
-        constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, n_features)
-        loglik = np.float64(0.0)
-        resp_sum = np.zeros(self.n_components)
-        sum_x = np.zeros((self.n_components, n_features))
-        scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
+        loglik = np.zeros(n_runs)
+        resp_sum = np.zeros(n_runs * n_components)
+        sum_x = np.zeros((n_runs * n_components, n_features))
+        scatter = gaussian.scatter_zeros(ctype, n_runs * n_components, n_features)
         scratch = gaussian.Scratch()
         for xc, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             log_prob = _log_prob(constants, distances(xt, moments, scratch), scratch)
-            resp, log_norm = responsibilities(log_prob, dtype)
-            loglik += log_norm.sum()
-            resp_sum += resp.sum(axis=1, dtype=np.float64)
-            sum_x += resp.astype(np.float64, copy=False) @ xc.T
-            scatter += gaussian.SCATTER[ctype](xt, moments, resp)
-        return {
-            "n": np.float64(len(x)),
-            "loglik": loglik,
-            "resp_sum": resp_sum,
-            "sum_x": sum_x,
-            "scatter": gaussian.unpack_scatter(scatter, ctype, n_features),
-        }
+            shape = (n_runs, n_components, xt.shape[1])
+            resp, log_norm = responsibilities(log_prob.reshape(shape), dtype, scratch)
+            loglik += log_norm.sum(axis=-1)
+            resp_sum += resp.sum(axis=-1, dtype=np.float64).reshape(-1)
+            # batched over runs (a product per run, see gaussian's DISTANCES notes)
+            sum_x += (resp.astype(np.float64, copy=False) @ xc.T).reshape(sum_x.shape)
+            scatter += gaussian.SCATTER[ctype](xt, moments, resp).reshape(scatter.shape)
+        runs_of = [slice(run * n_components, (run + 1) * n_components) for run in range(n_runs)]
+        return [
+            {
+                "n": np.float64(len(x)),
+                "loglik": loglik[run],
+                "resp_sum": resp_sum[rows],
+                "sum_x": sum_x[rows],
+                # tied: one run per call, and its scatter is not per component
+                "scatter": gaussian.unpack_scatter(
+                    scatter if ctype == "tied" else scatter[rows], ctype, n_features
+                ),
+            }
+            for run, rows in enumerate(runs_of)
+        ]
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         return add_stats(a, b)
@@ -184,21 +235,28 @@ def _log_prob(
 
 
 def responsibilities(
-    log_prob: np.ndarray, dtype: type[np.floating] = np.float64
+    log_prob: np.ndarray,
+    dtype: type[np.floating] = np.float64,
+    scratch: gaussian.Scratch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Responsibilities (K, n) in ``dtype`` and log Σ_k exp (n,) in float64.
+    """Responsibilities (..., K, n) in ``dtype`` and log Σ_k exp (..., n) in float64.
 
-    ``log_prob`` (K, n, float64, weighted log densities) is overwritten: for float64
-    it becomes the responsibilities. The reductions run over the leading axis, as fast
-    elementwise passes; only the exponentials of log_prob - max run in ``dtype``.
+    ``log_prob`` (..., K, n, float64, weighted log densities; leading axes for stacked
+    runs) is overwritten: for float64 it becomes the responsibilities. The reductions
+    run over the components axis -2, as fast elementwise passes over rows of n; only
+    the exponentials of log_prob - max run in ``dtype`` (float32 ones in ``scratch``).
     """
-    top = log_prob.max(axis=0)
+    top = log_prob.max(axis=-2, keepdims=True)
     log_prob -= top
-    resp = log_prob if dtype == np.float64 else log_prob.astype(dtype)
+    if dtype == np.float64:
+        resp = log_prob
+    else:
+        resp = (scratch or gaussian.Scratch())("resp", log_prob.shape, dtype)
+        resp[...] = log_prob
     np.exp(resp, out=resp)
-    total = resp.sum(axis=0)
+    total = resp.sum(axis=-2, keepdims=True)
     resp /= total
-    return resp, np.log(total, dtype=np.float64) + top
+    return resp, (np.log(total, dtype=np.float64) + top).squeeze(-2)
 
 
 def mixture_mean(params: Params) -> np.ndarray:
