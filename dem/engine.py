@@ -169,13 +169,50 @@ def _check_block(
             )
 
 
+SMALL_CHUNK_BYTES = 4 * 2**20
+"""Chunks (all inputs together) smaller than this are mapped ``split_every`` to a task."""
+
+
+def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
+    """How many consecutive chunks one map task takes: 1, or ``split_every`` for small chunks.
+
+    A task costs the scheduler and the worker a few milliseconds whatever its size, as
+    much as the E-step of a small chunk. A map task over ``split_every`` chunks does
+    the first level of the tree reduction itself, in the same order, so the statistics
+    are the same bits either way.
+    """
+    n_chunks = len(next(iter(arrays.values())).chunks[0])
+    chunk_bytes = sum(a.nbytes for a in arrays.values()) / max(n_chunks, 1)
+    return split_every if chunk_bytes < SMALL_CHUNK_BYTES else 1
+
+
 def _map_task(
+    function: Callable[[Block, Params], Stats],
+    combine: Callable[[Stats, Stats], Stats],
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    first_rows: tuple[int, ...],
+    params: Params,
+    *values: np.ndarray,
+) -> Stats:
+    """``function`` on each of the blocks (``len(names)`` values each), combined in order."""
+    width = len(names)
+    stats = (
+        _block_task(
+            function, names, missing_ok, first_row, params, values[i * width : (i + 1) * width]
+        )
+        for i, first_row in enumerate(first_rows)
+    )
+    return functools.reduce(combine, stats)
+
+
+def _block_task(
     function: Callable[[Block, Params], Stats],
     names: tuple[str, ...],
     missing_ok: frozenset[str] | None,
     first_row: int,
     params: Params,
-    *values: np.ndarray,
+    values: Sequence[np.ndarray],
 ) -> Stats:
     if missing_ok is not None:
         _check_block(names, values, missing_ok, first_row)
@@ -232,11 +269,13 @@ def map_reduce_graph(
     *,
     split_every: int = DEFAULT_SPLIT_EVERY,
     missing_ok: frozenset[str] | None = None,
+    chunks_per_task: int = 1,
 ) -> Delayed:
     """The graph of one pass: ``function`` per chunk, summed in a tree.
 
     ``missing_ok`` not None makes every task check its block for invalid values
     first (NaN or infinity, NaN allowed in the inputs ``missing_ok`` names).
+    ``chunks_per_task`` consecutive chunks share a map task (see :func:`chunks_per_task`).
 
     The tasks are written directly as one graph layer (building a Delayed per task
     costs about a millisecond each, as much as running it); the parameters are one
@@ -246,12 +285,15 @@ def map_reduce_graph(
     params_key = f"_params-{token}"
     layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
     mapped: list[str] = []
-    for first_row, values in blocks:
+    for start in range(0, len(blocks), chunks_per_task):
+        group = blocks[start : start + chunks_per_task]
         key = f"_map_task-{token}-{len(mapped)}"
-        refs = (TaskRef(value.key) for value in values)
+        first_rows = tuple(first_row for first_row, _ in group)
+        refs = (TaskRef(value.key) for _, values in group for value in values)
         layer[key] = Task(
-            key, _map_task, function, names, missing_ok, first_row, TaskRef(params_key), *refs
-        )
+            key, _map_task, function, combine, names, missing_ok, first_rows,
+            TaskRef(params_key), *refs,
+        )  # fmt: skip
         mapped.append(key)
     tree, root = _tree_layer(mapped, combine, split_every, token)
     layer.update(tree)
@@ -291,7 +333,14 @@ def map_reduce(
     """Run one pass over ``arrays`` and return the reduced statistics (one compute)."""
     names, blocks = tuple(arrays), chunk_blocks(arrays)
     graph = map_reduce_graph(
-        function, combine, names, blocks, params, split_every=split_every, missing_ok=missing_ok
+        function,
+        combine,
+        names,
+        blocks,
+        params,
+        split_every=split_every,
+        missing_ok=missing_ok,
+        chunks_per_task=chunks_per_task(arrays, split_every),
     )
     return _compute(graph, names, blocks)
 
@@ -348,6 +397,7 @@ def em_pass(
     *,
     split_every: int,
     missing_ok: frozenset[str] | None,
+    chunks_per_task: int = 1,
 ) -> list[Evaluation]:
     """One read of the data: for each (model, params), ``(F(params), loglik(params))``.
 
@@ -363,6 +413,7 @@ def em_pass(
         [params for _, params in pairs],
         split_every=split_every,
         missing_ok=missing_ok,
+        chunks_per_task=chunks_per_task,
     )
     all_stats = _compute(graph, names, blocks)
     evaluations: list[Evaluation] = []
@@ -454,6 +505,7 @@ def fit_runs(
         check_accelerate(active[0].model, accelerate)
         arrays = prepare(arrays, persist)
         names, blocks = tuple(arrays), chunk_blocks(arrays)
+        grouped = chunks_per_task(arrays, split_every)
     check: frozenset[str] | None = models[0].missing_ok if models else None
     while active:
         for run in active:
@@ -463,7 +515,14 @@ def fit_runs(
                 )
                 run.request, run.started = next(run.step), time.perf_counter()
         pairs = [(run.model, run.request) for run in active]
-        evaluations = em_pass(pairs, names, blocks, split_every=split_every, missing_ok=check)  # type: ignore[arg-type]
+        evaluations = em_pass(
+            pairs,  # type: ignore[arg-type]
+            names,
+            blocks,
+            split_every=split_every,
+            missing_ok=check,
+            chunks_per_task=grouped,
+        )
         check = None  # invalid values are looked for in the first pass only
         for run, evaluation in zip(active, evaluations, strict=True):
             try:

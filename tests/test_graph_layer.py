@@ -59,6 +59,43 @@ def test_map_reduce_sums_every_chunk_once(
     assert all(len(get_dependencies(tasks, k)) <= split_every for k in combines)
 
 
+@pytest.mark.parametrize("source", ["numpy", "persisted", "zarr"])
+@pytest.mark.parametrize("split_every", [2, 3, 8])
+def test_small_chunks_grouped_per_task_give_the_same_bits(
+    data: np.ndarray, tmp_path, source: str, split_every: int
+) -> None:
+    """A map task over split_every chunks is the tree's first level: the same sums in the
+    same order, so the same bits, from ceil(chunks / split_every) map tasks."""
+    array = _sources(data, tmp_path)[source]
+    blocks = engine.chunk_blocks({"X": array})
+    params = {"scale": np.array([0.1, 1.0 / 3.0, 7.0])}
+    results, graphs = [], []
+    for per_task in (1, split_every):
+        graph = engine.map_reduce_graph(
+            _chunk_stats, add_stats, ("X",), blocks, params,
+            split_every=split_every, chunks_per_task=per_task,
+        )  # fmt: skip
+        results.append(dask.compute(graph, scheduler="sync")[0])
+        graphs.append(dict(graph.__dask_graph__()))
+    ungrouped, grouped = results
+    assert grouped["n"] == len(data)
+    np.testing.assert_allclose(grouped["sum_x"], (data * params["scale"]).sum(axis=0), rtol=1e-12)
+    assert np.array_equal(grouped["sum_x"], ungrouped["sum_x"])
+    map_tasks = [k for k in graphs[1] if str(k).startswith("_map_task")]
+    assert len(map_tasks) == -(-len(blocks) // split_every)
+    assert len(graphs[1]) < len(graphs[0])
+
+
+def test_only_small_chunks_are_grouped() -> None:
+    small = da.zeros((10**6, 4), chunks=(1000, 4))  # 32 KB chunks
+    large = da.zeros((10**7, 16), chunks=(10**6, 16))  # 128 MB chunks
+    assert engine.chunks_per_task({"X": small}, 8) == 8
+    assert engine.chunks_per_task({"X": large}, 8) == 1
+    # all inputs of a chunk count: X and y together
+    x, y = da.zeros((10**5, 40), chunks=(1700, 40)), da.zeros(10**5, chunks=1700)
+    assert engine.chunks_per_task({"X": x, "y": y}, 4) == 4
+
+
 def test_graph_keys_are_new_every_iteration(data: np.ndarray) -> None:
     """Parameters change every iteration, so no key may be reused from the last one."""
     blocks = engine.chunk_blocks({"X": da.from_array(data, chunks=100)})
