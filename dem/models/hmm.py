@@ -212,11 +212,12 @@ def forward_backward(
         Run the backward pass too (else only ``loglik`` is returned).
     """
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        peak = log_b.max(axis=1)
-        finite_peak = np.where(np.isfinite(peak), peak, 0.0)
-        factors = np.exp(log_b - finite_peak[:, None, :])
+        finite_peak = log_b.max(axis=1)
+        np.copyto(finite_peak, 0.0, where=~np.isfinite(finite_peak))
+        factors = np.subtract(log_b, finite_peak[:, None, :])
+        np.exp(factors, out=factors)
         if valid is not None:
-            finite_peak = np.where(valid, finite_peak, 0.0)
+            np.copyto(finite_peak, 0.0, where=~valid)
         result = _scaled(factors, finite_peak, startprob, transmat, valid, posteriors)
         scaled, failed = result
         if not failed.any():
@@ -810,22 +811,37 @@ class GaussianHMMModel(HMMModel):
         """Rows per block of the emission kernels: temporaries stay in cache."""
         return max(BLOCK_ROWS, ROW_BLOCK_ELEMENTS // (self.n_components * n_features))
 
+    def time_blocks(self, data: np.ndarray) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """Walk prepared ``data`` (n_times, n_sequences, n_features) a few whole time steps
+        at a time, about :meth:`row_block` rows: ``(steps, xc, xt)`` with ``xc`` the rows
+        transposed (d, m) and ``xt`` the same with a row of ones below (d + 1, m), as
+        :func:`dem.models.gaussian.transposed_blocks` gives them (buffers reused).
+        """
+        n_times, n_sequences, n_features = data.shape
+        n_steps = max(1, self.row_block(n_features) // n_sequences)
+        blocks = gaussian.transposed_blocks(
+            data.reshape(-1, n_features), np.zeros(n_features), np.float64, n_steps * n_sequences
+        )
+        for start, (xc, xt) in zip(range(0, n_times, n_steps), blocks, strict=True):
+            yield slice(start, start + n_steps), xc, xt
+
     def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
         n_times, n_sequences, n_features = data.shape
-        dm = params["means"] - params["means"].mean(axis=0)
-        rows = data.reshape(-1, n_features)
-        out = np.empty((len(rows), self.n_components))
+        ctype = self.covariance_type
+        prec_chol = params["precisions_cholesky"]
+        distances = gaussian.DISTANCES[ctype](
+            params["means"] - params["means"].mean(axis=0), prec_chol, np.float64
+        )
         no_weights = np.zeros(self.n_components)
-        step = self.row_block(n_features)
-        for start in range(0, len(rows), step):
-            out[start : start + step] = gaussian.weighted_log_prob(
-                rows[start : start + step],
-                dm,
-                no_weights,
-                params["precisions_cholesky"],
-                self.covariance_type,
-            )
-        return np.ascontiguousarray(out.reshape(n_times, n_sequences, -1).transpose(0, 2, 1))
+        constants = gaussian.log_prob_constants(no_weights, prec_chol, ctype, n_features)
+        out = np.empty((n_times, self.n_components, n_sequences))
+        scratch = gaussian.Scratch()
+        for steps, _, xt in self.time_blocks(data):
+            squared = distances(xt, gaussian.MOMENTS[ctype](xt, scratch), scratch)
+            log_prob = out[steps].transpose(1, 0, 2)  # (K, steps, n_sequences)
+            np.multiply(squared.reshape(log_prob.shape), -0.5, out=log_prob)
+            log_prob += constants[:, :, None]
+        return out
 
     def empty_emission_stats(self, x: np.ndarray, params: Params) -> Stats:
         n_features = x.shape[2]
@@ -838,17 +854,25 @@ class GaussianHMMModel(HMMModel):
         }
 
     def emission_stats(self, data: np.ndarray, gamma: np.ndarray, params: Params) -> Stats:
-        rows = data.reshape(-1, data.shape[2])
-        resp = np.ascontiguousarray(gamma.transpose(0, 2, 1)).reshape(-1, self.n_components)
-        stats = self.empty_emission_stats(data, params)
-        step = self.row_block(data.shape[2])
-        for start in range(0, len(rows), step):
-            xc = rows[start : start + step]
-            r = resp[start : start + step]
-            stats["post"] += r.sum(axis=0)
-            stats["sum_x"] += r.T @ xc
-            stats["scatter"] += gaussian.scatter_statistic(xc, r, self.covariance_type)
-        return stats
+        n_features = data.shape[2]
+        ctype = self.covariance_type
+        post = np.zeros(self.n_components)
+        sum_x = np.zeros((self.n_components, n_features))
+        scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
+        scratch = gaussian.Scratch()
+        for steps, xc, xt in self.time_blocks(data):
+            block = gamma[steps].transpose(1, 0, 2)  # (K, steps, n_sequences)
+            resp = scratch("resp", block.shape)
+            np.copyto(resp, block)
+            resp = resp.reshape(self.n_components, -1)
+            post += resp.sum(axis=1)
+            sum_x += resp @ xc.T
+            scatter += gaussian.SCATTER[ctype](xt, gaussian.MOMENTS[ctype](xt, scratch), resp)
+        return {
+            "post": post,
+            "sum_x": sum_x,
+            "scatter": gaussian.unpack_scatter(scatter, ctype, n_features),
+        }
 
     def emission_m_step(self, stats: Stats, params: Params) -> Params:
         ctype = self.covariance_type

@@ -92,6 +92,7 @@ from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
+from dem.models.gaussian import Scratch
 
 BLOCK_ROWS = 2048
 NOISE_FLOOR = 1e-10
@@ -190,7 +191,9 @@ class Terms:
 # --- posteriors of row blocks ---------------------------------------------------------
 
 
-def complete_posterior(xc: np.ndarray, terms: Terms) -> tuple[np.ndarray, np.ndarray]:
+def complete_posterior(
+    xc: np.ndarray, terms: Terms, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray]:
     """Posterior of rows with every feature observed, O(d·q) per row.
 
     Parameters
@@ -198,14 +201,17 @@ def complete_posterior(xc: np.ndarray, terms: Terms) -> tuple[np.ndarray, np.nda
     xc : ndarray of shape (n, d)
         The rows minus the mean.
     terms : Terms
+    scratch : Scratch
+        Buffers reused from block to block; the results are returned in two of them.
 
     Returns
     -------
     u, ez : ndarray of shape (n, q)
         ``Wᵀ Ψ⁻¹ xc`` and the posterior means ``M⁻¹ u``.
     """
-    u = xc @ terms.weighted
-    return u, u @ terms.shared_precision_inv
+    shape = (len(xc), terms.n_components)
+    u = np.matmul(xc, terms.weighted, out=scratch("u", shape))
+    return u, np.matmul(u, terms.shared_precision_inv, out=scratch("ez", shape))
 
 
 def complete_loglik(xc: np.ndarray, u: np.ndarray, ez: np.ndarray, terms: Terms) -> np.ndarray:
@@ -215,38 +221,43 @@ def complete_loglik(xc: np.ndarray, u: np.ndarray, ez: np.ndarray, terms: Terms)
     return -0.5 * (constant + quadratic)
 
 
-def cholesky_stack(matrices: np.ndarray) -> np.ndarray:
+def cholesky_stack(matrices: np.ndarray, scratch: Scratch) -> np.ndarray:
     """Lower Cholesky factors of symmetric positive definite matrices, batch last.
 
     ``matrices`` has shape (q, q, n); the loop runs over the q columns, each step
-    vectorised across the n matrices.
+    vectorised across the n matrices. The factors are in the scratch buffer "factor".
     """
     q = matrices.shape[0]
-    factor = np.zeros_like(matrices)
+    factor = scratch("factor", matrices.shape)
+    factor.fill(0.0)
     for j in range(q):
         done = factor[j, :j]
-        pivot = np.sqrt(matrices[j, j] - np.einsum("kn,kn->n", done, done))
-        factor[j, j] = pivot
+        pivot = np.einsum("kn,kn->n", done, done, out=factor[j, j])
+        np.subtract(matrices[j, j], pivot, out=pivot)
+        np.sqrt(pivot, out=pivot)
         if j + 1 < q:
-            below = matrices[j + 1 :, j] - np.einsum("ikn,kn->in", factor[j + 1 :, :j], done)
-            factor[j + 1 :, j] = below / pivot
+            below = np.einsum("ikn,kn->in", factor[j + 1 :, :j], done, out=factor[j + 1 :, j])
+            np.subtract(matrices[j + 1 :, j], below, out=below)
+            below /= pivot
     return factor
 
 
-def invert_lower_stack(factor: np.ndarray) -> np.ndarray:
-    """Inverses of lower-triangular matrices, batch last (forward substitution by rows)."""
+def invert_lower_stack(factor: np.ndarray, scratch: Scratch) -> np.ndarray:
+    """Inverses of lower-triangular matrices, batch last (forward substitution by rows),
+    in the scratch buffer "inverse"."""
     q = factor.shape[0]
-    inverse = np.zeros_like(factor)
-    inv_pivot = 1.0 / factor[np.arange(q), np.arange(q)]
+    inverse = scratch("inverse", factor.shape)
+    inverse.fill(0.0)
     for i in range(q):
+        inv_pivot = np.divide(1.0, factor[i, i], out=inverse[i, i])
         if i:
-            inverse[i, :i] = -np.einsum("kn,kjn->jn", factor[i, :i], inverse[:i, :i]) * inv_pivot[i]
-        inverse[i, i] = inv_pivot[i]
+            row = np.einsum("kn,kjn->jn", factor[i, :i], inverse[:i, :i], out=inverse[i, :i])
+            row *= -inv_pivot
     return inverse
 
 
 def incomplete_posterior(
-    xc: np.ndarray, observed: np.ndarray, terms: Terms, *, covariance: bool
+    xc: np.ndarray, observed: np.ndarray, terms: Terms, scratch: Scratch, *, covariance: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Posterior of rows with missing values, each using only its observed features.
 
@@ -257,6 +268,8 @@ def incomplete_posterior(
     observed : ndarray of shape (n, d)
         1.0 where observed, 0.0 where missing (float, for matrix products).
     terms : Terms
+    scratch : Scratch
+        Buffers reused from block to block; the covariances are returned in one.
     covariance : bool
         Also return the posterior covariances ``M⁻¹``.
 
@@ -270,36 +283,41 @@ def incomplete_posterior(
         Packed upper triangles of the posterior covariances, batch last.
     """
     pack = packing(terms.n_components)
-    u = (xc @ terms.weighted).T  # (q, n)
-    precision = terms.outer.T @ observed.T  # (packed, n): W_Oᵀ Ψ_O⁻¹ W_O per row
+    q, n = terms.n_components, len(xc)
+    u = np.matmul(xc, terms.weighted, out=scratch("projected", (n, q))).T
+    # (packed, n): W_Oᵀ Ψ_O⁻¹ W_O per row
+    precision = np.matmul(terms.outer.T, observed.T, out=scratch("precision", (pack.size, n)))
     precision[pack.diagonal] += 1.0
-    factor = cholesky_stack(precision[pack.position])
-    inverse = invert_lower_stack(factor)  # L⁻¹, so M⁻¹ = L⁻ᵀ L⁻¹
-    whitened = np.einsum("kan,an->kn", inverse, u)  # L⁻¹ u
-    ez = np.einsum("kan,kn->na", inverse, whitened)  # L⁻ᵀ L⁻¹ u
+    matrices = np.take(
+        precision, pack.position, axis=0, out=scratch("matrices", (q, q, n)), mode="clip"
+    )
+    factor = cholesky_stack(matrices, scratch)
+    inverse = invert_lower_stack(factor, scratch)  # L⁻¹, so M⁻¹ = L⁻ᵀ L⁻¹
+    whitened = np.einsum("kan,an->kn", inverse, u, out=scratch("whitened", (q, n)))  # L⁻¹ u
+    ez = np.einsum("kan,kn->na", inverse, whitened, out=scratch("means", (n, q)))  # L⁻ᵀ L⁻¹ u
     logdet = 2.0 * np.log(np.diagonal(factor, axis1=0, axis2=1)).sum(axis=1)
     loglik = -0.5 * (
         observed @ terms.log_norm
         + logdet
-        + np.square(xc) @ terms.inv_noise
+        + np.square(xc, out=scratch("squares", xc.shape)) @ terms.inv_noise
         - np.einsum("kn,kn->n", whitened, whitened)
     )
     if not covariance:
         return ez, loglik, None
-    return ez, loglik, packed_gram(inverse)
+    return ez, loglik, packed_gram(inverse, out=scratch("covariances", (pack.size, n)))
 
 
-def packed_gram(lower: np.ndarray) -> np.ndarray:
-    """Packed upper triangles of ``Lᵀ L`` for lower-triangular ``L``, batch last.
+def packed_gram(lower: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Packed upper triangles of ``Lᵀ L`` for lower-triangular ``L``, batch last, in ``out``
+    (shape (q(q+1)/2, n)).
 
     Entry ``(a, b)``, ``a ≤ b``, is Σ_{k ≥ b} L[k, a] L[k, b]; the loop runs over the rows
     ``a`` of the result, each a contiguous run of the packing.
     """
-    q, _, n = lower.shape
-    out = np.empty((q * (q + 1) // 2, n))
+    q = lower.shape[0]
     start = 0
     for a in range(q):
-        out[start : start + q - a] = np.einsum("kn,kbn->bn", lower[a:, a], lower[a:, a:])
+        np.einsum("kn,kbn->bn", lower[a:, a], lower[a:, a:], out=out[start : start + q - a])
         start += q - a
     return out
 
@@ -318,12 +336,12 @@ def empty_stats(n_features: int, n_components: int) -> Stats:
     }
 
 
-def add_complete(stats: Stats, xc: np.ndarray, terms: Terms) -> None:
+def add_complete(stats: Stats, xc: np.ndarray, terms: Terms, scratch: Scratch) -> None:
     """Add the statistics of complete rows (already minus the mean) to ``stats``."""
     q = terms.n_components
     n = len(xc)
-    u, ez = complete_posterior(xc, terms)
-    z1 = np.empty((n, q + 1))
+    u, ez = complete_posterior(xc, terms, scratch)
+    z1 = scratch("latents", (n, q + 1))
     z1[:, :q] = ez
     z1[:, q] = 1.0
     sum_squares = np.einsum("ij,ij->j", xc, xc)
@@ -337,39 +355,80 @@ def add_complete(stats: Stats, xc: np.ndarray, terms: Terms) -> None:
     stats["sum_zz"][:q, :q] += n * terms.shared_precision_inv
 
 
-def centred_observed(x: np.ndarray, observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """``x − mean`` where observed, 0 where missing (one pass)."""
-    return np.subtract(x, mean, out=np.zeros(x.shape), where=observed)
+def as_float64(rows: np.ndarray, scratch: Scratch) -> np.ndarray:
+    """``rows`` themselves when float64, else a float64 copy in the scratch buffer "float64"."""
+    if rows.dtype == np.float64:
+        return rows
+    out = scratch("float64", rows.shape)
+    np.copyto(out, rows)
+    return out
+
+
+def gather(rows: np.ndarray, which: np.ndarray, name: str, scratch: Scratch) -> np.ndarray:
+    """The rows numbered ``which`` of ``rows``, in the scratch buffer ``name``.
+
+    (``mode="clip"``, for indices known to be in range: with the default, ``np.take``
+    fills a fresh copy of ``out`` and then copies that.)
+    """
+    out = scratch(name, (len(which), *rows.shape[1:]))
+    return np.take(rows, which, axis=0, out=out, mode="clip")
+
+
+def centred_observed(
+    x: np.ndarray, observed: np.ndarray, mean: np.ndarray, scratch: Scratch
+) -> np.ndarray:
+    """``x − mean`` where observed, 0 where missing, in the scratch buffer "centred"."""
+    out = scratch("centred", x.shape)
+    out.fill(0.0)
+    return np.subtract(x, mean, out=out, where=observed)
+
+
+def observed_mask(observed: np.ndarray, scratch: Scratch) -> np.ndarray:
+    """``observed`` as 1.0 and 0.0 (for matrix products), in the scratch buffer "mask"."""
+    mask = scratch("mask", observed.shape)
+    np.copyto(mask, observed)
+    return mask
 
 
 def add_incomplete(
-    stats: Stats, missing_zz: np.ndarray, x: np.ndarray, observed: np.ndarray, terms: Terms
+    stats: Stats,
+    missing_zz: np.ndarray,
+    x: np.ndarray,
+    observed: np.ndarray,
+    terms: Terms,
+    scratch: Scratch,
 ) -> None:
     """Add the statistics of rows with missing values to ``stats``.
 
     ``missing_zz`` (d, packing(q + 1).size) accumulates, per feature, the packed
     Σ E[z̃ z̃ᵀ] over the rows where that feature is missing.
     """
-    q = terms.n_components
-    xc = centred_observed(x, observed, terms.mean)
-    mask = observed.astype(np.float64)
-    ez, loglik, covariances = incomplete_posterior(xc, mask, terms, covariance=True)
+    q, n = terms.n_components, len(x)
+    xc = centred_observed(x, observed, terms.mean, scratch)
+    mask = observed_mask(observed, scratch)
+    ez, loglik, covariances = incomplete_posterior(xc, mask, terms, scratch, covariance=True)
     assert covariances is not None
     augmented = packing(q + 1)
-    z1 = np.empty((q + 1, len(xc)))
+    z1 = scratch("latents", (q + 1, n))
     z1[:q] = ez.T
     z1[q] = 1.0
-    second = z1[augmented.rows] * z1[augmented.cols]  # E[z̃] E[z̃]ᵀ, packed, batch last
-    # the latent-latent entries of the augmented triangle come first-to-last in the
-    # order of packing(q): add the posterior covariances there
-    second[augmented.cols < q] += covariances
+    # E[z̃ z̃ᵀ], packed, batch last: E[z̃] E[z̃]ᵀ plus, in the latent-latent entries (all
+    # but the last of each row of the augmented triangle), the posterior covariances
+    second = scratch("second", (augmented.size, n))
+    start = start_cov = 0
+    for a in range(q + 1):
+        run = np.multiply(z1[a], z1[a:], out=second[start : start + q + 1 - a])
+        run[: q - a] += covariances[start_cov : start_cov + q - a]
+        start += q + 1 - a
+        start_cov += q - a
+    unobserved = np.subtract(1.0, mask, out=scratch("unobserved", mask.shape))
     stats["loglik"] += loglik.sum()
-    stats["n"] += len(xc)
+    stats["n"] += n
     stats["count"] += mask.sum(axis=0)
     stats["sum_x2"] += np.einsum("ij,ij->j", xc, xc)
     stats["sum_xz"] += xc.T @ z1.T
     stats["sum_zz"] += augmented.unpack(second.sum(axis=1))
-    missing_zz += (second @ (1.0 - mask)).T
+    missing_zz += (second @ unobserved).T
 
 
 def isotropic_noise(residual: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -429,19 +488,26 @@ class LinearGaussianModel:
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
         any_missing = False
+        scratch = Scratch()
         for start in range(0, len(x), BLOCK_ROWS):
-            rows = x[start : start + BLOCK_ROWS].astype(np.float64, copy=False)
+            rows = as_float64(x[start : start + BLOCK_ROWS], scratch)
             missing = np.isnan(rows)
             incomplete = missing.any(axis=1)
-            if incomplete.any():
-                observed = ~missing[incomplete]
-                seen = observed.any(axis=1)  # rows with nothing observed are left out
-                if seen.any():
-                    any_missing = True
-                    add_incomplete(stats, missing_zz, rows[incomplete][seen], observed[seen], terms)
-                rows = rows[~incomplete]
-            if len(rows):
-                add_complete(stats, rows - terms.mean, terms)
+            if not incomplete.any():
+                xc = np.subtract(rows, terms.mean, out=scratch("centred", rows.shape))
+                add_complete(stats, xc, terms, scratch)
+                continue
+            # rows with nothing observed are left out
+            partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
+            if len(partial):
+                any_missing = True
+                x_partial = gather(rows, partial, "rows", scratch)
+                add_incomplete(stats, missing_zz, x_partial, ~missing[partial], terms, scratch)
+            complete = np.flatnonzero(~incomplete)
+            if len(complete):
+                xc = gather(rows, complete, "centred", scratch)
+                xc -= terms.mean
+                add_complete(stats, xc, terms, scratch)
         if any_missing:
             stats["sum_zz_missing"] = augmented.unpack(missing_zz)
         return stats
@@ -543,8 +609,9 @@ class LinearGaussianModel:
         terms = Terms.of(params)
         ez = np.zeros((len(x), self.n_components))
         loglik = np.zeros(len(x))
+        scratch = Scratch()
         for start in range(0, len(x), BLOCK_ROWS):
-            rows = x[start : start + BLOCK_ROWS].astype(np.float64, copy=False)
+            rows = as_float64(x[start : start + BLOCK_ROWS], scratch)
             missing = np.isnan(rows)
             complete = ~missing.any(axis=1)
             seen = ~missing.all(axis=1)
@@ -552,15 +619,14 @@ class LinearGaussianModel:
             where = np.arange(start, start + len(rows))
             if complete.any():
                 xc = rows[complete] - terms.mean
-                u, ez_c = complete_posterior(xc, terms)
+                u, ez_c = complete_posterior(xc, terms, scratch)
                 ez[where[complete]] = ez_c
                 loglik[where[complete]] = complete_loglik(xc, u, ez_c, terms)
             if partial.any():
                 observed = ~missing[partial]
-                xc = centred_observed(rows[partial], observed, terms.mean)
-                ez_p, loglik_p, _ = incomplete_posterior(
-                    xc, observed.astype(np.float64), terms, covariance=False
-                )
+                xc = centred_observed(rows[partial], observed, terms.mean, scratch)
+                mask = observed_mask(observed, scratch)
+                ez_p, loglik_p, _ = incomplete_posterior(xc, mask, terms, scratch, covariance=False)
                 ez[where[partial]] = ez_p
                 loglik[where[partial]] = loglik_p
         return ez, loglik
