@@ -32,11 +32,12 @@ float32 cannot hold) are computed in float64 throughout.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 from scipy import linalg
+
+from dem.models.scratch import Scratch
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -50,30 +51,6 @@ COLLAPSED = (
     "collapsed onto too few distinct points. Decrease n_components, increase reg_covar, "
     "or scale the input data."
 )
-
-
-class Scratch:
-    """Arrays reused from block to block of one E-step, one named buffer per purpose.
-
-    A fresh array of 128 KiB or more per block costs a page fault per 4 KiB on dask
-    workers: distributed sets glibc's ``MALLOC_TRIM_THRESHOLD_`` for its worker
-    processes, which turns off malloc's adaptive mmap threshold, so every large
-    allocation is a new mapping of zeroed pages. That made a full-covariance E-step
-    1.6× slower on a worker than in a plain process; reusing the buffers removes it.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
-
-    def __call__(
-        self, name: str, shape: tuple[int, ...], dtype: type[np.floating] = np.float64
-    ) -> np.ndarray:
-        """A C-contiguous array of ``shape`` (uninitialised) in the buffer ``name``."""
-        size, key = math.prod(shape), (name, np.dtype(dtype))
-        buffer = self._buffers.get(key)
-        if buffer is None or buffer.size < size:
-            buffer = self._buffers[key] = np.empty(size, dtype)
-        return buffer[:size].reshape(shape)
 
 
 DistanceFunction = Callable[[np.ndarray, np.ndarray, Scratch], np.ndarray]

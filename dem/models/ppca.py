@@ -92,7 +92,7 @@ from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
 from dem.model import Block, Params, Stats, add_stats
-from dem.models.gaussian import Scratch
+from dem.models.scratch import Scratch
 
 BLOCK_ROWS = 2048
 NOISE_FLOOR = 1e-10
