@@ -214,6 +214,24 @@ def test_float32_input_accumulates_float64_and_stays_close(covariance_type: str)
         assert _relative(got[key], want[key]) < 1e-5, key
 
 
+@pytest.mark.parametrize(("spread", "expected"), [(2.0, True), (12.0, True), (50.0, False)])
+def test_float32_expanded_distances_match_the_scipy_reference(
+    spread: float, expected: bool
+) -> None:
+    """Float32 full covariances take the expanded distances when the means lie within
+    EXPANSION_LIMIT_FLOAT32 of the shift, else the whitened ones: both stay accurate."""
+    x = _data(seed=21) * (spread / 3.0)
+    params = _params(x, 4, "full", seed=22)
+    dm = params["means"] - params["shift"]
+    expanded = gaussian.expandable(dm, params["precisions_cholesky"], "full", np.float32)
+    assert expanded == expected  # the means' squared distances: 15, 546, 9484
+    got = MixtureModel(4, "full").e_step({"X": x.astype(np.float32)}, params)
+    want = _reference_stats(x.astype(np.float32).astype(np.float64), params, "full")
+    assert _relative(got["loglik"], want["loglik"]) < 1e-6
+    for key in ("resp_sum", "sum_x", "scatter"):
+        assert _relative(got[key], want[key]) < 1e-5, key
+
+
 def test_float32_fit_log_likelihood_within_1e6_of_float64() -> None:
     x = _data(n=6000, d=6, seed=9, offset=20.0)
     rng = np.random.default_rng(10)
