@@ -22,11 +22,15 @@ scatter statistic both read them. For full covariances the distances are then on
 product with per-component coefficients (the expanded quadratic form) while that is
 accurate, else one product with the stacked precision factors (whitening).
 
+The moments of full, diagonal and spherical covariances end with the rows x and 1, so
+that one product of the responsibilities with them gives every statistic of the block
+(``SUMS``): Σ r, Σ r x and the scatter.
+
 For float32 input of a full-covariance mixture, the two large matrix products
-(distances and scatter, O(K d²) flops per row; the distances expanded only within the
-tighter ``EXPANSION_LIMIT_FLOAT32``) and the normalisation of the
-responsibilities run in float32 within each block of a few thousand rows; the
-first moments and every sum across blocks are float64. Float32 data whose spread about
+(distances and statistics, O(K d²) flops per row; the distances expanded only within
+the tighter ``EXPANSION_LIMIT_FLOAT32``) and the normalisation of the
+responsibilities run in float32 within each block of a few thousand rows; every sum
+across blocks is float64. Float32 data whose spread about
 the shift lies outside ``FLOAT32_SPREAD`` (values near float32's overflow, whose squares
 float32 cannot hold) are computed in float64 throughout.
 """
@@ -112,8 +116,12 @@ def _moments_tied(xt: np.ndarray, scratch: Scratch) -> np.ndarray:
 
 
 def _moments_diag(xt: np.ndarray, scratch: Scratch) -> np.ndarray:
-    """x_i²: (d, n)."""
-    return np.square(xt[:-1], out=scratch("moments", (len(xt) - 1, xt.shape[1]), xt.dtype.type))
+    """[x_i²; x; 1]: (2d + 1, n)."""
+    n_features = len(xt) - 1
+    moments = scratch("moments", (2 * n_features + 1, xt.shape[1]), xt.dtype.type)
+    np.square(xt[:-1], out=moments[:n_features])
+    moments[n_features:] = xt
+    return moments
 
 
 MOMENTS: dict[str, Callable[[np.ndarray, Scratch], np.ndarray]] = {
@@ -250,18 +258,16 @@ def _distances_tied(
 def _distances_diag(
     dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
 ) -> DistanceFunction:
+    """Σ_i λ_i x_i² - 2 Σ_i λ_i m_i x_i + Σ_i λ_i m_i²: one product with the moments."""
     precisions = prec_chol**2
-    constant = np.sum(dm**2 * precisions, axis=1)[:, None]
-    linear = (dm * precisions).reshape(runs, -1, dm.shape[1])
-    precisions = precisions.reshape(linear.shape)
+    coefficients = np.concatenate(
+        [precisions, -2.0 * dm * precisions, np.sum(dm**2 * precisions, axis=1, keepdims=True)],
+        axis=1,
+    ).reshape(runs, len(dm) // runs, -1)
 
     def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
-        shape = (*linear.shape[:2], xt.shape[1])
-        out = np.matmul(linear, xt[:-1], out=scratch("distances", shape)).reshape(len(dm), -1)
-        out *= -2.0
-        out += constant
-        out += np.matmul(precisions, moments, out=scratch("quadratic", shape)).reshape(out.shape)
-        return out
+        out = scratch("distances", (*coefficients.shape[:2], xt.shape[1]))
+        return np.matmul(coefficients, moments, out=out).reshape(len(dm), -1)
 
     return distances
 
@@ -269,22 +275,8 @@ def _distances_diag(
 def _distances_spherical(
     dm: np.ndarray, prec_chol: np.ndarray, dtype: type[np.floating], runs: int = 1
 ) -> DistanceFunction:
-    precisions = (prec_chol**2)[:, None]
-    constant = np.sum(dm**2, axis=1)[:, None] * precisions
-    ones = np.ones((1, dm.shape[1]))
-    means = dm.reshape(runs, -1, dm.shape[1])
-
-    def distances(xt: np.ndarray, moments: np.ndarray, scratch: Scratch) -> np.ndarray:
-        squared_norms = ones @ moments  # (1, n): small
-        shape = (runs, len(dm) // runs, xt.shape[1])
-        out = np.matmul(means, xt[:-1], out=scratch("distances", shape)).reshape(len(dm), -1)
-        out *= -2.0
-        out += squared_norms
-        out *= precisions
-        out += constant
-        return out
-
-    return distances
+    """The diagonal case with every variance of a component equal."""
+    return _distances_diag(dm, np.repeat(prec_chol[:, None], dm.shape[1], axis=1), dtype, runs)
 
 
 DISTANCES: dict[str, Callable[..., DistanceFunction]] = {
@@ -318,27 +310,21 @@ def log_prob_constants(
 
 def transposed_blocks(
     x: np.ndarray, shift: np.ndarray, dtype: type[np.floating], block_rows: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[np.ndarray]:
     """Walk ``x`` (n, d) in blocks of ``block_rows`` rows, centred on ``shift`` and transposed.
 
-    Yields ``(xc, xt)``: ``xc`` (d, m) the centred block in float64 and ``xt``
-    (d + 1, m) the same in ``dtype`` with a row of ones below. Both are views of
-    buffers reused for the next block.
+    Yields ``xt`` (d + 1, m): the centred block in ``dtype`` (rounded once, from the
+    float64 difference) with a row of ones below; a view of a buffer reused for the
+    next block.
     """
     n_features = x.shape[1]
-    rows = min(block_rows, len(x))
-    augmented = np.empty((n_features + 1, rows), dtype=dtype)
+    augmented = np.empty((n_features + 1, min(block_rows, len(x))), dtype=dtype)
     augmented[n_features] = 1.0
-    centred = augmented[:n_features] if dtype == np.float64 else np.empty((n_features, rows))
     for start in range(0, len(x), block_rows):
         block = x[start : start + block_rows]
-        m = len(block)
-        xc = centred[:, :m]
-        np.subtract(block.T, shift[:, None], out=xc)
-        xt = augmented[:, :m]
-        if dtype != np.float64:
-            xt[:n_features] = xc
-        yield xc, xt
+        xt = augmented[:, : len(block)]
+        np.subtract(block.T, shift[:, None], out=xt[:n_features], casting="same_kind")
+        yield xt
 
 
 def weighted_log_prob(
@@ -372,7 +358,7 @@ def _scatter_tied(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.n
 
 
 def _scatter_diag(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return resp @ moments.T
+    return resp @ moments[: len(xt) - 1].T
 
 
 SCATTER: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
@@ -381,6 +367,33 @@ SCATTER: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] =
     "diag": _scatter_diag,
     "spherical": _scatter_diag,
 }
+
+
+def _sums_from_moments(
+    xt: np.ndarray, moments: np.ndarray, resp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Moments ending with the rows x and 1: Σ r, Σ r x and the scatter in one product."""
+    n_features = len(xt) - 1
+    sums = resp @ moments.T
+    return sums[..., -1], sums[..., -1 - n_features : -1], sums[..., : -1 - n_features]
+
+
+def _sums_tied(
+    xt: np.ndarray, moments: np.ndarray, resp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return resp.sum(axis=-1), resp @ xt[:-1].T, moments @ moments.T
+
+
+SUMS: dict[
+    str, Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+] = {
+    "full": _sums_from_moments,
+    "tied": _sums_tied,
+    "diag": _sums_from_moments,
+    "spherical": _sums_from_moments,
+}
+"""Σ r, Σ r x and the scatter statistic of a block from its moments and responsibilities
+(..., K, n): the E-step's sufficient statistics, summed in the block's dtype."""
 
 
 def scatter_zeros(covariance_type: str, n_components: int, n_features: int) -> np.ndarray:

@@ -822,8 +822,8 @@ class GaussianHMMModel(HMMModel):
         blocks = gaussian.transposed_blocks(
             data.reshape(-1, n_features), np.zeros(n_features), np.float64, n_steps * n_sequences
         )
-        for start, (xc, xt) in zip(range(0, n_times, n_steps), blocks, strict=True):
-            yield slice(start, start + n_steps), xc, xt
+        for start, xt in zip(range(0, n_times, n_steps), blocks, strict=True):
+            yield slice(start, start + n_steps), xt[:-1], xt
 
     def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
         n_times, n_sequences, n_features = data.shape

@@ -134,16 +134,17 @@ class MixtureModel:
         sum_x = np.zeros((n_runs * n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, n_runs * n_components, n_features)
         scratch = gaussian.Scratch()
-        for xc, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
+        for xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             log_prob = _log_prob(constants, distances(xt, moments, scratch), scratch)
             shape = (n_runs, n_components, xt.shape[1])
             resp, log_norm = responsibilities(log_prob.reshape(shape), dtype, scratch)
             loglik += log_norm.sum(axis=-1)
-            resp_sum += resp.sum(axis=-1, dtype=np.float64).reshape(-1)
             # batched over runs (a product per run, see gaussian's DISTANCES notes)
-            sum_x += (resp.astype(np.float64, copy=False) @ xc.T).reshape(sum_x.shape)
-            scatter += gaussian.SCATTER[ctype](xt, moments, resp).reshape(scatter.shape)
+            block_resp, block_x, block_scatter = gaussian.SUMS[ctype](xt, moments, resp)
+            resp_sum += block_resp.reshape(resp_sum.shape)
+            sum_x += block_x.reshape(sum_x.shape)
+            scatter += block_scatter.reshape(scatter.shape)
         runs_of = [slice(run * n_components, (run + 1) * n_components) for run in range(n_runs)]
         return [
             {
@@ -218,7 +219,7 @@ class MixtureModel:
         out = np.empty((self.n_components, len(x)))
         start = 0
         scratch = gaussian.Scratch()
-        for _, xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
+        for xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
             distance = distances(xt, gaussian.MOMENTS[ctype](xt, scratch), scratch)
             out[:, start : start + xt.shape[1]] = _log_prob(constants, distance, scratch)
             start += xt.shape[1]
