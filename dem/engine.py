@@ -381,10 +381,18 @@ class _Fused:
     models: tuple[EMModel, ...]
 
     def e_step(self, block: Block, params: list[Params]) -> list[Stats]:
-        first = self.models[0]
-        if hasattr(first, "e_step_many") and all(m == first for m in self.models):
-            return list(first.e_step_many(block, params))  # restarts: shared arithmetic
-        return [m.e_step(block, p) for m, p in zip(self.models, params, strict=True)]
+        """Each run's statistics; runs of equal models go to ``e_step_many`` together."""
+        stats: dict[int, Stats] = {}
+        for index, model in enumerate(self.models):
+            if index in stats:
+                continue
+            same = [i for i in range(index, len(self.models)) if self.models[i] == model]
+            if len(same) > 1 and hasattr(model, "e_step_many"):
+                together = model.e_step_many(block, [params[i] for i in same])
+            else:
+                together = [self.models[i].e_step(block, params[i]) for i in same]
+            stats.update(zip(same, together, strict=True))
+        return [stats[index] for index in range(len(self.models))]
 
     def combine(self, a: list[Stats], b: list[Stats]) -> list[Stats]:
         return [m.combine(x, y) for m, x, y in zip(self.models, a, b, strict=True)]

@@ -79,9 +79,11 @@ class MixtureModel:
         """Statistics of one chunk at several parameter sets (restarts) in one walk of it.
 
         Runs with the same shift, product dtype and kind of distances are evaluated as
-        one mixture of R·K components: the block's moments are computed once, and the
-        distances and the scatter of all of them are each one matrix product. Tied
-        covariances (one factor per run) are evaluated run by run.
+        one mixture of R·K components: the block is centred and its moments computed
+        once, and the distances and the statistics of all runs are each one batched
+        matrix product (a product per run, so that a run's statistics are the same bits
+        whichever runs share the pass). Tied covariances (one factor per run) are
+        evaluated run by run.
         """
         x = block["X"]
         ctype = self.covariance_type
@@ -116,9 +118,11 @@ class MixtureModel:
         n_runs, n_components, n_features = len(runs), self.n_components, x.shape[1]
         ctype = self.covariance_type
         shift = runs[0]["shift"]
-        prec_chol = np.concatenate([p["precisions_cholesky"] for p in runs])
-        if ctype == "tied":
-            prec_chol = runs[0]["precisions_cholesky"]
+        prec_chol = (
+            runs[0]["precisions_cholesky"]  # a single run
+            if ctype == "tied"
+            else np.concatenate([p["precisions_cholesky"] for p in runs])
+        )
         dm = np.concatenate([p["means"] for p in runs]) - shift
         distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype, n_runs)
         constants = np.concatenate(
@@ -667,20 +671,27 @@ class GaussianMixture(HTMLRepr):
             persisted = prepare({"X": samples.array}, self.persist)["X"]
             samples = dataclasses.replace(samples, array=persisted)
 
+        def first_start(rng: np.random.Generator) -> Params:
+            if needs_data and method == "k-means||":
+                return kmeans_parallel_params(
+                    [model], samples.array, [rng], split_every=int(self.split_every), **initial
+                )[0]
+            sample = (
+                sample_rows(samples.array, self.init_sample_size, rng)
+                if needs_data
+                else np.empty((0, n_features))
+            )
+            return initial_params(model, sample, rng, method, **initial)
+
+        shared: Params = {}
+
         def make_init(rng: np.random.Generator) -> Params:
             if self.warm_start and hasattr(self, "weights_"):
                 return {**self._params(), "shift": mixture_mean(self._params())}
-            if needs_data and method == "k-means||":
-                start = kmeans_parallel_params(
-                    [model], samples.array, [rng], split_every=int(self.split_every), **initial
-                )[0]
-            else:
-                sample = (
-                    sample_rows(samples.array, self.init_sample_size, rng)
-                    if needs_data
-                    else np.empty((0, n_features))
-                )
-                start = initial_params(model, sample, rng, method, **initial)
+            start = first_start(rng)
+            # restarts share one reference point (any point amid the data serves), so
+            # that each pass evaluates them together (MixtureModel.e_step_many)
+            start["shift"] = shared.setdefault("shift", start["shift"])
             if self.method == "batch":
                 return start
             online = fit_online(
