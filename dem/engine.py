@@ -170,7 +170,10 @@ def _check_block(
 
 
 SMALL_CHUNK_BYTES = 4 * 2**20
-"""Chunks (all inputs together) smaller than this are mapped ``split_every`` to a task."""
+"""Chunks (all inputs together) smaller than this are mapped ``split_every`` to a task..."""
+
+GROUPED_TASKS = 16
+"""...when that still leaves at least this many map tasks to spread over the workers."""
 
 
 def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
@@ -179,11 +182,13 @@ def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
     A task costs the scheduler and the worker a few milliseconds whatever its size, as
     much as the E-step of a small chunk. A map task over ``split_every`` chunks does
     the first level of the tree reduction itself, in the same order, so the statistics
-    are the same bits either way.
+    are the same bits either way. The choice depends on the data alone (not on the
+    cluster), so a resumed fit makes the same one.
     """
     n_chunks = len(next(iter(arrays.values())).chunks[0])
     chunk_bytes = sum(a.nbytes for a in arrays.values()) / max(n_chunks, 1)
-    return split_every if chunk_bytes < SMALL_CHUNK_BYTES else 1
+    many = n_chunks >= GROUPED_TASKS * split_every
+    return split_every if chunk_bytes < SMALL_CHUNK_BYTES and many else 1
 
 
 def _map_task(

@@ -87,13 +87,16 @@ def test_small_chunks_grouped_per_task_give_the_same_bits(
 
 
 def test_only_small_chunks_are_grouped() -> None:
-    small = da.zeros((10**6, 4), chunks=(1000, 4))  # 32 KB chunks
+    small = da.zeros((10**6, 4), chunks=(1000, 4))  # 32 KB chunks, 1000 of them
     large = da.zeros((10**7, 16), chunks=(10**6, 16))  # 128 MB chunks
     assert engine.chunks_per_task({"X": small}, 8) == 8
     assert engine.chunks_per_task({"X": large}, 8) == 1
-    # all inputs of a chunk count: X and y together
+    # all inputs of a chunk count: X and y together (58 chunks of 320 + 13.6 KB)
     x, y = da.zeros((10**5, 40), chunks=(1700, 40)), da.zeros(10**5, chunks=1700)
-    assert engine.chunks_per_task({"X": x, "y": y}, 4) == 4
+    assert engine.chunks_per_task({"X": x, "y": y}, 2) == 2
+    assert engine.chunks_per_task({"X": x[:, :16], "y": y}, 2) == 2
+    # too few chunks to group and still keep the workers busy: 100 chunks, 8 per task
+    assert engine.chunks_per_task({"X": small[: 100 * 1000]}, 8) == 1
 
 
 def test_graph_keys_are_new_every_iteration(data: np.ndarray) -> None:
