@@ -16,7 +16,7 @@ import xarray as xr
 
 from dem import engine
 from dem.checkpoint import Checkpoint
-from dem.data import Samples
+from dem.data import Samples, as_samples
 from dem.model import EMModel, Params
 
 
@@ -70,6 +70,67 @@ def fit_restarts(
             store.close()
     best = max(results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf)
     return best, results
+
+
+class EMEstimator:
+    """What the estimators share: reading their input, and running their restarts on the
+    engine with the options they were given, keeping the best fit.
+
+    A subclass stores the options under these names in ``__init__`` and defines
+    ``_set_params`` (the fitted attributes from the engine's parameters).
+    """
+
+    n_init: int
+    random_state: int | np.random.Generator | None
+    tol: float
+    max_iter: int
+    split_every: int
+    checkpoint: str | os.PathLike[str] | None
+    resume: bool
+    callback: Callable[[engine.IterationInfo], Any] | None
+    persist: bool | None
+    accelerate: str
+    sample_dim: str
+    feature_dim: str
+    _set_params: Callable[[Params], None]
+
+    def _samples(self, X: Any, variable: str | None) -> Samples:
+        return as_samples(
+            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
+        )
+
+    def _fit_restarts(
+        self,
+        model: EMModel,
+        inputs: Mapping[str, Samples],
+        make_init: Callable[[np.random.Generator], Params],
+        *,
+        n_init: int | None = None,
+        persist: bool | None = None,
+    ) -> tuple[engine.EMResult, list[engine.EMResult]]:
+        """:func:`fit_restarts` with this estimator's options (``n_init`` and ``persist``
+        override its own); sets the best fit's parameters and trace."""
+        best, results = fit_restarts(
+            model,
+            inputs,
+            make_init,
+            n_init=int(self.n_init if n_init is None else n_init),
+            random_state=self.random_state,
+            tol=float(self.tol),
+            max_iter=int(self.max_iter),
+            split_every=int(self.split_every),
+            checkpoint=self.checkpoint,
+            resume=self.resume,
+            callback=self.callback,
+            persist=self.persist if persist is None else persist,
+            accelerate=self.accelerate,
+        )
+        self._set_params(best.params)
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.lower_bound_ = best.lower_bound
+        return best, results
 
 
 def _child_rngs(
@@ -131,8 +192,12 @@ def per_sample_aligned(
         args += [samples.array, "a" + "".join(next(letters) for _ in range(samples.array.ndim - 1))]
     out = "".join(next(letters) for _ in trailing)
     result = da.blockwise(
-        function, "a" + out, *args,
-        new_axes=dict(zip(out, trailing, strict=True)), dtype=dtype, concatenate=True,
+        function,
+        "a" + out,
+        *args,
+        new_axes=dict(zip(out, trailing, strict=True)),
+        dtype=dtype,
+        concatenate=True,
     )
     if first.kind != "xarray":
         return result

@@ -45,9 +45,9 @@ from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
 from dem.estimator import (
+    EMEstimator,
     NotFittedError,
     check_hyperparameters,
-    fit_restarts,
     per_sample,
     per_sample_aligned,
 )
@@ -732,7 +732,7 @@ def _infinite_as_nan(block: np.ndarray) -> np.ndarray:
     return np.where(np.isinf(block), np.nan, block).astype(np.float64, copy=False)
 
 
-class CensoredRegression(HTMLRepr):
+class CensoredRegression(EMEstimator, HTMLRepr):
     """Censored (Tobit) regression fitted by EM over Dask chunks.
 
     The latent ``y* = intercept + X coef + scale · ε`` (ε standard normal) is seen
@@ -864,11 +864,6 @@ class CensoredRegression(HTMLRepr):
     }
 
     # --- inputs -----------------------------------------------------------------------
-
-    def _samples(self, X: Any, variable: str | None) -> Samples:
-        return as_samples(
-            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
-        )
 
     def _vector(self, value: Any, name: str, X: Any, x: Samples) -> Samples:
         """A per-row input aligned with X: a variable of X's store or Dataset, or an array."""
@@ -1030,28 +1025,11 @@ class CensoredRegression(HTMLRepr):
             }
             return initial_params(model, block)
 
-        best, _ = fit_restarts(
-            model,
-            inputs,
-            make_init,
-            n_init=1,
-            random_state=self.random_state,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            split_every=int(self.split_every),
-            checkpoint=self.checkpoint,
-            resume=self.resume,
-            callback=self.callback,
-            persist=False,  # already where prepare() put it
-            accelerate=self.accelerate,
-        )
+        # persist=False: the inputs are already where prepare() put them
+        best, _ = self._fit_restarts(model, inputs, make_init, n_init=1, persist=False)
         info = map_reduce(
             model.information, add_stats, arrays, best.params, split_every=int(self.split_every)
         )
-        self._set_params(best.params)
-        self.n_iter_ = best.n_iter
-        self.converged_ = best.converged
-        self.lower_bounds_ = list(best.lower_bounds)
         self.loglik_ = float(info["loglik"])
         self.cov_ = _covariance(info["hessian"])
         self.bse_ = np.sqrt(np.diag(self.cov_))

@@ -60,9 +60,9 @@ from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import (
+    EMEstimator,
     NotFittedError,
     check_hyperparameters,
-    fit_restarts,
     per_sample_aligned,
 )
 from dem.model import Block, Params, Stats, add_stats
@@ -1124,7 +1124,7 @@ def _non_negative_array(value: Any) -> bool:
     return bool(np.all(np.isfinite(array)) and np.all(array >= 0))
 
 
-class _BaseHMM(HTMLRepr, ABC):
+class _BaseHMM(EMEstimator, HTMLRepr, ABC):
     """What :class:`GaussianHMM` and :class:`CategoricalHMM` share: fitting by EM over
     Dask chunks of sequences, checkpoints, and the per-sequence outputs."""
 
@@ -1302,26 +1302,7 @@ class _BaseHMM(HTMLRepr, ABC):
             }
             return {**params, **self._initial_emissions(model, n_features, inputs, rng)}
 
-        best, _ = fit_restarts(
-            model,
-            inputs,
-            make_init,
-            n_init=int(self.n_init),
-            random_state=self.random_state,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            split_every=int(self.split_every),
-            checkpoint=self.checkpoint,
-            resume=self.resume,
-            callback=self.callback,
-            persist=self.persist,
-            accelerate=self.accelerate,
-        )
-        self._set_params(best.params)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.lower_bound_ = best.lower_bound
+        self._fit_restarts(model, inputs, make_init)
         self.n_features_in_ = int(n_features)
         return self
 

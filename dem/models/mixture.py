@@ -21,10 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import logsumexp
 
-from dem.data import Samples, as_samples, sample_rows
+from dem.data import sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
-from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
+from dem.estimator import EMEstimator, NotFittedError, check_hyperparameters, per_sample
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.online import blend, fit_online, step_rate
@@ -450,7 +450,7 @@ def _overridden(
 # --- the estimator ----------------------------------------------------------------
 
 
-class GaussianMixture(HTMLRepr):
+class GaussianMixture(EMEstimator, HTMLRepr):
     """Gaussian mixture fitted by EM over Dask chunks, with scikit-learn's interface.
 
     Parameters follow :class:`sklearn.mixture.GaussianMixture` in name and meaning;
@@ -634,11 +634,6 @@ class GaussianMixture(HTMLRepr):
         check_hyperparameters(self, self._constraints)
         return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
 
-    def _samples(self, X: Any, variable: str | None) -> Samples:
-        return as_samples(
-            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
-        )
-
     def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
         """Fit the mixture by EM.
 
@@ -709,26 +704,7 @@ class GaussianMixture(HTMLRepr):
             return online.params
 
         online_stages: list[Any] = []  # in run order (runs resumed from a checkpoint skip this)
-        best, results = fit_restarts(
-            model,
-            {"X": samples},
-            make_init,
-            n_init=int(self.n_init),
-            random_state=self.random_state,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            split_every=int(self.split_every),
-            checkpoint=self.checkpoint,
-            resume=self.resume,
-            callback=self.callback,
-            persist=self.persist,
-            accelerate=self.accelerate,
-        )
-        self._set_params(best.params)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.lower_bound_ = best.lower_bound
+        best, results = self._fit_restarts(model, {"X": samples}, make_init)
         self.n_features_in_ = int(n_features)
         stage = online_stages[results.index(best)] if len(online_stages) == len(results) else None
         self.n_online_updates_ = stage.n_iter if stage is not None else 0

@@ -90,7 +90,7 @@ from dem.accelerate import STEPS
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce
-from dem.estimator import NotFittedError, check_hyperparameters, fit_restarts, per_sample
+from dem.estimator import EMEstimator, NotFittedError, check_hyperparameters, per_sample
 from dem.model import Block, Params, Stats, add_stats
 from dem.models.scratch import Scratch
 
@@ -737,7 +737,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-class _LinearGaussian(HTMLRepr):
+class _LinearGaussian(EMEstimator, HTMLRepr):
     """What PPCA and FactorAnalysis share; they differ only in ``_noise``."""
 
     _noise: ClassVar[str]
@@ -783,11 +783,6 @@ class _LinearGaussian(HTMLRepr):
         check_hyperparameters(self, _CONSTRAINTS)
         return LinearGaussianModel(int(self.n_components), self._noise)
 
-    def _samples(self, X: Any, variable: str | None) -> Samples:
-        return as_samples(
-            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
-        )
-
     def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
         """Fit the model by EM; NaN entries of ``X`` are treated as missing.
 
@@ -822,27 +817,8 @@ class _LinearGaussian(HTMLRepr):
             sample = sample_rows(samples.array, int(self.init_sample_size), rng)
             return initial_params(model, sample, rng, self.init_params)
 
-        best, _ = fit_restarts(
-            model,
-            {"X": samples},
-            make_init,
-            n_init=int(self.n_init),
-            random_state=self.random_state,
-            tol=float(self.tol),
-            max_iter=int(self.max_iter),
-            split_every=int(self.split_every),
-            checkpoint=self.checkpoint,
-            resume=self.resume,
-            callback=self.callback,
-            persist=self.persist,
-            accelerate=self.accelerate,
-        )
         self.n_features_in_ = int(n_features)
-        self._set_params(best.params)
-        self.converged_ = best.converged
-        self.n_iter_ = best.n_iter
-        self.lower_bounds_ = list(best.lower_bounds)
-        self.lower_bound_ = best.lower_bound
+        self._fit_restarts(model, {"X": samples}, make_init)
         return self
 
     def _set_params(self, params: Params) -> None:
