@@ -327,46 +327,7 @@ def transposed_blocks(
         yield xt
 
 
-def weighted_log_prob(
-    xc: np.ndarray,
-    dm: np.ndarray,
-    log_weights: np.ndarray,
-    prec_chol: np.ndarray,
-    covariance_type: str,
-) -> np.ndarray:
-    """log(w_k) + log N(x | mu_k, Sigma_k) for a centred block ``xc`` (n, d): (n, K)."""
-    n_features = xc.shape[1]
-    xt = np.vstack([xc.T, np.ones((1, len(xc)))])
-    scratch = Scratch()
-    moments = MOMENTS[covariance_type](xt, scratch)
-    distances = DISTANCES[covariance_type](dm, prec_chol, np.float64)(xt, moments, scratch)
-    constants = log_prob_constants(log_weights, prec_chol, covariance_type, n_features)
-    return (constants - 0.5 * distances).T
-
-
 # --- scatter statistics: block, its moments, responsibilities (K, n) -> sums ---------
-
-
-def _scatter_full(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    """Σ r_k x xᵀ as the packed upper triangles (K, d(d+1)/2)."""
-    n_features = len(xt) - 1
-    return resp @ moments[: n_features * (n_features + 1) // 2].T
-
-
-def _scatter_tied(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return moments @ moments.T
-
-
-def _scatter_diag(xt: np.ndarray, moments: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    return resp @ moments[: len(xt) - 1].T
-
-
-SCATTER: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "full": _scatter_full,
-    "tied": _scatter_tied,
-    "diag": _scatter_diag,
-    "spherical": _scatter_diag,
-}
 
 
 def _sums_from_moments(
@@ -397,7 +358,7 @@ SUMS: dict[
 
 
 def scatter_zeros(covariance_type: str, n_components: int, n_features: int) -> np.ndarray:
-    """A float64 accumulator shaped like what ``SCATTER[covariance_type]`` returns."""
+    """A float64 accumulator shaped like the scatter ``SUMS[covariance_type]`` returns."""
     shape = {
         "full": (n_components, n_features * (n_features + 1) // 2),
         "tied": (n_features, n_features),
@@ -421,7 +382,7 @@ def scatter_statistic(
         block = xc[start : start + block_rows]
         xt = np.vstack([block.T, np.ones((1, len(block)))])
         moments = MOMENTS[covariance_type](xt, scratch)
-        total += SCATTER[covariance_type](xt, moments, resp[start : start + block_rows].T)
+        total += SUMS[covariance_type](xt, moments, resp[start : start + block_rows].T)[2]
     return unpack_scatter(total, covariance_type, n_features)
 
 

@@ -811,10 +811,10 @@ class GaussianHMMModel(HMMModel):
         """Rows per block of the emission kernels: temporaries stay in cache."""
         return max(BLOCK_ROWS, ROW_BLOCK_ELEMENTS // (self.n_components * n_features))
 
-    def time_blocks(self, data: np.ndarray) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    def time_blocks(self, data: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
         """Walk prepared ``data`` (n_times, n_sequences, n_features) a few whole time steps
-        at a time, about :meth:`row_block` rows: ``(steps, xc, xt)`` with ``xc`` the rows
-        transposed (d, m) and ``xt`` the same with a row of ones below (d + 1, m), as
+        at a time, about :meth:`row_block` rows: ``(steps, xt)`` with ``xt`` the rows
+        transposed with a row of ones below (d + 1, m), as
         :func:`dem.models.gaussian.transposed_blocks` gives them (buffers reused).
         """
         n_times, n_sequences, n_features = data.shape
@@ -823,7 +823,7 @@ class GaussianHMMModel(HMMModel):
             data.reshape(-1, n_features), np.zeros(n_features), np.float64, n_steps * n_sequences
         )
         for start, xt in zip(range(0, n_times, n_steps), blocks, strict=True):
-            yield slice(start, start + n_steps), xt[:-1], xt
+            yield slice(start, start + n_steps), xt
 
     def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
         n_times, n_sequences, n_features = data.shape
@@ -836,7 +836,7 @@ class GaussianHMMModel(HMMModel):
         constants = gaussian.log_prob_constants(no_weights, prec_chol, ctype, n_features)
         out = np.empty((n_times, self.n_components, n_sequences))
         scratch = gaussian.Scratch()
-        for steps, _, xt in self.time_blocks(data):
+        for steps, xt in self.time_blocks(data):
             squared = distances(xt, gaussian.MOMENTS[ctype](xt, scratch), scratch)
             log_prob = out[steps].transpose(1, 0, 2)  # (K, steps, n_sequences)
             np.multiply(squared.reshape(log_prob.shape), -0.5, out=log_prob)
@@ -860,14 +860,15 @@ class GaussianHMMModel(HMMModel):
         sum_x = np.zeros((self.n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
         scratch = gaussian.Scratch()
-        for steps, xc, xt in self.time_blocks(data):
+        for steps, xt in self.time_blocks(data):
             block = gamma[steps].transpose(1, 0, 2)  # (K, steps, n_sequences)
             resp = scratch("resp", block.shape)
             np.copyto(resp, block)
-            resp = resp.reshape(self.n_components, -1)
-            post += resp.sum(axis=1)
-            sum_x += resp @ xc.T
-            scatter += gaussian.SCATTER[ctype](xt, gaussian.MOMENTS[ctype](xt, scratch), resp)
+            moments = gaussian.MOMENTS[ctype](xt, scratch)
+            sums = gaussian.SUMS[ctype](xt, moments, resp.reshape(self.n_components, -1))
+            post += sums[0]
+            sum_x += sums[1]
+            scatter += sums[2]
         return {
             "post": post,
             "sum_x": sum_x,
