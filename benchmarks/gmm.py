@@ -12,6 +12,13 @@ cancels its initialisation and final E-step; dem's are the engine's per-iteratio
 after one warm-up iteration (median within a repetition). The floor (full covariance)
 is 4·N·K·d² flops at the measured matrix-product rate.
 
+Where pyspark and Java are installed (neither is a dependency of dem), Spark MLlib's
+GaussianMixture (full covariances only) runs on ``local[workers]`` from the same start,
+timed by the same difference as scikit-learn, on an RDD of the rows cached beforehand.
+Its E-step works with densities, not their logarithms, and adds machine epsilon to each,
+so where densities are small (d=16) its path departs from scikit-learn's and dem's
+(``means_max_abs_diff_vs_sklearn``): it is a peer for time, not for the result.
+
 Run ``python benchmarks/gmm.py`` (N=2e6, d=16, K=8, 2 workers: several minutes) or
 ``python benchmarks/gmm.py --quick``.
 """
@@ -19,7 +26,12 @@ Run ``python benchmarks/gmm.py`` (N=2e6, d=16, K=8, 2 workers: several minutes) 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import shutil
+import types
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,8 +57,9 @@ def sklearn_iteration(
     covariance_type: str,
     inits: dict[str, np.ndarray],
     iterations: int,
-) -> tuple[float, list[float]]:
-    """Seconds per iteration, and the lower bound after 1 and after ``1 + iterations``."""
+) -> tuple[float, list[float], np.ndarray]:
+    """Seconds per iteration, the lower bound after 1 and after ``1 + iterations``, and
+    the means after ``1 + iterations``."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
@@ -66,7 +79,77 @@ def sklearn_iteration(
 
     base, short = timed(lambda: fit(1))
     total, long = timed(lambda: fit(1 + iterations))
-    return (total - base) / iterations, [float(short.lower_bound_), float(long.lower_bound_)]
+    bounds = [float(short.lower_bound_), float(long.lower_bound_)]
+    return (total - base) / iterations, bounds, long.means_
+
+
+SPARK_MEMORY = "8g"
+
+
+@contextlib.contextmanager
+def spark_context(cores: int) -> Iterator[Any]:
+    """A local Spark context on ``cores`` cores, or None when pyspark or Java is missing."""
+    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
+        yield None
+        return
+    from pyspark import SparkConf, SparkContext
+
+    conf = (
+        SparkConf()
+        .setMaster(f"local[{cores}]")
+        .setAppName("dem-benchmark")
+        .set("spark.driver.memory", SPARK_MEMORY)
+        .set("spark.ui.enabled", "false")
+        .set("spark.ui.showConsoleProgress", "false")
+    )
+    context = SparkContext(conf=conf)
+    context.setLogLevel("ERROR")
+    try:
+        yield context
+    finally:
+        context.stop()
+
+
+def spark_rows(context: Any, x: np.ndarray, chunk_rows: int) -> Any:
+    """``x`` as a cached RDD of rows, one partition per chunk."""
+    pieces = [x[start : start + chunk_rows] for start in range(0, len(x), chunk_rows)]
+    rows = context.parallelize(pieces, len(pieces)).flatMap(list).cache()
+    rows.count()
+    return rows
+
+
+def spark_iteration(
+    rows: Any, n_components: int, inits: dict[str, np.ndarray], iterations: int
+) -> tuple[float, np.ndarray]:
+    """Spark MLlib's seconds per iteration from the same start (full covariances), by the
+    same difference as scikit-learn's, and its means after ``1 + iterations`` iterations."""
+    from pyspark.mllib.clustering import GaussianMixture
+    from pyspark.mllib.linalg import DenseMatrix, DenseVector
+    from pyspark.mllib.stat.distribution import MultivariateGaussian
+
+    d = inits["means_init"].shape[1]
+    # what train() reads of an initial model (pyspark builds GaussianMixtureModel from a
+    # fitted Java model only)
+    start = types.SimpleNamespace(
+        k=n_components,
+        weights=[float(w) for w in inits["weights_init"]],
+        gaussians=[
+            MultivariateGaussian(
+                DenseVector(mean), DenseMatrix(d, d, np.linalg.inv(precision).ravel())
+            )
+            for mean, precision in zip(inits["means_init"], inits["precisions_init"], strict=True)
+        ],
+    )
+
+    def fit(max_iter: int) -> Any:
+        return GaussianMixture.train(
+            rows, n_components, convergenceTol=0.0, maxIterations=max_iter, initialModel=start
+        )
+
+    base, _ = timed(lambda: fit(1))
+    total, model = timed(lambda: fit(1 + iterations))
+    means = np.array([g.mu.toArray() for g in model.gaussians])
+    return (total - base) / iterations, means
 
 
 def dem_iterations(
@@ -114,6 +197,9 @@ def main() -> None:
     )
     parser.add_argument("--sklearn-iterations", type=int, default=2, help="m in the difference")
     parser.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn peer")
+    parser.add_argument(
+        "--no-spark", action="store_true", help="skip Spark MLlib (run when pyspark and Java are)"
+    )
     parser.add_argument("--quick", action="store_true", help="N=2e5 in 25k-row chunks")
     args = parser.parse_args()
     if args.quick:
@@ -126,33 +212,46 @@ def main() -> None:
     x = mixture_rows(n, d, k, seed=1)
     sample = x[np.random.default_rng(2).choice(n, size=min(n, 20_000), replace=False)]
     config = {"n": n, "d": d, "k": k, "chunk_rows": args.chunk_rows, "workers": args.workers}
+    covariance_types = parse_sizes(args.covariance)
+    with_spark = not args.no_spark and "full" in covariance_types
 
-    with local_cluster(args.workers) as client:
+    with (
+        local_cluster(args.workers) as client,
+        spark_context(args.workers) if with_spark else contextlib.nullcontext() as spark,
+    ):
         arrays = {dtype: scattered(client, x.astype(dtype), args.chunk_rows) for dtype in dtypes}
-        for covariance_type in parse_sizes(args.covariance):
+        spark_data = None if spark is None else spark_rows(spark, x, args.chunk_rows)
+        for covariance_type in covariance_types:
             inits = initial_parameters(sample, k, covariance_type, seed=3)
             times: dict[str, list[float]] = {}
             bounds: dict[str, list[float]] = {}
+            means: dict[str, np.ndarray] = {}
             for _ in range(args.repeats):
                 for name in ("float64", "float32"):
                     times.setdefault(f"gemm_{name}", []).append(gemm_rate(np.dtype(name)))
                 if not args.no_sklearn:
-                    seconds, bounds["sklearn"] = sklearn_iteration(
+                    seconds, bounds["sklearn"], means["sklearn"] = sklearn_iteration(
                         x, k, covariance_type, inits, args.sklearn_iterations
                     )
                     times.setdefault("sklearn", []).append(seconds)
+                if spark_data is not None and covariance_type == "full":
+                    seconds, means["spark"] = spark_iteration(
+                        spark_data, k, inits, args.sklearn_iterations
+                    )
+                    times.setdefault("spark", []).append(seconds)
                 for dtype in dtypes:
                     seconds_list, bounds[dtype] = dem_iterations(
                         arrays[dtype], k, covariance_type, inits, iterations
                     )
                     times.setdefault(dtype, []).append(median(seconds_list))
-            report(covariance_type, times, bounds, args.sklearn_iterations, config)
+            report(covariance_type, times, bounds, means, args.sklearn_iterations, config)
 
 
 def report(
     covariance_type: str,
     times: dict[str, list[float]],
     bounds: dict[str, list[float]],
+    means: dict[str, np.ndarray],
     sklearn_iterations: int,
     config: dict[str, Any],
 ) -> None:
@@ -167,12 +266,12 @@ def report(
         repeats=times["gemm_float64"],
     )
     summary: dict[str, Any] = {"covariance": covariance_type, **config}
-    for name in ("sklearn", "float64", "float32"):
+    for name in ("sklearn", "spark", "float64", "float32"):
         if name not in times:
             continue
         line: dict[str, Any] = {
             "covariance": covariance_type,
-            "dtype": "float64" if name == "sklearn" else name,
+            "dtype": "float64" if name in ("sklearn", "spark") else name,
             "seconds_per_iter": median(times[name]),
             "repeats": times[name],
         }
@@ -182,9 +281,15 @@ def report(
             line["lower_bound_rel_diff_vs_sklearn"] = max(
                 relative(a, b) for a, b in zip(ours, bounds["sklearn"], strict=True)
             )
-        emit(BENCHMARK, "sklearn" if name == "sklearn" else "dem", **line, **config)
-    if "float64" in times and "sklearn" in times:
-        summary["sklearn_over_dem"] = median(times["sklearn"]) / median(times["float64"])
+        if name == "spark" and "sklearn" in means:
+            # Spark adds no reg_covar: its means differ from scikit-learn's by about that
+            line["means_max_abs_diff_vs_sklearn"] = float(
+                np.max(np.abs(means["spark"] - means["sklearn"]))
+            )
+        emit(BENCHMARK, name if name in ("sklearn", "spark") else "dem", **line, **config)
+    for peer in ("sklearn", "spark"):
+        if "float64" in times and peer in times:
+            summary[f"{peer}_over_dem"] = median(times[peer]) / median(times["float64"])
     if "float64" in times and covariance_type == "full":
         floor = 4.0 * n * k * d * d / (rates["float64"] * 1e9)
         summary["floor_seconds"] = floor
