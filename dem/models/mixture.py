@@ -118,21 +118,7 @@ class MixtureModel:
         n_runs, n_components, n_features = len(runs), self.n_components, x.shape[1]
         ctype = self.covariance_type
         shift = runs[0]["shift"]
-        prec_chol = (
-            runs[0]["precisions_cholesky"]  # a single run
-            if ctype == "tied"
-            else np.concatenate([p["precisions_cholesky"] for p in runs])
-        )
-        dm = np.concatenate([p["means"] for p in runs]) - shift
-        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype, n_runs)
-        constants = np.concatenate(
-            [
-                gaussian.log_prob_constants(
-                    np.log(p["weights"]), p["precisions_cholesky"], ctype, n_features
-                )
-                for p in runs
-            ]
-        )
+        distances, constants = self._log_density_terms(runs, shift, dtype)
         loglik = np.zeros(n_runs)
         resp_sum = np.zeros(n_runs * n_components)
         sum_x = np.zeros((n_runs * n_components, n_features))
@@ -163,6 +149,30 @@ class MixtureModel:
             }
             for run, rows in enumerate(runs_of)
         ]
+
+    def _log_density_terms(
+        self, runs: Sequence[Params], shift: np.ndarray, dtype: type[np.floating]
+    ) -> tuple[gaussian.DistanceFunction, np.ndarray]:
+        """The distance function of the runs' components side by side, about ``shift``,
+        and their constants log(w_k) + log det P_k - (d/2) log 2π (R·K, 1)."""
+        ctype = self.covariance_type
+        prec_chol = (
+            runs[0]["precisions_cholesky"]  # a single run
+            if ctype == "tied"
+            else np.concatenate([p["precisions_cholesky"] for p in runs])
+        )
+        dm = np.concatenate([p["means"] for p in runs]) - shift
+        n_features = dm.shape[1]
+        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype, len(runs))
+        constants = np.concatenate(
+            [
+                gaussian.log_prob_constants(
+                    np.log(p["weights"]), p["precisions_cholesky"], ctype, n_features
+                )
+                for p in runs
+            ]
+        )
+        return distances, constants
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         return add_stats(a, b)
@@ -212,14 +222,10 @@ class MixtureModel:
         """log(w_k) + log N(x | mu_k, Sigma_k) for each row of ``x``: (n, K)."""
         ctype = self.covariance_type
         shift = mixture_mean(params)
-        prec_chol = params["precisions_cholesky"]
-        dm = params["means"] - shift
         dtype = gaussian.product_dtype(
-            x.dtype, ctype, gaussian.spread(dm, params["covariances"], ctype)
+            x.dtype, ctype, gaussian.spread(params["means"] - shift, params["covariances"], ctype)
         )
-        distances = gaussian.DISTANCES[ctype](dm, prec_chol, dtype)
-        log_weights = np.log(params["weights"])
-        constants = gaussian.log_prob_constants(log_weights, prec_chol, ctype, x.shape[1])
+        distances, constants = self._log_density_terms([params], shift, dtype)
         out = np.empty((self.n_components, len(x)))
         start = 0
         scratch = gaussian.Scratch()
