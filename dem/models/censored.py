@@ -317,41 +317,95 @@ def conditional_moments(
 
 
 def hessian_weights(
-    lower: np.ndarray, upper: np.ndarray, mu: np.ndarray, scale: float
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mu: np.ndarray,
+    scale: float,
+    *,
+    scratch: Scratch | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Per-row derivatives of the log-likelihood in (μ, τ = log σ), scaled for sums.
 
     Returns ``g_mu, g_tau, h_mumu, h_mutau, h_tautau``, the row's first derivatives
     ``σ ∂ℓ/∂μ`` and ``∂ℓ/∂τ`` and second derivatives ``σ² ∂²ℓ/∂μ²``, ``σ ∂²ℓ/∂μ∂τ``
     and ``∂²ℓ/∂τ²``. Then with ``μ = x β``: ∂ℓ/∂β = x g_mu / σ, ∂²ℓ/∂β∂βᵀ =
-    x xᵀ h_mumu / σ², ∂²ℓ/∂β∂τ = x h_mutau / σ.
+    x xᵀ h_mumu / σ², ∂²ℓ/∂β∂τ = x h_mutau / σ. In buffers of ``scratch`` when given.
     """
-    exact = lower == upper
-    with np.errstate(invalid="ignore"):  # inf - inf: (-inf, inf) rows are never narrow
-        narrow = ~exact & ((upper - lower) < NARROW * scale)
-    point = exact | narrow
-    z = (0.5 * (lower[point] + upper[point]) - mu[point]) / scale
-    g_mu, g_tau = np.empty_like(mu), np.empty_like(mu)
-    h_mumu, h_mutau, h_tautau = np.empty_like(mu), np.empty_like(mu), np.empty_like(mu)
-    # a point: ℓ = -log σ - z²/2 (+ a constant), z = (y - μ)/σ
-    g_mu[point] = z
-    g_tau[point] = z * z - 1.0
-    h_mumu[point] = -1.0
-    h_mutau[point] = -2.0 * z
-    h_tautau[point] = -2.0 * z * z
+    s = Scratch() if scratch is None else scratch
+    shape = mu.shape
+    # a point (exact, or narrower than NARROW·σ): ℓ = -log σ - z²/2 (+ a constant) with
+    # z = (y - μ)/σ, y the midpoint; computed for every row, then replaced on intervals
+    with np.errstate(invalid="ignore"):  # inf - inf: (-inf, inf) rows are never points
+        width = np.subtract(upper, lower, out=s("width_rows", shape))
+        point = np.less(width, NARROW * scale, out=s("point", shape, np.bool_))
+        z = np.add(lower, upper, out=s("g_mu", shape))
+    z *= 0.5
+    z -= mu
+    z /= scale
+    g_mu = z
+    g_tau = np.multiply(z, z, out=s("g_tau", shape))
+    g_tau -= 1.0
+    h_mumu = s("h_mumu", shape)
+    h_mumu.fill(-1.0)
+    h_mutau = np.multiply(z, -2.0, out=s("h_mutau", shape))
+    h_tautau = np.multiply(h_mutau, z, out=s("h_tautau", shape))
+    rows = np.flatnonzero(np.logical_not(point, out=s("interval", shape, np.bool_)))
+    if not len(rows):
+        return g_mu, g_tau, h_mumu, h_mutau, h_tautau
     # an interval: ℓ = log(Φ(b) - Φ(a)) with a = (lower - μ)/σ, b = (upper - μ)/σ
-    rows = ~point
-    a = np.clip((lower[rows] - mu[rows]) / scale, -2.0 * HUGE_HESSIAN, HUGE_HESSIAN)
-    b = np.clip((upper[rows] - mu[rows]) / scale, -HUGE_HESSIAN, 2.0 * HUGE_HESSIAN)
-    _, pa, pb = truncated_normal(a, b)
-    l_a, l_b = -pa, pb
-    l_aa, l_bb, l_ab = a * pa - pa * pa, -b * pb - pb * pb, pa * pb
-    # ∂a/∂μ = ∂b/∂μ = -1/σ, ∂a/∂τ = -a, ∂b/∂τ = -b
-    g_mu[rows] = -(l_a + l_b)
-    g_tau[rows] = -(a * l_a + b * l_b)
-    h_mumu[rows] = l_aa + 2.0 * l_ab + l_bb
-    h_mutau[rows] = a * (l_aa + l_ab) + b * (l_ab + l_bb) + l_a + l_b
-    h_tautau[rows] = a * a * l_aa + 2.0 * a * b * l_ab + b * b * l_bb + a * l_a + b * l_b
+    n = rows.shape
+    mu_r = np.take(mu, rows, out=s("mu_c", n), mode="clip")
+    a = np.take(lower, rows, out=s("a", n), mode="clip")
+    a -= mu_r
+    a /= scale
+    np.clip(a, -2.0 * HUGE_HESSIAN, HUGE_HESSIAN, out=a)
+    b = np.take(upper, rows, out=s("b", n), mode="clip")
+    b -= mu_r
+    b /= scale
+    np.clip(b, -HUGE_HESSIAN, 2.0 * HUGE_HESSIAN, out=b)
+    _, pa, pb = truncated_normal(a, b, scratch=s)
+    # derivatives of ℓ in (a, b): l_a = -pa, l_b = pb, l_aa = a pa - pa², l_ab = pa pb,
+    # l_bb = -b pb - pb²; and ∂a/∂μ = ∂b/∂μ = -1/σ, ∂a/∂τ = -a, ∂b/∂τ = -b
+    l_a, l_b = np.negative(pa, out=s("l_a", n)), pb
+    t, u = s("t", n), s("u", n)
+    l_aa = np.multiply(a, pa, out=s("l_aa", n))
+    l_aa -= np.multiply(pa, pa, out=t)
+    l_bb = np.negative(b, out=s("l_bb", n))
+    l_bb *= pb
+    l_bb -= np.multiply(pb, pb, out=t)
+    l_ab = np.multiply(pa, pb, out=s("l_ab", n))
+    # g_mu = -(l_a + l_b)
+    g_mu[rows] = np.negative(np.add(l_a, l_b, out=t), out=t)
+    # g_tau = -(a l_a + b l_b)
+    np.multiply(a, l_a, out=t)
+    t += np.multiply(b, l_b, out=u)
+    g_tau[rows] = np.negative(t, out=t)
+    # h_mumu = l_aa + 2 l_ab + l_bb
+    np.add(l_aa, np.multiply(l_ab, 2.0, out=t), out=t)
+    t += l_bb
+    h_mumu[rows] = t
+    # h_mutau = a (l_aa + l_ab) + b (l_ab + l_bb) + l_a + l_b
+    np.add(l_aa, l_ab, out=t)
+    t *= a
+    np.add(l_ab, l_bb, out=u)
+    u *= b
+    t += u
+    t += l_a
+    t += l_b
+    h_mutau[rows] = t
+    # h_tautau = a² l_aa + 2 a b l_ab + b² l_bb + a l_a + b l_b
+    np.multiply(a, a, out=t)
+    t *= l_aa
+    np.multiply(a, 2.0, out=u)
+    u *= b
+    u *= l_ab
+    t += u
+    np.multiply(b, b, out=u)
+    u *= l_bb
+    t += u
+    t += np.multiply(a, l_a, out=u)
+    t += np.multiply(b, l_b, out=u)
+    h_tautau[rows] = t
     return g_mu, g_tau, h_mumu, h_mutau, h_tautau
 
 
@@ -597,7 +651,9 @@ class CensoredModel:
         for x, lower, upper in self._rows(block, scratch):
             mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
             stats["loglik"] += conditional_moments(lower, upper, mu, scale, scratch=scratch)[2]
-            g_mu, g_tau, h_mumu, h_mutau, h_tautau = hessian_weights(lower, upper, mu, scale)
+            g_mu, g_tau, h_mumu, h_mutau, h_tautau = hessian_weights(
+                lower, upper, mu, scale, scratch=scratch
+            )
             stats["grad"][:k] += self.cross(x, g_mu) / scale
             stats["grad"][k] += g_tau.sum()
             stats["hessian"][:k, :k] += self.gram(x, h_mumu, scratch) / scale**2
