@@ -31,7 +31,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -52,8 +52,13 @@ from dem.estimator import (
     per_sample_aligned,
 )
 from dem.model import Block, Params, Stats, add_stats
+from dem.models.scratch import Scratch, thread_scratch
 
+# Rows per block of the kernels: their buffers (in this thread's scratch "censored",
+# kept from chunk to chunk) are 128 KiB each; smaller blocks cost more in per-call
+# overhead than they gain in cache.
 BLOCK_ROWS = 16_384
+SCRATCH = "censored"
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 SQRT_HALF = math.sqrt(0.5)
@@ -70,34 +75,42 @@ MAX_CONDITION = 1e12
 
 
 # --- the standard normal on an interval, in log space -------------------------------
+#
+# The kernels write into the named buffers of a Scratch (numpy's ``out=`` arguments):
+# the thread's own, kept from row block to row block and from chunk to chunk, so a
+# pass allocates no large temporaries (see dem/models/scratch.py, which says why that
+# matters on dask workers: 1.3x on this E-step). A result in a scratch buffer lives
+# until the next call that uses that buffer; without a scratch, results are new arrays.
+# scipy.special's functions get ``out=`` but never ``where=``: scipy 1.17 fills the
+# wrong elements under a mask.
 
 
-def inverse_mills(x: np.ndarray, log_cdf: np.ndarray | None = None) -> np.ndarray:
-    """φ(x) / Φ(x) for finite x, accurate at any magnitude.
+def inverse_mills(
+    x: np.ndarray, *, out: np.ndarray | None = None, scratch: Scratch | None = None
+) -> np.ndarray:
+    """φ(x) / Φ(x) for finite x, accurate at any magnitude, into ``out`` when given.
 
-    For x ≤ 0 it is ``sqrt(2/π) / erfcx(-x/√2)`` (no underflow of φ or Φ, ≈ -x in the
-    far left tail); for x > 0, ``exp(log φ(x) - log Φ(x))``, which goes smoothly to 0.
-    ``log_cdf``, log Φ(x) when the caller has it, saves computing it again.
+    It is ``sqrt(2/π) / erfcx(-x/√2)``: no underflow of φ or Φ, ≈ -x in the far left
+    tail, and 0 once erfcx overflows (x > 37.6, where the ratio is below 1e-300).
     """
-    out = np.empty_like(x)
-    left = x <= 0.0
-    out[left] = SQRT_2_OVER_PI / erfcx(-SQRT_HALF * x[left])
-    right = ~left
-    log_phi = log_ndtr(x[right]) if log_cdf is None else log_cdf[right]
-    xr = np.minimum(x[right], 60.0)  # φ(60) underflows to 0 already; no overflow of x²
-    out[right] = np.exp(-0.5 * xr * xr - LOG_SQRT_2PI - log_phi)
-    return out
+    t = np.multiply(x, -SQRT_HALF, out=None if scratch is None else scratch("mills", x.shape))
+    with np.errstate(over="ignore"):
+        erfcx(t, out=t)
+    return np.divide(SQRT_2_OVER_PI, t, out=t if out is None else out)
 
 
-def truncated_normal(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def truncated_normal(
+    a: np.ndarray, b: np.ndarray, *, scratch: Scratch | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log P(a < Z < b) and the boundary densities φ(a)/P, φ(b)/P of a standard normal Z.
 
-    ``a < b`` elementwise; either may be infinite (then its density term is 0). The
-    interval is reflected into the lower half line when it lies mostly above 0, so
-    ``log Φ`` (:func:`scipy.special.log_ndtr`) is always taken where it has full
-    precision, and ``P = Φ(hi) (1 - Φ(lo)/Φ(hi))`` is formed in log space. An interval
-    narrower than ``NARROW`` has ``P = φ(midpoint) (b - a)`` to O((b - a)²). The moments
-    follow: E[Z] = pa - pb and E[Z²] = 1 + a·pa - b·pb (see :func:`standard_moments`).
+    ``a < b`` elementwise (1-D arrays of one length); either may be infinite (then its
+    density term is 0). The interval is reflected into the lower half line when it lies
+    mostly above 0, so ``log Φ`` (:func:`scipy.special.log_ndtr`) is always taken where
+    it has full precision, and ``P = Φ(hi) (1 - Φ(lo)/Φ(hi))`` is formed in log space.
+    An interval narrower than ``NARROW`` has ``P = φ(midpoint) (b - a)`` to
+    O((b - a)²). The moments follow: E[Z] = pa - pb and E[Z²] = 1 + a·pa - b·pb (see
+    :func:`standard_moments`).
 
     Limits beyond ±``HUGE``, infinite ones included, are clipped to within ±2·``HUGE``
     (keeping a < b), where Φ is already 0 or 1 and φ is 0.
@@ -105,42 +118,58 @@ def truncated_normal(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Returns
     -------
     log_prob, pa, pb : ndarray
+        In the buffers "log_prob", "pa" and "pb" of ``scratch`` when it is given.
     """
-    a, b = _clip_limits(a, b)
-    flip = (a + b) > 0.0
-    narrow = (b - a) < NARROW
-    lo = np.where(flip, -b, a)
-    hi = np.where(flip, -a, b)
-    log_prob = log_ndtr(hi)
-    p_hi = inverse_mills(hi, log_prob)
-    p_lo = np.zeros_like(lo)
-    two = (lo > -HUGE) & ~narrow  # both ends within ±HUGE
+    s = Scratch() if scratch is None else scratch
+    shape = a.shape
+    a, b = _clip_limits(a, b, s)
+    # reflected where a + b > 0: then (lo, hi) = (-b, -a), else (a, b), so both are minima
+    flip = np.greater(np.add(a, b, out=s("sum", shape)), 0.0, out=s("flip", shape, np.bool_))
+    lo = np.minimum(a, np.negative(b, out=s("lo", shape)), out=s("lo", shape))
+    hi = np.minimum(b, np.negative(a, out=s("hi", shape)), out=s("hi", shape))
+    width = np.subtract(b, a, out=s("width", shape))
+    narrow = np.less(width, NARROW, out=s("narrow", shape, np.bool_))
+    log_prob = log_ndtr(hi, out=s("log_prob", shape))
+    p_hi = inverse_mills(hi, out=s("p_hi", shape), scratch=s)
+    p_lo = s("p_lo", shape)
+    p_lo.fill(0.0)
+    two = np.greater(lo, -HUGE, out=s("two", shape, np.bool_))  # both ends within ±HUGE
+    two &= np.logical_not(narrow, out=s("wide", shape, np.bool_))
     if two.any():
-        lo2 = lo[two]
-        log_lo = log_ndtr(lo2)
-        # ratio = Φ(lo) / Φ(hi) in [0, 1); 0 where Φ(lo) underflows even in log space
-        log_ratio = np.full_like(lo2, -np.inf)
-        finite = log_lo > -np.inf
-        log_ratio[finite] = log_lo[finite] - log_prob[two][finite]
-        keep = -np.expm1(log_ratio)  # 1 - ratio, accurate when the ratio is near 1
-        log_prob[two] += np.log(keep)
-        p_lo[two] = inverse_mills(lo2, log_lo) * np.exp(log_ratio) / keep
-        p_hi[two] /= keep
-    if narrow.any():
+        # computed for every row (finite there, as lo ≤ hi) and kept where ``two``:
+        # ratio = Φ(lo) / Φ(hi) in [0, 1], keep = 1 - ratio (accurate when ratio ≈ 1)
+        log_ratio = log_ndtr(lo, out=s("log_ratio", shape))
+        log_ratio -= log_prob
+        keep = np.expm1(log_ratio, out=s("keep", shape))
+        np.negative(keep, out=keep)
+        log_keep = np.log(keep, out=s("log_keep", shape), where=two)  # keep is 0 if narrow
+        np.add(log_prob, log_keep, out=log_prob, where=two)
+        ratio = np.exp(log_ratio, out=log_ratio)
+        mills_lo = inverse_mills(lo, out=s("mills_lo", shape), scratch=s)
+        np.multiply(mills_lo, ratio, out=p_lo, where=two)
+        np.divide(p_lo, keep, out=p_lo, where=two)
+        np.divide(p_hi, keep, out=p_hi, where=two)
+    if narrow.any():  # rare: intervals narrower than NARROW
         lo_n, hi_n = lo[narrow], hi[narrow]
         mid = 0.5 * (lo_n + hi_n)
         log_prob[narrow] = -LOG_SQRT_2PI - 0.5 * mid * mid + np.log(hi_n - lo_n)
         p_lo[narrow] = np.exp(-LOG_SQRT_2PI - 0.5 * lo_n * lo_n - log_prob[narrow])
         p_hi[narrow] = np.exp(-LOG_SQRT_2PI - 0.5 * hi_n * hi_n - log_prob[narrow])
     # reflecting swaps which end is which
-    pa = np.where(flip, p_hi, p_lo)
-    pb = np.where(flip, p_lo, p_hi)
+    pa, pb = s("pa", shape), s("pb", shape)
+    np.copyto(pa, p_lo)
+    np.copyto(pa, p_hi, where=flip)
+    np.copyto(pb, p_hi)
+    np.copyto(pb, p_lo, where=flip)
     return log_prob, pa, pb
 
 
-def _clip_limits(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _clip_limits(a: np.ndarray, b: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
     """Standardised limits within ±2·HUGE, an interval beyond ±HUGE kept non-empty."""
-    return np.clip(a, -2.0 * HUGE, HUGE), np.clip(b, -HUGE, 2.0 * HUGE)
+    return (
+        np.clip(a, -2.0 * HUGE, HUGE, out=scratch("clip_a", a.shape)),
+        np.clip(b, -HUGE, 2.0 * HUGE, out=scratch("clip_b", b.shape)),
+    )
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -149,20 +178,33 @@ def _finite(x: np.ndarray) -> np.ndarray:
 
 
 def standard_moments(
-    a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray
+    a: np.ndarray,
+    b: np.ndarray,
+    pa: np.ndarray,
+    pb: np.ndarray,
+    *,
+    scratch: Scratch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """E[Z] and E[Z²] of a standard normal truncated to (a, b), from :func:`truncated_normal`.
 
     Clipped to what a distribution on (a, b) can have (E[Z] in [a, b], E[Z²] ≥ E[Z]²),
     which only ever moves them by round-off. On an interval narrower than ``NARROW``
     they are those of the uniform distribution there (exact to O((b - a)²)), as
-    ``pa - pb`` would cancel.
+    ``pa - pb`` would cancel. In the buffers "mean" and "second" of ``scratch`` when
+    it is given.
     """
-    a, b = _clip_limits(a, b)
-    mean = np.clip(pa - pb, a, b)
-    second = np.maximum(1.0 + a * pa - b * pb, mean * mean)
-    narrow = (b - a) < NARROW
-    if narrow.any():
+    s = Scratch() if scratch is None else scratch
+    shape = a.shape
+    a, b = _clip_limits(a, b, s)
+    mean = np.clip(np.subtract(pa, pb, out=s("mean", shape)), a, b, out=s("mean", shape))
+    second = np.multiply(a, pa, out=s("second", shape))
+    second += 1.0
+    second -= np.multiply(b, pb, out=s("b_pb", shape))
+    np.maximum(second, np.multiply(mean, mean, out=s("mean_sq", shape)), out=second)
+    narrow = np.less(
+        np.subtract(b, a, out=s("width", shape)), NARROW, out=s("narrow", shape, np.bool_)
+    )
+    if narrow.any():  # rare: intervals narrower than NARROW
         an, bn = a[narrow], b[narrow]
         mean[narrow] = 0.5 * (an + bn)
         second[narrow] = mean[narrow] ** 2 + (bn - an) ** 2 / 12.0
@@ -185,8 +227,29 @@ def _as_upper(limit: np.ndarray | float) -> np.ndarray | float:
     return limit
 
 
+def _float64(values: np.ndarray, name: str, scratch: Scratch) -> np.ndarray:
+    """``values`` themselves when float64, else a float64 copy in the buffer ``name``."""
+    if values.dtype == np.float64:
+        return values
+    out = scratch(name, values.shape)
+    np.copyto(out, values)
+    return out
+
+
+def _limit_rows(values: np.ndarray, none: float, name: str, scratch: Scratch) -> np.ndarray:
+    """Per-row limits in float64 with NaN (no limit) read as ``none``, in the buffer ``name``."""
+    out = scratch(name, values.shape)
+    np.copyto(out, values)
+    np.copyto(out, none, where=np.isnan(out))
+    return out
+
+
 def interval_bounds(
-    y: np.ndarray, left: np.ndarray | float, right: np.ndarray | float
+    y: np.ndarray,
+    left: np.ndarray | float,
+    right: np.ndarray | float,
+    *,
+    scratch: Scratch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The interval ``[lower, upper]`` holding each row's latent value.
 
@@ -195,82 +258,155 @@ def interval_bounds(
     else right-censored when ``y >= right`` (``[right, inf)``), else exact
     (``[y, y]``). A row with ``y`` NaN lies in ``[left, right]``: interval-censored,
     or exact when ``left == right``. Rows are assumed valid (see
-    :meth:`CensoredModel.check`).
+    :meth:`CensoredModel.check`). In the buffers "lower" and "upper" of ``scratch``
+    when it is given.
     """
-    lower = np.minimum(y, right)  # right for right-censored rows, y for exact ones
-    lower[y <= left] = -np.inf  # False where y is NaN
-    upper = np.maximum(y, left)
-    upper[y >= right] = np.inf
-    missing = np.isnan(y)
+    s = Scratch() if scratch is None else scratch
+    shape = y.shape
+    rows = s("which_rows", shape, np.bool_)
+    lower = np.minimum(y, right, out=s("lower", shape))  # right-censored: right; exact: y
+    np.copyto(lower, -np.inf, where=np.less_equal(y, left, out=rows))  # False where y is NaN
+    upper = np.maximum(y, left, out=s("upper", shape))
+    np.copyto(upper, np.inf, where=np.greater_equal(y, right, out=rows))
+    missing = np.isnan(y, out=rows)
     if missing.any():
-        lower = np.where(missing, left, lower)
-        upper = np.where(missing, right, upper)
+        np.copyto(lower, left, where=missing)
+        np.copyto(upper, right, where=missing)
     return lower, upper
 
 
 def conditional_moments(
-    lower: np.ndarray, upper: np.ndarray, mu: np.ndarray, scale: float
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mu: np.ndarray,
+    scale: float,
+    *,
+    scratch: Scratch | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """E[y* - μ], E[(y* - μ)²] given ``lower <= y* <= upper``, and the summed log-likelihood.
 
     Exact rows (``lower == upper``) contribute their normal log density; censored rows
-    log P(lower < y* < upper).
+    log P(lower < y* < upper). The moments are in the buffers "resid" and
+    "resid_sq" of ``scratch`` when it is given.
     """
-    exact = lower == upper
+    s = Scratch() if scratch is None else scratch
+    n = len(mu)
+    exact = np.equal(lower, upper, out=s("exact", (n,), np.bool_))
     n_exact = int(np.count_nonzero(exact))
-    resid = np.where(exact, lower - mu, 0.0) if n_exact < len(mu) else lower - mu
+    resid = np.subtract(lower, mu, out=s("resid", (n,)))
+    if n_exact < n:
+        np.copyto(resid, 0.0, where=np.logical_not(exact, out=s("censored", (n,), np.bool_)))
     loglik = -n_exact * (LOG_SQRT_2PI + math.log(scale)) - 0.5 * float(resid @ resid) / scale**2
-    resid_sq = resid * resid
-    if n_exact == len(mu):
+    resid_sq = np.multiply(resid, resid, out=s("resid_sq", (n,)))
+    if n_exact == n:
         return resid, resid_sq, loglik
-    censored = np.flatnonzero(~exact)
-    mu_c = mu[censored]
-    a = (lower[censored] - mu_c) / scale
-    b = (upper[censored] - mu_c) / scale
-    log_prob, pa, pb = truncated_normal(a, b)
-    mean, second = standard_moments(a, b, pa, pb)
+    censored = np.flatnonzero(s("censored", (n,), np.bool_))
+    shape = censored.shape
+    mu_c = np.take(mu, censored, out=s("mu_c", shape), mode="clip")
+    a = np.take(lower, censored, out=s("a", shape), mode="clip")
+    a -= mu_c
+    a /= scale
+    b = np.take(upper, censored, out=s("b", shape), mode="clip")
+    b -= mu_c
+    b /= scale
+    log_prob, pa, pb = truncated_normal(a, b, scratch=s)
+    mean, second = standard_moments(a, b, pa, pb, scratch=s)
     loglik += float(log_prob.sum())
-    resid[censored] = scale * mean
-    resid_sq[censored] = (scale * scale) * second
+    resid[censored] = np.multiply(mean, scale, out=mean)
+    resid_sq[censored] = np.multiply(second, scale * scale, out=second)
     return resid, resid_sq, loglik
 
 
 def hessian_weights(
-    lower: np.ndarray, upper: np.ndarray, mu: np.ndarray, scale: float
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mu: np.ndarray,
+    scale: float,
+    *,
+    scratch: Scratch | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Per-row derivatives of the log-likelihood in (μ, τ = log σ), scaled for sums.
 
     Returns ``g_mu, g_tau, h_mumu, h_mutau, h_tautau``, the row's first derivatives
     ``σ ∂ℓ/∂μ`` and ``∂ℓ/∂τ`` and second derivatives ``σ² ∂²ℓ/∂μ²``, ``σ ∂²ℓ/∂μ∂τ``
     and ``∂²ℓ/∂τ²``. Then with ``μ = x β``: ∂ℓ/∂β = x g_mu / σ, ∂²ℓ/∂β∂βᵀ =
-    x xᵀ h_mumu / σ², ∂²ℓ/∂β∂τ = x h_mutau / σ.
+    x xᵀ h_mumu / σ², ∂²ℓ/∂β∂τ = x h_mutau / σ. In buffers of ``scratch`` when given.
     """
-    exact = lower == upper
-    with np.errstate(invalid="ignore"):  # inf - inf: (-inf, inf) rows are never narrow
-        narrow = ~exact & ((upper - lower) < NARROW * scale)
-    point = exact | narrow
-    z = (0.5 * (lower[point] + upper[point]) - mu[point]) / scale
-    g_mu, g_tau = np.empty_like(mu), np.empty_like(mu)
-    h_mumu, h_mutau, h_tautau = np.empty_like(mu), np.empty_like(mu), np.empty_like(mu)
-    # a point: ℓ = -log σ - z²/2 (+ a constant), z = (y - μ)/σ
-    g_mu[point] = z
-    g_tau[point] = z * z - 1.0
-    h_mumu[point] = -1.0
-    h_mutau[point] = -2.0 * z
-    h_tautau[point] = -2.0 * z * z
+    s = Scratch() if scratch is None else scratch
+    shape = mu.shape
+    # a point (exact, or narrower than NARROW·σ): ℓ = -log σ - z²/2 (+ a constant) with
+    # z = (y - μ)/σ, y the midpoint; computed for every row, then replaced on intervals
+    with np.errstate(invalid="ignore"):  # inf - inf: (-inf, inf) rows are never points
+        width = np.subtract(upper, lower, out=s("width_rows", shape))
+        point = np.less(width, NARROW * scale, out=s("point", shape, np.bool_))
+        z = np.add(lower, upper, out=s("g_mu", shape))
+    z *= 0.5
+    z -= mu
+    z /= scale
+    g_mu = z
+    g_tau = np.multiply(z, z, out=s("g_tau", shape))
+    g_tau -= 1.0
+    h_mumu = s("h_mumu", shape)
+    h_mumu.fill(-1.0)
+    h_mutau = np.multiply(z, -2.0, out=s("h_mutau", shape))
+    h_tautau = np.multiply(h_mutau, z, out=s("h_tautau", shape))
+    rows = np.flatnonzero(np.logical_not(point, out=s("interval", shape, np.bool_)))
+    if not len(rows):
+        return g_mu, g_tau, h_mumu, h_mutau, h_tautau
     # an interval: ℓ = log(Φ(b) - Φ(a)) with a = (lower - μ)/σ, b = (upper - μ)/σ
-    rows = ~point
-    a = np.clip((lower[rows] - mu[rows]) / scale, -2.0 * HUGE_HESSIAN, HUGE_HESSIAN)
-    b = np.clip((upper[rows] - mu[rows]) / scale, -HUGE_HESSIAN, 2.0 * HUGE_HESSIAN)
-    _, pa, pb = truncated_normal(a, b)
-    l_a, l_b = -pa, pb
-    l_aa, l_bb, l_ab = a * pa - pa * pa, -b * pb - pb * pb, pa * pb
-    # ∂a/∂μ = ∂b/∂μ = -1/σ, ∂a/∂τ = -a, ∂b/∂τ = -b
-    g_mu[rows] = -(l_a + l_b)
-    g_tau[rows] = -(a * l_a + b * l_b)
-    h_mumu[rows] = l_aa + 2.0 * l_ab + l_bb
-    h_mutau[rows] = a * (l_aa + l_ab) + b * (l_ab + l_bb) + l_a + l_b
-    h_tautau[rows] = a * a * l_aa + 2.0 * a * b * l_ab + b * b * l_bb + a * l_a + b * l_b
+    n = rows.shape
+    mu_r = np.take(mu, rows, out=s("mu_c", n), mode="clip")
+    a = np.take(lower, rows, out=s("a", n), mode="clip")
+    a -= mu_r
+    a /= scale
+    np.clip(a, -2.0 * HUGE_HESSIAN, HUGE_HESSIAN, out=a)
+    b = np.take(upper, rows, out=s("b", n), mode="clip")
+    b -= mu_r
+    b /= scale
+    np.clip(b, -HUGE_HESSIAN, 2.0 * HUGE_HESSIAN, out=b)
+    _, pa, pb = truncated_normal(a, b, scratch=s)
+    # derivatives of ℓ in (a, b): l_a = -pa, l_b = pb, l_aa = a pa - pa², l_ab = pa pb,
+    # l_bb = -b pb - pb²; and ∂a/∂μ = ∂b/∂μ = -1/σ, ∂a/∂τ = -a, ∂b/∂τ = -b
+    l_a, l_b = np.negative(pa, out=s("l_a", n)), pb
+    t, u = s("t", n), s("u", n)
+    l_aa = np.multiply(a, pa, out=s("l_aa", n))
+    l_aa -= np.multiply(pa, pa, out=t)
+    l_bb = np.negative(b, out=s("l_bb", n))
+    l_bb *= pb
+    l_bb -= np.multiply(pb, pb, out=t)
+    l_ab = np.multiply(pa, pb, out=s("l_ab", n))
+    # g_mu = -(l_a + l_b)
+    g_mu[rows] = np.negative(np.add(l_a, l_b, out=t), out=t)
+    # g_tau = -(a l_a + b l_b)
+    np.multiply(a, l_a, out=t)
+    t += np.multiply(b, l_b, out=u)
+    g_tau[rows] = np.negative(t, out=t)
+    # h_mumu = l_aa + 2 l_ab + l_bb
+    np.add(l_aa, np.multiply(l_ab, 2.0, out=t), out=t)
+    t += l_bb
+    h_mumu[rows] = t
+    # h_mutau = a (l_aa + l_ab) + b (l_ab + l_bb) + l_a + l_b
+    np.add(l_aa, l_ab, out=t)
+    t *= a
+    np.add(l_ab, l_bb, out=u)
+    u *= b
+    t += u
+    t += l_a
+    t += l_b
+    h_mutau[rows] = t
+    # h_tautau = a² l_aa + 2 a b l_ab + b² l_bb + a l_a + b l_b
+    np.multiply(a, a, out=t)
+    t *= l_aa
+    np.multiply(a, 2.0, out=u)
+    u *= b
+    u *= l_ab
+    t += u
+    np.multiply(b, b, out=u)
+    u *= l_bb
+    t += u
+    t += np.multiply(a, l_a, out=u)
+    t += np.multiply(b, l_b, out=u)
+    h_tautau[rows] = t
     return g_mu, g_tau, h_mumu, h_mutau, h_tautau
 
 
@@ -359,11 +495,13 @@ class CensoredModel:
         right = _as_upper(block["right"]) if self.right is None else self.right
         return np.asarray(y, dtype=np.float64), left, right
 
-    def linear(self, x: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        """The linear predictor x β (intercept first in ``coef``)."""
-        if self.fit_intercept:
-            return x @ coef[1:] + coef[0]
-        return x @ coef
+    def linear(self, x: np.ndarray, coef: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The linear predictor x β (intercept first in ``coef``), into ``out`` when given."""
+        if not self.fit_intercept:
+            return np.matmul(x, coef, out=out)
+        mu = np.matmul(x, coef[1:], out=out)
+        mu += coef[0]
+        return mu
 
     def cross(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Σ x_i v_i over the rows, with the intercept's 1 first."""
@@ -371,9 +509,15 @@ class CensoredModel:
             return np.concatenate([[v.sum()], x.T @ v])
         return x.T @ v
 
-    def gram(self, x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        """Σ w_i x_i x_iᵀ (w = 1 when None), with the intercept's 1 first."""
-        wx = x if w is None else x * w[:, None]
+    def gram(
+        self, x: np.ndarray, w: np.ndarray | None = None, scratch: Scratch | None = None
+    ) -> np.ndarray:
+        """Σ w_i x_i x_iᵀ (w = 1 when None), with the intercept's 1 first.
+
+        ``x * w`` is formed in the buffer "weighted_x" of ``scratch`` when given.
+        """
+        out = None if w is None or scratch is None else scratch("weighted_x", x.shape)
+        wx = x if w is None else np.multiply(x, w[:, None], out=out)
         inner = x.T @ wx
         if not self.fit_intercept:
             return inner
@@ -384,16 +528,33 @@ class CensoredModel:
         out[1:, 1:] = inner
         return out
 
-    def _rows(self, block: Block) -> Any:
-        """(x, lower, upper) for each in-cache row block, x in float64."""
+    def _rows(self, block: Block, scratch: Scratch) -> Iterator[tuple[np.ndarray, ...]]:
+        """(x, lower, upper) for each row block, in float64.
+
+        Each block's arrays are in the buffers of ``scratch`` (or views of the chunk),
+        valid until the next block.
+        """
         x_all = block["X"]
-        y, left, right = self.targets(block)
         for start in range(0, len(x_all), BLOCK_ROWS):
             rows = slice(start, start + BLOCK_ROWS)
-            lo = left[rows] if isinstance(left, np.ndarray) else left
-            hi = right[rows] if isinstance(right, np.ndarray) else right
-            lower, upper = interval_bounds(y[rows], lo, hi)
-            yield x_all[rows].astype(np.float64, copy=False), lower, upper
+            x = _float64(x_all[rows], "x", scratch)
+            if self.has_y:
+                y = _float64(block["y"][rows], "y", scratch)
+            else:
+                y = scratch("y", (len(x),))
+                y.fill(np.nan)
+            left: np.ndarray | float = (
+                _limit_rows(block["left"][rows], -np.inf, "left", scratch)
+                if self.left is None
+                else self.left
+            )
+            right: np.ndarray | float = (
+                _limit_rows(block["right"][rows], np.inf, "right", scratch)
+                if self.right is None
+                else self.right
+            )
+            lower, upper = interval_bounds(y, left, right, scratch=scratch)
+            yield x, lower, upper
 
     # --- the EM protocol ---------------------------------------------------------------
 
@@ -408,8 +569,10 @@ class CensoredModel:
         }
         if first_pass:
             stats["sum_xxT"] = np.zeros((len(coef), len(coef)))
-        for x, lower, upper in self._rows(block):
-            resid, resid_sq, loglik = conditional_moments(lower, upper, self.linear(x, coef), scale)
+        scratch = thread_scratch(SCRATCH)
+        for x, lower, upper in self._rows(block, scratch):
+            mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
+            resid, resid_sq, loglik = conditional_moments(lower, upper, mu, scale, scratch=scratch)
             stats["loglik"] += loglik
             stats["sum_x_resid"] += self.cross(x, resid)
             stats["sum_resid_sq"] += resid_sq.sum()
@@ -485,13 +648,16 @@ class CensoredModel:
             "grad": np.zeros(k + 1),
             "hessian": np.zeros((k + 1, k + 1)),
         }
-        for x, lower, upper in self._rows(block):
-            mu = self.linear(x, coef)
-            stats["loglik"] += conditional_moments(lower, upper, mu, scale)[2]
-            g_mu, g_tau, h_mumu, h_mutau, h_tautau = hessian_weights(lower, upper, mu, scale)
+        scratch = thread_scratch(SCRATCH)
+        for x, lower, upper in self._rows(block, scratch):
+            mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
+            stats["loglik"] += conditional_moments(lower, upper, mu, scale, scratch=scratch)[2]
+            g_mu, g_tau, h_mumu, h_mutau, h_tautau = hessian_weights(
+                lower, upper, mu, scale, scratch=scratch
+            )
             stats["grad"][:k] += self.cross(x, g_mu) / scale
             stats["grad"][k] += g_tau.sum()
-            stats["hessian"][:k, :k] += self.gram(x, h_mumu) / scale**2
+            stats["hessian"][:k, :k] += self.gram(x, h_mumu, scratch) / scale**2
             cross = self.cross(x, h_mutau) / scale
             stats["hessian"][:k, k] += cross
             stats["hessian"][k, :k] += cross
@@ -502,8 +668,10 @@ class CensoredModel:
         """The chunk's log-likelihood and size."""
         coef, scale = params["coef"], float(params["scale"])
         total = 0.0
-        for x, lower, upper in self._rows(block):
-            total += conditional_moments(lower, upper, self.linear(x, coef), scale)[2]
+        scratch = thread_scratch(SCRATCH)
+        for x, lower, upper in self._rows(block, scratch):
+            mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
+            total += conditional_moments(lower, upper, mu, scale, scratch=scratch)[2]
         return {"n": np.float64(len(block["X"])), "loglik": np.float64(total)}
 
     def check(self, block: Block, params: Params) -> Stats:

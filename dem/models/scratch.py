@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -29,3 +30,21 @@ class Scratch:
         if buffer is None or buffer.size < size:
             buffer = self._buffers[key] = np.empty(size, dtype)
         return buffer[:size].reshape(shape)
+
+
+_THREAD = threading.local()
+
+
+def thread_scratch(owner: str) -> Scratch:
+    """The calling thread's Scratch for ``owner``, kept from call to call.
+
+    For a kernel whose chunks are only a few row blocks long, so that a fresh Scratch
+    per chunk would still touch new pages for most of its blocks. The buffers stay
+    allocated while the thread lives (their size is the kernel's largest block's);
+    the caller must not hold a buffer's contents across calls, nor call itself.
+    """
+    scratches: dict[str, Scratch] = _THREAD.__dict__.setdefault("scratches", {})
+    scratch = scratches.get(owner)
+    if scratch is None:
+        scratch = scratches[owner] = Scratch()
+    return scratch
