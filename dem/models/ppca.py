@@ -61,6 +61,21 @@ so every extrapolated vector is a valid model. EM crawls where eigenvalues are c
 principal subspace then moves by a small fraction of its error per iteration); there
 SQUAREM needs two to four times fewer passes (``benchmarks/accelerate.py``).
 
+The start
+---------
+``init_params="pca"`` starts from the closed-form PPCA maximum (Tipping & Bishop 1999)
+for the covariance of a random sample of rows, read before the first pass: the leading
+``q`` eigenpairs give ``W``, the mean of the other eigenvalues ``σ²`` (factor analysis
+takes that ``σ²`` for every ψ_j). With missing values the covariance is the
+available-case one, each entry averaged over the rows where both features are observed,
+about the observed column means; its eigenvalues are clipped at 0, since under heavy
+missingness it need not be positive semidefinite. Filling missing entries with the
+column mean instead shrinks every variance and covariance of a feature by its
+observed fraction and starts far from the maximum: on ``benchmarks/ppca.py``'s data
+(10⁶ × 100, q = 10, 20% missing) EM took 7 passes to converge from there and takes 4
+from the available-case start. The covariance is d × d, so features beyond
+``MAX_COVARIANCE_FEATURES`` keep the mean-filled start (subspace iteration, O(n·d·q)).
+
 Rules
 -----
 - A row with no observed value carries no information. It is left out of the fit (it
@@ -1091,8 +1106,10 @@ class PPCA(_LinearGaussian):
     n_init : int, default=1
         Number of initialisations; the best (highest log-likelihood) is kept.
     init_params : {"pca", "random"}, default="pca"
-        ``"pca"`` starts from the closed-form solution of a random sample of at most
-        ``init_sample_size`` rows (missing entries filled with column means);
+        ``"pca"`` starts from the closed-form solution for the covariance of a random
+        sample of at most ``init_sample_size`` rows (with missing values, the
+        available-case covariance: each entry from the rows where both features are
+        observed);
         ``"random"`` from random loadings.
     random_state : int or numpy.random.Generator, optional
         Seeds the initialisation.
@@ -1176,8 +1193,10 @@ class FactorAnalysis(_LinearGaussian):
     n_init : int, default=1
         Number of initialisations; the best (highest log-likelihood) is kept.
     init_params : {"pca", "random"}, default="pca"
-        ``"pca"`` starts from the probabilistic PCA closed-form solution of a random
-        sample of at most ``init_sample_size`` rows (its σ² on every feature);
+        ``"pca"`` starts from the probabilistic PCA closed-form solution for the
+        covariance of a random sample of at most ``init_sample_size`` rows (its σ² on
+        every feature; with missing values, the available-case covariance, as for
+        :class:`PPCA`);
         ``"random"`` from random loadings.
     random_state : int or numpy.random.Generator, optional
         Seeds the initialisation.
