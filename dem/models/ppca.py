@@ -70,11 +70,12 @@ takes that ``σ²`` for every ψ_j). With missing values the covariance is the
 available-case one, each entry averaged over the rows where both features are observed,
 about the observed column means; its eigenvalues are clipped at 0, since under heavy
 missingness it need not be positive semidefinite. Filling missing entries with the
-column mean instead shrinks every variance and covariance of a feature by its
-observed fraction and starts far from the maximum: on ``benchmarks/ppca.py``'s data
+column mean instead shrinks each variance by its feature's observed fraction and each
+covariance by the product of two, and starts far from the maximum: on ``benchmarks/ppca.py``'s data
 (10⁶ × 100, q = 10, 20% missing) EM took 7 passes to converge from there and takes 4
-from the available-case start. The covariance is d × d, so features beyond
-``MAX_COVARIANCE_FEATURES`` keep the mean-filled start (subspace iteration, O(n·d·q)).
+from the available-case start. The covariance is d × d and costs O(n·d² + d³), so
+data with more than ``MAX_COVARIANCE_FEATURES`` features keep the mean-filled start
+(subspace iteration, O(n·d·q)).
 
 Rules
 -----
@@ -112,7 +113,7 @@ from dem.models.scratch import Scratch
 BLOCK_ROWS = 2048
 NOISE_FLOOR = 1e-10
 POWER_ITERATIONS = 4
-MAX_COVARIANCE_FEATURES = 4096
+MAX_COVARIANCE_FEATURES = 1024
 LOG_2PI = float(np.log(2.0 * np.pi))
 NOISE_TYPES = ("isotropic", "diagonal")
 INIT_METHODS = ("pca", "random")
