@@ -71,11 +71,11 @@ available-case one, each entry averaged over the rows where both features are ob
 about the observed column means; its eigenvalues are clipped at 0, since under heavy
 missingness it need not be positive semidefinite. Filling missing entries with the
 column mean instead shrinks each variance by its feature's observed fraction and each
-covariance by the product of two, and starts far from the maximum: on ``benchmarks/ppca.py``'s data
-(10⁶ × 100, q = 10, 20% missing) EM took 7 passes to converge from there and takes 4
-from the available-case start. The covariance is d × d and costs O(n·d² + d³), so
-data with more than ``MAX_COVARIANCE_FEATURES`` features keep the mean-filled start
-(subspace iteration, O(n·d·q)).
+covariance by the product of two, and starts far from the maximum: on the data of
+``benchmarks/ppca.py`` (10⁶ × 100, q = 10, 20% missing) EM took 7 passes to converge
+from there and takes 4 from the available-case start. The covariance is d × d and
+costs O(n·d² + d³), so data with more than ``MAX_COVARIANCE_FEATURES`` features keep
+the mean-filled start (subspace iteration, O(n·d·q)).
 
 Rules
 -----
