@@ -15,7 +15,15 @@ from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
 
 import dem
 from dem.checkpoint import CheckpointMismatchError
-from dem.models.ppca import BLOCK_ROWS, LinearGaussianModel, Packing, packing
+from dem.models import ppca
+from dem.models.ppca import (
+    BLOCK_ROWS,
+    LinearGaussianModel,
+    Packing,
+    available_case_covariance,
+    initial_params,
+    packing,
+)
 
 ESTIMATORS = {"isotropic": dem.PPCA, "diagonal": dem.FactorAnalysis}
 
@@ -579,3 +587,84 @@ def test_data_of_rank_q_gives_a_finite_floored_noise():
     assert 0.0 < model.noise_variance_ < 1e-8
     assert np.isfinite(model.score(X))
     np.testing.assert_allclose(model.inverse_transform(model.transform(X)), X, atol=1e-6)
+
+
+# --- the start with missing values: the available-case covariance -----------------------
+
+
+def pairwise_complete_covariance(X: np.ndarray) -> np.ndarray:
+    """Each entry from the rows where both features are observed, about the means of
+    all observed entries (1/n), one pair at a time."""
+    mean = np.nanmean(X, axis=0)
+    d = X.shape[1]
+    cov = np.zeros((d, d))
+    for j, k in itertools.product(range(d), repeat=2):
+        both = ~np.isnan(X[:, j]) & ~np.isnan(X[:, k])
+        cov[j, k] = np.mean((X[both, j] - mean[j]) * (X[both, k] - mean[k]))
+    return cov
+
+
+def ppca_closed_form(cov: np.ndarray, q: int) -> tuple[np.ndarray, float]:
+    """W Wᵀ and σ² at the PPCA maximum for the covariance ``cov`` (eigenvalues clipped
+    at 0)."""
+    values, vectors = np.linalg.eigh(cov)
+    values, vectors = np.clip(values[::-1], 0.0, None), vectors[:, ::-1]
+    sigma2 = values[q:].mean()
+    return (vectors[:, :q] * (values[:q] - sigma2)) @ vectors[:, :q].T, sigma2
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "diagonal"])
+def test_missing_data_start_is_the_ppca_maximum_of_the_available_case_covariance(noise):
+    X = with_missing(low_rank_data(3000, 12, 3, seed=26)[0], 0.2, seed=27)
+    reference_cov = pairwise_complete_covariance(X)
+    observed = ~np.isnan(X)
+    centred = np.where(observed, X - np.nanmean(X, axis=0), 0.0)
+    np.testing.assert_allclose(
+        available_case_covariance(centred, observed), reference_cov, rtol=1e-12, atol=1e-12
+    )
+    model = LinearGaussianModel(3, noise)
+    start = initial_params(model, X, np.random.default_rng(0), "pca")
+    gram, sigma2 = ppca_closed_form(reference_cov, 3)
+    np.testing.assert_allclose(start["mean"], np.nanmean(X, axis=0), rtol=1e-13)
+    np.testing.assert_allclose(start["noise_variance"], np.full(12, sigma2), rtol=1e-10)
+    np.testing.assert_allclose(start["loadings"] @ start["loadings"].T, gram, atol=1e-9)
+    # the covariance of the mean-filled rows, shrunk by the fill, is not where it starts
+    filled = np.where(observed, X, np.nanmean(X, axis=0))
+    assert np.abs(np.cov(filled.T, bias=True) - reference_cov).max() > 0.5
+
+
+def test_an_indefinite_available_case_covariance_has_its_eigenvalues_clipped():
+    # each pair of three features observed together on its own rows: x1 = x2, x2 = x3,
+    # but x1 = -x3, so the pairwise covariance has eigenvalues (2, 2, -1) times var(t)
+    t = np.random.default_rng(28).standard_normal(600)
+    X = np.full((600, 3), np.nan)
+    X[:200, 0], X[:200, 1] = t[:200], t[:200]
+    X[200:400, 1], X[200:400, 2] = t[200:400], t[200:400]
+    X[400:, 0], X[400:, 2] = t[400:], -t[400:]
+    reference_cov = pairwise_complete_covariance(X)
+    assert np.linalg.eigvalsh(reference_cov).min() < -0.5
+    start = initial_params(LinearGaussianModel(1), X, np.random.default_rng(0), "pca")
+    gram, sigma2 = ppca_closed_form(reference_cov, 1)
+    assert float(start["noise_variance"]) == pytest.approx(sigma2, rel=1e-10)
+    np.testing.assert_allclose(start["loadings"] @ start["loadings"].T, gram, atol=1e-9)
+    model = dem.PPCA(1, random_state=0).fit(X)
+    assert np.isfinite(model.lower_bound_) and model.noise_variance_ > 0.0
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "diagonal"])
+def test_the_available_case_start_saves_passes_over_the_data(noise, monkeypatch):
+    rng = np.random.default_rng(29)
+    # the benchmark's data: a decaying spectrum, noise variance 1, 20% missing at random
+    loadings = rng.standard_normal((40, 6)) * np.linspace(3.0, 1.0, 6)
+    X = rng.standard_normal((20_000, 6)) @ loadings.T + rng.normal(0.0, 5.0, 40)
+    X = with_missing(X + rng.standard_normal(X.shape), 0.2, seed=30)
+    kwargs = {"tol": 1e-6, "max_iter": 200, "random_state": 0, "init_sample_size": 5000}
+    new = ESTIMATORS[noise](6, **kwargs).fit(X)
+    # the start before: the closed form of the mean-filled sample (the path wider data take)
+    monkeypatch.setattr(ppca, "MAX_COVARIANCE_FEATURES", 0)
+    old = ESTIMATORS[noise](6, **kwargs).fit(X)
+    assert new.converged_ and old.converged_
+    assert new.lower_bounds_[0] > old.lower_bounds_[0] + 10.0
+    assert new.n_iter_ <= old.n_iter_ - 2
+    assert new.score(X) == pytest.approx(old.score(X), abs=1e-5)
+    np.testing.assert_allclose(new.get_covariance(), old.get_covariance(), atol=1e-3)
