@@ -74,7 +74,7 @@ from dem.models.scratch import Scratch
 
 #: Elements (time steps × max(states, features) × sequences) of one block of sequences
 #: in the E-step: each of the block's few large buffers holds about this many floats.
-BLOCK_ELEMENTS = 2**19
+BLOCK_ELEMENTS = 2**20
 #: Elements of the widest temporary of the emission kernels, per row block.
 ROW_BLOCK_ELEMENTS = 2**18
 #: Values (time steps × features) per chunk when numpy input is chunked.
