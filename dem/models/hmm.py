@@ -14,17 +14,20 @@ Each chunk is walked in blocks of sequences. For a block, the emission log-densi
 of every time step and state are computed at once (reusing the Gaussian kernels of
 :mod:`dem.models.gaussian`) and laid out time-major as ``(n_times, n_states,
 n_sequences)``, so that each step of the forward and backward recursions is one small
-matrix product over all the block's sequences; only time steps are looped over.
+matrix product over all the block's sequences; only time steps are looped over. Every
+block-sized array lives in buffers that each thread keeps from chunk to chunk
+(:func:`thread_scratch`), so that a worker maps no fresh pages for them.
 
 The recursions are the scaled forward–backward algorithm: the emission probabilities
 of each step are divided by their largest value (a log-space shift), the forward
 variables are renormalised at every step, and the log-likelihood is the sum of the
-logs of the normalisers and shifts. Scaling only fails where a normaliser underflows
-(an observation all the states reachable at that step make impossible to within
-e^-460, which can happen with zeros in ``transmat`` or ``startprob``) or a backward
-variable overflows; every sequence where that happens is recomputed exactly in log
-space (log-sum-exp recursions), so the results are those of log-space
-forward–backward everywhere.
+logs of the normalisers and shifts. The backward pass forms the state posteriors as
+it goes, keeping only two steps of backward variables. Scaling only fails where a
+normaliser underflows (an observation all the states reachable at that step make
+impossible to within e^-460, which can happen with zeros in ``transmat`` or
+``startprob``) or a backward variable overflows; every sequence where that happens is
+recomputed exactly in log space (log-sum-exp recursions), so the results are those of
+log-space forward–backward everywhere.
 
 The statistics of a chunk are additive: ``start`` (Σ γ₀, expected initial states),
 ``trans`` (Σ ξ, expected transitions), and the emission statistics: ``post`` (Σ γ),
@@ -771,7 +774,7 @@ def _check_finite(data: np.ndarray, valid: np.ndarray | None, name: str, first: 
 
     ``first`` is the position in its chunk of the first sequence of ``data``.
     """
-    if valid is None and np.isfinite(np.sum(data)):  # a sum overflows only rarely
+    if valid is None and np.isfinite(np.sum(data)):  # (if the sum overflowed, look closer)
         return
     bad = ~np.isfinite(data)
     if data.ndim == 3:
