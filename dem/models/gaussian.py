@@ -309,16 +309,21 @@ def log_prob_constants(
 
 
 def transposed_blocks(
-    x: np.ndarray, shift: np.ndarray, dtype: type[np.floating], block_rows: int
+    x: np.ndarray,
+    shift: np.ndarray,
+    dtype: type[np.floating],
+    block_rows: int,
+    scratch: Scratch | None = None,
 ) -> Iterator[np.ndarray]:
     """Walk ``x`` (n, d) in blocks of ``block_rows`` rows, centred on ``shift`` and transposed.
 
     Yields ``xt`` (d + 1, m): the centred block in ``dtype`` (rounded once, from the
     float64 difference) with a row of ones below; a view of a buffer reused for the
-    next block.
+    next block (the buffer "augmented" of ``scratch`` when given).
     """
     n_features = x.shape[1]
-    augmented = np.empty((n_features + 1, min(block_rows, len(x))), dtype=dtype)
+    shape = (n_features + 1, min(block_rows, len(x)))
+    augmented = np.empty(shape, dtype) if scratch is None else scratch("augmented", shape, dtype)
     augmented[n_features] = 1.0
     for start in range(0, len(x), block_rows):
         block = x[start : start + block_rows]

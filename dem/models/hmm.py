@@ -14,17 +14,20 @@ Each chunk is walked in blocks of sequences. For a block, the emission log-densi
 of every time step and state are computed at once (reusing the Gaussian kernels of
 :mod:`dem.models.gaussian`) and laid out time-major as ``(n_times, n_states,
 n_sequences)``, so that each step of the forward and backward recursions is one small
-matrix product over all the block's sequences; only time steps are looped over.
+matrix product over all the block's sequences; only time steps are looped over. Every
+block-sized array lives in buffers that each thread keeps from chunk to chunk
+(:func:`thread_scratch`), so that a worker maps no fresh pages for them.
 
 The recursions are the scaled forward–backward algorithm: the emission probabilities
 of each step are divided by their largest value (a log-space shift), the forward
 variables are renormalised at every step, and the log-likelihood is the sum of the
-logs of the normalisers and shifts. Scaling only fails where a normaliser underflows
-(an observation all the states reachable at that step make impossible to within
-e^-460, which can happen with zeros in ``transmat`` or ``startprob``) or a backward
-variable overflows; every sequence where that happens is recomputed exactly in log
-space (log-sum-exp recursions), so the results are those of log-space
-forward–backward everywhere.
+logs of the normalisers and shifts. The backward pass forms the state posteriors as
+it goes, keeping only two steps of backward variables. Scaling only fails where a
+normaliser underflows (an observation all the states reachable at that step make
+impossible to within e^-460, which can happen with zeros in ``transmat`` or
+``startprob``) or a backward variable overflows; every sequence where that happens is
+recomputed exactly in log space (log-sum-exp recursions), so the results are those of
+log-space forward–backward everywhere.
 
 The statistics of a chunk are additive: ``start`` (Σ γ₀, expected initial states),
 ``trans`` (Σ ξ, expected transitions), and the emission statistics: ``post`` (Σ γ),
@@ -45,7 +48,9 @@ parameters of a state with no expected occupancy, keep their previous values.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -68,9 +73,11 @@ from dem.estimator import (
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.models.mixture import BLOCK_ROWS, kmeans_labels
+from dem.models.scratch import Scratch
 
-#: Elements (time steps × states × sequences) of one block of sequences in the E-step.
-BLOCK_ELEMENTS = 2**21
+#: Elements (time steps × max(states, features) × sequences) of one block of sequences
+#: in the E-step: each of the block's few large buffers holds about this many floats.
+BLOCK_ELEMENTS = 2**20
 #: Elements of the widest temporary of the emission kernels, per row block.
 ROW_BLOCK_ELEMENTS = 2**18
 #: Values (time steps × features) per chunk when numpy input is chunked.
@@ -125,11 +132,33 @@ def valid_lengths(lengths: np.ndarray, n_times: int) -> np.ndarray:
     return (as_int == lengths) & (as_int >= 1) & (as_int <= n_times)
 
 
-def valid_steps(lengths: np.ndarray, n_times: int) -> np.ndarray | None:
-    """(n_times, n_sequences) mask of valid time steps, None when none is padding."""
+def valid_steps(
+    lengths: np.ndarray, n_times: int, out: np.ndarray | None = None
+) -> np.ndarray | None:
+    """(n_times, n_sequences) mask of valid time steps (in ``out`` if given), None when
+    none is padding."""
     if np.all(lengths == n_times):
         return None
-    return np.arange(n_times)[:, None] < lengths[None, :]
+    return np.less(np.arange(n_times)[:, None], lengths[None, :], out=out)
+
+
+# --- buffers kept from chunk to chunk -----------------------------------------------------
+
+_THREAD = threading.local()
+
+
+def thread_scratch() -> Scratch:
+    """This thread's E-step buffers, kept from one chunk to the next.
+
+    A block of sequences is often a whole chunk, so buffers that lived for one E-step
+    would still be fresh pages on every chunk on a dask worker (see :class:`Scratch`).
+    Kept per thread, they hold a few arrays of about ``BLOCK_ELEMENTS`` floats each
+    (tens of MiB) for as long as the thread lives.
+    """
+    scratch: Scratch | None = getattr(_THREAD, "scratch", None)
+    if scratch is None:
+        scratch = _THREAD.scratch = Scratch()
+    return scratch
 
 
 def pad_sequences(
@@ -197,6 +226,7 @@ def forward_backward(
     valid: np.ndarray | None,
     *,
     posteriors: bool = True,
+    scratch: Scratch | None = None,
 ) -> Posteriors:
     """Log-likelihoods, state posteriors and expected transitions of a block.
 
@@ -210,15 +240,24 @@ def forward_backward(
         Valid (non-padding) steps; None when every step is valid.
     posteriors : bool, default=True
         Run the backward pass too (else only ``loglik`` is returned).
+    scratch : Scratch, optional
+        Buffers for the block's arrays (fresh ones when None). The returned ``gamma`` is
+        then one of them: read it before the next call with the same buffers.
     """
+    scratch = Scratch() if scratch is None else scratch
+    n_times, _, n_sequences = log_b.shape
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        finite_peak = log_b.max(axis=1)
-        np.copyto(finite_peak, 0.0, where=~np.isfinite(finite_peak))
-        factors = np.subtract(log_b, finite_peak[:, None, :])
+        # emission probabilities relative to each step's largest (0 where that is not finite)
+        finite_peak = np.max(log_b, axis=1, out=scratch("shift", (n_times, n_sequences)))
+        infinite = np.isfinite(finite_peak, out=scratch("infinite", finite_peak.shape, np.bool_))
+        np.copyto(finite_peak, 0.0, where=np.logical_not(infinite, out=infinite))
+        factors = np.subtract(log_b, finite_peak[:, None, :], out=scratch("factors", log_b.shape))
         np.exp(factors, out=factors)
         if valid is not None:
-            np.copyto(finite_peak, 0.0, where=~valid)
-        result = _scaled(factors, finite_peak, startprob, transmat, valid, posteriors)
+            np.copyto(finite_peak, 0.0, where=_padding(valid, scratch))
+        result = _scaled(
+            factors, finite_peak, startprob, transmat, valid, posteriors, scratch=scratch
+        )
         scaled, failed = result
         if not failed.any():
             return scaled
@@ -240,6 +279,11 @@ def forward_backward(
     return Posteriors(loglik, gamma, scaled.trans + exact.trans)
 
 
+def _padding(valid: np.ndarray, scratch: Scratch) -> np.ndarray:
+    """``~valid``, in the scratch buffer "padding"."""
+    return np.logical_not(valid, out=scratch("padding", valid.shape, np.bool_))
+
+
 def _scaled(
     factors: np.ndarray,
     shift: np.ndarray,
@@ -247,12 +291,41 @@ def _scaled(
     transmat: np.ndarray,
     valid: np.ndarray | None,
     posteriors: bool,
+    *,
+    scratch: Scratch | None = None,
 ) -> tuple[Posteriors, np.ndarray]:
     """Scaled forward–backward; returns the results and which sequences failed."""
-    n_times, n_states, n_sequences = factors.shape
-    padding = None if valid is None else ~valid
-    alpha = np.empty_like(factors)
-    norm = np.empty((n_times, n_sequences))
+    scratch = Scratch() if scratch is None else scratch
+    padding = None if valid is None else _padding(valid, scratch)
+    alpha, norm = _forward(factors, startprob, transmat, padding, scratch)
+    enough = np.greater_equal(norm, TINY, out=scratch("enough", norm.shape, np.bool_))
+    failed = ~enough.all(axis=0)
+    log_norm = np.log(norm, out=scratch("log_norm", norm.shape))
+    loglik = log_norm.sum(axis=0) + shift.sum(axis=0)
+    if not posteriors:
+        return Posteriors(loglik, None, None), failed
+
+    # sequences that failed must not bring their NaN or infinity into the sums over sequences
+    skip = padding if not failed.any() else _skipped(alpha, padding, failed, scratch)
+    gamma, trans, overflowed = _backward(alpha, factors, norm, transmat, padding, skip, scratch)
+    if overflowed.any():  # a backward variable overflowed: sum again without those sequences
+        failed |= overflowed
+        skip = _skipped(alpha, padding, failed, scratch)
+        gamma, trans, _ = _backward(alpha, factors, norm, transmat, padding, skip, scratch)
+    return Posteriors(loglik, gamma, transmat * trans), failed
+
+
+def _forward(
+    factors: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    padding: np.ndarray | None,
+    scratch: Scratch,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The forward variables, renormalised at every step, and the normalisers."""
+    n_times, _, n_sequences = factors.shape
+    alpha = scratch("alpha", factors.shape)
+    norm = scratch("norm", (n_times, n_sequences))
     transposed = np.ascontiguousarray(transmat.T)
     np.multiply(startprob[:, None], factors[0], out=alpha[0])
     for t in range(n_times):
@@ -265,36 +338,59 @@ def _scaled(
             np.copyto(v, alpha[t - 1], where=padding[t])
             np.copyto(c, 1.0, where=padding[t])
         v /= c
-    failed = np.asarray(~(norm >= TINY).all(axis=0))
-    loglik = np.log(norm).sum(axis=0) + shift.sum(axis=0)
-    if not posteriors:
-        return Posteriors(loglik, None, None), failed
+    return alpha, norm
 
-    beta = np.empty_like(factors)
-    beta[-1] = 1.0
-    trans = np.zeros((n_states, n_states))
-    ahead = np.empty((n_states, n_sequences))  # factor_{t+1} beta_{t+1} / c_{t+1}
+
+def _backward(
+    alpha: np.ndarray,
+    factors: np.ndarray,
+    norm: np.ndarray,
+    transmat: np.ndarray,
+    padding: np.ndarray | None,
+    skip: np.ndarray | None,
+    scratch: Scratch,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward recursion, forming the posteriors step by step as it goes.
+
+    Returns the state posteriors (zero at padding), Σ_t alpha_t ahead_{t+1}ᵀ (the
+    expected transitions once multiplied by ``transmat``) and which sequences' backward
+    variables overflowed. Steps where ``skip`` is true (padding, failed sequences) pass
+    nothing back. Only two steps of backward variables are kept.
+    """
+    n_times, n_states, n_sequences = alpha.shape
+    gamma = scratch("gamma", alpha.shape)
+    beta = scratch("beta", (n_states, n_sequences))
+    earlier = scratch("beta_earlier", (n_states, n_sequences))
+    ahead = scratch("ahead", (n_states, n_sequences))  # factor_{t+1} beta_{t+1} / c_{t+1}
+    passed = scratch("passed", (n_sequences,))
     reach = np.zeros(n_sequences)  # sums of ``ahead``: non-finite where scaling overflowed
+    trans = np.zeros((n_states, n_states))
+    beta[...] = 1.0
+    np.copyto(gamma[-1], alpha[-1])
     for t in range(n_times - 2, -1, -1):
-        _ahead(factors[t + 1], beta[t + 1], norm[t + 1], padding, t + 1, out=ahead)
-        reach += ahead.sum(axis=0)
+        _ahead(factors[t + 1], beta, norm[t + 1], skip, t + 1, out=ahead)
+        reach += np.sum(ahead, axis=0, out=passed)
         trans += alpha[t] @ ahead.T
-        np.matmul(transmat, ahead, out=beta[t])
+        beta, earlier = earlier, beta
+        np.matmul(transmat, ahead, out=beta)
         if padding is not None:
-            np.copyto(beta[t], 1.0, where=padding[t + 1])
-    failed |= ~np.isfinite(reach) | ~np.isfinite(beta[0].sum(axis=0))
-    if failed.any():  # their NaN or infinity reached the sum over sequences: redo it without
-        alpha[:, :, failed] = 0.0
-        trans[...] = 0.0
-        for t in range(n_times - 1):
-            _ahead(factors[t + 1], beta[t + 1], norm[t + 1], padding, t + 1, out=ahead)
-            ahead[:, failed] = 0.0
-            trans += alpha[t] @ ahead.T
-    gamma = alpha
-    gamma *= beta
+            np.copyto(beta, 1.0, where=padding[t + 1])
+        np.multiply(alpha[t], beta, out=gamma[t])
     if padding is not None:
         np.copyto(gamma, 0.0, where=padding[:, None, :])
-    return Posteriors(loglik, gamma, transmat * trans), failed
+    overflowed = ~np.isfinite(reach) | ~np.isfinite(np.sum(beta, axis=0, out=passed))
+    return gamma, trans, overflowed
+
+
+def _skipped(
+    alpha: np.ndarray, padding: np.ndarray | None, failed: np.ndarray, scratch: Scratch
+) -> np.ndarray:
+    """The steps the backward pass skips: padding and every step of a failed sequence
+    (whose forward variables are zeroed, so that none of their NaN reaches a sum)."""
+    alpha[:, :, failed] = 0.0
+    if padding is None:
+        return np.broadcast_to(failed, (len(alpha), len(failed)))
+    return np.logical_or(padding, failed, out=scratch("skip", padding.shape, np.bool_))
 
 
 def _ahead(
@@ -486,9 +582,17 @@ class HMMModel(ABC):
 
     # --- emission model (subclasses) ----------------------------------------------------
 
+    # Each takes the buffers to work in (``scratch``; fresh ones when None) and may return
+    # one of them, valid until the next call with the same buffers.
+
     @abstractmethod
     def prepare(
-        self, x: np.ndarray, valid: np.ndarray | None, params: Params, first: int = 0
+        self,
+        x: np.ndarray,
+        valid: np.ndarray | None,
+        params: Params,
+        first: int = 0,
+        scratch: Scratch | None = None,
     ) -> np.ndarray:
         """A block of sequences, time-major, checked, with its padding neutralised.
 
@@ -496,7 +600,9 @@ class HMMModel(ABC):
         """
 
     @abstractmethod
-    def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
+    def emission_log_prob(
+        self, data: np.ndarray, params: Params, scratch: Scratch | None = None
+    ) -> np.ndarray:
         """Emission log-densities of a prepared block, shape (n_times, n_states, n_seq)."""
 
     @abstractmethod
@@ -504,7 +610,9 @@ class HMMModel(ABC):
         """Zero emission statistics for a chunk ``x`` (sequence-major)."""
 
     @abstractmethod
-    def emission_stats(self, data: np.ndarray, gamma: np.ndarray, params: Params) -> Stats:
+    def emission_stats(
+        self, data: np.ndarray, gamma: np.ndarray, params: Params, scratch: Scratch | None = None
+    ) -> Stats:
         """Emission statistics of a prepared block given its state posteriors (zero at padding)."""
 
     @abstractmethod
@@ -522,17 +630,20 @@ class HMMModel(ABC):
     # --- the protocol -------------------------------------------------------------------
 
     def blocks(
-        self, block: Block, params: Params
+        self, block: Block, params: Params, scratch: Scratch
     ) -> Iterator[tuple[slice, np.ndarray, np.ndarray | None]]:
-        """The chunk's blocks of sequences, one at a time: (rows, prepared data, valid steps)."""
+        """The chunk's blocks of sequences, one at a time: (rows, prepared data, valid steps),
+        the last two in ``scratch`` (overwritten by the next block)."""
         x = block["X"]
         n_sequences, n_times = x.shape[:2]
         lengths = checked_lengths(block.get("lengths"), n_sequences, n_times, " of this chunk")
-        step = max(1, BLOCK_ELEMENTS // (n_times * self.n_components))
+        width = max(self.n_components, math.prod(x.shape[2:]))  # states, or features if more
+        step = max(1, BLOCK_ELEMENTS // (n_times * width))
         for start in range(0, n_sequences, step):
             rows = slice(start, min(start + step, n_sequences))
-            valid = valid_steps(lengths[rows], n_times)
-            yield rows, self.prepare(x[rows], valid, params, start), valid
+            shape = (n_times, rows.stop - start)
+            valid = valid_steps(lengths[rows], n_times, scratch("valid", shape, np.bool_))
+            yield rows, self.prepare(x[rows], valid, params, start, scratch), valid
 
     def e_step(self, block: Block, params: Params) -> Stats:
         x = block["X"]
@@ -543,15 +654,18 @@ class HMMModel(ABC):
             "trans": np.zeros((self.n_components, self.n_components)),
             **self.empty_emission_stats(x, params),
         }
-        for _, xt, valid in self.blocks(block, params):
-            log_b = self.emission_log_prob(xt, params)
-            found = forward_backward(log_b, params["startprob"], params["transmat"], valid)
+        scratch = thread_scratch()
+        for _, data, valid in self.blocks(block, params, scratch):
+            log_b = self.emission_log_prob(data, params, scratch)
+            found = forward_backward(
+                log_b, params["startprob"], params["transmat"], valid, scratch=scratch
+            )
             assert found.gamma is not None and found.trans is not None
             stats["n"] += log_b.shape[0] * log_b.shape[2] if valid is None else valid.sum()
             stats["loglik"] += found.loglik.sum()
             stats["start"] += found.gamma[0].sum(axis=1)
             stats["trans"] += found.trans
-            for key, value in self.emission_stats(xt, found.gamma, params).items():
+            for key, value in self.emission_stats(data, found.gamma, params, scratch).items():
                 stats[key] += value
         return stats
 
@@ -609,10 +723,16 @@ class HMMModel(ABC):
     ) -> np.ndarray:
         """Log-likelihood of each sequence, shape (n_sequences,)."""
         out = np.empty(len(x))
-        for rows, xt, valid in self.blocks(_block(x, lengths), params):
-            log_b = self.emission_log_prob(xt, params)
+        scratch = thread_scratch()
+        for rows, data, valid in self.blocks(_block(x, lengths), params, scratch):
+            log_b = self.emission_log_prob(data, params, scratch)
             out[rows] = forward_backward(
-                log_b, params["startprob"], params["transmat"], valid, posteriors=False
+                log_b,
+                params["startprob"],
+                params["transmat"],
+                valid,
+                posteriors=False,
+                scratch=scratch,
             ).loglik
         return out
 
@@ -622,9 +742,12 @@ class HMMModel(ABC):
         """P(state | sequence) per step, shape (n_sequences, n_times, n_states); NaN at padding."""
         n_sequences, n_times = x.shape[:2]
         out = np.empty((n_sequences, n_times, self.n_components))
-        for rows, xt, valid in self.blocks(_block(x, lengths), params):
-            log_b = self.emission_log_prob(xt, params)
-            gamma = forward_backward(log_b, params["startprob"], params["transmat"], valid).gamma
+        scratch = thread_scratch()
+        for rows, data, valid in self.blocks(_block(x, lengths), params, scratch):
+            log_b = self.emission_log_prob(data, params, scratch)
+            gamma = forward_backward(
+                log_b, params["startprob"], params["transmat"], valid, scratch=scratch
+            ).gamma
             assert gamma is not None
             out[rows] = gamma.transpose(2, 0, 1)
             if valid is not None:
@@ -635,8 +758,9 @@ class HMMModel(ABC):
         """Viterbi paths, shape (n_sequences, n_times); -1 at padding."""
         n_sequences, n_times = x.shape[:2]
         out = np.empty((n_sequences, n_times), dtype=np.int64)
-        for rows, xt, valid in self.blocks(_block(x, lengths), params):
-            log_b = self.emission_log_prob(xt, params)
+        scratch = thread_scratch()
+        for rows, data, valid in self.blocks(_block(x, lengths), params, scratch):
+            log_b = self.emission_log_prob(data, params, scratch)
             out[rows] = viterbi(log_b, params["startprob"], params["transmat"], valid)
         return out
 
@@ -650,7 +774,7 @@ def _check_finite(data: np.ndarray, valid: np.ndarray | None, name: str, first: 
 
     ``first`` is the position in its chunk of the first sequence of ``data``.
     """
-    if valid is None and np.isfinite(data).all():
+    if valid is None and np.isfinite(np.sum(data)):  # (if the sum overflowed, look closer)
         return
     bad = ~np.isfinite(data)
     if data.ndim == 3:
@@ -797,35 +921,48 @@ class GaussianHMMModel(HMMModel):
         }
 
     def prepare(
-        self, x: np.ndarray, valid: np.ndarray | None, params: Params, first: int = 0
+        self,
+        x: np.ndarray,
+        valid: np.ndarray | None,
+        params: Params,
+        first: int = 0,
+        scratch: Scratch | None = None,
     ) -> np.ndarray:
         """Time-major rows centred on the mean of the state means; zero at padding."""
-        centred = np.empty((x.shape[1], x.shape[0], x.shape[2]))
+        scratch = Scratch() if scratch is None else scratch
+        centred = scratch("data", (x.shape[1], x.shape[0], x.shape[2]))
         np.subtract(np.swapaxes(x, 0, 1), params["means"].mean(axis=0), out=centred)
-        _check_finite(centred, valid, "X", first)
         if valid is not None:
-            centred[~valid] = 0.0
+            np.copyto(centred, 0.0, where=_padding(valid, scratch)[:, :, None])
+        _check_finite(centred, None, "X", first)
         return centred
 
     def row_block(self, n_features: int) -> int:
         """Rows per block of the emission kernels: temporaries stay in cache."""
         return max(BLOCK_ROWS, ROW_BLOCK_ELEMENTS // (self.n_components * n_features))
 
-    def time_blocks(self, data: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    def time_blocks(self, data: np.ndarray, scratch: Scratch) -> Iterator[tuple[slice, np.ndarray]]:
         """Walk prepared ``data`` (n_times, n_sequences, n_features) a few whole time steps
         at a time, about :meth:`row_block` rows: ``(steps, xt)`` with ``xt`` the rows
         transposed with a row of ones below (d + 1, m), as
-        :func:`dem.models.gaussian.transposed_blocks` gives them (buffers reused).
+        :func:`dem.models.gaussian.transposed_blocks` gives them (in ``scratch``).
         """
         n_times, n_sequences, n_features = data.shape
         n_steps = max(1, self.row_block(n_features) // n_sequences)
         blocks = gaussian.transposed_blocks(
-            data.reshape(-1, n_features), np.zeros(n_features), np.float64, n_steps * n_sequences
+            data.reshape(-1, n_features),
+            np.zeros(n_features),
+            np.float64,
+            n_steps * n_sequences,
+            scratch,
         )
         for start, xt in zip(range(0, n_times, n_steps), blocks, strict=True):
             yield slice(start, start + n_steps), xt
 
-    def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
+    def emission_log_prob(
+        self, data: np.ndarray, params: Params, scratch: Scratch | None = None
+    ) -> np.ndarray:
+        scratch = Scratch() if scratch is None else scratch
         n_times, n_sequences, n_features = data.shape
         ctype = self.covariance_type
         prec_chol = params["precisions_cholesky"]
@@ -834,9 +971,8 @@ class GaussianHMMModel(HMMModel):
         )
         no_weights = np.zeros(self.n_components)
         constants = gaussian.log_prob_constants(no_weights, prec_chol, ctype, n_features)
-        out = np.empty((n_times, self.n_components, n_sequences))
-        scratch = gaussian.Scratch()
-        for steps, xt in self.time_blocks(data):
+        out = scratch("log_b", (n_times, self.n_components, n_sequences))
+        for steps, xt in self.time_blocks(data, scratch):
             squared = distances(xt, gaussian.MOMENTS[ctype](xt, scratch), scratch)
             log_prob = out[steps].transpose(1, 0, 2)  # (K, steps, n_sequences)
             np.multiply(squared.reshape(log_prob.shape), -0.5, out=log_prob)
@@ -853,14 +989,16 @@ class GaussianHMMModel(HMMModel):
             ),
         }
 
-    def emission_stats(self, data: np.ndarray, gamma: np.ndarray, params: Params) -> Stats:
+    def emission_stats(
+        self, data: np.ndarray, gamma: np.ndarray, params: Params, scratch: Scratch | None = None
+    ) -> Stats:
+        scratch = Scratch() if scratch is None else scratch
         n_features = data.shape[2]
         ctype = self.covariance_type
         post = np.zeros(self.n_components)
         sum_x = np.zeros((self.n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, self.n_components, n_features)
-        scratch = gaussian.Scratch()
-        for steps, xt in self.time_blocks(data):
+        for steps, xt in self.time_blocks(data, scratch):
             block = gamma[steps].transpose(1, 0, 2)  # (K, steps, n_sequences)
             resp = scratch("resp", block.shape)
             np.copyto(resp, block)
@@ -981,27 +1119,46 @@ class CategoricalHMMModel(HMMModel):
         return {**super().param_dims(), "emissionprob": ("state", "symbol")}
 
     def prepare(
-        self, x: np.ndarray, valid: np.ndarray | None, params: Params, first: int = 0
+        self,
+        x: np.ndarray,
+        valid: np.ndarray | None,
+        params: Params,
+        first: int = 0,
+        scratch: Scratch | None = None,
     ) -> np.ndarray:
         """Time-major symbols as integers; zero at padding."""
-        values = np.swapaxes(x, 0, 1)
-        _check_finite(values, valid, "X", first)
-        symbols = checked_symbols(
-            values if valid is None else np.where(valid, values, 0.0), self.n_features
-        )
-        return np.ascontiguousarray(symbols)
+        scratch = Scratch() if scratch is None else scratch
+        values = scratch("values", (x.shape[1], x.shape[0]))
+        np.copyto(values, np.swapaxes(x, 0, 1))
+        if valid is not None:
+            np.copyto(values, 0.0, where=_padding(valid, scratch))
+        _check_finite(values, None, "X", first)
+        return checked_symbols(values, self.n_features, scratch)
 
-    def emission_log_prob(self, data: np.ndarray, params: Params) -> np.ndarray:
+    def emission_log_prob(
+        self, data: np.ndarray, params: Params, scratch: Scratch | None = None
+    ) -> np.ndarray:
+        scratch = Scratch() if scratch is None else scratch
         with np.errstate(divide="ignore"):
             log_emission = np.log(params["emissionprob"])
-        return np.ascontiguousarray(np.moveaxis(log_emission[:, data], 0, 1))
+        # log_b[t, k, i] = log_emission[k, data[t, i]], at k * n_symbols + data[t, i] in the table
+        offsets = np.arange(self.n_components) * log_emission.shape[1]
+        index = scratch("index", (len(data), self.n_components, data.shape[1]), np.int64)
+        np.add(data[:, None, :], offsets[None, :, None], out=index)
+        return np.take(log_emission.ravel(), index, out=scratch("log_b", index.shape), mode="clip")
 
     def empty_emission_stats(self, x: np.ndarray, params: Params) -> Stats:
         return {"symbol_counts": np.zeros((self.n_components, self.n_features))}
 
-    def emission_stats(self, data: np.ndarray, gamma: np.ndarray, params: Params) -> Stats:
+    def emission_stats(
+        self, data: np.ndarray, gamma: np.ndarray, params: Params, scratch: Scratch | None = None
+    ) -> Stats:
+        scratch = Scratch() if scratch is None else scratch
         n_states = self.n_components
-        index = data[:, None, :] * n_states + np.arange(n_states)[None, :, None]
+        # the bin of (symbol, state) is symbol * n_states + state
+        index = scratch("index", gamma.shape, np.int64)
+        np.multiply(data[:, None, :], n_states, out=index)
+        index += np.arange(n_states)[None, :, None]
         counts = np.bincount(
             index.ravel(), weights=gamma.ravel(), minlength=self.n_features * n_states
         )
@@ -1028,12 +1185,18 @@ class CategoricalHMMModel(HMMModel):
         return {"emissionprob": _probabilities(vector, like["emissionprob"])}
 
 
-def checked_symbols(values: np.ndarray, n_features: int | None) -> np.ndarray:
-    """Symbols as int64 after checking they are whole numbers in [0, n_features)."""
-    symbols = values.astype(np.int64)
+def checked_symbols(
+    values: np.ndarray, n_features: int | None, scratch: Scratch | None = None
+) -> np.ndarray:
+    """Symbols as int64 after checking they are whole numbers in [0, n_features)
+    (in the buffer "symbols" of ``scratch`` when given)."""
+    scratch = Scratch() if scratch is None else scratch
+    symbols = scratch("symbols", values.shape, np.int64)
+    np.copyto(symbols, values, casting="unsafe")
     upper = np.inf if n_features is None else n_features
-    bad = (symbols != values) | (symbols < 0) | (symbols >= upper)
-    if bad.any():
+    fractional = np.not_equal(symbols, values, out=scratch("fractional", values.shape, np.bool_))
+    if values.size and (fractional.any() or symbols.min() < 0 or symbols.max() >= upper):
+        bad = fractional | (symbols < 0) | (symbols >= upper)
         which = values[bad][:5].tolist()
         allowed = (
             "non-negative integers" if n_features is None else f"integers in [0, {n_features})"
