@@ -113,9 +113,7 @@ def _parameters(estimator: Any) -> list[tuple[str, Any, bool]]:
         if not hasattr(estimator, name):
             continue
         value = getattr(estimator, name)
-        changed = parameter.default is parameter.empty or not _is_default(
-            value, parameter.default
-        )
+        changed = parameter.default is parameter.empty or not _is_default(value, parameter.default)
         rows.append((name, value, changed))
     return rows
 

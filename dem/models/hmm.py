@@ -16,7 +16,9 @@ of every time step and state are computed at once (reusing the Gaussian kernels 
 n_sequences)``, so that each step of the forward and backward recursions is one small
 matrix product over all the block's sequences; only time steps are looped over. Every
 block-sized array lives in buffers that each thread keeps from chunk to chunk
-(:func:`thread_scratch`), so that a worker maps no fresh pages for them.
+(:func:`dem.models.scratch.thread_scratch`, a few arrays of about ``BLOCK_ELEMENTS``
+floats, tens of MiB, for as long as the thread lives), so that a worker maps no fresh
+pages for them.
 
 The recursions are the scaled forward–backward algorithm: the emission probabilities
 of each step are divided by their largest value (a log-space shift), the forward
@@ -50,7 +52,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -73,7 +74,7 @@ from dem.estimator import (
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.models.mixture import BLOCK_ROWS, kmeans_labels
-from dem.models.scratch import Scratch
+from dem.models.scratch import Scratch, thread_scratch
 
 #: Elements (time steps × max(states, features) × sequences) of one block of sequences
 #: in the E-step: each of the block's few large buffers holds about this many floats.
@@ -140,25 +141,6 @@ def valid_steps(
     if np.all(lengths == n_times):
         return None
     return np.less(np.arange(n_times)[:, None], lengths[None, :], out=out)
-
-
-# --- buffers kept from chunk to chunk -----------------------------------------------------
-
-_THREAD = threading.local()
-
-
-def thread_scratch() -> Scratch:
-    """This thread's E-step buffers, kept from one chunk to the next.
-
-    A block of sequences is often a whole chunk, so buffers that lived for one E-step
-    would still be fresh pages on every chunk on a dask worker (see :class:`Scratch`).
-    Kept per thread, they hold a few arrays of about ``BLOCK_ELEMENTS`` floats each
-    (tens of MiB) for as long as the thread lives.
-    """
-    scratch: Scratch | None = getattr(_THREAD, "scratch", None)
-    if scratch is None:
-        scratch = _THREAD.scratch = Scratch()
-    return scratch
 
 
 def pad_sequences(
@@ -654,7 +636,7 @@ class HMMModel(ABC):
             "trans": np.zeros((self.n_components, self.n_components)),
             **self.empty_emission_stats(x, params),
         }
-        scratch = thread_scratch()
+        scratch = thread_scratch("hmm")
         for _, data, valid in self.blocks(block, params, scratch):
             log_b = self.emission_log_prob(data, params, scratch)
             found = forward_backward(
@@ -723,7 +705,7 @@ class HMMModel(ABC):
     ) -> np.ndarray:
         """Log-likelihood of each sequence, shape (n_sequences,)."""
         out = np.empty(len(x))
-        scratch = thread_scratch()
+        scratch = thread_scratch("hmm")
         for rows, data, valid in self.blocks(_block(x, lengths), params, scratch):
             log_b = self.emission_log_prob(data, params, scratch)
             out[rows] = forward_backward(
@@ -742,7 +724,7 @@ class HMMModel(ABC):
         """P(state | sequence) per step, shape (n_sequences, n_times, n_states); NaN at padding."""
         n_sequences, n_times = x.shape[:2]
         out = np.empty((n_sequences, n_times, self.n_components))
-        scratch = thread_scratch()
+        scratch = thread_scratch("hmm")
         for rows, data, valid in self.blocks(_block(x, lengths), params, scratch):
             log_b = self.emission_log_prob(data, params, scratch)
             gamma = forward_backward(
@@ -758,7 +740,7 @@ class HMMModel(ABC):
         """Viterbi paths, shape (n_sequences, n_times); -1 at padding."""
         n_sequences, n_times = x.shape[:2]
         out = np.empty((n_sequences, n_times), dtype=np.int64)
-        scratch = thread_scratch()
+        scratch = thread_scratch("hmm")
         for rows, data, valid in self.blocks(_block(x, lengths), params, scratch):
             log_b = self.emission_log_prob(data, params, scratch)
             out[rows] = viterbi(log_b, params["startprob"], params["transmat"], valid)

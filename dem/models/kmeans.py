@@ -200,11 +200,7 @@ def add_pass(a: list[Stats], b: list[Stats]) -> list[Stats]:
 
 
 def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    d2 = (
-        np.einsum("ij,ij->i", a, a)[:, None]
-        - 2.0 * a @ b.T
-        + np.einsum("ij,ij->i", b, b)[None, :]
-    )
+    d2 = np.einsum("ij,ij->i", a, a)[:, None] - 2.0 * a @ b.T + np.einsum("ij,ij->i", b, b)[None, :]
     return np.maximum(d2, 0.0)
 
 

@@ -156,9 +156,7 @@ init_sample_size, accelerate, sample_dim, feature_dim
     arrays = engine.prepare({"X": samples.array}, persist)
     method = resolve_init(init_params, n_samples, int(init_sample_size))
     if method == "k-means||":
-        starts = kmeans_parallel_params(
-            models, arrays["X"], rngs[1:], split_every=int(split_every)
-        )
+        starts = kmeans_parallel_params(models, arrays["X"], rngs[1:], split_every=int(split_every))
     else:  # one sample serves every K
         sample = sample_rows(arrays["X"], int(init_sample_size), rngs[0])
         starts = [
@@ -180,7 +178,10 @@ init_sample_size, accelerate, sample_dim, feature_dim
     final = cast(
         list[Stats],
         engine.map_reduce(
-            cast(Any, loglik_pass), cast(Any, add_pass), arrays, cast(Any, fits),
+            cast(Any, loglik_pass),
+            cast(Any, add_pass),
+            arrays,
+            cast(Any, fits),
             split_every=int(split_every),
         ),
     )
@@ -188,7 +189,12 @@ init_sample_size, accelerate, sample_dim, feature_dim
 
     fitted: dict[int, GaussianMixture] = {}
     rows: dict[str, list[Any]] = {
-        "bic": [], "aic": [], "loglik": [], "n_parameters": [], "n_iter": [], "converged": []
+        "bic": [],
+        "aic": [],
+        "loglik": [],
+        "n_parameters": [],
+        "n_iter": [],
+        "converged": [],
     }
     for i, k in enumerate(counts):
         runs = range(i * n_init, (i + 1) * n_init)
@@ -233,9 +239,19 @@ def _fitted(
     options = {
         name: getattr(template, name)
         for name in (
-            "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
-            "random_state", "split_every", "persist", "init_sample_size", "accelerate",
-            "sample_dim", "feature_dim",
+            "covariance_type",
+            "tol",
+            "reg_covar",
+            "max_iter",
+            "n_init",
+            "init_params",
+            "random_state",
+            "split_every",
+            "persist",
+            "init_sample_size",
+            "accelerate",
+            "sample_dim",
+            "feature_dim",
         )
     }
     estimator = GaussianMixture(n_components, **options)
