@@ -27,6 +27,7 @@ from dem.engine import map_reduce, prepare
 from dem.estimator import EMEstimator, NotFittedError, check_hyperparameters, per_sample
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
+from dem.models.scratch import thread_scratch
 from dem.online import blend, fit_online, step_rate
 from dem.seeding import kmeans_parallel
 
@@ -123,8 +124,8 @@ class MixtureModel:
         resp_sum = np.zeros(n_runs * n_components)
         sum_x = np.zeros((n_runs * n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, n_runs * n_components, n_features)
-        scratch = gaussian.Scratch()
-        for xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS):
+        scratch = thread_scratch("mixture")  # every statistic below is a fresh array
+        for xt in gaussian.transposed_blocks(x, shift, dtype, BLOCK_ROWS, scratch):
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             log_prob = _log_prob(constants, distances(xt, moments, scratch), scratch)
             shape = (n_runs, n_components, xt.shape[1])

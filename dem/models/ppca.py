@@ -108,7 +108,7 @@ from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import EMEstimator, NotFittedError, check_hyperparameters, per_sample
 from dem.model import Block, Params, Stats, add_stats
-from dem.models.scratch import Scratch
+from dem.models.scratch import Scratch, thread_scratch
 
 BLOCK_ROWS = 2048
 NOISE_FLOOR = 1e-10
@@ -505,7 +505,7 @@ class LinearGaussianModel:
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
         any_missing = False
-        scratch = Scratch()
+        scratch = thread_scratch("ppca")  # the statistics are fresh arrays
         for start in range(0, len(x), BLOCK_ROWS):
             rows = as_float64(x[start : start + BLOCK_ROWS], scratch)
             missing = np.isnan(rows)
