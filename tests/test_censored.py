@@ -705,3 +705,24 @@ def test_squarem_vector_is_coef_and_log_scale():
             model.unpack(np.array(bad), params)
     with pytest.raises(ValueError, match="accelerate must be one of"):
         dem.CensoredRegression(accelerate="warp").fit(*dataset("both", n=200)[:2])
+
+
+def test_restored_fit_gets_its_standard_errors_from_the_data(tmp_path):
+    """A checkpoint holds parameters only: summary() says what to do, and
+    standard_errors() on the training data gives the fit's own figures."""
+    X, y, left, right = dataset("both")
+    path = tmp_path / "tobit.zarr"
+    fitted = dem.CensoredRegression(left=left, right=right, tol=1e-10, checkpoint=path).fit(X, y)
+    restored = dem.from_checkpoint(path)
+    np.testing.assert_allclose(theta_of(restored), theta_of(fitted), rtol=1e-10)
+    with pytest.raises(dem.NotFittedError, match=r"standard_errors\(X, y"):
+        restored.summary()
+    assert restored.standard_errors(X, y) is restored
+    np.testing.assert_allclose(restored.bse_, fitted.bse_, rtol=1e-7)
+    np.testing.assert_allclose(restored.cov_, fitted.cov_, rtol=1e-7, atol=1e-15)
+    np.testing.assert_allclose(restored.loglik_, fitted.loglik_, rtol=1e-12)
+    assert restored.counts_ == fitted.counts_
+    assert restored.fit_limits_ == fitted.fit_limits_
+    assert str(restored.summary()) == str(fitted.summary())
+    with pytest.raises(ValueError, match="features"):
+        restored.standard_errors(X[:, :2], y)

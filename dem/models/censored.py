@@ -1195,18 +1195,66 @@ class CensoredRegression(EMEstimator, HTMLRepr):
 
         # persist=False: the inputs are already where prepare() put them
         best, _ = self._fit_restarts(model, inputs, make_init, n_init=1, persist=False)
+        self._at_optimum(model, arrays, best.params, counts)
+        self.n_features_in_ = n_features
+        self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
+        return self
+
+    def standard_errors(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        left: Any = None,
+        right: Any = None,
+        variable: str | None = None,
+    ) -> CensoredRegression:
+        """Standard errors and the other results of the fit's last pass, from its data.
+
+        :meth:`fit` computes them; an estimator restored from a checkpoint
+        (:func:`dem.from_checkpoint`, ``dem show``) has the parameters only. This pass
+        over the training data sets ``bse_``, ``cov_``, ``loglik_``, ``gradient_``,
+        ``counts_``, ``fit_limits_`` and ``feature_names_in_`` at the current
+        parameters, as :meth:`fit` would have, so that :meth:`summary` works.
+
+        Parameters
+        ----------
+        X, y, left, right, variable
+            The data and limits of the fit, as :meth:`fit` takes them.
+
+        Returns
+        -------
+        self
+        """
+        params = self._params()
+        model, x, inputs = self._inputs(X, y, left, right, variable)
+        n_features = int(x.array.shape[1])
+        if n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but the model was fitted with {self.n_features_in_}."
+            )
+        arrays = prepare({name: s.array for name, s in inputs.items()}, self.persist)
+        self._at_optimum(model, arrays, params, self._check_rows(model, arrays))
+        self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
+        return self
+
+    def _at_optimum(
+        self,
+        model: CensoredModel,
+        arrays: Mapping[str, Any],
+        params: Params,
+        counts: dict[str, int],
+    ) -> None:
+        """The observed information pass at ``params``: standard errors and the rest."""
         info = map_reduce(
-            model.information, add_stats, arrays, best.params, split_every=int(self.split_every)
+            model.information, add_stats, arrays, params, split_every=int(self.split_every)
         )
         self.loglik_ = float(info["loglik"])
         self.cov_ = _covariance(info["hessian"])
         self.bse_ = np.sqrt(np.diag(self.cov_))
         self.gradient_ = info["grad"]
         self.counts_ = counts
-        self.n_features_in_ = n_features
-        self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
         self.fit_limits_ = (model.left, model.right)
-        return self
 
     def _set_params(self, params: Params) -> None:
         coef = np.asarray(params["coef"], dtype=np.float64)
@@ -1391,6 +1439,12 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         """Coefficient table with standard errors, z values and p-values, as R's
         ``summary(tobit(...))`` prints it (``print(model.summary())``)."""
         self._params()
+        if not hasattr(self, "bse_"):
+            raise NotFittedError(
+                "This estimator has parameters but no standard errors: it was restored from "
+                "a checkpoint, which stores the parameters only. Call "
+                "standard_errors(X, y, left=..., right=...) with the training data first."
+            )
         estimate = np.concatenate([self._coef, [math.log(self.scale_)]])
         z = estimate / self.bse_
         p = 2.0 * stats.norm.sf(np.abs(z))
