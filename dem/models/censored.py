@@ -227,15 +227,6 @@ def _as_upper(limit: np.ndarray | float) -> np.ndarray | float:
     return limit
 
 
-def _float64(values: np.ndarray, name: str, scratch: Scratch) -> np.ndarray:
-    """``values`` themselves when float64, else a float64 copy in the buffer ``name``."""
-    if values.dtype == np.float64:
-        return values
-    out = scratch(name, values.shape)
-    np.copyto(out, values)
-    return out
-
-
 def _limit_rows(values: np.ndarray, none: float, name: str, scratch: Scratch) -> np.ndarray:
     """Per-row limits in float64 with NaN (no limit) read as ``none``, in the buffer ``name``."""
     out = scratch(name, values.shape)
@@ -301,20 +292,32 @@ def conditional_moments(
     if n_exact == n:
         return resid, resid_sq, loglik
     censored = np.flatnonzero(s("censored", (n,), np.bool_))
-    shape = censored.shape
-    mu_c = np.take(mu, censored, out=s("mu_c", shape), mode="clip")
-    a = np.take(lower, censored, out=s("a", shape), mode="clip")
-    a -= mu_c
-    a /= scale
-    b = np.take(upper, censored, out=s("b", shape), mode="clip")
-    b -= mu_c
-    b /= scale
+    a, b = _standardised(lower, upper, mu, scale, censored, s)
     log_prob, pa, pb = truncated_normal(a, b, scratch=s)
     mean, second = standard_moments(a, b, pa, pb, scratch=s)
     loglik += float(log_prob.sum())
     resid[censored] = np.multiply(mean, scale, out=mean)
     resid_sq[censored] = np.multiply(second, scale * scale, out=second)
     return resid, resid_sq, loglik
+
+
+def _standardised(
+    lower: np.ndarray,
+    upper: np.ndarray,
+    mu: np.ndarray,
+    scale: float,
+    rows: np.ndarray,
+    scratch: Scratch,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lower - μ) / σ`` and ``(upper - μ) / σ`` of the ``rows``, in buffers "a" and "b"."""
+    mu_rows = scratch.take("mu_rows", mu, rows)
+    a = scratch.take("a", lower, rows)
+    a -= mu_rows
+    a /= scale
+    b = scratch.take("b", upper, rows)
+    b -= mu_rows
+    b /= scale
+    return a, b
 
 
 def hessian_weights(
@@ -355,14 +358,8 @@ def hessian_weights(
         return g_mu, g_tau, h_mumu, h_mutau, h_tautau
     # an interval: ℓ = log(Φ(b) - Φ(a)) with a = (lower - μ)/σ, b = (upper - μ)/σ
     n = rows.shape
-    mu_r = np.take(mu, rows, out=s("mu_c", n), mode="clip")
-    a = np.take(lower, rows, out=s("a", n), mode="clip")
-    a -= mu_r
-    a /= scale
+    a, b = _standardised(lower, upper, mu, scale, rows, s)
     np.clip(a, -2.0 * HUGE_HESSIAN, HUGE_HESSIAN, out=a)
-    b = np.take(upper, rows, out=s("b", n), mode="clip")
-    b -= mu_r
-    b /= scale
     np.clip(b, -HUGE_HESSIAN, 2.0 * HUGE_HESSIAN, out=b)
     _, pa, pb = truncated_normal(a, b, scratch=s)
     # derivatives of ℓ in (a, b): l_a = -pa, l_b = pb, l_aa = a pa - pa², l_ab = pa pb,
@@ -537,9 +534,9 @@ class CensoredModel:
         x_all = block["X"]
         for start in range(0, len(x_all), BLOCK_ROWS):
             rows = slice(start, start + BLOCK_ROWS)
-            x = _float64(x_all[rows], "x", scratch)
+            x = scratch.float64("x", x_all[rows])
             if self.has_y:
-                y = _float64(block["y"][rows], "y", scratch)
+                y = scratch.float64("y", block["y"][rows])
             else:
                 y = scratch("y", (len(x),))
                 y.fill(np.nan)
@@ -1228,11 +1225,7 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         """
         params = self._params()
         model, x, inputs = self._inputs(X, y, left, right, variable)
-        n_features = int(x.array.shape[1])
-        if n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but the model was fitted with {self.n_features_in_}."
-            )
+        n_features = int(self._checked_width(x).array.shape[1])
         arrays = prepare({name: s.array for name, s in inputs.items()}, self.persist)
         self._at_optimum(model, arrays, params, self._check_rows(model, arrays))
         self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
@@ -1273,7 +1266,10 @@ class CensoredRegression(EMEstimator, HTMLRepr):
 
     def _new_x(self, X: Any, variable: str | None) -> Samples:
         self._params()
-        x = self._samples(X, variable)
+        return self._checked_width(self._samples(X, variable))
+
+    def _checked_width(self, x: Samples) -> Samples:
+        """``x``, or a clear error when its features are not those of the fit."""
         if x.array.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {x.array.shape[1]} features, but the model was fitted with "

@@ -372,25 +372,6 @@ def add_complete(stats: Stats, xc: np.ndarray, terms: Terms, scratch: Scratch) -
     stats["sum_zz"][:q, :q] += n * terms.shared_precision_inv
 
 
-def as_float64(rows: np.ndarray, scratch: Scratch) -> np.ndarray:
-    """``rows`` themselves when float64, else a float64 copy in the scratch buffer "float64"."""
-    if rows.dtype == np.float64:
-        return rows
-    out = scratch("float64", rows.shape)
-    np.copyto(out, rows)
-    return out
-
-
-def gather(rows: np.ndarray, which: np.ndarray, name: str, scratch: Scratch) -> np.ndarray:
-    """The rows numbered ``which`` of ``rows``, in the scratch buffer ``name``.
-
-    (``mode="clip"``, for indices known to be in range: with the default, ``np.take``
-    fills a fresh copy of ``out`` and then copies that.)
-    """
-    out = scratch(name, (len(which), *rows.shape[1:]))
-    return np.take(rows, which, axis=0, out=out, mode="clip")
-
-
 def centred_observed(
     x: np.ndarray, observed: np.ndarray, mean: np.ndarray, scratch: Scratch
 ) -> np.ndarray:
@@ -507,7 +488,7 @@ class LinearGaussianModel:
         any_missing = False
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
         for start in range(0, len(x), BLOCK_ROWS):
-            rows = as_float64(x[start : start + BLOCK_ROWS], scratch)
+            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
             missing = np.isnan(rows)
             incomplete = missing.any(axis=1)
             if not incomplete.any():
@@ -518,11 +499,11 @@ class LinearGaussianModel:
             partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
             if len(partial):
                 any_missing = True
-                x_partial = gather(rows, partial, "rows", scratch)
+                x_partial = scratch.take("rows", rows, partial)
                 add_incomplete(stats, missing_zz, x_partial, ~missing[partial], terms, scratch)
             complete = np.flatnonzero(~incomplete)
             if len(complete):
-                xc = gather(rows, complete, "centred", scratch)
+                xc = scratch.take("centred", rows, complete)
                 xc -= terms.mean
                 add_complete(stats, xc, terms, scratch)
         if any_missing:
@@ -628,7 +609,7 @@ class LinearGaussianModel:
         loglik = np.zeros(len(x))
         scratch = Scratch()
         for start in range(0, len(x), BLOCK_ROWS):
-            rows = as_float64(x[start : start + BLOCK_ROWS], scratch)
+            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
             missing = np.isnan(rows)
             complete = ~missing.any(axis=1)
             seen = ~missing.all(axis=1)

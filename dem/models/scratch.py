@@ -31,6 +31,23 @@ class Scratch:
             buffer = self._buffers[key] = np.empty(size, dtype)
         return buffer[:size].reshape(shape)
 
+    def float64(self, name: str, values: np.ndarray) -> np.ndarray:
+        """``values`` themselves when float64, else a float64 copy in the buffer ``name``."""
+        if values.dtype == np.float64:
+            return values
+        out = self(name, values.shape)
+        np.copyto(out, values)
+        return out
+
+    def take(self, name: str, values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """The rows ``indices`` of ``values`` (along the first axis), in the buffer ``name``.
+
+        (``mode="clip"``, for indices known to be in range: with the default, ``np.take``
+        fills a fresh array and then copies it into ``out``.)
+        """
+        out = self(name, (len(indices), *values.shape[1:]), values.dtype.type)
+        return np.take(values, indices, axis=0, out=out, mode="clip")
+
 
 _THREAD = threading.local()
 
