@@ -718,6 +718,10 @@ def test_restored_fit_gets_its_standard_errors_from_the_data(tmp_path):
     with pytest.raises(dem.NotFittedError, match=r"standard_errors\(X, y"):
         restored.summary()
     assert restored.standard_errors(X, y) is restored
+    # independently: the numerical Hessian of the reference likelihood at those parameters
+    A = np.column_stack([np.ones(len(X)), X])
+    hessian = numerical_hessian(theta_of(restored), A, *bounds_of(y, left, right))
+    np.testing.assert_allclose(restored.bse_, np.sqrt(np.diag(np.linalg.inv(hessian))), rtol=1e-5)
     np.testing.assert_allclose(restored.bse_, fitted.bse_, rtol=1e-7)
     np.testing.assert_allclose(restored.cov_, fitted.cov_, rtol=1e-7, atol=1e-15)
     np.testing.assert_allclose(restored.loglik_, fitted.loglik_, rtol=1e-12)
