@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.sync import sync
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -65,21 +67,136 @@ class Samples:
 
 
 def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Array:
-    """Open ``variable`` of the Zarr store at ``path`` read-only, with clear errors."""
+    """Open ``variable`` of the Zarr store at ``path`` read-only, with clear errors.
+
+    A directory store, a URL, or a ``.zip`` file (read through
+    :class:`zarr.storage.ZipStore`). A store that ``dem synth`` or ``dem predict`` left
+    incomplete is refused; stale consolidated metadata is bypassed with a warning.
+    """
     location = Path(path)
     if "://" not in str(path) and not location.exists():
         raise FileNotFoundError(f"Zarr store {str(path)!r} does not exist.")
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(_store_of(path), mode="r")
     except Exception as exc:  # zarr raises several types for unreadable stores
         raise ValueError(f"{str(path)!r} is not a readable Zarr group: {exc}") from exc
+    _refuse_incomplete_output(group, path)
     if variable not in group:
         names = sorted(k for k, _ in group.arrays())
         raise KeyError(f"Zarr store {str(path)!r} has no variable {variable!r}; it has {names}.")
     array = group[variable]
     if not isinstance(array, zarr.Array):
         raise ValueError(f"{variable!r} in {str(path)!r} is a group, not an array.")
-    return array
+    return _current_metadata(group, array, path, variable)
+
+
+def _store_of(path: str | os.PathLike[str]) -> Any:
+    """What :func:`zarr.open_group` reads: the path, or a read-only zip store."""
+    if "://" not in os.fspath(path) and zipfile.is_zipfile(path):
+        return zarr.storage.ZipStore(os.fspath(path), mode="r")
+    return os.fspath(path)
+
+
+def _refuse_incomplete_output(group: zarr.Group, path: str | os.PathLike[str]) -> None:
+    """Refuse a store whose ``dem_output`` marker says its writer never finished."""
+    marker = group.attrs.get("dem_output")
+    if isinstance(marker, dict) and marker.get("complete") is False:
+        writer = marker.get("writer", "dem")
+        raise ValueError(
+            f"Zarr store {os.fspath(path)!r} is incomplete: `{writer}` started writing it "
+            f"and did not finish (its dem_output marker says complete=false). Rerun the "
+            f"`{writer}` command that wrote it before reading it."
+        )
+
+
+def _current_metadata(
+    group: zarr.Group, array: zarr.Array, path: str | os.PathLike[str], variable: str
+) -> zarr.Array:
+    """``array`` as its own metadata describe it, not the group's consolidated copy."""
+    if group.metadata.consolidated_metadata is None:
+        return array
+    actual = zarr.open_array(group.store, path=array.path, mode="r")
+    if actual.metadata != array.metadata:
+        warnings.warn(
+            f"The consolidated metadata of {os.fspath(path)!r} are stale for {variable!r} "
+            f"(they say shape {array.shape}, chunks {array.chunks}; the array has shape "
+            f"{actual.shape}, chunks {actual.chunks}); dem reads the array's own metadata. "
+            f"Run zarr.consolidate_metadata({os.fspath(path)!r}) to refresh them.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return actual
+
+
+def unwritten_chunks(array: zarr.Array) -> list[tuple[int, ...]]:
+    """Grid indices of the stored objects (chunks, or shards) of ``array`` never written.
+
+    One listing of the array's keys; nothing is read. Zarr skips writing a chunk
+    equal to the fill value (``write_empty_chunks=False``, its default), and a writer
+    killed halfway leaves chunks out: the listing cannot tell the two apart.
+    """
+    prefix = f"{array.path}/" if array.path else ""
+    listed = {key[len(prefix) :] for key in sync(_listing(array.store_path.store, prefix))}
+    encode = array.metadata.encode_chunk_key
+    return [
+        tuple(int(c) for c in index)
+        for index in np.ndindex(*_object_grid(array))
+        if encode(tuple(int(c) for c in index)) not in listed
+    ]
+
+
+async def _listing(store: Any, prefix: str) -> list[str]:
+    return [key async for key in store.list_prefix(prefix)]
+
+
+def _object_rows(array: zarr.Array) -> tuple[int, ...]:
+    """The shape of one stored object: a shard if the array is sharded, else a chunk."""
+    return tuple(array.shards or array.chunks)
+
+
+def _object_grid(array: zarr.Array) -> tuple[int, ...]:
+    return tuple(
+        -(-size // step) for size, step in zip(array.shape, _object_rows(array), strict=True)
+    )
+
+
+async def _listing(store: Any, prefix: str) -> list[str]:
+    return [key async for key in store.list_prefix(prefix)]
+
+
+def _refuse_unwritten(array: zarr.Array, source: str, name: str) -> None:
+    """Refuse chunks never written, unless they read as NaN (missing, or the NaN error)."""
+    fill = array.fill_value
+    if fill is not None and np.asarray(fill).dtype.kind == "f" and np.isnan(fill):
+        return
+    missing = unwritten_chunks(array)
+    if not missing:
+        return
+    total = int(np.prod(_object_grid(array)))
+    value = np.asarray(fill).item()
+    raise ValueError(
+        f"{name!r} in {source!r}: {len(missing)} of {total} chunks were never written"
+        f"{_located(array, missing)}. They would read as the fill value {value!r}, not as "
+        "data. If the writer was interrupted, rerun it; if those chunks really hold only "
+        "the fill value (Zarr skips writing such chunks by default), write the variable "
+        "again inside zarr.config.set({'array.write_empty_chunks': True}), or with "
+        "fill_value=NaN for values that are missing."
+    )
+
+
+def _located(array: zarr.Array, missing: list[tuple[int, ...]]) -> str:
+    """'; chunk(s) 3, 4 along the samples, the first holding rows 600-799' (or '')."""
+    if array.ndim == 0:
+        return ""
+    along = sorted({index[0] for index in missing})
+    step = _object_rows(array)[0]
+    first = ", ".join(str(i) for i in along[:5])
+    more = f" and {len(along) - 5} more" if len(along) > 5 else ""
+    last_row = min((along[0] + 1) * step, array.shape[0]) - 1
+    return (
+        f"; chunk(s) {first}{more} along the samples, the first holding rows "
+        f"{along[0] * step}-{last_row}"
+    )
 
 
 def as_samples(
@@ -140,6 +257,7 @@ def as_samples(
             )
         stored = open_zarr_variable(data, variable)
         source = f"{os.fspath(data)}::{variable}"
+        _refuse_unwritten(stored, os.fspath(data), variable)
         name = variable
         array = da.from_zarr(stored)
         kind = "zarr"
