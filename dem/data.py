@@ -8,6 +8,7 @@ float64. User stores are opened read-only.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import zipfile
@@ -288,21 +289,80 @@ def as_samples(
         if sample_dim in data.coords:
             coords[sample_dim] = data.coords[sample_dim]
         array = (
-            data.data
+            _unmasked_dask(data.data)
             if isinstance(data.data, da.Array)
-            else _from_numpy(np.asarray(data.data), chunk_rows)
+            else _from_numpy(_dense(data.data, name), chunk_rows)
         )
         kind = "xarray"
     elif isinstance(data, da.Array):
-        array = data
+        array = _unmasked_dask(data)
         kind = "dask"
     else:
-        array = _from_numpy(np.asarray(data), chunk_rows)
+        array = _from_numpy(_dense(data, name), chunk_rows)
         kind = "numpy"
     features = feature_dim or "feature"
     axes = {1: features} if ndim == 2 else {1: time_dim, 2: features}
     array = _validated(array, name, ndim, axes)
     return Samples(array, name, source, kind, sample_dim, coords)
+
+
+def _dense(data: Any, name: str) -> np.ndarray:
+    """``data`` as a numpy array: masked entries and pandas' NA become NaN.
+
+    A scipy.sparse matrix is refused (dem reads dense chunks).
+    """
+    if _is_sparse(data):
+        raise TypeError(
+            f"{name} is a sparse matrix ({type(data).__name__}); dem needs dense values. "
+            f"Pass {name}.toarray() if it fits in memory, or store it densely in a Zarr "
+            "store (chunked along the samples) and pass the path."
+        )
+    if _is_pandas(data):
+        return _pandas_values(data)
+    if isinstance(data, np.ma.MaskedArray):
+        return _masked_as_nan(data)
+    return np.asarray(data)
+
+
+def _is_sparse(data: Any) -> bool:
+    module = type(data).__module__
+    return module.startswith(("scipy.sparse", "sparse")) and hasattr(data, "shape")
+
+
+def _is_pandas(data: Any) -> bool:
+    return type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy")
+
+
+def _pandas_values(data: Any) -> np.ndarray:
+    """A DataFrame or Series as numpy; nullable numeric columns give float64 with NaN for NA.
+
+    Plain numpy-backed columns keep their dtype (a float32 frame stays float32).
+    """
+    dtypes = list(data.dtypes) if hasattr(data, "columns") else [data.dtype]
+    nullable = [d for d in dtypes if not isinstance(d, np.dtype)]
+    if nullable and all(getattr(d, "kind", "O") in "biuf" for d in nullable):
+        return np.asarray(data.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.asarray(data)
+
+
+def _masked_as_nan(values: np.ndarray) -> np.ndarray:
+    """Masked entries of a masked array as NaN (NaN is what dem reads as missing)."""
+    if not isinstance(values, np.ma.MaskedArray):
+        return values
+    dtype = values.dtype
+    if dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize < 4):
+        dtype = np.dtype(np.float64)
+    if dtype.kind != "f":  # not numeric: the dtype check refuses it by name
+        return np.asarray(values.data)
+    return np.ma.filled(values.astype(dtype), np.nan)
+
+
+def _unmasked_dask(array: da.Array) -> da.Array:
+    """A dask array of masked chunks (dask.array.ma) with NaN where values are masked."""
+    if not isinstance(getattr(array, "_meta", None), np.ma.MaskedArray):
+        return array
+    dtype = array.dtype if array.dtype.kind == "f" and array.dtype.itemsize >= 4 else np.float64
+    return array.map_blocks(_masked_as_nan, dtype=dtype, meta=np.empty((0,) * array.ndim, dtype))
 
 
 def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
@@ -312,6 +372,12 @@ def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
 
 
 def _validated(array: da.Array, name: str, ndim: int, axis_names: dict[int, str]) -> da.Array:
+    if any(math.isnan(size) for sizes in array.chunks for size in sizes):
+        raise ValueError(
+            f"{name} is a dask array whose chunk sizes are unknown (shape {array.shape}), "
+            "as after boolean indexing. Call X.compute_chunk_sizes() on it first (or "
+            "X.rechunk(...) with known sizes), then pass it."
+        )
     if array.ndim != ndim:
         if ndim == 2 and array.ndim == 1:
             hint = (
