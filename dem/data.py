@@ -156,9 +156,8 @@ def _object_rows(array: zarr.Array) -> tuple[int, ...]:
 
 
 def _object_grid(array: zarr.Array) -> tuple[int, ...]:
-    return tuple(
-        -(-size // step) for size, step in zip(array.shape, _object_rows(array), strict=True)
-    )
+    shape, step = array.shape, _object_rows(array)
+    return tuple(-(-size // max(rows, 1)) for size, rows in zip(shape, step, strict=True))
 
 
 async def _listing(store: Any, prefix: str) -> list[str]:

@@ -19,6 +19,7 @@ only one model can meet (censoring limits, sequence lengths) are its ``extra``.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -137,18 +138,18 @@ def write_store(root: Path, arrays: dict[str, np.ndarray], chunks: int) -> str:
     group = zarr.open_group(str(path), mode="w")
     for name, value in arrays.items():
         value_chunks = (chunks, *value.shape[1:]) if value.ndim else ()
-        group.create_array(name, data=value, chunks=value_chunks)
+        # every chunk written, even one equal to the fill value: a missing chunk is a case
+        group.create_array(
+            name, data=value, chunks=value_chunks, config={"write_empty_chunks": True}
+        )
     return str(path)
 
 
 def store_digest(root: Path) -> dict[str, str]:
-    """Every file under the user's store: name -> SHA-256 of its bytes."""
+    """Every file of the user's store (and its zip copy, if any): name -> SHA-256."""
     path = root / "user.zarr"
-    return {
-        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*"))
-        if p.is_file()
-    }
+    files = [p for p in sorted(path.rglob("*")) if p.is_file()] + sorted(root.glob("user.zip"))
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 Build = Callable[[Contract, Path], Input]
@@ -274,6 +275,92 @@ def _vector_chunked_otherwise(contract: Contract, tmp: Path) -> Input:
     return given
 
 
+def _unwritten_chunk(variable: str | None, fill_value: float = 0.0) -> Build:
+    """The store with the third chunk of ``variable`` (X, or the model's vector) never
+    written, as when a writer is killed halfway."""
+
+    def build(contract: Contract, tmp: Path) -> Input:
+        given = _stored(good_data())(contract, tmp)
+        name = variable or contract.vector
+        assert name is not None
+        if fill_value != 0.0:  # the same values under another fill value
+            values = np.asarray(zarr.open_array(str(Path(given.X, name)), mode="r")[...])
+            group = zarr.open_group(given.X, mode="r+")
+            del group[name]
+            group.create_array(
+                name,
+                data=values,
+                chunks=(contract.chunk, *values.shape[1:]),
+                fill_value=fill_value,
+                config={"write_empty_chunks": True},
+            )
+        chunk = Path(given.X, name, "c", "2")
+        if chunk.is_dir():
+            shutil.rmtree(chunk)
+        else:
+            chunk.unlink()
+        return given
+
+    return build
+
+
+def _marked(complete: bool) -> Build:
+    """The store as ``dem synth`` marks it: complete=false first, true when done."""
+
+    def build(contract: Contract, tmp: Path) -> Input:
+        given = _stored(good_data())(contract, tmp)
+        group = zarr.open_group(given.X, mode="r+")
+        group.attrs["dem_output"] = {"writer": "dem synth", "complete": complete}
+        return given
+
+    return build
+
+
+def _stale_consolidated(contract: Contract, tmp: Path) -> Input:
+    """Consolidated metadata written when X had half its rows, then X rewritten whole."""
+    given = _stored(good_data())(contract, tmp)
+    x = np.asarray(zarr.open_array(str(Path(given.X, "X")), mode="r")[...])
+    group = zarr.open_group(given.X, mode="r+")
+    del group["X"]
+    group.create_array("X", data=x[: len(x) // 2], chunks=(contract.chunk, *x.shape[1:]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zarr: consolidated is not in the spec
+        zarr.consolidate_metadata(given.X)
+    group = zarr.open_group(given.X, mode="r+", use_consolidated=False)
+    del group["X"]
+    group.create_array("X", data=x, chunks=(contract.chunk, *x.shape[1:]))
+    return given
+
+
+def _zipped(contract: Contract, tmp: Path) -> Input:
+    given = _stored(good_data())(contract, tmp)
+    archive = shutil.make_archive(str(tmp / "user"), "zip", given.X)
+    return replace(given, X=archive)
+
+
+def _masked(chunks: int | None) -> Build:
+    """X with -999 at the NaN case's entry, masked (a numpy, or chunked dask, masked array)."""
+
+    def build(contract: Contract, tmp: Path) -> Input:
+        x = contract.layout(good_data())
+        hidden = np.isnan(contract.layout(_with(good_data(), np.nan, (417, 0))))
+        masked = np.ma.masked_array(np.where(hidden, -999.0, x), mask=hidden)
+        vector = contract.vector_of(x) if contract.vector is not None else None
+        if chunks is None:
+            return Input(masked, vector)
+        return Input(da.ma.masked_array(da.from_array(masked, chunks=contract.chunk)), vector)
+
+    return build
+
+
+def _unknown_chunk_sizes(x: np.ndarray) -> da.Array:
+    every = da.from_array(np.ones(len(x), dtype=bool), chunks=CHUNK)
+    return da.from_array(x, chunks=CHUNK)[every]
+
+
+UNWRITTEN = r"in '.*user.zarr': 1 of 3 chunks were never written; chunk\(s\) 2 along the sam"
+NAN_ERROR = r"NaN or infinity (in|inside) \d+ (row|sequence)"
+
 CASES: dict[str, Case] = {
     "NaN": Case(
         _stored(_with(good_data(), np.nan, (417, 0))),
@@ -327,6 +414,32 @@ CASES: dict[str, Case] = {
     "checkpoint of other data": Case(
         _checkpoint_of_other_data,
         Outcome(dem.CheckpointMismatchError, r"fingerprint.*new checkpoint"),
+    ),
+    "unwritten chunk": Case(
+        _unwritten_chunk("X"), Outcome(ValueError, r"'X' " + UNWRITTEN + r".*rerun it")
+    ),
+    "unwritten chunk of the second input": Case(
+        _unwritten_chunk(None),
+        Outcome(ValueError, r"'(y|lengths)' " + UNWRITTEN),
+        needs_vector=True,
+    ),
+    "unwritten chunk, NaN fill value": Case(
+        _unwritten_chunk("X", np.nan), Outcome(ValueError, NAN_ERROR)
+    ),
+    "store left incomplete by dem synth": Case(
+        _marked(False), Outcome(ValueError, r"is incomplete.*Rerun the `dem synth` command")
+    ),
+    "store marked complete by dem synth": Case(_marked(True), FIT),
+    "stale consolidated metadata": Case(
+        _stale_consolidated,
+        Outcome(None, r"consolidated metadata.*stale for 'X'.*zarr.consolidate_metadata"),
+    ),
+    "zip store": Case(_zipped, FIT),
+    "masked values (numpy)": Case(_masked(None), Outcome(ValueError, NAN_ERROR)),
+    "masked values (dask)": Case(_masked(CHUNK), Outcome(ValueError, NAN_ERROR)),
+    "dask array of unknown chunk sizes": Case(
+        _in_memory(_unknown_chunk_sizes),
+        Outcome(ValueError, r"chunk sizes are unknown.*compute_chunk_sizes\(\)"),
     ),
     "second input of a different length": Case(
         _vector_shorter, Outcome(ValueError, r"has 593 samples but X has 600"), needs_vector=True
@@ -429,8 +542,46 @@ SYMBOL_EXTRA = {
 
 # --- the contracts -----------------------------------------------------------------------
 
+
+def _pandas(dtype: str, na_at: int | None = None) -> Build:
+    """X (rows) as a pandas DataFrame of ``dtype`` (×10, rounded), NA at row ``na_at``."""
+    import pandas as pd
+
+    def build(contract: Contract, tmp: Path) -> Input:
+        x = good_data()
+        frame = pd.DataFrame(np.round(x * 10)).astype(dtype)
+        if na_at is not None:
+            frame.iloc[na_at, 1] = pd.NA
+        vector = contract.vector_of(x) if contract.vector is not None else None
+        return Input(frame, vector)
+
+    return build
+
+
+def _sparse(contract: Contract, tmp: Path) -> Input:
+    import scipy.sparse
+
+    x = good_data()
+    vector = contract.vector_of(x) if contract.vector is not None else None
+    return Input(scipy.sparse.csr_matrix(x), vector)
+
+
+ROWS_EXTRA = {  # inputs that only come as rows × features
+    "nullable integers with NA": Case(
+        _pandas("Int64", na_at=33),
+        Outcome(ValueError, r"NaN or infinity in 1 row.*rows 33 and 33.*Remove or impute"),
+    ),
+    "numeric DataFrame": Case(_pandas("float32"), FIT),
+    "nullable floats without NA": Case(_pandas("Float64"), FIT),
+    "sparse matrix": Case(_sparse, Outcome(TypeError, r"sparse matrix \(csr_matrix\).*toarray")),
+}
+
 LINEAR_GAUSSIAN_OUTCOMES = {
     "NaN": FIT,  # NaN is a missing value: the likelihood of the observed entries is fitted
+    "unwritten chunk, NaN fill value": FIT,  # unwritten chunks read as missing values
+    "masked values (numpy)": FIT,
+    "masked values (dask)": FIT,
+    "nullable integers with NA": FIT,
     "infinity": Outcome(ValueError, r"infinity in 1 row.*rows 5 and 5.*Remove or impute"),
     "fewer samples than components": Outcome(ValueError, r"n_samples > n_components.*more data"),
 }
@@ -468,6 +619,7 @@ CONTRACTS: dict[str, Contract] = {
         make=lambda **o: dem.GaussianMixture(n_components=3, max_iter=3, random_state=0, **o),
         min_rows=3,
         fitted=("weights_", "means_", "covariances_", "precisions_cholesky_"),
+        extra=ROWS_EXTRA,
         outcomes={
             "fewer samples than components": Outcome(
                 ValueError, r"n_samples >= n_components.*more data"
@@ -479,12 +631,14 @@ CONTRACTS: dict[str, Contract] = {
         min_rows=3,
         fitted=("components_", "noise_variance_", "mean_"),
         outcomes=LINEAR_GAUSSIAN_OUTCOMES,
+        extra=ROWS_EXTRA,
     ),
     "factor_analysis": Contract(
         make=lambda **o: dem.FactorAnalysis(2, max_iter=3, random_state=0, **o),
         min_rows=3,
         fitted=("components_", "noise_variance_", "mean_"),
         outcomes=LINEAR_GAUSSIAN_OUTCOMES,
+        extra=ROWS_EXTRA,
     ),
     "censored_regression": Contract(
         make=lambda **o: dem.CensoredRegression(0.0, max_iter=3, random_state=0, **o),
@@ -503,7 +657,7 @@ CONTRACTS: dict[str, Contract] = {
                 ValueError, r"collinear: column 0, column 2 are linearly dependent.*Drop one"
             ),
         },
-        extra=TOBIT_EXTRA,
+        extra={**TOBIT_EXTRA, **ROWS_EXTRA},
     ),
     "gaussian_hmm": Contract(
         make=lambda **o: dem.GaussianHMM(3, max_iter=3, random_state=0, **o),
