@@ -12,10 +12,12 @@ import math
 import os
 import warnings
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -158,10 +160,6 @@ def _object_rows(array: zarr.Array) -> tuple[int, ...]:
 def _object_grid(array: zarr.Array) -> tuple[int, ...]:
     shape, step = array.shape, _object_rows(array)
     return tuple(-(-size // max(rows, 1)) for size, rows in zip(shape, step, strict=True))
-
-
-async def _listing(store: Any, prefix: str) -> list[str]:
-    return [key async for key in store.list_prefix(prefix)]
 
 
 def _refuse_unwritten(array: zarr.Array, source: str, name: str) -> None:
@@ -361,7 +359,8 @@ def _unmasked_dask(array: da.Array) -> da.Array:
     if not isinstance(getattr(array, "_meta", None), np.ma.MaskedArray):
         return array
     dtype = array.dtype if array.dtype.kind == "f" and array.dtype.itemsize >= 4 else np.float64
-    return array.map_blocks(_masked_as_nan, dtype=dtype, meta=np.empty((0,) * array.ndim, dtype))
+    meta = np.empty((0,) * array.ndim, dtype)
+    return da.map_blocks(_masked_as_nan, array, dtype=dtype, meta=meta)
 
 
 def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:
@@ -427,3 +426,84 @@ def sample_rows(array: da.Array, size: int, rng: np.random.Generator) -> np.ndar
         return np.asarray(array.compute())
     rows = np.sort(rng.choice(n_samples, size=size, replace=False))
     return np.asarray(array[rows].compute())
+
+
+EXTREME_RATIO = 1e8
+"""A finite value is extreme when its magnitude exceeds this many times the median
+magnitude of the nonzero values of its feature (estimated on a sample of rows).
+Beyond about 1e8 (the square root of 1/machine epsilon) a value's square swamps
+everything else in a sum of squares, and covariances lose all precision."""
+
+EXTREME_SAMPLE_ROWS = 10_000
+
+
+def raise_if_extreme(arrays: Mapping[str, da.Array], failure: BaseException) -> None:
+    """After a numerical failure of the fit: name the rows holding extreme values, if any.
+
+    Runs only once a fit has failed (one small sample and one pass), so data that fit
+    are never refused by it: heavy tails or large offsets only meet it when the fit
+    itself broke down. Raises ValueError from ``failure``; returns when no value of
+    any floating input exceeds :data:`EXTREME_RATIO` times its feature's typical
+    magnitude.
+    """
+    for name, array in arrays.items():
+        if array.dtype.kind != "f" or array.ndim == 0:
+            continue
+        bounds = _extreme_bounds(array)
+        if not np.isfinite(bounds).any():
+            continue
+        count, rows = _rows_beyond(array, bounds)
+        if count:
+            noun = "sequence" if array.ndim == 3 else "row"
+            shown = ", ".join(str(r) for r in rows)
+            more = f" and {count - len(rows)} more" if count > len(rows) else ""
+            raise ValueError(
+                f"{name} contains extreme values: {count} {noun}(s) hold a value more than "
+                f"{EXTREME_RATIO:.0e} times the typical magnitude of its feature, at {noun}(s) "
+                f"{shown}{more}. Values that far apart exceed float64's precision in the "
+                f"fit, which failed with: {failure} Remove or correct those {noun}s, or "
+                "rescale (for example log-transform) the feature."
+            ) from failure
+
+
+def _features(values: np.ndarray) -> np.ndarray:
+    """Values as (entries, features): the last axis is the feature axis (or one feature)."""
+    return values.reshape(-1, 1) if values.ndim == 1 else values.reshape(-1, values.shape[-1])
+
+
+def _extreme_bounds(array: da.Array) -> np.ndarray:
+    """Per feature, EXTREME_RATIO × the median nonzero magnitude on a sample (inf if none)."""
+    sample = _features(sample_rows(array, EXTREME_SAMPLE_ROWS, np.random.default_rng(0)))
+    magnitude = np.abs(sample.astype(np.float64))
+    usable = np.isfinite(magnitude) & (magnitude > 0)
+    bounds = np.full(magnitude.shape[1], np.inf)
+    for feature in range(magnitude.shape[1]):
+        values = magnitude[usable[:, feature], feature]
+        if values.size:
+            bounds[feature] = EXTREME_RATIO * float(np.median(values))
+    return bounds
+
+
+def _rows_beyond(array: da.Array, bounds: np.ndarray, shown: int = 5) -> tuple[int, list[int]]:
+    """How many rows hold a finite value beyond its feature's bound; the first ``shown``."""
+    offsets = np.concatenate([[0], np.cumsum(array.chunks[0])[:-1]]).astype(int)
+    blocks = array.to_delayed().reshape(len(array.chunks[0]), -1)[:, 0]
+    found = dask.compute(
+        *[
+            dask.delayed(_beyond)(block, bounds, int(offset), shown)
+            for block, offset in zip(blocks, offsets, strict=True)
+        ]
+    )
+    rows = [row for _, first in found for row in first][:shown]
+    return sum(count for count, _ in found), rows
+
+
+def _beyond(
+    block: np.ndarray, bounds: np.ndarray, offset: int, shown: int
+) -> tuple[int, list[int]]:
+    values = np.asarray(block, dtype=np.float64)
+    magnitude = np.abs(values.reshape(len(values), -1, bounds.size))
+    with np.errstate(invalid="ignore"):
+        extreme = (np.isfinite(magnitude) & (magnitude > bounds)).any(axis=(1, 2))
+    hits = np.flatnonzero(extreme)
+    return int(hits.size), [int(offset + r) for r in hits[:shown]]

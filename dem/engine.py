@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
 from dem.checkpoint import Checkpoint
+from dem.data import raise_if_extreme
 from dem.model import Block, EMModel, Params, Stats, remedy
 
 DEFAULT_SPLIT_EVERY = 8
@@ -542,6 +543,9 @@ def fit_runs(
                 run.request = run.step.send(evaluation)  # type: ignore[union-attr]
             except StopIteration as finished:
                 _record(run, finished.value, checkpoint, callback)
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
+                raise_if_extreme(arrays, failure)  # names rows of extreme values, if any
+                raise
         active = [run for run in active if not run.done(max_iter)]
     for run in runs:
         _warn_if_not_converged(run.model, run.result, max_iter)
@@ -605,6 +609,7 @@ def _raise_if_invalid(
         raise invalid from failure
     except Exception:
         _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
+    raise_if_extreme(arrays, failure)
 
 
 def _is_cluster_failure(failure: BaseException) -> bool:
