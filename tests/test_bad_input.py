@@ -415,6 +415,14 @@ CASES: dict[str, Case] = {
         _checkpoint_of_other_data,
         Outcome(dem.CheckpointMismatchError, r"fingerprint.*new checkpoint"),
     ),
+    "extreme value": Case(  # below the first pass's 1e150, far beyond the rest
+        _stored(_with(good_data(), 1e149, (417, 1))),
+        Outcome(
+            ValueError,
+            r"X contains extreme values: 1 (row|sequence)\(s\) hold a value more than 1e\+08 "
+            r"times.*at (row|sequence)\(s\) (417|41)\. .*Remove or correct",
+        ),
+    ),
     "unwritten chunk": Case(
         _unwritten_chunk("X"), Outcome(ValueError, r"'X' " + UNWRITTEN + r".*rerun it")
     ),
@@ -580,6 +588,7 @@ LINEAR_GAUSSIAN_OUTCOMES = {
     "NaN": FIT,  # NaN is a missing value: the likelihood of the observed entries is fitted
     "unwritten chunk, NaN fill value": FIT,  # unwritten chunks read as missing values
     "masked values (numpy)": FIT,
+    "extreme value": FIT,  # no covariance of all features to swamp
     "masked values (dask)": FIT,
     "nullable integers with NA": FIT,
     "infinity": Outcome(ValueError, r"infinity in 1 row.*rows 5 and 5.*Remove or impute"),
@@ -653,6 +662,7 @@ CONTRACTS: dict[str, Contract] = {
             "constant feature": Outcome(
                 ValueError, r"the intercept, column 0 are linearly dependent.*duplicates the int"
             ),
+            "extreme value": FIT,  # one huge regressor value: a tiny coefficient
             "duplicated feature": Outcome(
                 ValueError, r"collinear: column 0, column 2 are linearly dependent.*Drop one"
             ),
@@ -688,6 +698,7 @@ CONTRACTS: dict[str, Contract] = {
                 r"\(In the chunk of samples 0-19",
             ),
             "fewer samples than components": FIT,  # emissions need no minimum of symbols
+            "extreme value": FIT,  # read as symbol 2
         },
         extra={**HMM_EXTRA, **SYMBOL_EXTRA},
     ),
