@@ -74,13 +74,18 @@ def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Arra
 
     A directory store, a URL, or a ``.zip`` file (read through
     :class:`zarr.storage.ZipStore`). A store that ``dem synth`` or ``dem predict`` left
-    incomplete is refused; stale consolidated metadata is bypassed with a warning.
+    incomplete is refused. Consolidated metadata are not trusted: the array's own
+    metadata are read, with a warning when the consolidated copy is stale.
     """
     location = Path(path)
     if "://" not in str(path) and not location.exists():
         raise FileNotFoundError(f"Zarr store {str(path)!r} does not exist.")
+    store = _store_of(path)
     try:
-        group = zarr.open_group(_store_of(path), mode="r")
+        group = zarr.open_group(store, mode="r")
+        consolidated = group.metadata.consolidated_metadata
+        if consolidated is not None:
+            group = zarr.open_group(store, mode="r", use_consolidated=False)
     except Exception as exc:  # zarr raises several types for unreadable stores
         raise ValueError(f"{str(path)!r} is not a readable Zarr group: {exc}") from exc
     _refuse_incomplete_output(group, path)
@@ -90,7 +95,9 @@ def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Arra
     array = group[variable]
     if not isinstance(array, zarr.Array):
         raise ValueError(f"{variable!r} in {str(path)!r} is a group, not an array.")
-    return _current_metadata(group, array, path, variable)
+    if consolidated is not None:
+        _warn_if_stale(consolidated.metadata.get(variable), array, path, variable)
+    return array
 
 
 def _store_of(path: str | os.PathLike[str]) -> Any:
@@ -112,23 +119,21 @@ def _refuse_incomplete_output(group: zarr.Group, path: str | os.PathLike[str]) -
         )
 
 
-def _current_metadata(
-    group: zarr.Group, array: zarr.Array, path: str | os.PathLike[str], variable: str
-) -> zarr.Array:
-    """``array`` as its own metadata describe it, not the group's consolidated copy."""
-    if group.metadata.consolidated_metadata is None:
-        return array
-    actual = zarr.open_array(group.store, path=array.path, mode="r")
-    if actual.metadata != array.metadata:
-        warnings.warn(
-            f"The consolidated metadata of {os.fspath(path)!r} are stale for {variable!r} "
-            f"(they say shape {array.shape}, chunks {array.chunks}; the array has shape "
-            f"{actual.shape}, chunks {actual.chunks}); dem reads the array's own metadata. "
-            f"Run zarr.consolidate_metadata({os.fspath(path)!r}) to refresh them.",
-            UserWarning,
-            stacklevel=4,
-        )
-    return actual
+def _warn_if_stale(
+    recorded: Any, array: zarr.Array, path: str | os.PathLike[str], variable: str
+) -> None:
+    """Warn when the consolidated copy of ``array``'s metadata is not what it is."""
+    if recorded == array.metadata:
+        return
+    said = "nothing" if recorded is None else f"shape {recorded.shape}"
+    warnings.warn(
+        f"The consolidated metadata of {os.fspath(path)!r} are stale for {variable!r} "
+        f"(they say {said}; the array has shape {array.shape}, chunks {array.chunks}); dem "
+        f"reads the array's own metadata. Run zarr.consolidate_metadata({os.fspath(path)!r}) "
+        "to refresh them for other readers.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def unwritten_chunks(array: zarr.Array) -> list[tuple[int, ...]]:

@@ -179,3 +179,18 @@ def test_an_extreme_value_is_named_instead_of_a_collapsed_component():
     with pytest.raises(ValueError, match=r"extreme values: 1 row\(s\).*at row\(s\) 123\. ") as info:
         _mixture(x)
     assert "not positive definite" in str(info.value.__cause__)
+
+
+def test_a_variable_added_after_consolidation_is_found(tmp_path):
+    path = str(tmp_path / "c.zarr")
+    group = zarr.open_group(path, mode="w")
+    group.create_array("X", data=_data(), chunks=(200, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zarr: consolidated is not in the spec
+        zarr.consolidate_metadata(path)
+    zarr.open_group(path, mode="r+", use_consolidated=False).create_array(
+        "Z", data=np.arange(600.0), chunks=(200,)
+    )
+    with pytest.warns(UserWarning, match=r"stale for 'Z' \(they say nothing; .*shape \(600,\)"):
+        found = as_samples(path, variable="Z", ndim=1)
+    np.testing.assert_array_equal(found.array.compute(), np.arange(600.0))
