@@ -36,10 +36,10 @@ def _ppca(x: object) -> dict[str, np.ndarray]:
     return {name: model.__dict__[name] for name in ("components_", "noise_variance_", "mean_")}
 
 
-def _mixture(x: object, **fit: object) -> np.ndarray:
+def _mixture(x: object, variable: str | None = None) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dem.ConvergenceWarning)
-        model = dem.GaussianMixture(3, max_iter=5, random_state=0).fit(x, **fit)
+        model = dem.GaussianMixture(3, max_iter=5, random_state=0).fit(x, variable=variable)
     return np.concatenate([model.means_.ravel(), model.covariances_.ravel()])
 
 
