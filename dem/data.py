@@ -77,6 +77,11 @@ def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Arra
     incomplete is refused. Consolidated metadata are not trusted: the array's own
     metadata are read, with a warning when the consolidated copy is stale.
     """
+    return _open_variable(path, variable)[0]
+
+
+def _open_variable(path: str | os.PathLike[str], variable: str) -> tuple[zarr.Array, bool]:
+    """:func:`open_zarr_variable`, and whether dem wrote the store to its end."""
     location = Path(path)
     if "://" not in str(path) and not location.exists():
         raise FileNotFoundError(f"Zarr store {str(path)!r} does not exist.")
@@ -97,7 +102,7 @@ def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Arra
         raise ValueError(f"{variable!r} in {str(path)!r} is a group, not an array.")
     if consolidated is not None:
         _warn_if_stale(consolidated.metadata.get(variable), array, path, variable)
-    return array
+    return array, _finished_by_dem(group)
 
 
 def _store_of(path: str | os.PathLike[str]) -> Any:
@@ -117,6 +122,16 @@ def _refuse_incomplete_output(group: zarr.Group, path: str | os.PathLike[str]) -
             f"and did not finish (its dem_output marker says complete=false). Rerun the "
             f"`{writer}` command that wrote it before reading it."
         )
+
+
+def _finished_by_dem(group: zarr.Group) -> bool:
+    """Whether dem wrote this store to its end: its ``dem_output`` marker says complete
+    (or, in stores older than the marker, ``dem synth``'s truth attribute, written last).
+    Chunks such a store lacks are ones Zarr skipped as equal to the fill value."""
+    marker = group.attrs.get("dem_output")
+    if isinstance(marker, dict):
+        return marker.get("complete") is True
+    return "dem_synth" in group.attrs
 
 
 def _warn_if_stale(
@@ -258,9 +273,10 @@ def as_samples(
                 f"A Zarr store path was given ({str(data)!r}) without a variable name; "
                 "pass variable='X' (the name of the array in the store)."
             )
-        stored = open_zarr_variable(data, variable)
+        stored, finished = _open_variable(data, variable)
         source = f"{os.fspath(data)}::{variable}"
-        _refuse_unwritten(stored, os.fspath(data), variable)
+        if not finished:
+            _refuse_unwritten(stored, os.fspath(data), variable)
         name = variable
         array = da.from_zarr(stored)
         kind = "zarr"

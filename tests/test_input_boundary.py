@@ -194,3 +194,17 @@ def test_a_variable_added_after_consolidation_is_found(tmp_path):
     with pytest.warns(UserWarning, match=r"stale for 'Z' \(they say nothing; .*shape \(600,\)"):
         found = as_samples(path, variable="Z", ndim=1)
     np.testing.assert_array_equal(found.array.compute(), np.arange(600.0))
+
+
+def test_a_synthetic_store_with_a_variable_of_fill_values_fits(tmp_path):
+    """`dem synth tobit --left 0`: the left variable is all 0, Zarr's fill value, so no
+    chunk of it is stored; dem wrote the store to its end, so it is not refused."""
+    from dem.synth import write_store
+
+    path = tmp_path / "cens.zarr"
+    write_store(path, "tobit", n_samples=2000, n_features=3, seed=0, options={"left": 0.0})
+    assert unwritten_chunks(zarr.open_array(str(path / "left"), mode="r"))  # none stored
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        model = dem.CensoredRegression(max_iter=3).fit(str(path), "y", variable="X", left="left")
+    assert np.all(np.isfinite(model.coef_))
