@@ -344,7 +344,7 @@ def _dense(data: Any, name: str) -> np.ndarray:
 
 def _is_sparse(data: Any) -> bool:
     module = type(data).__module__
-    return module.startswith(("scipy.sparse", "sparse")) and hasattr(data, "shape")
+    return module.split(".")[0] == "sparse" or module.startswith("scipy.sparse")
 
 
 def _is_pandas(data: Any) -> bool:
