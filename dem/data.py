@@ -203,7 +203,7 @@ def _refuse_unwritten(array: zarr.Array, source: str, name: str) -> None:
 
 
 def _located(array: zarr.Array, missing: list[tuple[int, ...]]) -> str:
-    """'; chunk(s) 3, 4 along the samples, the first holding rows 600-799' (or '')."""
+    """'; chunk(s) 3, 4 along the samples, the first holding samples 600-799' (or '')."""
     if array.ndim == 0:
         return ""
     along = sorted({index[0] for index in missing})
@@ -212,7 +212,7 @@ def _located(array: zarr.Array, missing: list[tuple[int, ...]]) -> str:
     more = f" and {len(along) - 5} more" if len(along) > 5 else ""
     last_row = min((along[0] + 1) * step, array.shape[0]) - 1
     return (
-        f"; chunk(s) {first}{more} along the samples, the first holding rows "
+        f"; chunk(s) {first}{more} along the samples, the first holding samples "
         f"{along[0] * step}-{last_row}"
     )
 

@@ -84,7 +84,7 @@ def test_a_store_written_halfway_is_refused_with_its_chunks(tmp_path):
     store = _half_written(tmp_path / "data.zarr")
     message = (
         r"'X' in '.*data.zarr': 15 of 30 chunks were never written; chunk\(s\) 15, 16, 17, "
-        r"18, 19 and 10 more along the samples, the first holding rows 300-319. They would "
+        r"18, 19 and 10 more along the samples, the first holding samples 300-319. They would "
         r"read as the fill value 0.0"
     )
     for model in (dem.GaussianMixture(2), dem.PPCA(1), dem.GaussianHMM(2)):
