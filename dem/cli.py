@@ -52,10 +52,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from dem.checkpoint import CheckpointError, CheckpointMismatchError
-from dem.cluster import Connection, SchedulerError, connect, make_security
+from dem.cluster import DEFAULT_TIMEOUT, Connection, SchedulerError, connect, make_security
 from dem.models.hmm import COVARIANCE_TYPES
 from dem.models.mixture import INIT_METHODS
 from dem.models.ppca import INIT_METHODS as PPCA_INIT_METHODS
+from dem.outputs import ATTRIBUTE as OUTPUT_ATTRIBUTE
+from dem.outputs import (
+    UnsafeOutputError,
+    check_output,
+    mark_complete,
+    paths_overlap,
+    remove_output,
+)
+from dem.outputs import marker as output_marker
 from dem.synth import GENERATORS
 
 
@@ -503,6 +512,8 @@ def _errors(console: Console) -> Iterator[None]:
         raise
     except SchedulerError as exc:
         raise _fail(console, ExitCode.SCHEDULER, str(exc)) from exc
+    except UnsafeOutputError as exc:
+        raise _fail(console, ExitCode.USAGE, str(exc)) from exc
     except (CheckpointError, FileExistsError) as exc:
         raise _fail(console, ExitCode.CHECKPOINT, str(exc)) from exc
     except (FileNotFoundError, KeyError, TypeError, ValueError, FloatingPointError) as exc:
@@ -771,9 +782,11 @@ def _cluster_parameters() -> list[inspect.Parameter]:
             "connect_timeout",
             float,
             typer.Option(
-                30.0,
+                DEFAULT_TIMEOUT,
+                "--timeout",
                 "--connect-timeout",
-                help="Seconds to wait for the scheduler.",
+                help="Seconds to wait for the scheduler to answer (a port that does not speak "
+                "Dask fails after this long; one where nothing listens fails at once).",
                 rich_help_panel=panel,
             ),
         ),
@@ -789,6 +802,19 @@ def _cluster_parameters() -> list[inspect.Parameter]:
             ),
         ),
     ]
+
+
+def _overwrite_parameter() -> inspect.Parameter:
+    """``--overwrite`` of the commands that write an output store (see :mod:`dem.outputs`)."""
+    return _parameter(
+        "overwrite",
+        bool,
+        typer.Option(
+            False,
+            "--overwrite",
+            help="Replace OUT if it exists and is a store dem wrote (else: refused).",
+        ),
+    )
 
 
 def _connect(console: Console, values: dict[str, Any]) -> Connection:
@@ -1070,6 +1096,8 @@ def show(
     console = _console()
     with _errors(console):
         path = os.fspath(checkpoint)
+        if plot is not None:
+            _check_plot_target(plot, path)
         header = checkpoint_header(path)
         runs = load_runs(path)
         if run is not None and run not in runs:
@@ -1156,6 +1184,27 @@ def show(
         _plot_trace(console, path, plot)
 
 
+def _check_plot_target(target: Path, checkpoint: str) -> None:
+    """Refuse a ``--plot`` file that would be written into a checkpoint, over a folder, or
+    into a folder that does not exist."""
+    if paths_overlap(target, checkpoint):
+        raise UnsafeOutputError(
+            f"--plot {os.fspath(target)!r} lies inside the checkpoint {checkpoint!r}; dem never "
+            "writes there. Choose a file outside it."
+        )
+    if os.path.isdir(target):
+        raise UnsafeOutputError(
+            f"--plot {os.fspath(target)!r} is a folder; give the image file to write, e.g. "
+            f"{os.fspath(Path(target) / 'trace.png')!r}."
+        )
+    folder = Path(target).parent
+    if not folder.is_dir():
+        raise UnsafeOutputError(
+            f"--plot {os.fspath(target)!r}: the folder {os.fspath(folder)!r} does not exist. "
+            "Create it first, or choose a file in an existing folder."
+        )
+
+
 def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
     try:
         import matplotlib
@@ -1214,7 +1263,8 @@ def _predict_parameters() -> list[inspect.Parameter]:
             typer.Option(
                 ...,
                 "--out",
-                help="Zarr store to write (must not exist); the workers write it, so it must be "
+                help="Zarr store to write (must not exist, or be one dem wrote, with --overwrite); "
+                "never inside the input or the checkpoint. The workers write it, so it must be "
                 "reachable from them.",
                 show_default=False,
             ),
@@ -1230,9 +1280,7 @@ def _predict_parameters() -> list[inspect.Parameter]:
                 + ").",
             ),
         ),
-        _parameter(
-            "overwrite", bool, typer.Option(False, "--overwrite", help="Replace OUT if it exists.")
-        ),
+        _overwrite_parameter(),
         *_predict_input_parameters(),
         *_cluster_parameters(),
     ]
@@ -1292,19 +1340,11 @@ def predict(**values: Any) -> None:
                 f"{values['var']!r} in {store!r} has shape {data.shape}, but the model was fitted "
                 f"to {expected} features."
             )
-        if (
-            Path(out).resolve() == Path(store).resolve()
-            or Path(store).resolve() in Path(out).resolve().parents
-        ):
-            raise _fail(
-                console,
-                ExitCode.USAGE,
-                "--out must not be inside the input store; the input is never modified.",
-            )
-        if os.path.exists(out) and not values["overwrite"]:
-            raise FileExistsError(
-                f"{out!r} exists; pass --overwrite to replace it, or choose another --out."
-            )
+        check_output(
+            out,
+            protected={"the input store": store, "the checkpoint": values["checkpoint"]},
+            overwrite=values["overwrite"],
+        )
         import xarray as xr
 
         variables = {}  # lazy: nothing is computed before the cluster is connected
@@ -1325,16 +1365,18 @@ def predict(**values: Any) -> None:
         dataset = xr.Dataset(
             variables,
             attrs={
+                OUTPUT_ATTRIBUTE: output_marker("dem predict", complete=False),
                 "dem_predict": {
                     "checkpoint": _absolute(values["checkpoint"]),
                     "source": f"{store}::{values['var']}",
-                }
+                },
             },
         )
         started = time.perf_counter()
-        write = dataset.to_zarr(
-            out, mode="w" if values["overwrite"] else "w-", compute=False, consolidated=False
-        )
+        if os.path.lexists(out):
+            remove_output(out)  # check_output allowed it: a dem output store
+        # the metadata (marker included, complete=false) is written here, the chunks below
+        write = dataset.to_zarr(out, mode="w-", compute=False, consolidated=False)
         with Status(f"Writing {', '.join(wanted)} to {escape(out)}", console=console):
             try:
                 dask.compute(write)
@@ -1344,6 +1386,7 @@ def predict(**values: Any) -> None:
                     "with --overwrite."
                 )
                 raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        mark_complete(out)
         chunks = len(next(iter(variables.values())).data.chunks[0])
         console.print(
             f"Wrote {', '.join(f'{n} {variables[n].shape}' for n in wanted)} to {escape(out)} "
@@ -1411,6 +1454,7 @@ def _synth_parameters(key: str, spec: ModelCommand) -> list[inspect.Parameter]:
                 2, "--threads", help="Chunks generated at once (memory ≈ threads chunks)."
             ),
         ),
+        _overwrite_parameter(),
     ]
 
 
@@ -1453,6 +1497,9 @@ def _make_synth_command(key: str, spec: ModelCommand) -> None:
         console = _console()
         out = _absolute(values["out"])
         with _errors(console):
+            check_output(out, protected={}, overwrite=values["overwrite"], option="OUT")
+            if os.path.lexists(out):
+                remove_output(out)
             started = time.perf_counter()
             _write_synthetic(console, key, spec, out, values)
         import zarr
@@ -1559,7 +1606,7 @@ def demo(
                 "tls_cert": None,
                 "tls_key": None,
                 "insecure": False,
-                "connect_timeout": 30.0,
+                "connect_timeout": DEFAULT_TIMEOUT,
             },
         )
     cls = _import(spec.estimator)
