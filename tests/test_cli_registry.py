@@ -115,3 +115,35 @@ main()
         )
         assert done.returncode == 0, done.stderr
         assert all(flag in done.stdout for flag in flags), done.stdout
+
+
+def test_an_engine_option_new_to_a_model_reaches_its_estimator(
+    process_client, tmp_path: Path
+) -> None:
+    """`dem fit tobit --accelerate squarem` fits what the library fits with accelerate='squarem'."""
+    import numpy as np
+
+    import dem
+    from dem.restore import from_checkpoint
+    from dem.synth import write_store
+
+    data = tmp_path / "cens.zarr"
+    write_store(data, "tobit", n_samples=3000, n_features=2, chunk_rows=1000, seed=4)
+    checkpoint = tmp_path / "tobit.zarr"
+    arguments = ["fit", "tobit", os.fspath(data), "--x", "X", "--y", "y", "--left", "0"]
+    result = CliRunner().invoke(
+        app,
+        [*arguments, "--accelerate", "squarem", "--checkpoint", os.fspath(checkpoint),
+         "--scheduler", process_client.scheduler.address],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    restored = from_checkpoint(checkpoint)
+    fits = {
+        accelerate: dem.CensoredRegression(left=0.0, accelerate=accelerate, random_state=0).fit(
+            os.fspath(data), variable="X", y="y"
+        )
+        for accelerate in ("none", "squarem")
+    }
+    assert fits["none"].n_iter_ != fits["squarem"].n_iter_  # the option changes the fit's path
+    assert restored.n_iter_ == fits["squarem"].n_iter_
+    np.testing.assert_allclose(restored.coef_, fits["squarem"].coef_, rtol=1e-8)

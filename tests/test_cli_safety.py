@@ -304,3 +304,16 @@ def test_paths_overlap_follows_links(tmp_path: Path) -> None:
     link.symlink_to(real)
     assert paths_overlap(link, real) and paths_overlap(link / "inner", real)
     assert paths_overlap(real, link / "inner") and not paths_overlap(real / "inner", tmp_path / "x")
+
+
+@pytest.mark.parametrize("where", ["inside", "holding"])
+def test_fit_checkpoint_never_overlaps_the_input(
+    fitted: tuple[Path, Path], tmp_path: Path, where: str
+) -> None:
+    store, _ = fitted
+    checkpoint = store / "ck.zarr" if where == "inside" else store.parent
+    before = tree_digest(store.parent)
+    code, output, _ = run_dem("fit", "gmm", store, "--var", "X", "--checkpoint", checkpoint)
+    assert code == ExitCode.USAGE, output
+    assert "lies inside the input store" in " ".join(output.split())
+    assert tree_digest(store.parent) == before

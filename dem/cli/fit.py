@@ -42,6 +42,7 @@ from dem.cli.options import (
     estimator_defaults,
     fit_options,
 )
+from dem.outputs import UnsafeOutputError, is_remote, paths_overlap
 from dem.registry import REGISTRY, ModelEntry, Opt
 
 
@@ -113,6 +114,11 @@ def _run_fit(
     with _errors(console):
         options = {o.param: _option_value(o, values[o.param]) for o in opts}
         arguments = _input_values(store, spec.inputs, values)
+        if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
+            raise UnsafeOutputError(
+                f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
+                f"{store!r}; dem never writes there. Choose a --checkpoint outside it."
+            )
         if os.path.exists(checkpoint) and not values["resume"]:
             raise FileExistsError(
                 f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
