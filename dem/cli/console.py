@@ -39,34 +39,36 @@ class FitStopped(Exception):
     """Raised from the progress callback when the user asked the fit to stop."""
 
 
-def _console() -> Console:
+def make_console() -> Console:
+    """The console every command prints to (no syntax highlighting, long lines kept whole)."""
     return Console(highlight=False, soft_wrap=True)
 
 
-def _fail(console: Console, code: ExitCode, message: str) -> typer.Exit:
+def fail(console: Console, code: ExitCode, message: str) -> typer.Exit:
+    """Print ``message`` as an error and return the exit to raise with ``code``."""
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(int(code))
 
 
 @contextlib.contextmanager
-def _errors(console: Console) -> Iterator[None]:
+def user_errors(console: Console) -> Iterator[None]:
     """Turn the errors users can fix into messages and exit codes."""
     try:
         yield
     except (typer.Exit, FitStopped, KeyboardInterrupt):
         raise
     except SchedulerError as exc:
-        raise _fail(console, ExitCode.SCHEDULER, str(exc)) from exc
+        raise fail(console, ExitCode.SCHEDULER, str(exc)) from exc
     except UnsafeOutputError as exc:
-        raise _fail(console, ExitCode.USAGE, str(exc)) from exc
+        raise fail(console, ExitCode.USAGE, str(exc)) from exc
     except (CheckpointError, FileExistsError) as exc:
-        raise _fail(console, ExitCode.CHECKPOINT, str(exc)) from exc
+        raise fail(console, ExitCode.CHECKPOINT, str(exc)) from exc
     except (FileNotFoundError, KeyError, TypeError, ValueError, FloatingPointError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise _fail(console, ExitCode.DATA, str(message)) from exc
+        raise fail(console, ExitCode.DATA, str(message)) from exc
 
 
-def _scheduler_lost(exc: BaseException) -> bool:
+def scheduler_lost(exc: BaseException) -> bool:
     """Whether ``exc`` says the client lost its scheduler (not a data or disk error)."""
     from distributed.comm.core import CommClosedError
 
@@ -170,7 +172,8 @@ class Reporter:
             raise FitStopped
 
 
-def _print_warnings(console: Console, caught: list[warnings.WarningMessage]) -> None:
+def print_warnings(console: Console, caught: list[warnings.WarningMessage]) -> None:
+    """Print each distinct caught warning once, as ``warning: Category: message``."""
     seen = set()
     for w in caught:
         text = f"{w.category.__name__}: {w.message}"

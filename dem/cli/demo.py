@@ -23,15 +23,15 @@ from dem.cli.console import (
     FitStopped,
     Interrupts,
     Reporter,
-    _console,
-    _errors,
-    _fail,
-    _print_warnings,
+    fail,
+    make_console,
+    print_warnings,
+    user_errors,
 )
 from dem.cli.options import (
-    _connect,
+    connect_cluster,
 )
-from dem.cli.synth import _write_synthetic
+from dem.cli.synth import write_synthetic
 from dem.cluster import DEFAULT_TIMEOUT
 from dem.registry import REGISTRY
 
@@ -60,16 +60,16 @@ def demo(
     """Generate a Zarr store, fit a Gaussian mixture on a local Dask cluster, and report."""
     from scipy.optimize import linear_sum_assignment
 
-    console = _console()
+    console = make_console()
     if min(samples, features, components, workers, chunk_rows, max_iter) < 1:
-        raise _fail(
+        raise fail(
             console,
             ExitCode.USAGE,
             "--samples, --features, --components, --workers, --chunk-rows "
             "and --max-iter must be at least 1.",
         )
     if samples < components:
-        raise _fail(console, ExitCode.USAGE, "--samples must be at least --components.")
+        raise fail(console, ExitCode.USAGE, "--samples must be at least --components.")
     root = Path(tempfile.mkdtemp(prefix="dem-demo-")) if directory is None else directory
     root.mkdir(parents=True, exist_ok=True)
     store, checkpoint = os.fspath(root / "data.zarr"), os.fspath(root / "fit.zarr")
@@ -79,9 +79,9 @@ def demo(
         soft_wrap=True,
     )
     spec = REGISTRY["gmm"]
-    with _errors(console):
+    with user_errors(console):
         started = time.perf_counter()
-        truth = _write_synthetic(
+        truth = write_synthetic(
             console,
             "gmm",
             spec,
@@ -103,7 +103,7 @@ def demo(
             f"in {time.perf_counter() - started:.1f} s.",
             soft_wrap=True,
         )
-        connection = _connect(
+        connection = connect_cluster(
             console,
             {
                 "scheduler": None,
@@ -117,7 +117,7 @@ def demo(
             },
         )
     cls = spec.estimator_class()
-    with connection, Interrupts(console) as interrupts, _errors(console):
+    with connection, Interrupts(console) as interrupts, user_errors(console):
         reporter = Reporter(console, max_iter, 1, interrupts)
         estimator = cls(
             components,
@@ -137,7 +137,7 @@ def demo(
                 f"[yellow]Interrupted.[/] Checkpoint so far: {escape(checkpoint)}", soft_wrap=True
             )
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
-        _print_warnings(console, caught)
+        print_warnings(console, caught)
         elapsed = time.perf_counter() - started
 
     trace = estimator.lower_bounds_

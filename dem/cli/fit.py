@@ -23,24 +23,24 @@ from dem.cli.console import (
     FitStopped,
     Interrupts,
     Reporter,
-    _console,
-    _errors,
-    _print_warnings,
-    _scheduler_lost,
+    make_console,
+    print_warnings,
+    scheduler_lost,
+    user_errors,
 )
 from dem.cli.options import (
-    _absolute,
-    _cluster_parameters,
-    _command_line,
-    _connect,
-    _input_parameter,
-    _input_values,
-    _option_parameter,
-    _option_value,
-    _parameter,
-    _with_signature,
+    absolute_location,
+    cluster_parameters,
+    command_line,
+    connect_cluster,
     estimator_defaults,
     fit_options,
+    input_parameter,
+    input_values,
+    keyword_parameter,
+    option_parameter,
+    option_value,
+    with_signature,
 )
 from dem.outputs import UnsafeOutputError, is_remote, paths_overlap
 from dem.registry import REGISTRY, ModelEntry, Opt
@@ -50,16 +50,16 @@ def _fit_parameters(
     key: str, spec: ModelEntry, options: tuple[Opt, ...], defaults: dict[str, Any]
 ) -> list[inspect.Parameter]:
     parameters = [
-        _parameter(
+        keyword_parameter(
             "store",
             Path,
             typer.Argument(..., help="Zarr store holding the data.", show_default=False),
         ),
     ]
-    parameters += [_input_parameter(i) for i in spec.inputs]
-    parameters += [_option_parameter(o, defaults, key) for o in options]
+    parameters += [input_parameter(i) for i in spec.inputs]
+    parameters += [option_parameter(o, defaults, key) for o in options]
     parameters += [
-        _parameter(
+        keyword_parameter(
             "checkpoint",
             Path | None,
             typer.Option(
@@ -69,7 +69,7 @@ def _fit_parameters(
                 f"dem-{key}-<date>.zarr here).",
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "resume",
             bool,
             typer.Option(
@@ -80,7 +80,7 @@ def _fit_parameters(
             ),
         ),
     ]
-    return parameters + _cluster_parameters()
+    return parameters + cluster_parameters()
 
 
 def _make_fit_command(key: str, spec: ModelEntry) -> None:
@@ -91,7 +91,7 @@ def _make_fit_command(key: str, spec: ModelEntry) -> None:
     def command(**values: Any) -> None:
         _run_fit(key, spec, cls, options, parameters, values)
 
-    fit_app.command(name=key, help=spec.help)(_with_signature(command, parameters, spec.help))
+    fit_app.command(name=key, help=spec.help)(with_signature(command, parameters, spec.help))
 
 
 def _run_fit(
@@ -102,18 +102,18 @@ def _run_fit(
     parameters: list[inspect.Parameter],
     values: dict[str, Any],
 ) -> None:
-    console = _console()
-    store = _absolute(values["store"])
+    console = make_console()
+    store = absolute_location(values["store"])
     if values["checkpoint"] is None:
         values["checkpoint"] = Path(f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr")
-    checkpoint = _absolute(values["checkpoint"])
+    checkpoint = absolute_location(values["checkpoint"])
     values["store"], values["checkpoint"] = Path(store), Path(checkpoint)
     resume_values = {**values, "resume": True}
-    resume_command = _command_line(["fit", key], parameters, resume_values)
+    resume_command = command_line(["fit", key], parameters, resume_values)
 
-    with _errors(console):
-        options = {o.param: _option_value(o, values[o.param]) for o in opts}
-        arguments = _input_values(store, spec.inputs, values)
+    with user_errors(console):
+        options = {o.param: option_value(o, values[o.param]) for o in opts}
+        arguments = input_values(store, spec.inputs, values)
         if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
             raise UnsafeOutputError(
                 f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
@@ -129,14 +129,14 @@ def _run_fit(
             from dem.restore import checkpoint_header
 
             latest = checkpoint_header(checkpoint).get("latest") or {}
-        connection = _connect(console, values)
+        connection = connect_cluster(console, values)
         if latest is not None:
             console.print(
                 f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, iteration "
                 f"{latest.get('iteration', 0)}.",
                 soft_wrap=True,
             )
-    with connection, Interrupts(console) as interrupts, _errors(console):
+    with connection, Interrupts(console) as interrupts, user_errors(console):
         reporter = Reporter(
             console, options["max_iter"], int(options.get("n_init", 1) or 1), interrupts
         )
@@ -156,7 +156,7 @@ def _run_fit(
             console.print(escape(resume_command), soft_wrap=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
         except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
-            if not _scheduler_lost(exc):
+            if not scheduler_lost(exc):
                 raise
             console.print(
                 f"[red]Lost the scheduler[/] ({escape(str(exc).strip() or type(exc).__name__)}). "
@@ -165,7 +165,7 @@ def _run_fit(
             console.print("Once a scheduler runs again (pass its address or file), resume with:")
             console.print(escape(resume_command), soft_wrap=True)
             raise typer.Exit(int(ExitCode.SCHEDULER)) from exc
-        _print_warnings(console, caught)
+        print_warnings(console, caught)
         elapsed = time.perf_counter() - started
         seconds = reporter.seconds
         console.print(
@@ -184,7 +184,7 @@ def _run_fit(
         if not estimator.converged_:
             more = {**resume_values, "max_iter": 2 * values["max_iter"]}
             console.print("Continue it with more iterations:", soft_wrap=True)
-            console.print(escape(_command_line(["fit", key], parameters, more)), soft_wrap=True)
+            console.print(escape(command_line(["fit", key], parameters, more)), soft_wrap=True)
         console.print(
             f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}", soft_wrap=True
         )

@@ -19,19 +19,21 @@ from rich.console import Console
 from rich.markup import escape
 
 from dem.cli.console import (
-    _print_warnings,
+    print_warnings,
 )
 from dem.cluster import DEFAULT_TIMEOUT, Connection, connect, make_security
 from dem.registry import Input, ModelEntry, Opt, choices
 
 
-def _choice_enum(name: str, choices: tuple[str, ...]) -> type[enum.Enum]:
+def choice_enum(name: str, choices: tuple[str, ...]) -> type[enum.Enum]:
+    """An enum of string ``choices`` (typer shows and checks them)."""
     return enum.Enum(name, {c: c for c in choices}, type=str)  # type: ignore[return-value]
 
 
-def _option_parameter(
+def option_parameter(
     opt: Opt, estimator_defaults: dict[str, Any], prefix: str
 ) -> inspect.Parameter:
+    """The typer option of ``opt``; its default is the estimator's unless ``opt`` sets one."""
     default = opt.default
     if default is inspect.Parameter.empty:
         default = estimator_defaults.get(opt.param)
@@ -41,7 +43,7 @@ def _option_parameter(
         flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
         annotation = bool
     elif opt.kind == "choice":
-        choice = _choice_enum(f"{prefix}_{opt.param}", choices(opt))
+        choice = choice_enum(f"{prefix}_{opt.param}", choices(opt))
         annotation = choice if default is not None else choice | None
         default = choice(default) if default is not None else None
     elif opt.kind == "array":
@@ -60,7 +62,7 @@ def _option_parameter(
     )
 
 
-def _number(text: str) -> float | None:
+def parse_number(text: str) -> float | None:
     """``text`` as a number (``inf`` and ``-inf`` included), or None when it is not one."""
     try:
         return float(text)
@@ -68,11 +70,12 @@ def _number(text: str) -> float | None:
         return None
 
 
-def _option_value(opt: Opt, value: Any) -> Any:
+def option_value(opt: Opt, value: Any) -> Any:
+    """The estimator argument for the parsed ``value`` of ``opt`` (arrays loaded, converted)."""
     if isinstance(value, enum.Enum):
         value = value.value
-    if opt.kind == "number_or_array" and _number(value) is not None:
-        value = _number(value)
+    if opt.kind == "number_or_array" and parse_number(value) is not None:
+        value = parse_number(value)
     elif opt.kind in ("array", "number_or_array") and value is not None:
         try:
             value = np.load(value, allow_pickle=False)
@@ -85,9 +88,10 @@ def _option_value(opt: Opt, value: Any) -> Any:
     return value
 
 
-def _with_signature(
+def with_signature(
     function: Callable[..., Any], parameters: list[inspect.Parameter], doc: str
 ) -> Callable[..., Any]:
+    """Give ``function`` the ``parameters`` typer reads as its options and arguments."""
     function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     function.__annotations__ = {p.name: p.annotation for p in parameters}
     function.__doc__ = doc
@@ -95,6 +99,7 @@ def _with_signature(
 
 
 def estimator_defaults(cls: type) -> dict[str, Any]:
+    """Parameter name → default of the estimator class ``cls``."""
     return {
         name: p.default
         for name, p in inspect.signature(cls).parameters.items()
@@ -102,16 +107,18 @@ def estimator_defaults(cls: type) -> dict[str, Any]:
     }
 
 
-def _parameter(name: str, annotation: Any, info: Any) -> inspect.Parameter:
+def keyword_parameter(name: str, annotation: Any, info: Any) -> inspect.Parameter:
+    """A keyword-only parameter carrying a typer ``Option`` or ``Argument``."""
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=info
     )
 
 
-def _cluster_parameters() -> list[inspect.Parameter]:
+def cluster_parameters() -> list[inspect.Parameter]:
+    """The options that say where the work runs (scheduler, TLS, timeout)."""
     panel = "Cluster"
     return [
-        _parameter(
+        keyword_parameter(
             "scheduler",
             str | None,
             typer.Option(
@@ -121,7 +128,7 @@ def _cluster_parameters() -> list[inspect.Parameter]:
                 rich_help_panel=panel,
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "scheduler_file",
             Path | None,
             typer.Option(
@@ -131,7 +138,7 @@ def _cluster_parameters() -> list[inspect.Parameter]:
                 rich_help_panel=panel,
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "local_workers",
             int | None,
             typer.Option(
@@ -142,7 +149,7 @@ def _cluster_parameters() -> list[inspect.Parameter]:
                 rich_help_panel=panel,
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "tls_ca_file",
             Path | None,
             typer.Option(
@@ -152,21 +159,21 @@ def _cluster_parameters() -> list[inspect.Parameter]:
                 rich_help_panel=panel,
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "tls_cert",
             Path | None,
             typer.Option(
                 None, "--tls-cert", help="This client's certificate (PEM).", rich_help_panel=panel
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "tls_key",
             Path | None,
             typer.Option(
                 None, "--tls-key", help="This client's private key (PEM).", rich_help_panel=panel
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "connect_timeout",
             float,
             typer.Option(
@@ -178,7 +185,7 @@ def _cluster_parameters() -> list[inspect.Parameter]:
                 rich_help_panel=panel,
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "insecure",
             bool,
             typer.Option(
@@ -192,9 +199,9 @@ def _cluster_parameters() -> list[inspect.Parameter]:
     ]
 
 
-def _overwrite_parameter() -> inspect.Parameter:
+def overwrite_parameter() -> inspect.Parameter:
     """``--overwrite`` of the commands that write an output store (see :mod:`dem.outputs`)."""
-    return _parameter(
+    return keyword_parameter(
         "overwrite",
         bool,
         typer.Option(
@@ -205,7 +212,8 @@ def _overwrite_parameter() -> inspect.Parameter:
     )
 
 
-def _connect(console: Console, values: dict[str, Any]) -> Connection:
+def connect_cluster(console: Console, values: dict[str, Any]) -> Connection:
+    """Connect as the cluster options in ``values`` say, and print where the work runs."""
     security = make_security(
         *(
             None if values[k] is None else os.fspath(values[k])
@@ -223,11 +231,11 @@ def _connect(console: Console, values: dict[str, Any]) -> Connection:
             timeout=values["connect_timeout"],
         )
     console.print(escape(connection.describe()), soft_wrap=True)
-    _print_warnings(console, caught)
+    print_warnings(console, caught)
     return connection
 
 
-def _command_line(
+def command_line(
     words: list[str], parameters: list[inspect.Parameter], values: dict[str, Any]
 ) -> str:
     """The ``dem`` command that repeats a call: every option that differs from its default."""
@@ -261,7 +269,8 @@ def _command_line(
     return shlex.join(["dem", *words])
 
 
-def _absolute(location: str | os.PathLike[str]) -> str:
+def absolute_location(location: str | os.PathLike[str]) -> str:
+    """``location`` made absolute, unless it is a URL."""
     location = os.fspath(location)
     return location if "://" in location else os.path.abspath(location)
 
@@ -380,8 +389,9 @@ def fit_options(entry: ModelEntry, cls: type) -> tuple[Opt, ...]:
     return tuple(found)
 
 
-def _input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
-    return _parameter(
+def input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
+    """The ``--option`` of a data input (a variable name, or a number for limits)."""
+    return keyword_parameter(
         data.option,
         str if data.required else str | None,
         typer.Option(
@@ -393,7 +403,7 @@ def _input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
     )
 
 
-def _input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) -> dict[str, Any]:
+def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) -> dict[str, Any]:
     """Estimator keyword → value of each input given, after checking its variable exists."""
     from dem.data import open_zarr_variable
 
@@ -402,7 +412,7 @@ def _input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any])
         text = values[data.option]
         if text is None:
             continue
-        number = _number(text) if data.kind == "limit" else None
+        number = parse_number(text) if data.kind == "limit" else None
         if number is None:
             open_zarr_variable(store, text)
         arguments[data.argument] = text if number is None else number

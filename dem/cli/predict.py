@@ -17,20 +17,20 @@ from dem.checkpoint import CheckpointMismatchError
 from dem.cli.apps import app
 from dem.cli.console import (
     ExitCode,
-    _console,
-    _errors,
-    _fail,
-    _print_warnings,
+    fail,
+    make_console,
+    print_warnings,
+    user_errors,
 )
 from dem.cli.options import (
-    _absolute,
-    _cluster_parameters,
-    _connect,
-    _input_parameter,
-    _input_values,
-    _overwrite_parameter,
-    _parameter,
-    _with_signature,
+    absolute_location,
+    cluster_parameters,
+    connect_cluster,
+    input_parameter,
+    input_values,
+    keyword_parameter,
+    overwrite_parameter,
+    with_signature,
 )
 from dem.outputs import ATTRIBUTE as OUTPUT_ATTRIBUTE
 from dem.outputs import (
@@ -55,24 +55,24 @@ def _spec_for(estimator: Any) -> tuple[str, ModelEntry]:
 
 def _predict_parameters() -> list[inspect.Parameter]:
     return [
-        _parameter(
+        keyword_parameter(
             "checkpoint",
             Path,
             typer.Argument(..., help="Checkpoint store written by `dem fit`.", show_default=False),
         ),
-        _parameter(
+        keyword_parameter(
             "store",
             Path,
             typer.Argument(..., help="Zarr store holding the data.", show_default=False),
         ),
-        _parameter(
+        keyword_parameter(
             "var",
             str,
             typer.Option(
                 ..., "--var", help="Name of the data variable in the store.", show_default=False
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "out",
             Path,
             typer.Option(
@@ -84,7 +84,7 @@ def _predict_parameters() -> list[inspect.Parameter]:
                 show_default=False,
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "output",
             list[str] | None,
             typer.Option(
@@ -95,9 +95,9 @@ def _predict_parameters() -> list[inspect.Parameter]:
                 + ").",
             ),
         ),
-        _overwrite_parameter(),
+        overwrite_parameter(),
         *_predict_input_parameters(),
-        *_cluster_parameters(),
+        *cluster_parameters(),
     ]
 
 
@@ -112,27 +112,28 @@ def _predict_inputs() -> dict[str, tuple[Input, list[str]]]:
 
 def _predict_input_parameters() -> list[inspect.Parameter]:
     return [
-        _input_parameter(data, f" [{', '.join(models)} only]")
+        input_parameter(data, f" [{', '.join(models)} only]")
         for data, models in _predict_inputs().values()
     ]
 
 
 def predict(**values: Any) -> None:
+    """Write the chosen per-sample outputs of the checkpoint's model to a new Zarr store."""
     from dem.data import open_zarr_variable
     from dem.restore import from_checkpoint
 
-    console = _console()
-    store, out = _absolute(values["store"]), _absolute(values["out"])
-    with _errors(console):
+    console = make_console()
+    store, out = absolute_location(values["store"]), absolute_location(values["out"])
+    with user_errors(console):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             estimator = from_checkpoint(values["checkpoint"])
-        _print_warnings(console, caught)
+        print_warnings(console, caught)
         key, spec = _spec_for(estimator)
         wanted = values["output"] or list(spec.outputs)
         unknown = sorted(set(wanted) - set(spec.outputs))
         if unknown:
-            raise _fail(
+            raise fail(
                 console,
                 ExitCode.USAGE,
                 f"Unknown output(s) {unknown}; this model writes {list(spec.outputs)}.",
@@ -140,11 +141,11 @@ def predict(**values: Any) -> None:
         accepted = {data.option for data in spec.predict_inputs}
         for option in _predict_inputs():
             if values[option] is not None and option not in accepted:
-                raise _fail(
+                raise fail(
                     console, ExitCode.USAGE, f"--{option} does not apply to {key} checkpoints."
                 )
         data = open_zarr_variable(store, values["var"])
-        arguments = _input_values(store, spec.predict_inputs, values)
+        arguments = input_values(store, spec.predict_inputs, values)
         axis, expected = spec.feature_axis, getattr(estimator, "n_features_in_", None)
         if (
             axis is not None
@@ -172,8 +173,8 @@ def predict(**values: Any) -> None:
             }
             result = getattr(estimator, output.method)(store, variable=values["var"], **given)
             variables[name] = xr.Variable(output.dims, result)
-        connection = _connect(console, values)
-    with connection, _errors(console):
+        connection = connect_cluster(console, values)
+    with connection, user_errors(console):
         import dask
         from rich.status import Status
 
@@ -182,7 +183,7 @@ def predict(**values: Any) -> None:
             attrs={
                 OUTPUT_ATTRIBUTE: output_marker("dem predict", complete=False),
                 "dem_predict": {
-                    "checkpoint": _absolute(values["checkpoint"]),
+                    "checkpoint": absolute_location(values["checkpoint"]),
                     "source": f"{store}::{values['var']}",
                 },
             },
@@ -215,7 +216,7 @@ app.command(
     help="Per-sample outputs of a fitted model (labels, probabilities, ...) "
     "written chunk by chunk to Zarr on the cluster.",
 )(
-    _with_signature(
+    with_signature(
         predict, _predict_parameters(), "Per-sample outputs of a fitted model, written to Zarr."
     )
 )

@@ -17,9 +17,9 @@ from rich.table import Table
 from dem.cli.apps import app
 from dem.cli.console import (
     ExitCode,
-    _console,
-    _errors,
-    _fail,
+    fail,
+    make_console,
+    user_errors,
 )
 from dem.outputs import (
     UnsafeOutputError,
@@ -52,15 +52,15 @@ def show(
 
     from dem.restore import best_run, checkpoint_header, final_loglik, load_runs
 
-    console = _console()
-    with _errors(console):
+    console = make_console()
+    with user_errors(console):
         path = os.fspath(checkpoint)
         if plot is not None:
             _check_plot_target(plot, path)
         header = checkpoint_header(path)
         runs = load_runs(path)
         if run is not None and run not in runs:
-            raise _fail(
+            raise fail(
                 console,
                 ExitCode.USAGE,
                 f"Run {run} is not in the checkpoint; it has runs {sorted(runs)}.",
@@ -171,7 +171,7 @@ def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise _fail(
+        raise fail(
             console, ExitCode.USAGE, "--plot needs matplotlib: pip install 'dem[plot]'."
         ) from exc
     from dem.plot import loglik_trace

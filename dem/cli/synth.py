@@ -17,17 +17,17 @@ from rich.markup import escape
 
 from dem.cli.apps import synth_app
 from dem.cli.console import (
-    _console,
-    _errors,
+    make_console,
+    user_errors,
 )
 from dem.cli.options import (
-    _absolute,
-    _choice_enum,
-    _option_parameter,
-    _option_value,
-    _overwrite_parameter,
-    _parameter,
-    _with_signature,
+    absolute_location,
+    choice_enum,
+    keyword_parameter,
+    option_parameter,
+    option_value,
+    overwrite_parameter,
+    with_signature,
 )
 from dem.outputs import (
     check_output,
@@ -41,28 +41,28 @@ from dem.synth import GENERATORS
 
 def _synth_parameters(key: str, spec: ModelEntry) -> list[inspect.Parameter]:
     return [
-        _parameter(
+        keyword_parameter(
             "out", Path, typer.Argument(..., help="Zarr store to create.", show_default=False)
         ),
-        _parameter(
+        keyword_parameter(
             "samples",
             int,
             typer.Option(
                 1_000_000, "--samples", "-n", help="Number of samples (sequences for HMMs)."
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "features",
             int,
             typer.Option(
                 16, "--features", "-d", help="Number of features (symbols for categorical-hmm)."
             ),
         ),
-        *[_option_parameter(o, {}, f"synth_{key}") for o in spec.synth_options],
-        _parameter(
+        *[option_parameter(o, {}, f"synth_{key}") for o in spec.synth_options],
+        keyword_parameter(
             "seed", int, typer.Option(0, "--seed", help="Seed of the ground truth and the samples.")
         ),
-        _parameter(
+        keyword_parameter(
             "chunk_rows",
             int | None,
             typer.Option(
@@ -72,30 +72,31 @@ def _synth_parameters(key: str, spec: ModelEntry) -> list[inspect.Parameter]:
                 "time steps of sequences).",
             ),
         ),
-        _parameter(
+        keyword_parameter(
             "dtype",
-            _choice_enum("synth_dtype", ("float64", "float32")),
+            choice_enum("synth_dtype", ("float64", "float32")),
             typer.Option("float64", "--dtype", help="Data type of the feature matrix."),
         ),
-        _parameter(
+        keyword_parameter(
             "threads",
             int,
             typer.Option(
                 2, "--threads", help="Chunks generated at once (memory ≈ threads chunks)."
             ),
         ),
-        _overwrite_parameter(),
+        overwrite_parameter(),
     ]
 
 
-def _write_synthetic(
+def write_synthetic(
     console: Console, key: str, spec: ModelEntry, out: str, values: dict[str, Any]
 ) -> dict[str, np.ndarray]:
+    """Write a synthetic store for ``key`` with a progress bar; return its ground truth."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from dem.synth import write_store
 
-    options = {o.param: _option_value(o, values[o.param]) for o in spec.synth_options}
+    options = {o.param: option_value(o, values[o.param]) for o in spec.synth_options}
     with Progress(
         TextColumn("writing {task.fields[name]}"),
         BarColumn(),
@@ -124,14 +125,14 @@ def _make_synth_command(key: str, spec: ModelEntry) -> None:
     parameters = _synth_parameters(key, spec)
 
     def command(**values: Any) -> None:
-        console = _console()
-        out = _absolute(values["out"])
-        with _errors(console):
+        console = make_console()
+        out = absolute_location(values["out"])
+        with user_errors(console):
             check_output(out, protected={}, overwrite=values["overwrite"], option="OUT")
             if os.path.lexists(out):
                 remove_output(out)
             started = time.perf_counter()
-            _write_synthetic(console, key, spec, out, values)
+            write_synthetic(console, key, spec, out, values)
         import zarr
 
         group = zarr.open_group(out, mode="r")
@@ -149,7 +150,7 @@ def _make_synth_command(key: str, spec: ModelEntry) -> None:
 
     variables = ", ".join(GENERATORS[spec.synth or key].dims)
     text = f"Synthetic data for `dem fit {key}`: variables {variables}; ground truth in attributes."
-    synth_app.command(name=key, help=text)(_with_signature(command, parameters, text))
+    synth_app.command(name=key, help=text)(with_signature(command, parameters, text))
 
 
 for _entry in REGISTRY.values():
