@@ -17,18 +17,26 @@ and then a warning says what that exposes.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import logging
 import os
 import signal
+import socket
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import dask
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+WEB_SCHEMES = frozenset({"http", "https"})
+#: Seconds to wait for a scheduler to answer, unless told otherwise.
+DEFAULT_TIMEOUT = 10.0
+#: At most this many seconds to learn that nothing listens at the scheduler's port.
+REFUSED_TIMEOUT = 5.0
 
 
 class SchedulerError(RuntimeError):
@@ -146,14 +154,29 @@ def check_address(address: str, security: Any, *, insecure: bool = False) -> str
         is not loopback without ``insecure``.
     """
     from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
 
+    malformed = (
+        f"{address!r} is not a scheduler address ({{}}); give one like tls://host:8786 or "
+        "tcp://127.0.0.1:8786."
+    )
     try:
         scheme, location = parse_address(address)
     except ValueError as exc:
-        raise SchedulerError(f"{address!r} is not a scheduler address: {exc}") from exc
+        raise SchedulerError(malformed.format(exc)) from exc
+    if scheme not in backends:
+        web = " (that is a web address, e.g. the dashboard's)" if scheme in WEB_SCHEMES else ""
+        raise SchedulerError(
+            f"{address!r} is not a Dask scheduler address: scheme {scheme!r}{web} is not one of "
+            f"{sorted(backends)}. The scheduler listens at tls://host:8786 or tcp://host:8786."
+        )
     address = f"{scheme}://{location}"
     if scheme == "inproc":
         return address
+    try:
+        host, _ = parse_host_port(location)
+    except ValueError as exc:
+        raise SchedulerError(malformed.format(exc)) from exc
     if scheme == "tls":
         if not (security.tls_ca_file and security.tls_client_cert):
             raise SchedulerError(
@@ -162,7 +185,6 @@ def check_address(address: str, security: Any, *, insecure: bool = False) -> str
                 "distributed.comm.tls.client.cert/key in dask config."
             )
         return address
-    host, _ = parse_host_port(location)
     if is_loopback(host):
         return address
     if not insecure:
@@ -188,14 +210,7 @@ def find_scheduler(scheduler: str | None, scheduler_file: str | None) -> tuple[s
     if scheduler:
         return scheduler, "--scheduler"
     if scheduler_file:
-        try:
-            with open(scheduler_file) as handle:
-                return str(json.load(handle)["address"]), "--scheduler-file"
-        except (OSError, ValueError, KeyError) as exc:
-            raise SchedulerError(
-                f"Cannot read a scheduler address from {scheduler_file!r} ({exc}). Pass the file "
-                "that `dask scheduler --scheduler-file` wrote."
-            ) from exc
+        return _address_in_file(scheduler_file), "--scheduler-file"
     configured = dask.config.get("scheduler-address", None)
     if configured:
         source = (
@@ -207,6 +222,83 @@ def find_scheduler(scheduler: str | None, scheduler_file: str | None) -> tuple[s
     return None, "local cluster"
 
 
+def _address_in_file(scheduler_file: str) -> str:
+    """The ``address`` entry of a scheduler file, or a :class:`SchedulerError` saying why not."""
+    problem = None
+    try:
+        with open(scheduler_file) as handle:
+            content = json.load(handle)
+    except (OSError, ValueError) as exc:
+        problem = str(exc)
+    else:
+        address = content.get("address") if isinstance(content, dict) else None
+        if isinstance(address, str) and address:
+            return address
+        problem = "it holds no 'address' string"
+    raise SchedulerError(
+        f"Cannot read a scheduler address from {scheduler_file!r} ({problem}). Pass the file "
+        "that `dask scheduler --scheduler-file` wrote."
+    )
+
+
+def probe_scheduler(address: str, security: Any, timeout: float) -> None:
+    """Check that a Dask scheduler answers at ``address`` within ``timeout`` seconds.
+
+    A port where nothing listens fails at once (at most :data:`REFUSED_TIMEOUT`
+    seconds); a port that accepts the connection but does not speak Dask's protocol
+    (a web server, the dashboard) fails after ``timeout`` seconds instead of waiting
+    forever, as ``distributed.Client`` does.
+
+    Raises
+    ------
+    SchedulerError
+        Nothing listens, the address cannot be resolved, or no Dask handshake came.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme not in ("tcp", "tls"):
+        return
+    host, port = parse_host_port(location)
+    try:
+        with socket.create_connection((host.strip("[]"), port), min(timeout, REFUSED_TIMEOUT)):
+            pass
+    except OSError as exc:
+        raise SchedulerError(
+            f"Cannot connect to the scheduler at {address}: {exc}. Check that it is running and "
+            "reachable at that host and port."
+        ) from exc
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whatever the caller runs
+        answered = pool.submit(asyncio.run, _handshake(address, security, timeout)).result()
+    if not answered:
+        raise SchedulerError(
+            f"{address} accepted the connection but did not answer as a Dask scheduler within "
+            f"{timeout:g} s. Check the port (the scheduler's, usually 8786, not the dashboard's "
+            "8787 or another service), its TLS settings, or raise --timeout on a slow network."
+        )
+
+
+async def _handshake(address: str, security: Any, timeout: float) -> bool:
+    """Whether a Dask handshake and an ``identity`` reply come back within ``timeout``."""
+    from distributed.comm import connect as comm_connect
+
+    async def exchange() -> None:
+        comm = await comm_connect(
+            address, timeout=timeout, **security.get_connection_args("client")
+        )
+        try:
+            await comm.write({"op": "identity"})
+            await comm.read()
+        finally:
+            comm.abort()
+
+    try:
+        await asyncio.wait_for(exchange(), timeout)
+    except (TimeoutError, OSError):
+        return False
+    return True
+
+
 def connect(
     scheduler: str | None = None,
     scheduler_file: str | None = None,
@@ -214,7 +306,7 @@ def connect(
     local_workers: int | None = None,
     security: Any = None,
     insecure: bool = False,
-    timeout: float = 30.0,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Connection:
     """Connect to the scheduler found by the rules in the module docstring.
 
@@ -232,7 +324,7 @@ def connect(
     insecure : bool
         Allow plain ``tcp://`` to a host that is not loopback.
     timeout : float
-        Seconds to wait for the scheduler.
+        Seconds to wait for the scheduler to answer (see :func:`probe_scheduler`).
 
     Returns
     -------
@@ -264,9 +356,10 @@ def connect(
         client = Client(cluster, set_as_default=True)
         return Connection(client, cluster, source, cluster.scheduler_address)
     address = check_address(address, security, insecure=insecure)
+    probe_scheduler(address, security, timeout)
     try:
         client = Client(address, security=security, timeout=timeout, set_as_default=True)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:
         raise SchedulerError(
             f"Cannot connect to the scheduler at {address} (found by {source}): {exc}. Check that "
             "it is running and reachable, and its TLS settings."

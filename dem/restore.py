@@ -2,18 +2,17 @@
 
 A checkpoint names its model and holds the configuration and the parameters of every
 iteration of every restart. :func:`from_checkpoint` picks the estimator class from
-:data:`ESTIMATORS` (model name → class), passes it the configuration entries that are
-constructor arguments, and hands the parameters of the best restart (the highest
-final log-likelihood, as ``fit`` chooses) to the estimator's ``_set_params``. So a
-model supports this with one line in :data:`ESTIMATORS` and an estimator that has
+:data:`dem.registry.REGISTRY` (the entry with that checkpoint model name), passes it the
+configuration entries that are constructor arguments, and hands the parameters of the
+best restart (the highest final log-likelihood, as ``fit`` chooses) to the estimator's
+``_set_params``. So a registered model needs only an estimator that has
 ``_set_params(params)`` (the inverse of the parameters it checkpoints). Where the
-configuration a model checkpoints is not its estimator's arguments verbatim, a function
-in :data:`CONFIG_READERS` translates it.
+configuration a model checkpoints is not its estimator's arguments verbatim, the
+entry's ``config_reader`` translates it.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import math
@@ -26,19 +25,10 @@ import numpy as np
 import xarray as xr
 
 from dem.checkpoint import CheckpointMismatchError, load_checkpoint
-
-#: Checkpoint model name → ``"module:Class"`` of its estimator.
-ESTIMATORS: dict[str, str] = {
-    "gaussian_mixture": "dem.models.mixture:GaussianMixture",
-    "ppca": "dem.models.ppca:PPCA",
-    "factor_analysis": "dem.models.ppca:FactorAnalysis",
-    "censored_regression": "dem.models.censored:CensoredRegression",
-    "gaussian_hmm": "dem.models.hmm:GaussianHMM",
-    "categorical_hmm": "dem.models.hmm:CategoricalHMM",
-}
+from dem.registry import REGISTRY, by_checkpoint_model, load
 
 
-def _censored_config(config: dict[str, Any]) -> dict[str, Any]:
+def censored_config(config: dict[str, Any]) -> dict[str, Any]:
     """Limits as :class:`~dem.models.censored.CensoredModel` writes them: a number, None
     (no limit) or ``"per-observation"``; back to the estimator's scalar defaults and its
     ``fit_limits_`` (None where they were per-observation)."""
@@ -53,24 +43,25 @@ def _censored_config(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: Checkpoint model name → function of its configuration that returns constructor
-#: arguments and fitted attributes (names ending in ``_``) the configuration holds in
-#: another form; they replace the configuration's entries of the same name.
-CONFIG_READERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "censored_regression": _censored_config,
-}
-
-
 def estimator_class(model: str) -> type:
-    """The estimator class that writes checkpoints of ``model``."""
-    if model not in ESTIMATORS:
+    """The estimator class that writes checkpoints of ``model`` (from :mod:`dem.registry`)."""
+    entry = by_checkpoint_model(model)
+    if entry is None:
+        known = sorted(e.checkpoint_model for e in REGISTRY.values())
         raise CheckpointMismatchError(
             f"No estimator is registered for checkpoints of model {model!r}; known models are "
-            f"{sorted(ESTIMATORS)}. Upgrade dem or restore it with the library that wrote it."
+            f"{known}. Upgrade dem or restore it with the library that wrote it."
         )
-    module, name = ESTIMATORS[model].split(":")
-    found: type = getattr(importlib.import_module(module), name)
-    return found
+    return entry.estimator_class()
+
+
+def _config_reader(model: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The registered function that translates ``model``'s checkpointed configuration."""
+    entry = by_checkpoint_model(model)
+    if entry is None or entry.config_reader is None:
+        return lambda config: {}
+    reader: Callable[[dict[str, Any]], dict[str, Any]] = load(entry.config_reader)
+    return reader
 
 
 def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -149,7 +140,7 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     dataset = runs[chosen]
     accepted = inspect.signature(cls).parameters
     config = dict(header["config"])
-    translated = CONFIG_READERS.get(header["model"], lambda c: {})(config)
+    translated = _config_reader(header["model"])(config)
     config.update({k: v for k, v in translated.items() if not k.endswith("_")})
     estimator = cls(**{k: v for k, v in config.items() if k in accepted})
     for name, value in translated.items():

@@ -4,7 +4,9 @@ A generator is a pair: the ground truth (small parameter arrays, drawn once from
 seed) and a function that draws any number of samples from it. :func:`write_store`
 streams chunks of samples into a Zarr group, so the memory used is a few chunks,
 whatever the number of samples, and keeps the ground truth in the group's
-attributes (JSON, read back by :func:`read_truth`).
+attributes (JSON, read back by :func:`read_truth`). The store is marked as dem's
+output (:mod:`dem.outputs`) before its first array and complete after its last write,
+so an interrupted store says it is incomplete.
 
 Each chunk is drawn from its own child of the seed, so a store's content depends only
 on the seed and the chunking, not on the order in which chunks were written.
@@ -20,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import zarr
+
+from dem.outputs import ATTRIBUTE as OUTPUT_ATTRIBUTE
+from dem.outputs import mark_complete, marker
 
 Truth = dict[str, np.ndarray]
 Draw = Callable[[Truth, np.random.Generator, int], dict[str, np.ndarray]]
@@ -370,6 +375,11 @@ def write_store(
     -------
     dict of str to numpy.ndarray
         The ground-truth parameters (also stored in the group's attributes).
+
+    Notes
+    -----
+    The group's ``dem_output`` attribute is ``{"writer": "dem synth", "complete":
+    false}`` until every chunk and the truth are written, then ``complete`` is true.
     """
     if model not in GENERATORS:
         raise ValueError(f"Unknown synthetic model {model!r}; choose one of {sorted(GENERATORS)}.")
@@ -392,6 +402,7 @@ def write_store(
     # One draw of one row tells the variables' shapes and dtypes.
     probe = generator.draw(truth, np.random.default_rng(0), 1)
     group = zarr.open_group(os.fspath(path), mode="w-")
+    group.attrs[OUTPUT_ATTRIBUTE] = marker("dem synth", complete=False)  # first: not yet whole
     arrays = {}
     for name, value in probe.items():
         stored_dtype = dtype if name == "X" else value.dtype
@@ -425,6 +436,7 @@ def write_store(
         "options": options or {},
         "truth": {name: value.tolist() for name, value in truth.items()},
     }
+    mark_complete(path)  # last: every chunk and the truth are written
     return truth
 
 

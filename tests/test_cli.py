@@ -651,7 +651,9 @@ def test_kubernetes_manifests_validate_against_operator_crds(
     # The job's command line, parsed by the real CLI (the fit itself is not run).
     parsed: dict = {}
     monkeypatch.setattr(
-        dem.cli, "_run_fit", lambda key, spec, cls, parameters, values: parsed.update(values)
+        dem.cli.fit,
+        "_run_fit",
+        lambda key, spec, cls, opts, parameters, values: parsed.update(values),
     )
     assert job["args"][0] == "dem"
     code, output = invoke(*job["args"][1:])

@@ -1,0 +1,194 @@
+"""``dem fit MODEL STORE``: one command per registered model, checkpointing every iteration."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import os
+import shlex
+import statistics
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+import typer.models
+from rich.markup import escape
+
+from dem.cli.apps import fit_app
+from dem.cli.console import (
+    ExitCode,
+    FitStopped,
+    Interrupts,
+    Reporter,
+    make_console,
+    print_warnings,
+    scheduler_lost,
+    user_errors,
+)
+from dem.cli.options import (
+    absolute_location,
+    cluster_parameters,
+    command_line,
+    connect_cluster,
+    estimator_defaults,
+    fit_options,
+    input_parameter,
+    input_values,
+    keyword_parameter,
+    option_parameter,
+    option_value,
+    with_signature,
+)
+from dem.outputs import UnsafeOutputError, is_remote, paths_overlap
+from dem.registry import REGISTRY, ModelEntry, Opt
+
+
+def _fit_parameters(
+    key: str, spec: ModelEntry, options: tuple[Opt, ...], defaults: dict[str, Any]
+) -> list[inspect.Parameter]:
+    parameters = [
+        keyword_parameter(
+            "store",
+            Path,
+            typer.Argument(..., help="Zarr store holding the data.", show_default=False),
+        ),
+    ]
+    parameters += [input_parameter(i) for i in spec.inputs]
+    parameters += [option_parameter(o, defaults, key) for o in options]
+    parameters += [
+        keyword_parameter(
+            "checkpoint",
+            Path | None,
+            typer.Option(
+                None,
+                "--checkpoint",
+                help="Zarr store for the per-iteration checkpoint (default: "
+                f"dem-{key}-<date>.zarr here).",
+            ),
+        ),
+        keyword_parameter(
+            "resume",
+            bool,
+            typer.Option(
+                False,
+                "--resume",
+                help="Continue from the checkpoint's latest complete iteration "
+                "(starts afresh when it does not exist yet).",
+            ),
+        ),
+    ]
+    return parameters + cluster_parameters()
+
+
+def _make_fit_command(key: str, spec: ModelEntry) -> None:
+    cls = spec.estimator_class()
+    options = fit_options(spec, cls)
+    parameters = _fit_parameters(key, spec, options, estimator_defaults(cls))
+
+    def command(**values: Any) -> None:
+        _run_fit(key, spec, cls, options, parameters, values)
+
+    fit_app.command(name=key, help=spec.help)(with_signature(command, parameters, spec.help))
+
+
+def _run_fit(
+    key: str,
+    spec: ModelEntry,
+    cls: type,
+    opts: tuple[Opt, ...],
+    parameters: list[inspect.Parameter],
+    values: dict[str, Any],
+) -> None:
+    console = make_console()
+    store = absolute_location(values["store"])
+    if values["checkpoint"] is None:
+        values["checkpoint"] = Path(f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr")
+    checkpoint = absolute_location(values["checkpoint"])
+    values["store"], values["checkpoint"] = Path(store), Path(checkpoint)
+    resume_values = {**values, "resume": True}
+    resume_command = command_line(["fit", key], parameters, resume_values)
+
+    with user_errors(console):
+        options = {o.param: option_value(o, values[o.param]) for o in opts}
+        arguments = input_values(store, spec.inputs, values)
+        if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
+            raise UnsafeOutputError(
+                f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
+                f"{store!r}; dem never writes there. Choose a --checkpoint outside it."
+            )
+        if os.path.exists(checkpoint) and not values["resume"]:
+            raise FileExistsError(
+                f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
+                "pass another --checkpoint."
+            )
+        latest = None
+        if values["resume"] and os.path.exists(checkpoint):
+            from dem.restore import checkpoint_header
+
+            latest = checkpoint_header(checkpoint).get("latest") or {}
+        connection = connect_cluster(console, values)
+        if latest is not None:
+            console.print(
+                f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, iteration "
+                f"{latest.get('iteration', 0)}.",
+                soft_wrap=True,
+            )
+    with connection, Interrupts(console) as interrupts, user_errors(console):
+        reporter = Reporter(
+            console, options["max_iter"], int(options.get("n_init", 1) or 1), interrupts
+        )
+        estimator = cls(
+            **options, checkpoint=checkpoint, resume=values["resume"], callback=reporter
+        )
+        started = time.perf_counter()
+        try:
+            with reporter, warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                estimator.fit(store, **arguments)
+        except (FitStopped, KeyboardInterrupt) as exc:
+            console.print(
+                f"[yellow]Interrupted.[/] The last complete iteration is in {escape(checkpoint)}."
+            )
+            console.print("Resume with:")
+            console.print(escape(resume_command), soft_wrap=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
+            if not scheduler_lost(exc):
+                raise
+            console.print(
+                f"[red]Lost the scheduler[/] ({escape(str(exc).strip() or type(exc).__name__)}). "
+                f"The last complete iteration is in {escape(checkpoint)}."
+            )
+            console.print("Once a scheduler runs again (pass its address or file), resume with:")
+            console.print(escape(resume_command), soft_wrap=True)
+            raise typer.Exit(int(ExitCode.SCHEDULER)) from exc
+        print_warnings(console, caught)
+        elapsed = time.perf_counter() - started
+        seconds = reporter.seconds
+        console.print(
+            f"{'Converged' if estimator.converged_ else 'Stopped without converging'} after "
+            f"{estimator.n_iter_} iteration(s) in {elapsed:.1f} s"
+            + (
+                f" (median {statistics.median(seconds):.2f} s per iteration this session)"
+                if seconds
+                else ""
+            )
+            + f"; mean log-likelihood {estimator.lower_bounds_[-1]:.8f}."
+        )
+        if spec.summary is not None:
+            console.print(escape(str(getattr(estimator, spec.summary)())), soft_wrap=True)
+        console.print(f"Checkpoint: {escape(checkpoint)}", soft_wrap=True)
+        if not estimator.converged_:
+            more = {**resume_values, "max_iter": 2 * values["max_iter"]}
+            console.print("Continue it with more iterations:", soft_wrap=True)
+            console.print(escape(command_line(["fit", key], parameters, more)), soft_wrap=True)
+        console.print(
+            f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}", soft_wrap=True
+        )
+
+
+for _entry in REGISTRY.values():
+    _make_fit_command(_entry.name, _entry)

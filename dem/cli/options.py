@@ -1,0 +1,419 @@
+"""Command-line options built at run time: model and engine options, cluster, inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import os
+import shlex
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+import typer.models
+from rich.console import Console
+from rich.markup import escape
+
+from dem.cli.console import (
+    print_warnings,
+)
+from dem.cluster import DEFAULT_TIMEOUT, Connection, connect, make_security
+from dem.registry import Input, ModelEntry, Opt, choices
+
+
+def choice_enum(name: str, choices: tuple[str, ...]) -> type[enum.Enum]:
+    """An enum of string ``choices`` (typer shows and checks them)."""
+    return enum.Enum(name, {c: c for c in choices}, type=str)  # type: ignore[return-value]
+
+
+def option_parameter(
+    opt: Opt, estimator_defaults: dict[str, Any], prefix: str
+) -> inspect.Parameter:
+    """The typer option of ``opt``; its default is the estimator's unless ``opt`` sets one."""
+    default = opt.default
+    if default is inspect.Parameter.empty:
+        default = estimator_defaults.get(opt.param)
+    flags = opt.flags or ("--" + opt.param.replace("_", "-"),)
+    annotation: Any
+    if opt.kind == "bool":
+        flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
+        annotation = bool
+    elif opt.kind == "choice":
+        choice = choice_enum(f"{prefix}_{opt.param}", choices(opt))
+        annotation = choice if default is not None else choice | None
+        default = choice(default) if default is not None else None
+    elif opt.kind == "array":
+        annotation, default = Path | None, None
+    elif opt.kind == "number_or_array":
+        annotation, default = str, str(default)
+    else:
+        base = {"int": int, "float": float, "str": str}[opt.kind]
+        annotation = base if default is not None else base | None
+    help_text = opt.help + (" (.npy file)" if opt.kind == "array" else "")
+    return inspect.Parameter(
+        opt.param,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=annotation,
+        default=typer.Option(default, *flags, help=help_text, show_default=default is not None),
+    )
+
+
+def parse_number(text: str) -> float | None:
+    """``text`` as a number (``inf`` and ``-inf`` included), or None when it is not one."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def option_value(opt: Opt, value: Any) -> Any:
+    """The estimator argument for the parsed ``value`` of ``opt`` (arrays loaded, converted)."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if opt.kind == "number_or_array" and parse_number(value) is not None:
+        value = parse_number(value)
+    elif opt.kind in ("array", "number_or_array") and value is not None:
+        try:
+            value = np.load(value, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"--{opt.param.replace('_', '-')}: cannot read {value} as a .npy array ({exc})."
+            ) from exc
+    if opt.convert is not None:
+        value = opt.convert(value)
+    return value
+
+
+def with_signature(
+    function: Callable[..., Any], parameters: list[inspect.Parameter], doc: str
+) -> Callable[..., Any]:
+    """Give ``function`` the ``parameters`` typer reads as its options and arguments."""
+    function.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    function.__annotations__ = {p.name: p.annotation for p in parameters}
+    function.__doc__ = doc
+    return function
+
+
+def estimator_defaults(cls: type) -> dict[str, Any]:
+    """Parameter name → default of the estimator class ``cls``."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def keyword_parameter(name: str, annotation: Any, info: Any) -> inspect.Parameter:
+    """A keyword-only parameter carrying a typer ``Option`` or ``Argument``."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=info
+    )
+
+
+def cluster_parameters() -> list[inspect.Parameter]:
+    """The options that say where the work runs (scheduler, TLS, timeout)."""
+    panel = "Cluster"
+    return [
+        keyword_parameter(
+            "scheduler",
+            str | None,
+            typer.Option(
+                None,
+                "--scheduler",
+                help="Scheduler address (tls://host:8786, or tcp:// on loopback).",
+                rich_help_panel=panel,
+            ),
+        ),
+        keyword_parameter(
+            "scheduler_file",
+            Path | None,
+            typer.Option(
+                None,
+                "--scheduler-file",
+                help="JSON file written by `dask scheduler --scheduler-file`.",
+                rich_help_panel=panel,
+            ),
+        ),
+        keyword_parameter(
+            "local_workers",
+            int | None,
+            typer.Option(
+                None,
+                "--local-workers",
+                help="Worker processes of the local cluster started when no "
+                "scheduler is given or configured (default: one per core).",
+                rich_help_panel=panel,
+            ),
+        ),
+        keyword_parameter(
+            "tls_ca_file",
+            Path | None,
+            typer.Option(
+                None,
+                "--tls-ca-file",
+                help="CA certificate (PEM) for tls:// schedulers.",
+                rich_help_panel=panel,
+            ),
+        ),
+        keyword_parameter(
+            "tls_cert",
+            Path | None,
+            typer.Option(
+                None, "--tls-cert", help="This client's certificate (PEM).", rich_help_panel=panel
+            ),
+        ),
+        keyword_parameter(
+            "tls_key",
+            Path | None,
+            typer.Option(
+                None, "--tls-key", help="This client's private key (PEM).", rich_help_panel=panel
+            ),
+        ),
+        keyword_parameter(
+            "connect_timeout",
+            float,
+            typer.Option(
+                DEFAULT_TIMEOUT,
+                "--timeout",
+                "--connect-timeout",
+                help="Seconds to wait for the scheduler to answer (a port that does not speak "
+                "Dask fails after this long; one where nothing listens fails at once).",
+                rich_help_panel=panel,
+            ),
+        ),
+        keyword_parameter(
+            "insecure",
+            bool,
+            typer.Option(
+                False,
+                "--insecure",
+                help="Allow an unencrypted tcp:// scheduler that is not on loopback "
+                "(anyone who reaches it can run code).",
+                rich_help_panel=panel,
+            ),
+        ),
+    ]
+
+
+def overwrite_parameter() -> inspect.Parameter:
+    """``--overwrite`` of the commands that write an output store (see :mod:`dem.outputs`)."""
+    return keyword_parameter(
+        "overwrite",
+        bool,
+        typer.Option(
+            False,
+            "--overwrite",
+            help="Replace OUT if it exists and is a store dem wrote (else: refused).",
+        ),
+    )
+
+
+def connect_cluster(console: Console, values: dict[str, Any]) -> Connection:
+    """Connect as the cluster options in ``values`` say, and print where the work runs."""
+    security = make_security(
+        *(
+            None if values[k] is None else os.fspath(values[k])
+            for k in ("tls_ca_file", "tls_cert", "tls_key")
+        )
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        connection = connect(
+            values["scheduler"],
+            None if values["scheduler_file"] is None else os.fspath(values["scheduler_file"]),
+            local_workers=values["local_workers"],
+            security=security,
+            insecure=values["insecure"],
+            timeout=values["connect_timeout"],
+        )
+    console.print(escape(connection.describe()), soft_wrap=True)
+    print_warnings(console, caught)
+    return connection
+
+
+def command_line(
+    words: list[str], parameters: list[inspect.Parameter], values: dict[str, Any]
+) -> str:
+    """The ``dem`` command that repeats a call: every option that differs from its default."""
+    words = list(words)
+    for p in parameters:
+        info = p.default
+        value = values[p.name]
+        if not isinstance(info, typer.models.OptionInfo):
+            words.append(os.fspath(value))
+            continue
+        default = info.default
+        if value == default or value is None:
+            continue
+        flag = (info.param_decls or ("--" + p.name.replace("_", "-"),))[0]
+        if "/" in flag:
+            on, off = flag.split("/")
+            words.append(on if value else off)
+        elif isinstance(value, bool):
+            words.append(flag)
+        else:
+            words += [
+                flag,
+                str(
+                    value.value
+                    if isinstance(value, enum.Enum)
+                    else os.fspath(value)
+                    if isinstance(value, Path)
+                    else value
+                ),
+            ]
+    return shlex.join(["dem", *words])
+
+
+def absolute_location(location: str | os.PathLike[str]) -> str:
+    """``location`` made absolute, unless it is a URL."""
+    location = os.fspath(location)
+    return location if "://" in location else os.path.abspath(location)
+
+
+def _persist(value: str) -> bool | None:
+    return {"auto": None, "yes": True, "no": False}[value]
+
+
+def _scalar(text: str | None) -> Any:
+    """An option given as text: an int or a float where it parses as one, else the text."""
+    if text is None:
+        return None
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text
+
+
+#: How the engine's options (parameters every estimator may have) appear on the command
+#: line. ``dem fit MODEL`` offers those of them the estimator's signature has.
+ENGINE_OPTIONS: dict[str, Opt] = {
+    o.param: o
+    for o in (
+        Opt("max_iter", "Maximum EM iterations (per initialisation, counting resumed ones)."),
+        Opt(
+            "tol",
+            "Convergence threshold on the change of the mean log-likelihood (tobit: on the "
+            "change of the fit, see CensoredRegression).",
+            "float",
+        ),
+        Opt("n_init", "Number of initialisations; the best is kept."),
+        Opt("random_state", "Random seed of the initialisation.", default=0, flags=("--seed",)),
+        Opt("init_sample_size", "Rows (sequences) sampled for the initialisation."),
+        Opt("split_every", "Fan-in of the tree that sums the statistics."),
+        Opt(
+            "persist",
+            "Keep the data in cluster memory (auto: when it takes at most half of it).",
+            "choice",
+            ("auto", "yes", "no"),
+            default="auto",
+            convert=_persist,
+        ),
+        Opt(
+            "accelerate",
+            "'squarem' extrapolates between EM steps (fewer passes over the data).",
+            "choice",
+            ("none", "squarem"),
+        ),
+        Opt(
+            "method",
+            "'online' starts with online-EM passes, then continues with batch EM.",
+            "choice",
+            ("batch", "online"),
+        ),
+        Opt("online_passes", "Online-EM passes over the data before batch EM (--method online)."),
+        Opt("batch_chunks", "Chunks in each online-EM step (--method online)."),
+        Opt("step_exponent", "Exponent of the online-EM step size (--method online).", "float"),
+    )
+}
+
+#: Estimator parameters that are not options of ``dem fit``, and why.
+NOT_OPTIONS: dict[str, str] = {
+    "checkpoint": "--checkpoint, with a default name",
+    "resume": "--resume",
+    "callback": "the command's own progress report",
+    "warm_start": "each command is a fresh process: --resume continues a fit instead",
+}
+
+
+def _generic_option(param: inspect.Parameter) -> Opt:
+    """A parameter no table describes, offered with the type of its default."""
+    default = param.default
+    help_text = f"The estimator's {param.name!r} (see its documentation)."
+    if isinstance(default, bool):
+        return Opt(param.name, help_text, "bool")
+    for kind, cls in (("int", int), ("float", float), ("str", str)):
+        if isinstance(default, cls):
+            return Opt(param.name, help_text, kind)
+    return Opt(param.name, help_text + " A number or a word.", "str", default=None, convert=_scalar)
+
+
+def _declared_choices(cls: type, param: str) -> tuple[str, ...] | None:
+    """Choices a scikit-learn style ``_parameter_constraints`` declares for ``param``."""
+    for constraint in getattr(cls, "_parameter_constraints", {}).get(param, ()):
+        options = getattr(constraint, "options", None)
+        if isinstance(options, set | frozenset) and all(isinstance(o, str) for o in options):
+            return tuple(sorted(options))
+    return None
+
+
+def fit_options(entry: ModelEntry, cls: type) -> tuple[Opt, ...]:
+    """Every option of ``dem fit NAME``: the entry's model options, then every other
+    parameter of the estimator's signature (engine options), in signature order.
+
+    Parameters in :data:`NOT_OPTIONS` are left to the command, and those named like one of
+    the entry's data inputs (Tobit's ``left``/``right``) are given as inputs. A choice option whose
+    parameter declares string options in ``_parameter_constraints`` takes them from there.
+    """
+    own = {o.param: o for o in entry.options}
+    inputs = {i.option for i in entry.inputs} | {i.argument for i in entry.inputs}
+    found = []
+    for name, param in inspect.signature(cls).parameters.items():
+        if (
+            name in NOT_OPTIONS
+            or name in inputs
+            or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+        ):
+            continue
+        opt = own.get(name) or ENGINE_OPTIONS.get(name) or _generic_option(param)
+        declared = _declared_choices(cls, name) if opt.kind == "choice" else None
+        if declared is not None and opt.convert is None:
+            opt = dataclasses.replace(opt, choices=declared)
+        found.append(opt)
+    return tuple(found)
+
+
+def input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
+    """The ``--option`` of a data input (a variable name, or a number for limits)."""
+    return keyword_parameter(
+        data.option,
+        str if data.required else str | None,
+        typer.Option(
+            ... if data.required else None,
+            f"--{data.option}",
+            help=data.help + help_suffix,
+            show_default=False,
+        ),
+    )
+
+
+def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """Estimator keyword → value of each input given, after checking its variable exists."""
+    from dem.data import open_zarr_variable
+
+    arguments: dict[str, Any] = {}
+    for data in inputs:
+        text = values[data.option]
+        if text is None:
+            continue
+        number = parse_number(text) if data.kind == "limit" else None
+        if number is None:
+            open_zarr_variable(store, text)
+        arguments[data.argument] = text if number is None else number
+    return arguments

@@ -1,0 +1,222 @@
+"""``dem predict CKPT STORE --out OUT``: per-sample outputs of a fitted model, to Zarr."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+import typer.models
+from rich.markup import escape
+
+from dem.checkpoint import CheckpointMismatchError
+from dem.cli.apps import app
+from dem.cli.console import (
+    ExitCode,
+    fail,
+    make_console,
+    print_warnings,
+    user_errors,
+)
+from dem.cli.options import (
+    absolute_location,
+    cluster_parameters,
+    connect_cluster,
+    input_parameter,
+    input_values,
+    keyword_parameter,
+    overwrite_parameter,
+    with_signature,
+)
+from dem.outputs import ATTRIBUTE as OUTPUT_ATTRIBUTE
+from dem.outputs import (
+    check_output,
+    mark_complete,
+    remove_output,
+)
+from dem.outputs import marker as output_marker
+from dem.registry import REGISTRY, Input, ModelEntry, by_estimator
+
+# --- dem predict -----------------------------------------------------------------------
+
+
+def _spec_for(estimator: Any) -> tuple[str, ModelEntry]:
+    entry = by_estimator(estimator)
+    if entry is None:
+        raise CheckpointMismatchError(
+            f"No command-line outputs are defined for {type(estimator).__name__}."
+        )
+    return entry.name, entry
+
+
+def _predict_parameters() -> list[inspect.Parameter]:
+    return [
+        keyword_parameter(
+            "checkpoint",
+            Path,
+            typer.Argument(..., help="Checkpoint store written by `dem fit`.", show_default=False),
+        ),
+        keyword_parameter(
+            "store",
+            Path,
+            typer.Argument(..., help="Zarr store holding the data.", show_default=False),
+        ),
+        keyword_parameter(
+            "var",
+            str,
+            typer.Option(
+                ..., "--var", help="Name of the data variable in the store.", show_default=False
+            ),
+        ),
+        keyword_parameter(
+            "out",
+            Path,
+            typer.Option(
+                ...,
+                "--out",
+                help="Zarr store to write (must not exist, or be one dem wrote, with --overwrite); "
+                "never inside the input or the checkpoint. The workers write it, so it must be "
+                "reachable from them.",
+                show_default=False,
+            ),
+        ),
+        keyword_parameter(
+            "output",
+            list[str] | None,
+            typer.Option(
+                None,
+                "--output",
+                help="Output to write (repeatable; default: all the model's outputs; "
+                + "; ".join(f"{k}: {', '.join(s.outputs)}" for k, s in REGISTRY.items())
+                + ").",
+            ),
+        ),
+        overwrite_parameter(),
+        *_predict_input_parameters(),
+        *cluster_parameters(),
+    ]
+
+
+def _predict_inputs() -> dict[str, tuple[Input, list[str]]]:
+    """The models' optional ``dem predict`` inputs, each once, with the models that take it."""
+    found: dict[str, tuple[Input, list[str]]] = {}
+    for key, spec in REGISTRY.items():
+        for data in spec.predict_inputs:
+            found.setdefault(data.option, (data, []))[1].append(key)
+    return found
+
+
+def _predict_input_parameters() -> list[inspect.Parameter]:
+    return [
+        input_parameter(data, f" [{', '.join(models)} only]")
+        for data, models in _predict_inputs().values()
+    ]
+
+
+def predict(**values: Any) -> None:
+    """Write the chosen per-sample outputs of the checkpoint's model to a new Zarr store."""
+    from dem.data import open_zarr_variable
+    from dem.restore import from_checkpoint
+
+    console = make_console()
+    store, out = absolute_location(values["store"]), absolute_location(values["out"])
+    with user_errors(console):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            estimator = from_checkpoint(values["checkpoint"])
+        print_warnings(console, caught)
+        key, spec = _spec_for(estimator)
+        wanted = values["output"] or list(spec.outputs)
+        unknown = sorted(set(wanted) - set(spec.outputs))
+        if unknown:
+            raise fail(
+                console,
+                ExitCode.USAGE,
+                f"Unknown output(s) {unknown}; this model writes {list(spec.outputs)}.",
+            )
+        accepted = {data.option for data in spec.predict_inputs}
+        for option in _predict_inputs():
+            if values[option] is not None and option not in accepted:
+                raise fail(
+                    console, ExitCode.USAGE, f"--{option} does not apply to {key} checkpoints."
+                )
+        data = open_zarr_variable(store, values["var"])
+        arguments = input_values(store, spec.predict_inputs, values)
+        axis, expected = spec.feature_axis, getattr(estimator, "n_features_in_", None)
+        if (
+            axis is not None
+            and expected is not None
+            and (len(data.shape) != axis + 1 or data.shape[axis] != expected)
+        ):
+            raise ValueError(
+                f"{values['var']!r} in {store!r} has shape {data.shape}, but the model was fitted "
+                f"to {expected} features."
+            )
+        check_output(
+            out,
+            protected={"the input store": store, "the checkpoint": values["checkpoint"]},
+            overwrite=values["overwrite"],
+        )
+        import xarray as xr
+
+        variables = {}  # lazy: nothing is computed before the cluster is connected
+        for name in wanted:
+            output = spec.outputs[name]
+            given = {
+                data.argument: arguments[data.argument]
+                for data in spec.predict_inputs
+                if data.option in output.uses and data.argument in arguments
+            }
+            result = getattr(estimator, output.method)(store, variable=values["var"], **given)
+            variables[name] = xr.Variable(output.dims, result)
+        connection = connect_cluster(console, values)
+    with connection, user_errors(console):
+        import dask
+        from rich.status import Status
+
+        dataset = xr.Dataset(
+            variables,
+            attrs={
+                OUTPUT_ATTRIBUTE: output_marker("dem predict", complete=False),
+                "dem_predict": {
+                    "checkpoint": absolute_location(values["checkpoint"]),
+                    "source": f"{store}::{values['var']}",
+                },
+            },
+        )
+        started = time.perf_counter()
+        if os.path.lexists(out):
+            remove_output(out)  # check_output allowed it: a dem output store
+        # the metadata (marker included, complete=false) is written here, the chunks below
+        write = dataset.to_zarr(out, mode="w-", compute=False, consolidated=False)
+        with Status(f"Writing {', '.join(wanted)} to {escape(out)}", console=console):
+            try:
+                dask.compute(write)
+            except KeyboardInterrupt as exc:
+                console.print(
+                    f"[yellow]Interrupted[/]; {escape(out)} is incomplete: delete it or rerun "
+                    "with --overwrite."
+                )
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        mark_complete(out)
+        chunks = len(next(iter(variables.values())).data.chunks[0])
+        console.print(
+            f"Wrote {', '.join(f'{n} {variables[n].shape}' for n in wanted)} to {escape(out)} "
+            f"in {chunks} chunk(s), {time.perf_counter() - started:.1f} s.",
+            soft_wrap=True,
+        )
+
+
+app.command(
+    name="predict",
+    help="Per-sample outputs of a fitted model (labels, probabilities, ...) "
+    "written chunk by chunk to Zarr on the cluster.",
+)(
+    with_signature(
+        predict, _predict_parameters(), "Per-sample outputs of a fitted model, written to Zarr."
+    )
+)

@@ -1,0 +1,185 @@
+"""``dem show CKPT``: what a checkpoint holds, and ``--plot`` of its trace."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+import typer.models
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dem.cli.apps import app
+from dem.cli.console import (
+    ExitCode,
+    fail,
+    make_console,
+    user_errors,
+)
+from dem.outputs import (
+    UnsafeOutputError,
+    paths_overlap,
+)
+
+# --- dem show ---------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+@app.command()
+def show(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint store written by `dem fit`.", show_default=False)
+    ],
+    run: Annotated[int | None, typer.Option(help="Restart to show (default: the best).")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Draw the log-likelihood trace to this image file "
+            "(needs matplotlib: pip install 'dem\\[plot]')."
+        ),
+    ] = None,
+) -> None:
+    """Model, configuration, data, log-likelihood trace and parameters of a checkpoint."""
+    import json
+
+    from dem.restore import best_run, checkpoint_header, final_loglik, load_runs
+
+    console = make_console()
+    with user_errors(console):
+        path = os.fspath(checkpoint)
+        if plot is not None:
+            _check_plot_target(plot, path)
+        header = checkpoint_header(path)
+        runs = load_runs(path)
+        if run is not None and run not in runs:
+            raise fail(
+                console,
+                ExitCode.USAGE,
+                f"Run {run} is not in the checkpoint; it has runs {sorted(runs)}.",
+            )
+        best = best_run(runs)
+        chosen = best if run is None else run
+    console.print(f"[bold]{escape(path)}[/]: model [bold]{escape(header['model'])}[/]")
+    config = Table(title="configuration", show_header=False)
+    for name, value in header["config"].items():
+        config.add_row(name, escape(json.dumps(value)))
+    console.print(config)
+    data = Table(title="data fingerprint")
+    for column in ("input", "source", "shape", "dtype", "chunks"):
+        data.add_column(column)
+    for name, fp in header["fingerprint"].items():
+        chunks = fp.get("sample_chunks", [])
+        data.add_row(
+            name,
+            escape(str(fp.get("source"))),
+            str(tuple(fp.get("shape", ()))),
+            str(fp.get("dtype")),
+            f"{len(chunks)} of ≤{max(chunks, default=0)} rows",
+        )
+    console.print(data)
+    table = Table(title="restarts")
+    for column in ("run", "iterations", "converged", "final log-likelihood", ""):
+        table.add_column(column)
+    for r, ds in runs.items():
+        table.add_row(
+            str(r),
+            str(ds.attrs["last_iteration"]),
+            "yes" if ds.attrs["converged"] else "no",
+            _fmt(final_loglik(ds)),
+            "best" if r == best else "",
+        )
+    console.print(table)
+
+    dataset = runs[chosen]
+    trace = dataset["loglik"].values
+    lines = Table(title=f"log-likelihood trace (run {chosen})")
+    for column in ("iteration", "mean log-likelihood", "change"):
+        lines.add_column(column, justify="right")
+    shown = (
+        range(1, len(trace))
+        if len(trace) <= 31
+        else [*range(1, 6), *range(len(trace) - 20, len(trace))]
+    )
+    previous = None
+    for i in shown:
+        if previous is not None and i != previous + 1:
+            lines.add_row("…", "", "")
+        change = trace[i] - trace[i - 1] if i > 1 else math.nan
+        lines.add_row(
+            str(i), f"{trace[i]:.10f}", "" if not math.isfinite(change) else f"{change:.3e}"
+        )
+        previous = i
+    console.print(lines)
+    params = Table(title=f"parameters (run {chosen}, iteration {dataset.attrs['last_iteration']})")
+    for column in ("name", "dims", "shape", "min", "mean", "max"):
+        params.add_column(column)
+    small = {}
+    for name, variable in dataset.data_vars.items():
+        if name == "loglik":
+            continue
+        values = np.asarray(variable.values, dtype=np.float64)
+        if values.ndim <= 1 and values.size <= 32:
+            small[name] = values
+        params.add_row(
+            str(name),
+            " × ".join(map(str, variable.dims)),
+            str(values.shape),
+            _fmt(values.min()),
+            _fmt(values.mean()),
+            _fmt(values.max()),
+        )
+    console.print(params)
+    for name, values in small.items():
+        console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
+    if plot is not None:
+        _plot_trace(console, path, plot)
+
+
+def _check_plot_target(target: Path, checkpoint: str) -> None:
+    """Refuse a ``--plot`` file that would be written into a checkpoint, over a folder, or
+    into a folder that does not exist."""
+    if paths_overlap(target, checkpoint):
+        raise UnsafeOutputError(
+            f"--plot {os.fspath(target)!r} lies inside the checkpoint {checkpoint!r}; dem never "
+            "writes there. Choose a file outside it."
+        )
+    if os.path.isdir(target):
+        raise UnsafeOutputError(
+            f"--plot {os.fspath(target)!r} is a folder; give the image file to write, e.g. "
+            f"{os.fspath(Path(target) / 'trace.png')!r}."
+        )
+    folder = Path(target).parent
+    if not folder.is_dir():
+        raise UnsafeOutputError(
+            f"--plot {os.fspath(target)!r}: the folder {os.fspath(folder)!r} does not exist. "
+            "Create it first, or choose a file in an existing folder."
+        )
+
+
+def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise fail(
+            console, ExitCode.USAGE, "--plot needs matplotlib: pip install 'dem[plot]'."
+        ) from exc
+    from dem.plot import loglik_trace
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    loglik_trace(checkpoint, ax=axes)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=120)
+    plt.close(figure)
+    console.print(f"Trace drawn to {escape(os.fspath(target))}")

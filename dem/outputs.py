@@ -1,0 +1,142 @@
+"""Stores that dem writes as output, and the rule that keeps everything else safe.
+
+Every store written as output (``dem synth``, ``dem predict --out``) carries a root
+attribute ``"dem_output": {"writer": ..., "complete": false}``, written before any
+array, and ``complete`` becomes true as the store's last write. So a store is known
+to be dem's own (and only then may ``--overwrite`` replace it), and an interrupted
+write is known to be incomplete.
+
+An output never contains, and never lies inside, the data it is computed from or a
+checkpoint: paths are compared resolved (absolute, symbolic links followed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+ATTRIBUTE = "dem_output"
+
+
+class UnsafeOutputError(ValueError):
+    """An output path dem refuses to write or replace (it holds what dem did not write)."""
+
+
+def marker(writer: str, *, complete: bool) -> dict[str, Any]:
+    """The ``dem_output`` attribute value written by ``writer`` (e.g. ``"dem synth"``)."""
+    return {"writer": writer, "complete": complete}
+
+
+def mark_complete(path: str | os.PathLike[str]) -> None:
+    """Set ``complete`` in the ``dem_output`` attribute: the last write of an output store."""
+    import zarr
+
+    group = zarr.open_group(os.fspath(path), mode="r+")
+    found = group.attrs.get(ATTRIBUTE)
+    writer = found.get("writer", "dem") if isinstance(found, dict) else "dem"
+    group.attrs[ATTRIBUTE] = marker(str(writer), complete=True)
+
+
+def output_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``dem_output`` attribute of the Zarr group at ``path``; None when there is none."""
+    import zarr
+
+    try:
+        found = zarr.open_group(os.fspath(path), mode="r").attrs.get(ATTRIBUTE)
+    except Exception:  # not a Zarr group, unreadable: not dem's
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _resolved(path: str | os.PathLike[str]) -> Path:
+    return Path(os.fspath(path)).expanduser().resolve()
+
+
+def paths_overlap(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` are the same path or one lies inside the other (resolved)."""
+    first, second = _resolved(a), _resolved(b)
+    return first == second or first in second.parents or second in first.parents
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URL (``s3://...``), which these local checks do not cover."""
+    return "://" in os.fspath(path)
+
+
+def check_output(
+    out: str | os.PathLike[str],
+    *,
+    protected: dict[str, str | os.PathLike[str]],
+    overwrite: bool,
+    option: str = "--out",
+) -> None:
+    """Refuse an output path that could touch what dem did not write.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Where the output store goes.
+    protected : dict
+        Description (``"the input store"``, ``"the checkpoint"``) → path that the
+        output may neither contain nor lie inside.
+    overwrite : bool
+        Whether an existing output may be replaced; it may only when it is a store
+        dem wrote as output (it has the ``dem_output`` attribute).
+    option : str
+        The command-line option that named ``out``, for the messages.
+
+    Raises
+    ------
+    UnsafeOutputError
+        The output overlaps a protected path, lies inside another Zarr store, or
+        exists and may not be replaced; the message says why and what to do.
+    FileExistsError
+        ``out`` exists and ``overwrite`` is false.
+    """
+    if is_remote(out):
+        return
+    for what, path in protected.items():
+        if not is_remote(path) and paths_overlap(out, path):
+            raise UnsafeOutputError(
+                f"{option} {os.fspath(out)!r} is, contains or lies inside {what} "
+                f"{os.fspath(path)!r}; dem never writes there. Choose an {option} outside it."
+            )
+    _refuse_inside_a_store(out, option)
+    if not os.path.lexists(out):
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{os.fspath(out)!r} exists; pass --overwrite to replace it (only a store dem wrote "
+            f"is replaced), or choose another {option}."
+        )
+    if not os.path.isdir(out) or os.path.islink(out):
+        raise UnsafeOutputError(
+            f"{option} {os.fspath(out)!r} exists and is not a folder dem wrote (a file or a link); "
+            f"--overwrite replaces only stores written by dem. Choose another {option}, or delete "
+            "it yourself if it is not needed."
+        )
+    if output_marker(out) is None:
+        raise UnsafeOutputError(
+            f"{option} {os.fspath(out)!r} exists and was not written by dem (no {ATTRIBUTE!r} "
+            f"attribute), so --overwrite will not delete it. Choose another {option}, or delete it "
+            "yourself if it is not needed."
+        )
+
+
+def _refuse_inside_a_store(out: str | os.PathLike[str], option: str) -> None:
+    """Refuse ``out`` inside an existing Zarr store (a folder holding Zarr metadata)."""
+    for parent in _resolved(out).parents:
+        if any((parent / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray")):
+            raise UnsafeOutputError(
+                f"{option} {os.fspath(out)!r} lies inside the Zarr store {os.fspath(parent)!r}; "
+                f"dem does not write into existing stores. Choose an {option} outside it."
+            )
+
+
+def remove_output(out: str | os.PathLike[str]) -> None:
+    """Delete an output store that :func:`check_output` allowed to be replaced."""
+    if output_marker(out) is None:
+        raise UnsafeOutputError(f"{os.fspath(out)!r} is not a dem output store; not deleting it.")
+    shutil.rmtree(out)

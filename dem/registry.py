@@ -1,0 +1,458 @@
+"""The model registry: each model family registered once, every command derived from it.
+
+An entry (:class:`ModelEntry`) names the family's command-line name, the model name
+its checkpoints carry, its estimator class (as ``"module:Class"``, imported only when a
+command needs it), its synthetic-data generator, and its own command-line options,
+data inputs and ``dem predict`` outputs. ``dem fit|predict|synth|show`` and
+:func:`dem.from_checkpoint` read this table, so a new model gets every command by
+calling :func:`register` (or by one more entry below). The engine's options (``--max-iter``,
+``--accelerate``, ``--n-init``, ``--method`` ...) are not listed here: ``dem fit`` offers
+every parameter of the estimator's signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def load(path: str) -> Any:
+    """The object a ``"module:name"`` path names (the module is imported now)."""
+    module, _, name = path.partition(":")
+    if not name:
+        raise ValueError(f"{path!r} is not a 'module:name' path.")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One model option on the command line.
+
+    ``kind`` is ``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"choice"`` (with
+    ``choices``), ``"array"`` (a ``.npy`` file loaded with numpy) or
+    ``"number_or_array"`` (a number, or else a ``.npy`` file). ``choices`` is a tuple,
+    or ``"module:NAME"`` of one (read when the command line is built). The default is
+    the estimator's own unless ``default`` is given; ``convert`` maps the parsed value
+    to the estimator argument.
+    """
+
+    param: str
+    help: str
+    kind: str = "int"
+    choices: tuple[str, ...] | str = ()
+    flags: tuple[str, ...] = ()
+    default: Any = inspect.Parameter.empty
+    convert: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Input:
+    """A data input: the name of a variable in the store, or for ``kind="limit"`` a
+    number or a variable name (a value that parses as a number is a number).
+
+    ``option`` is the command-line option (``--option``); ``argument`` the keyword of
+    the estimator's ``fit`` (and ``dem predict`` methods) that receives it.
+    """
+
+    option: str
+    argument: str
+    help: str
+    required: bool = True
+    kind: str = "variable"
+
+
+@dataclass(frozen=True)
+class Output:
+    """A per-sample output of ``dem predict``.
+
+    ``method`` is called as ``method(store, variable=..., **inputs)`` with the
+    ``dem predict`` inputs named in ``uses``, and returns a lazy array with dims ``dims``.
+    """
+
+    method: str
+    dims: tuple[str, ...] = ("sample",)
+    help: str = ""
+    uses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model family, registered once: every command and ``from_checkpoint`` use it.
+
+    Attributes
+    ----------
+    name : str
+        The command-line name (``dem fit NAME``, ``dem synth NAME``).
+    checkpoint_model : str
+        The model name its checkpoints carry (``dem show``, ``from_checkpoint``).
+    estimator : str
+        ``"module:Class"`` of the estimator, imported only when needed.
+    help : str
+        One line for ``dem fit --help``.
+    options : tuple of Opt
+        The estimator's model options on the command line. Every other parameter of
+        the estimator's signature (the engine's: ``--max-iter``, ``--accelerate``,
+        ``--n-init`` ...) is offered by ``dem fit`` without being listed here.
+    inputs : tuple of Input
+        The data options of ``dem fit``; the estimator is fitted as
+        ``fit(store, **{input.argument: value})``.
+    outputs : dict
+        ``dem predict`` outputs, name → :class:`Output`.
+    predict_inputs : tuple of Input
+        Optional data options of ``dem predict`` besides ``--var`` (the data).
+    feature_axis : int or None
+        Axis of the data that holds the features (checked by ``dem predict`` against
+        the fitted model); None when the data have none (symbols).
+    summary : str or None
+        Method of the fitted estimator whose text ``dem fit`` prints at the end.
+    synth : str or None
+        Key of :data:`dem.synth.GENERATORS` for ``dem synth`` (None: no generator).
+    synth_options : tuple of Opt
+        Options of the generator's ground truth.
+    synth_fit : tuple of str
+        The arguments after ``dem fit NAME STORE`` that fit a synthetic store
+        (``{option}`` is replaced by the value of a ``dem synth`` option).
+    config_reader : str or None
+        ``"module:function"`` turning the configuration a checkpoint holds into
+        constructor arguments and fitted attributes (names ending in ``_``), where
+        they differ; see :func:`dem.restore.from_checkpoint`.
+    """
+
+    name: str
+    checkpoint_model: str
+    estimator: str
+    help: str
+    options: tuple[Opt, ...]
+    inputs: tuple[Input, ...] = (
+        Input("var", "variable", "Name of the data variable (samples × features) in the store."),
+    )
+    outputs: dict[str, Output] = field(default_factory=dict)
+    predict_inputs: tuple[Input, ...] = ()
+    feature_axis: int | None = 1
+    summary: str | None = None
+    synth: str | None = None
+    synth_options: tuple[Opt, ...] = ()
+    synth_fit: tuple[str, ...] = ("--var", "X", "--n-components", "{n_components}")
+    config_reader: str | None = None
+
+    def estimator_class(self) -> type:
+        """The estimator class (imported now)."""
+        found: type = load(self.estimator)
+        return found
+
+
+def _n_components(what: str) -> Opt:
+    return Opt("n_components", what, flags=("--n-components", "-k"))
+
+
+def _synth_components(default: int) -> Opt:
+    return Opt(
+        "n_components",
+        "Number of components (states) of the truth.",
+        default=default,
+        flags=("--components", "-k"),
+    )
+
+
+def _prior(param: str, what: str) -> Opt:
+    return Opt(param, f"{what} (a number, or a .npy array).", "number_or_array")
+
+
+PPCA_OPTIONS = (
+    _n_components("Number of latent dimensions (below the number of features)."),
+    Opt(
+        "init_params",
+        "'pca': closed-form PPCA of a row sample; 'random': random loadings.",
+        "choice",
+        "dem.models.ppca:INIT_METHODS",
+    ),
+)
+PPCA_OUTPUTS = {
+    "latent": Output("transform", ("sample", "component"), "posterior means of the latents"),
+    "imputed": Output("impute", ("sample", "feature"), "the data, NaN replaced by E[x | observed]"),
+    "loglik": Output(
+        "score_samples", ("sample",), "log-likelihood of each sample's observed values"
+    ),
+}
+
+
+def _ppca_synth(noise: str) -> tuple[Opt, ...]:
+    return (
+        _synth_components(2),
+        Opt("noise_variance", noise, "float", default=0.1),
+        Opt("missing", "Probability that an entry is missing (NaN).", "float", default=0.0),
+    )
+
+
+TRANSITION_OPTIONS = (
+    _prior("startprob_prior", "Dirichlet prior of the start probabilities"),
+    _prior("transmat_prior", "Dirichlet prior of each row of the transition matrix"),
+)
+TRANSITION_INITS = (
+    Opt("startprob_init", "Initial start probabilities, shape (K,).", "array"),
+    Opt("transmat_init", "Initial transition matrix, shape (K, K).", "array"),
+)
+LENGTHS = Input(
+    "lengths",
+    "lengths",
+    "Variable of each sequence's length (what follows is padding); default: all full.",
+    required=False,
+)
+HMM_OUTPUTS = {
+    "states": Output(
+        "predict", ("sequence", "time"), "Viterbi state paths (-1 at padding)", ("lengths",)
+    ),
+    "posteriors": Output(
+        "predict_proba",
+        ("sequence", "time", "state"),
+        "state posteriors (NaN at padding)",
+        ("lengths",),
+    ),
+    "loglik": Output(
+        "score_sequences", ("sequence",), "log-likelihood of each sequence", ("lengths",)
+    ),
+}
+HMM_SYNTH = (
+    _synth_components(3),
+    Opt("n_times", "Time steps of each sequence.", default=100, flags=("--times",)),
+    Opt(
+        "ragged",
+        "Sequence lengths uniform in [times/2, times], NaN padding.",
+        "bool",
+        default=False,
+    ),
+)
+HMM_INPUTS = (
+    Input("var", "variable", "Name of the sequences variable in the store."),
+    LENGTHS,
+)
+HMM_SYNTH_FIT = ("--var", "X", "--lengths", "lengths", "--n-components", "{n_components}")
+
+
+def _limit(side: str, default: str) -> Input:
+    return Input(
+        side,
+        side,
+        f"{side.capitalize()} censoring limit: a number, or the variable of per-row limits "
+        f"(NaN or ±inf: none). Default: {default}.",
+        required=False,
+        kind="limit",
+    )
+
+
+_ENTRIES = (
+    ModelEntry(
+        name="gmm",
+        checkpoint_model="gaussian_mixture",
+        estimator="dem.models.mixture:GaussianMixture",
+        help="Gaussian mixture (scikit-learn's GaussianMixture options).",
+        options=(
+            _n_components("Number of mixture components."),
+            Opt(
+                "covariance_type",
+                "Form of the component covariances.",
+                "choice",
+                ("full", "tied", "diag", "spherical"),
+            ),
+            Opt("reg_covar", "Added to the diagonal of every covariance.", "float"),
+            Opt(
+                "init_params",
+                "How the start is found: k-means|| over all the data, or a method on a row "
+                "sample ('auto': k-means|| when the data exceed the sample).",
+                "choice",
+                "dem.models.mixture:INIT_METHODS",
+            ),
+            Opt("weights_init", "Initial weights, shape (K,).", "array"),
+            Opt("means_init", "Initial means, shape (K, d).", "array"),
+            Opt("precisions_init", "Initial precisions, shaped like the covariances.", "array"),
+        ),
+        outputs={
+            "labels": Output("predict", ("sample",), "most probable component"),
+            "probabilities": Output("predict_proba", ("sample", "component"), "responsibilities"),
+            "loglik": Output("score_samples", ("sample",), "log-likelihood of each sample"),
+        },
+        synth="gmm",
+        synth_options=(
+            _synth_components(8),
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=1.0
+            ),
+        ),
+    ),
+    ModelEntry(
+        name="ppca",
+        checkpoint_model="ppca",
+        estimator="dem.models.ppca:PPCA",
+        help="Probabilistic PCA (isotropic noise); NaN entries are missing values.",
+        options=PPCA_OPTIONS,
+        outputs=PPCA_OUTPUTS,
+        synth="ppca",
+        synth_options=_ppca_synth("Noise variance σ² of every feature."),
+    ),
+    ModelEntry(
+        name="fa",
+        checkpoint_model="factor_analysis",
+        estimator="dem.models.ppca:FactorAnalysis",
+        help="Factor analysis (one noise variance per feature); NaN entries are missing values.",
+        options=PPCA_OPTIONS,
+        outputs=PPCA_OUTPUTS,
+        synth="fa",
+        synth_options=_ppca_synth("Mean noise variance (each feature's is 0.5 to 1.5 times it)."),
+    ),
+    ModelEntry(
+        name="tobit",
+        checkpoint_model="censored_regression",
+        config_reader="dem.restore:censored_config",
+        estimator="dem.models.censored:CensoredRegression",
+        help="Censored (Tobit) regression of y on X, with scalar or per-row censoring limits.",
+        options=(
+            Opt("fit_intercept", "Add an intercept.", "bool"),
+            Opt("init_sample_size", "Rows sampled for the initial least-squares fit."),
+        ),
+        inputs=(
+            Input("x", "variable", "Name of the features variable (samples × features)."),
+            Input(
+                "y",
+                "y",
+                "Name of the outcome variable (NaN: interval-censored by per-row limits). "
+                "Leave it out when every row is interval-censored by per-row --left/--right.",
+                required=False,
+            ),
+            _limit("left", "none"),
+            _limit("right", "none"),
+        ),
+        outputs={
+            "latent": Output("predict", ("sample",), "latent mean intercept + X coef"),
+            "expected": Output(
+                "predict_expected",
+                ("sample",),
+                "E[y | x] of the censored outcome",
+                ("left", "right"),
+            ),
+        },
+        predict_inputs=(_limit("left", "the fit's"), _limit("right", "the fit's")),
+        summary="summary",
+        synth="tobit",
+        synth_options=(
+            Opt("left", "Left censoring limit.", "float", default=0.0),
+            Opt("right", "Right censoring limit.", "float", default=math.inf),
+            Opt("scale", "Standard deviation of the latent errors.", "float", default=1.0),
+            Opt(
+                "limit_spread",
+                "Per-row limits: the limits plus a uniform shift in [-spread, spread].",
+                "float",
+                default=0.0,
+            ),
+        ),
+        synth_fit=("--x", "X", "--y", "y", "--left", "left", "--right", "right"),
+    ),
+    ModelEntry(
+        name="hmm",
+        checkpoint_model="gaussian_hmm",
+        estimator="dem.models.hmm:GaussianHMM",
+        help="Hidden Markov model with Gaussian emissions, on sequences × time × features "
+        "(hmmlearn's GaussianHMM options).",
+        options=(
+            _n_components("Number of hidden states."),
+            Opt(
+                "covariance_type",
+                "Form of the state covariances.",
+                "choice",
+                "dem.models.hmm:COVARIANCE_TYPES",
+            ),
+            Opt("min_covar", "Floor on the covariances' diagonal at initialisation.", "float"),
+            *TRANSITION_OPTIONS,
+            _prior("means_prior", "Prior mean of the state means"),
+            _prior("means_weight", "Weight of the means prior"),
+            _prior("covars_prior", "Prior of the covariances"),
+            Opt("covars_weight", "Weight of the covariances prior.", "float"),
+            *TRANSITION_INITS,
+            Opt("means_init", "Initial means, shape (K, d).", "array"),
+            Opt("covars_init", "Initial covariances, shaped for --covariance-type.", "array"),
+        ),
+        inputs=HMM_INPUTS,
+        outputs=HMM_OUTPUTS,
+        predict_inputs=(LENGTHS,),
+        feature_axis=2,
+        synth="hmm",
+        synth_options=(
+            *HMM_SYNTH,
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=3.0
+            ),
+        ),
+        synth_fit=HMM_SYNTH_FIT,
+    ),
+    ModelEntry(
+        name="categorical-hmm",
+        checkpoint_model="categorical_hmm",
+        estimator="dem.models.hmm:CategoricalHMM",
+        help="Hidden Markov model with categorical emissions, on sequences × time of integer "
+        "symbols (hmmlearn's CategoricalHMM options).",
+        options=(
+            _n_components("Number of hidden states."),
+            Opt("n_features", "Number of distinct symbols (default: 1 + the largest).", "int"),
+            *TRANSITION_OPTIONS,
+            _prior("emissionprob_prior", "Dirichlet prior of each row of the emission matrix"),
+            *TRANSITION_INITS,
+            Opt(
+                "emissionprob_init", "Initial emission probabilities, shape (K, symbols).", "array"
+            ),
+        ),
+        inputs=HMM_INPUTS,
+        outputs=HMM_OUTPUTS,
+        predict_inputs=(LENGTHS,),
+        feature_axis=None,
+        synth="categorical-hmm",
+        synth_options=HMM_SYNTH,
+        synth_fit=HMM_SYNTH_FIT,
+    ),
+)
+
+
+#: Command-line name → entry, in the order the commands list them.
+REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    """Add a model family; its commands appear in ``dem`` built after this call.
+
+    Raises
+    ------
+    ValueError
+        The command-line name or the checkpoint model name is already registered.
+    """
+    if entry.name in REGISTRY:
+        raise ValueError(f"A model is already registered as {entry.name!r}.")
+    taken = {e.checkpoint_model: e.name for e in REGISTRY.values()}
+    if entry.checkpoint_model in taken:
+        raise ValueError(
+            f"Checkpoint model {entry.checkpoint_model!r} is already registered by "
+            f"{taken[entry.checkpoint_model]!r}."
+        )
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+for _entry in _ENTRIES:
+    register(_entry)
+
+
+def by_checkpoint_model(model: str) -> ModelEntry | None:
+    """The entry whose checkpoints carry the model name ``model`` (None if none does)."""
+    return next((e for e in REGISTRY.values() if e.checkpoint_model == model), None)
+
+
+def by_estimator(estimator: Any) -> ModelEntry | None:
+    """The entry whose estimator class ``estimator`` is an instance of (None if none)."""
+    return next((e for e in REGISTRY.values() if isinstance(estimator, e.estimator_class())), None)
+
+
+def choices(opt: Opt) -> tuple[str, ...]:
+    """The choices of a ``"choice"`` option (a ``"module:NAME"`` path is read now)."""
+    found = load(opt.choices) if isinstance(opt.choices, str) else opt.choices
+    return tuple(str(c) for c in found)
