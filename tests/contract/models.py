@@ -83,7 +83,7 @@ MODELS: dict[str, ContractModel] = {
     "fa": ContractModel(
         200, 5, {"n_components": 2}, {"n_components": 2, "init_params": "random"}, _LINEAR_GAUSSIAN
     ),
-    "tobit": ContractModel(240, 2, {"left": 0.0, "right": 1.5, "limit_spread": 0.3}, {}),
+    "tobit": ContractModel(240, 2, {"left": 0.0, "right": 1.5, "limit_spread": 0.3}, {"left": 0.0}),
     "hmm": ContractModel(
         24,
         2,

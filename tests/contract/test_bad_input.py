@@ -1,4 +1,4 @@
-"""Bad input, for every estimator: one contract, one table of estimator factories.
+"""Bad input, for every registered model: one matrix of cases, derived from the registry.
 
 Each case builds the user's input (in a Zarr store where it can be stored), fits, and
 expects a clear error whose type and message say what to do, or the documented
@@ -11,9 +11,12 @@ regression, sequences of ``N_TIMES`` steps for the HMMs (a categorical HMM reads
 first feature as one of three symbols). A model that takes a second per-sample input
 (Tobit's ``y``, an HMM's ``lengths``) meets the cases of a misaligned second input too.
 
-A new model slots in with one entry in ``CONTRACTS``; a case that means something else
-for a model (NaN is "missing" to PPCA) is overridden in its ``outcomes``, and cases
-only one model can meet (censoring limits, sequence lengths) are its ``extra``.
+Every model of ``dem.registry`` meets the matrix: its estimator comes from the registry
+with the suite's fast settings (``tests/contract/models.py``), its layout from the
+entry's ``feature_axis`` and its second input from the entry's inputs. A case that
+means something else for a model (NaN is "missing" to PPCA) is overridden in its
+``DIFFERENCES`` entry's ``outcomes``, and cases only one model can meet (censoring
+limits, sequence lengths) are its ``extra``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import zarr
 
 import dem
 from dem.checkpoint import Checkpoint
+from dem.registry import REGISTRY
+from tests.contract.models import first_cases, fitted_arrays
 
 N_ROWS = 600
 N_FEATURES = 3
@@ -107,11 +112,10 @@ def _fit(estimator: Any, given: Input) -> Any:
 
 @dataclass(frozen=True)
 class Contract:
-    """How to build and fit one estimator for the bad-input matrix."""
+    """How to build and fit one registered estimator for the bad-input matrix."""
 
     make: Callable[..., Any]  # make(**options) -> estimator (few iterations, fixed seed)
     min_rows: int  # the fewest rows (of good_data) a fit accepts
-    fitted: tuple[str, ...]  # attributes that must be finite after a fit
     layout: Callable[[np.ndarray], np.ndarray] = _rows  # rows × features -> the model's X
     vector: str | None = None  # name of a second per-sample input (y, lengths), if any
     vector_of: Callable[[np.ndarray], np.ndarray] = _full_lengths  # laid-out X -> a good one
@@ -625,11 +629,19 @@ def _hmm_outcomes(ndim: int) -> dict[str, Outcome]:
     }
 
 
-CONTRACTS: dict[str, Contract] = {
-    "gaussian_mixture": Contract(
-        make=lambda **o: dem.GaussianMixture(n_components=3, max_iter=3, random_state=0, **o),
-        min_rows=3,
-        fitted=("weights_", "means_", "covariances_", "precisions_cholesky_"),
+@dataclass(frozen=True)
+class Differences:
+    """What one registered model does otherwise than the common matrix expects."""
+
+    min_rows: int = 3  # the fewest rows (of good_data) a fit accepts
+    vector_of: Callable[[np.ndarray], np.ndarray] = _full_lengths  # X -> a good second input
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-case overrides
+    extra: dict[str, Case] = field(default_factory=dict)  # cases only this model meets
+
+
+#: Keyed by registry name; a registered model without an entry meets the common matrix.
+DIFFERENCES: dict[str, Differences] = {
+    "gmm": Differences(
         extra=ROWS_EXTRA,
         outcomes={
             "fewer samples than components": Outcome(
@@ -637,25 +649,10 @@ CONTRACTS: dict[str, Contract] = {
             )
         },
     ),
-    "ppca": Contract(
-        make=lambda **o: dem.PPCA(2, max_iter=3, random_state=0, **o),
-        min_rows=3,
-        fitted=("components_", "noise_variance_", "mean_"),
-        outcomes=LINEAR_GAUSSIAN_OUTCOMES,
-        extra=ROWS_EXTRA,
-    ),
-    "factor_analysis": Contract(
-        make=lambda **o: dem.FactorAnalysis(2, max_iter=3, random_state=0, **o),
-        min_rows=3,
-        fitted=("components_", "noise_variance_", "mean_"),
-        outcomes=LINEAR_GAUSSIAN_OUTCOMES,
-        extra=ROWS_EXTRA,
-    ),
-    "censored_regression": Contract(
-        make=lambda **o: dem.CensoredRegression(0.0, max_iter=3, random_state=0, **o),
+    "ppca": Differences(outcomes=LINEAR_GAUSSIAN_OUTCOMES, extra=ROWS_EXTRA),
+    "fa": Differences(outcomes=LINEAR_GAUSSIAN_OUTCOMES, extra=ROWS_EXTRA),
+    "tobit": Differences(
         min_rows=5,
-        fitted=("coef_", "intercept_", "scale_", "bse_"),
-        vector="y",
         vector_of=_tobit_y,
         outcomes={
             "fewer samples than components": Outcome(
@@ -671,12 +668,7 @@ CONTRACTS: dict[str, Contract] = {
         },
         extra={**TOBIT_EXTRA, **ROWS_EXTRA},
     ),
-    "gaussian_hmm": Contract(
-        make=lambda **o: dem.GaussianHMM(3, max_iter=3, random_state=0, **o),
-        min_rows=3,
-        fitted=("startprob_", "transmat_", "means_", "covars_"),
-        layout=_sequences,
-        vector="lengths",
+    "hmm": Differences(
         outcomes={
             **_hmm_outcomes(3),
             "infinity": Outcome(ValueError, r"infinity in 1 row.*rows 0 and 0.*Remove or impute"),
@@ -686,12 +678,7 @@ CONTRACTS: dict[str, Contract] = {
         },
         extra=HMM_EXTRA,
     ),
-    "categorical_hmm": Contract(
-        make=lambda **o: dem.CategoricalHMM(3, max_iter=3, random_state=0, **o),
-        min_rows=3,
-        fitted=("startprob_", "transmat_", "emissionprob_"),
-        layout=_symbols,
-        vector="lengths",
+    "categorical-hmm": Differences(
         outcomes={
             **_hmm_outcomes(2),
             "infinity": Outcome(
@@ -705,6 +692,33 @@ CONTRACTS: dict[str, Contract] = {
         extra={**HMM_EXTRA, **SYMBOL_EXTRA},
     ),
 }
+
+#: The data layout of each registry ``feature_axis``: rows, sequences, symbol sequences.
+LAYOUTS: dict[int | None, Callable[[np.ndarray], np.ndarray]] = {
+    1: _rows,
+    2: _sequences,
+    None: _symbols,
+}
+
+
+def contract_of(name: str) -> Contract:
+    """The bad-input contract of a registered model: its estimator with the suite's fast
+    settings (at most 3 iterations), its layout and second input from its registry entry."""
+    entry, differences = REGISTRY[name], DIFFERENCES.get(name, Differences())
+    case = next(c for c in first_cases() if c.name == name)
+    second = [i.argument for i in entry.inputs[1:] if i.kind == "variable"]
+    return Contract(
+        make=lambda **options: case.estimator(max_iter=3, tol=1e-3, **options),
+        min_rows=differences.min_rows,
+        layout=LAYOUTS[entry.feature_axis],
+        vector=second[0] if second else None,
+        vector_of=differences.vector_of,
+        outcomes=differences.outcomes,
+        extra=differences.extra,
+    )
+
+
+CONTRACTS: dict[str, Contract] = {case.name: contract_of(case.name) for case in first_cases()}
 
 
 def cases_of(contract: Contract) -> dict[str, Case]:
@@ -742,14 +756,15 @@ def test_bad_input_gets_a_clear_error_and_the_store_is_untouched(tmp_path, model
         else:
             _fit(estimator, given)
     if expected.error is None:
-        for name in contract.fitted:
-            assert np.all(np.isfinite(getattr(estimator, name))), name
+        for name, value in fitted_arrays(estimator).items():
+            assert np.all(np.isfinite(value)), name
     assert store_digest(tmp_path) == before
 
 
 def test_the_matrix_covers_every_case_for_every_model():
     """Each model meets every case that applies to it (second-input cases only with one),
     and overrides only cases it meets."""
+    assert set(CONTRACTS) == set(REGISTRY) and set(DIFFERENCES) <= set(REGISTRY)
     for model, contract in CONTRACTS.items():
         covered = {case for m, case in (p.values for p in MATRIX) if m == model}
         expected = {c for c, s in CASES.items() if contract.vector or not s.needs_vector}
