@@ -89,7 +89,7 @@ MODELS: dict[str, ContractModel] = {
         2,
         {"n_components": 3, "n_times": 12, "ragged": True},
         {"n_components": 3},
-        _covariances("full", "tied", "diag", "spherical"),
+        _covariances("diag", "full", "tied", "spherical"),  # hmmlearn's default first
     ),
     "categorical-hmm": ContractModel(
         24, 4, {"n_components": 3, "n_times": 12, "ragged": True}, {"n_components": 3}

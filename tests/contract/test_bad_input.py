@@ -22,6 +22,7 @@ limits, sequence lengths) are its ``extra``.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import shutil
 import warnings
 from collections.abc import Callable
@@ -703,12 +704,14 @@ LAYOUTS: dict[int | None, Callable[[np.ndarray], np.ndarray]] = {
 
 def contract_of(name: str) -> Contract:
     """The bad-input contract of a registered model: its estimator with the suite's fast
-    settings (at most 3 iterations), its layout and second input from its registry entry."""
+    settings but its own ``tol`` (at most 3 iterations); its layout and second input
+    from its registry entry."""
     entry, differences = REGISTRY[name], DIFFERENCES.get(name, Differences())
     case = next(c for c in first_cases() if c.name == name)
+    own_tol = inspect.signature(entry.estimator_class()).parameters["tol"].default
     second = [i.argument for i in entry.inputs[1:] if i.kind == "variable"]
     return Contract(
-        make=lambda **options: case.estimator(max_iter=3, tol=1e-3, **options),
+        make=lambda **options: case.estimator(max_iter=3, tol=own_tol, **options),
         min_rows=differences.min_rows,
         layout=LAYOUTS[entry.feature_axis],
         vector=second[0] if second else None,
