@@ -73,9 +73,12 @@ def engine_calls() -> Iterator[list[EngineCall]]:
     """Record every call of :func:`dem.engine.fit_runs` made inside the block."""
     calls: list[EngineCall] = []
     original = engine.fit_runs
+    signature = inspect.signature(original)
 
-    def spy(models: Any, arrays: Any, inits: Any, **options: Any) -> Any:
-        call = EngineCall(list(models), dict(arrays), options)
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        given = signature.bind(*args, **kwargs).arguments
+        models, arrays, inits = given.pop("models"), given.pop("arrays"), given.pop("inits")
+        call = EngineCall(list(models), dict(arrays), given)
 
         def kept(init: Callable[[], Any]) -> Callable[[], Any]:
             def start() -> Any:
@@ -85,7 +88,7 @@ def engine_calls() -> Iterator[list[EngineCall]]:
 
             return start
 
-        call.results = original(models, arrays, [kept(init) for init in inits], **options)
+        call.results = original(models, arrays, [kept(init) for init in inits], **given)
         calls.append(call)
         return call.results
 
