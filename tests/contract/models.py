@@ -7,8 +7,8 @@ estimator options make a fit fast; the data reach ``fit`` as the registry's
 ``synth_fit`` arguments name them, so no model needs data code of its own here. A model
 that registers without a row fails ``test_every_registered_model_has_a_row``.
 
-``sklearn_estimators()`` is the slot the scikit-learn checks (``tests/test_sklearn.py``)
-take their estimators from.
+``estimator_classes()`` is the slot of the scikit-learn checks (``tests/test_sklearn.py``):
+the estimators they run must cover it, so a registered model meets them too.
 """
 
 from __future__ import annotations
@@ -188,15 +188,6 @@ def fitted_arrays(estimator: Any) -> dict[str, np.ndarray]:
 
 
 def estimator_classes() -> list[type]:
-    """The estimator class of every registered model, in the registry's order."""
+    """The estimator class of every registered model, in the registry's order (what
+    ``parametrize_with_checks`` must cover)."""
     return [entry.estimator_class() for entry in REGISTRY.values()]
-
-
-def sklearn_estimators() -> list[Any]:
-    """One instance of every registered estimator, for ``parametrize_with_checks``: the
-    row's model options and ``random_state=0``, the estimator's own ``tol`` and
-    ``max_iter`` (so fits converge without a ConvergenceWarning where they can)."""
-    return [
-        REGISTRY[case.name].estimator_class()(random_state=0, **case.row.estimator)
-        for case in first_cases()
-    ]
