@@ -17,6 +17,7 @@ import numpy as np
 import sklearn.exceptions
 import xarray as xr
 from sklearn.base import BaseEstimator
+from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from dem import engine
@@ -190,7 +191,10 @@ class EMEstimator(BaseEstimator):
 
     def _samples(self, X: Any, variable: str | None) -> Samples:
         return as_samples(
-            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
+            in_memory_array(X, self),
+            variable=variable,
+            sample_dim=self.sample_dim,
+            feature_dim=self.feature_dim,
         )
 
     def _set_features(self, X: Any, variable: str | None, n_features: int) -> None:
@@ -265,6 +269,25 @@ class EMEstimator(BaseEstimator):
         self.lower_bounds_ = list(best.lower_bounds)
         self.lower_bound_ = best.lower_bound
         return best, results
+
+
+def in_memory_array(X: Any, estimator: Any, ndim: int = 2) -> Any:
+    """In-memory input (not a store path, dask or xarray) as scikit-learn's
+    :func:`~sklearn.utils.check_array` takes it: lists, DataFrames (nullable dtypes' NA
+    become NaN) and object arrays of numbers become float arrays; sparse matrices,
+    complex numbers, strings and empty arrays are refused with its errors. NaN and
+    infinity pass (each model decides); anything else is returned as is."""
+    if not _is_in_memory(X):
+        return X
+    return check_array(
+        X,
+        dtype=(np.float64, np.float32),
+        ensure_all_finite=False,
+        ensure_2d=ndim == 2,
+        allow_nd=ndim > 2,
+        estimator=estimator,
+        input_name="X",
+    )
 
 
 def _is_in_memory(X: Any) -> bool:

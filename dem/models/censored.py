@@ -42,6 +42,8 @@ from scipy import linalg, stats
 from scipy.special import erfcx, log_ndtr, ndtr
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import column_or_1d
 
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
@@ -894,6 +896,21 @@ def _real_limit(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and not np.isnan(v)
 
 
+def target_vector(y: Any) -> Any:
+    """In-memory ``y`` as scikit-learn's regressors take it: an object array of numbers
+    as floats (anything else refused with its "Unknown label type"), a column vector of
+    shape (n, 1) as (n,) with its ``DataConversionWarning``. Lazy input as is."""
+    if isinstance(y, str | os.PathLike | xr.DataArray | xr.Dataset) or hasattr(y, "dask"):
+        return y
+    y = np.asarray(y)
+    if y.dtype == object:  # numbers stored as objects; anything else is not a target
+        type_of_target(y, input_name="y", raise_unknown=True)
+        y = y.astype(np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        return column_or_1d(y, warn=True)
+    return y
+
+
 def _infinite_as_nan(block: np.ndarray) -> np.ndarray:
     """Limits as the engine takes them: NaN, not ±inf, for no limit."""
     return np.where(np.isinf(block), np.nan, block).astype(np.float64, copy=False)
@@ -1085,13 +1102,14 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
             raise ValueError(f"left must be below right; got left={lo}, right={hi}.")
         if y is None and (lo is not None or hi is not None):
             raise ValueError(
-                "y is required unless left and right are both per-observation arrays "
-                "(interval censoring)."
+                f"{type(self).__name__} requires y to be passed, but the target y is None: y "
+                "is required unless left and right are both per-observation arrays (interval "
+                "censoring)."
             )
         model = CensoredModel(bool(self.fit_intercept), lo, hi, y is not None)
         inputs = {"X": x}
         if y is not None:
-            inputs["y"] = self._vector(y, "y", X, x)
+            inputs["y"] = self._vector(target_vector(y), "y", X, x)
         if lo_samples is not None:
             inputs["left"] = lo_samples
         if hi_samples is not None:

@@ -715,6 +715,8 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         """
         model = self._model()
         samples = self._samples(X, variable)
+        if hasattr(self, "weights_"):
+            self._check_features(X, variable, int(samples.array.shape[1]))
         state = getattr(self, "_online_state", None)
         if state is None:
             if hasattr(self, "weights_"):

@@ -102,6 +102,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import linalg
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
 from dem.data import Samples, as_samples, sample_rows
@@ -905,6 +906,11 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
             "mean": self.mean_,
             "noise_variance": np.asarray(self.noise_variance_, dtype=np.float64),
         }
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN entries are missing values
+        return tags
 
     @property
     def _n_features_out(self) -> int:
