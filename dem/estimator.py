@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 import sklearn.exceptions
 import xarray as xr
+from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -271,22 +272,33 @@ class EMEstimator(BaseEstimator):
         return best, results
 
 
-def in_memory_array(X: Any, estimator: Any, ndim: int = 2) -> Any:
-    """In-memory input (not a store path, dask or xarray) as scikit-learn's
-    :func:`~sklearn.utils.check_array` takes it: lists, DataFrames (nullable dtypes' NA
-    become NaN) and object arrays of numbers become float arrays; sparse matrices,
-    complex numbers, strings and empty arrays are refused with its errors. NaN and
-    infinity pass (each model decides); anything else is returned as is."""
+def in_memory_array(X: Any, estimator: Any) -> Any:
+    """In-memory input as scikit-learn's estimators take it, before dem's own checks
+    (:func:`dem.data.as_samples`): DataFrames as floats (nullable dtypes' NA as NaN),
+    object arrays of numbers as floats, and sparse matrices, complex numbers and empty
+    arrays refused with :func:`~sklearn.utils.check_array`'s errors. Lazy input, store
+    paths and every other array are returned as they are."""
     if not _is_in_memory(X):
         return X
-    return check_array(
-        X,
-        dtype=(np.float64, np.float32),
-        ensure_all_finite=False,
-        ensure_2d=ndim == 2,
-        allow_nd=ndim > 2,
-        estimator=estimator,
-        input_name="X",
+    if sparse.issparse(X) or hasattr(X, "dtypes"):  # sparse, or a pandas DataFrame
+        return _checked_array(X, estimator)
+    values = np.asarray(X)
+    if values.dtype.kind == "c" or (values.ndim == 2 and values.size == 0):
+        return _checked_array(values, estimator)
+    if values.dtype == object:
+        return values.astype(np.float64)  # numbers convert; anything else is refused here
+    return values
+
+
+def _checked_array(X: Any, estimator: Any) -> np.ndarray:
+    return np.asarray(
+        check_array(
+            X,
+            dtype=(np.float64, np.float32),
+            ensure_all_finite=False,
+            estimator=estimator,
+            input_name="X",
+        )
     )
 
 

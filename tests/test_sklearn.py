@@ -265,14 +265,16 @@ def test_per_sample_methods_refuse_bad_rows(estimator, bad):
 def test_categorical_hmm_refuses_a_huge_symbol_without_allocating():
     X = np.zeros((3, 5))
     X[1, 2] = 1e9  # an alphabet of 1e9 + 1 symbols would need gigabytes
-    with pytest.raises(ValueError, match=r"MAX_SYMBOLS.*sequence 1 of this chunk, at time step 2"):
+    with pytest.raises(
+        ValueError, match=r"1000000000.0\].*sequence 1 of this chunk, at time step 2.*MAX_SYMBOLS"
+    ):
         dem.CategoricalHMM(2).fit(X)
     X[1, 2] = 4
-    with pytest.raises(ValueError, match=r"n_features=3\).*\[4\.0\].*sequence 1"):
+    with pytest.raises(ValueError, match=r"\[0, 3\).*\[4\.0\].*sequence 1"):
         dem.CategoricalHMM(2, n_features=3).fit(X)
     for bad in (-1.0, 0.5):
         X[1, 2] = bad
-        with pytest.raises(ValueError, match="symbols must be integers"):
+        with pytest.raises(ValueError, match="symbols must be non-negative integers"):
             dem.CategoricalHMM(2).fit(X)
     X[1, 2] = 4
     assert dem.CategoricalHMM(2, max_iter=2).fit(X).emissionprob_.shape == (2, 5)

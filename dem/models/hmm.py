@@ -74,6 +74,7 @@ from dem.estimator import (
     RandomState,
     as_generator,
     counts,
+    in_memory_array,
     per_sample_aligned,
     reals,
 )
@@ -1201,10 +1202,13 @@ def checked_symbols(
                 f" The first is in sequence {first + sequence} of this chunk, at time step {step}."
             )
         if n_features is None:
-            allowed = f"integers in [0, {MAX_SYMBOLS}) (dem.models.hmm.MAX_SYMBOLS)"
-            fix = "Encode the categories as 0, 1, 2, ..."
+            allowed = "non-negative integers"
+            fix = (
+                "Encode the categories as 0, 1, 2, ..., at most dem.models.hmm.MAX_SYMBOLS "
+                f"= {MAX_SYMBOLS} of them."
+            )
         else:
-            allowed = f"integers in [0, n_features={n_features})"
+            allowed = f"integers in [0, {n_features}) (n_features={n_features})"
             fix = "Encode the categories as 0, 1, 2, ... (or raise n_features)."
         raise ValueError(
             f"CategoricalHMM symbols must be {allowed}; got {which} ({int(bad.sum())} "
@@ -1281,7 +1285,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-class _BaseHMM(EMEstimator, HTMLRepr, ABC):
+class _BaseHMM(HTMLRepr, EMEstimator, ABC):
     """What :class:`GaussianHMM` and :class:`CategoricalHMM` share: fitting by EM over
     Dask chunks of sequences, checkpoints, and the per-sequence outputs."""
 
@@ -1356,6 +1360,7 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
     # --- inputs ----------------------------------------------------------------------------
 
     def _inputs(self, X: Any, lengths: Any, variable: str | None) -> dict[str, Samples]:
+        X = in_memory_array(X, self)
         chunk_rows = None
         if not isinstance(X, str | os.PathLike | xr.Dataset):
             shape = np.shape(X)

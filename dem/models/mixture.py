@@ -624,6 +624,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
     # --- fitting ----------------------------------------------------------------------
 
     def _model(self) -> MixtureModel:
+        self._validate_params()  # also for dem.select_n_components, which fits no template
         return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
 
     @_fit_context(prefer_skip_nested_validation=True)
