@@ -1360,7 +1360,7 @@ class _BaseHMM(HTMLRepr, EMEstimator, ABC):
     # --- inputs ----------------------------------------------------------------------------
 
     def _inputs(self, X: Any, lengths: Any, variable: str | None) -> dict[str, Samples]:
-        X = in_memory_array(X, self)
+        X = in_memory_array(X, self, self._ndim)
         chunk_rows = None
         if not isinstance(X, str | os.PathLike | xr.Dataset):
             shape = np.shape(X)
