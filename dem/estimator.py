@@ -272,11 +272,11 @@ class EMEstimator(BaseEstimator):
         return best, results
 
 
-def in_memory_array(X: Any, estimator: Any, ndim: int = 2) -> Any:
+def in_memory_array(X: Any, estimator: Any, samples_by_features: bool = True) -> Any:
     """In-memory input as scikit-learn's estimators take it, before dem's own checks
     (:func:`dem.data.as_samples`): DataFrames as floats (nullable dtypes' NA as NaN),
-    object arrays of numbers as floats; 1-D arrays where ``ndim`` is 2 refused ("Reshape
-    your data"), and sparse matrices, complex numbers and empty arrays with
+    object arrays of numbers as floats; 1-D arrays refused ("Reshape your data") where X is
+    ``samples_by_features``, and sparse matrices, complex numbers and empty arrays with
     :func:`~sklearn.utils.check_array`'s errors. Lazy input, store paths and every
     other array are returned as they are."""
     if not _is_in_memory(X):
@@ -284,7 +284,7 @@ def in_memory_array(X: Any, estimator: Any, ndim: int = 2) -> Any:
     if sparse.issparse(X) or hasattr(X, "dtypes"):  # sparse, or a pandas DataFrame
         return _checked_array(X, estimator)
     values = np.asarray(X)
-    if ndim == 2 and values.ndim == 1:
+    if samples_by_features and values.ndim == 1:
         raise ValueError(
             f"X must be 2-D; got 1-D of shape {values.shape}. Reshape your data with "
             "X.reshape(-1, 1) for one feature, or X.reshape(1, -1) for one sample."

@@ -1360,7 +1360,7 @@ class _BaseHMM(HTMLRepr, EMEstimator, ABC):
     # --- inputs ----------------------------------------------------------------------------
 
     def _inputs(self, X: Any, lengths: Any, variable: str | None) -> dict[str, Samples]:
-        X = in_memory_array(X, self, self._ndim)
+        X = in_memory_array(X, self, samples_by_features=False)  # the layout is checked below
         chunk_rows = None
         if not isinstance(X, str | os.PathLike | xr.Dataset):
             shape = np.shape(X)
