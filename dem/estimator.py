@@ -276,7 +276,8 @@ def in_memory_array(X: Any, estimator: Any, samples_by_features: bool = True) ->
     """In-memory input as scikit-learn's estimators take it, before dem's own checks
     (:func:`dem.data.as_samples`): DataFrames as floats (nullable dtypes' NA as NaN),
     object arrays of numbers as floats; 1-D arrays refused ("Reshape your data") where X is
-    ``samples_by_features``, and sparse matrices, complex numbers and empty arrays with
+    ``samples_by_features``, empty arrays (with scikit-learn's
+    wording), and sparse matrices and complex numbers with
     :func:`~sklearn.utils.check_array`'s errors. Lazy input, store paths and every
     other array are returned as they are."""
     if not _is_in_memory(X):
@@ -289,7 +290,13 @@ def in_memory_array(X: Any, estimator: Any, samples_by_features: bool = True) ->
             f"X must be 2-D; got 1-D of shape {values.shape}. Reshape your data with "
             "X.reshape(-1, 1) for one feature, or X.reshape(1, -1) for one sample."
         )
-    if values.dtype.kind == "c" or (values.ndim == 2 and values.size == 0):
+    if values.ndim == 2 and values.size == 0:
+        what = "sample" if values.shape[0] == 0 else "feature"
+        raise ValueError(
+            f"X is empty: 0 {what}(s) (shape={values.shape}) while a minimum of 1 is "
+            "required; it needs at least one sample and feature."
+        )
+    if values.dtype.kind == "c":
         return _checked_array(values, estimator)
     if values.dtype == object:
         return values.astype(np.float64)  # numbers convert; anything else is refused here
