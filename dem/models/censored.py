@@ -948,8 +948,9 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         Roland 2008; see :mod:`dem.accelerate`), reaching the same optimum in far fewer
         passes over the data when censoring is heavy; ``max_iter`` then counts passes
         and ``lower_bounds_`` has one entry per cycle.
-    random_state : int or numpy.random.Generator, optional
-        Seeds the sample of rows the initial least-squares fit uses.
+    random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
+        Seeds the sample of rows the initial least-squares fit uses (a ``RandomState``
+        gives four 32-bit words of seed: the same state, the same fit).
     checkpoint : str or path-like, optional
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False

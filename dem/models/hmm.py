@@ -1900,8 +1900,11 @@ class CategoricalHMM(_BaseHMM):
     n_components : int, default=1
         Number of hidden states.
     n_features : int, optional
-        Number of distinct symbols (hmmlearn's name). By default one more than the
-        largest symbol in the data (found in one extra pass).
+        Number of distinct symbols (hmmlearn's name); a symbol >= n_features is an error
+        naming it and its sequence. By default one more than the largest symbol in the
+        data (found in one extra pass), at most ``dem.models.hmm.MAX_SYMBOLS``
+        (1,000,000; a larger symbol is an error naming it), the bound of ``n_features``
+        too. Symbols must be non-negative whole numbers.
     startprob_prior, transmat_prior, emissionprob_prior : float or array-like, default=1.0
         Dirichlet prior parameters of ``startprob_``, and of each row of ``transmat_``
         and ``emissionprob_``.
