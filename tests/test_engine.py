@@ -339,7 +339,6 @@ def test_the_convergence_warning_names_the_rule_that_was_not_met():
         )
 
 
-
 def test_local_threads_run_each_task_with_one_blas_thread(blobs):
     from threadpoolctl import threadpool_info, threadpool_limits
 

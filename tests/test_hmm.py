@@ -529,10 +529,22 @@ def test_bad_symbols():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"n_components": 0}, "n_components must be an integer >= 1"),
-        ({"covariance_type": "bogus"}, "covariance_type must be one of"),
-        ({"max_iter": 0}, "max_iter must be"),
-        ({"transmat_prior": -1.0}, "transmat_prior must be"),
+        (
+            {"n_components": 0},
+            r"'n_components' parameter of GaussianHMM must be an int in the range \[1, inf\)",
+        ),
+        (
+            {"covariance_type": "bogus"},
+            "'covariance_type' parameter of GaussianHMM must be a str among",
+        ),
+        (
+            {"max_iter": 0},
+            r"'max_iter' parameter of GaussianHMM must be an int in the range \[1, inf\)",
+        ),
+        (
+            {"transmat_prior": -1.0},
+            "'transmat_prior' parameter of GaussianHMM must be a number or array of finite",
+        ),
         ({"startprob_init": [0.5, 0.6, 0.1]}, "startprob_init must hold probabilities"),
         ({"transmat_init": np.eye(2)}, r"transmat_init must have shape \(3, 3\)"),
         ({"means_init": np.zeros((2, D))}, r"means_init must have shape \(3, 2\)"),
@@ -693,5 +705,5 @@ def test_squarem_vectors_map_onto_valid_parameters():
         model.unpack(np.full(vector.size, np.nan), like)
     with pytest.raises(ValueError, match="No valid parameters"):
         model.unpack(np.full(vector.size, 800.0), like)  # exp overflows in the covariances
-    with pytest.raises(ValueError, match="accelerate must be one of"):
+    with pytest.raises(ValueError, match=r"'accelerate' parameter of \w+ must be a str among"):
         dem.CategoricalHMM(K, accelerate="warp").fit(categorical_data()[0])

@@ -33,21 +33,25 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import xarray as xr
 from scipy import linalg, stats
 from scipy.special import erfcx, log_ndtr, ndtr
+from sklearn.base import RegressorMixin, _fit_context
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import column_or_1d
 
-from dem.accelerate import STEPS
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
-    check_hyperparameters,
+    RandomState,
     per_sample,
     per_sample_aligned,
 )
@@ -892,12 +896,27 @@ def _real_limit(v: Any) -> bool:
     return isinstance(v, int | float | np.integer | np.floating) and not np.isnan(v)
 
 
+def target_vector(y: Any) -> Any:
+    """In-memory ``y`` as scikit-learn's regressors take it: an object array of numbers
+    as floats (anything else refused with its "Unknown label type"), a column vector of
+    shape (n, 1) as (n,) with its ``DataConversionWarning``. Lazy input as is."""
+    if isinstance(y, str | os.PathLike | xr.DataArray | xr.Dataset) or hasattr(y, "dask"):
+        return y
+    y = np.asarray(y)
+    if y.dtype == object:  # numbers stored as objects; anything else is not a target
+        type_of_target(y, input_name="y", raise_unknown=True)
+        y = y.astype(np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        return column_or_1d(y, warn=True)
+    return y
+
+
 def _infinite_as_nan(block: np.ndarray) -> np.ndarray:
     """Limits as the engine takes them: NaN, not ±inf, for no limit."""
     return np.where(np.isinf(block), np.nan, block).astype(np.float64, copy=False)
 
 
-class CensoredRegression(EMEstimator, HTMLRepr):
+class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
     """Censored (Tobit) regression fitted by EM over Dask chunks.
 
     The latent ``y* = intercept + X coef + scale · ε`` (ε standard normal) is seen
@@ -929,8 +948,9 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         Roland 2008; see :mod:`dem.accelerate`), reaching the same optimum in far fewer
         passes over the data when censoring is heavy; ``max_iter`` then counts passes
         and ``lower_bounds_`` has one entry per cycle.
-    random_state : int or numpy.random.Generator, optional
-        Seeds the sample of rows the initial least-squares fit uses.
+    random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
+        Seeds the sample of rows the initial least-squares fit uses (a ``RandomState``
+        gives four 32-bit words of seed: the same state, the same fit).
     checkpoint : str or path-like, optional
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
@@ -976,7 +996,9 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         The scalar (left, right) limits of the fit, None where they were per-observation;
         the default limits of :meth:`predict_expected` and :meth:`marginal_effects`.
     n_features_in_ : int
-    feature_names_in_ : list of str
+    feature_names_in_ : ndarray of str
+        Only when X names its features (DataFrame columns, or the xarray feature
+        coordinate), as in scikit-learn; :meth:`summary` then uses them.
     """
 
     def __init__(
@@ -988,7 +1010,7 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         tol: float = 1e-8,
         max_iter: int = 1000,
         accelerate: str = "none",
-        random_state: int | np.random.Generator | None = None,
+        random_state: RandomState = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
         split_every: int = 8,
@@ -1014,18 +1036,11 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
 
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], Any], str]]] = {
-        "left": (_real_limit, "a number (-inf for no limit)"),
-        "right": (_real_limit, "a number (inf for no limit)"),
-        "fit_intercept": (lambda v: isinstance(v, bool | np.bool_), "True or False"),
-        "tol": (lambda v: isinstance(v, float | int) and v >= 0, "a number >= 0"),
-        "max_iter": (lambda v: isinstance(v, int | np.integer) and v >= 1, "an integer >= 1"),
-        "accelerate": (lambda v: v in STEPS, f"one of {sorted(STEPS)}"),
-        "split_every": (lambda v: isinstance(v, int | np.integer) and v >= 2, "an integer >= 2"),
-        "init_sample_size": (
-            lambda v: isinstance(v, int | np.integer) and v >= 1,
-            "an integer >= 1",
-        ),
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **EMEstimator._parameter_constraints,
+        "left": [Interval(Real, None, None, closed="both")],  # ±inf: no limit
+        "right": [Interval(Real, None, None, closed="both")],
+        "fit_intercept": ["boolean"],
     }
 
     # --- inputs -----------------------------------------------------------------------
@@ -1081,7 +1096,6 @@ class CensoredRegression(EMEstimator, HTMLRepr):
     def _inputs(
         self, X: Any, y: Any, left: Any, right: Any, variable: str | None
     ) -> tuple[CensoredModel, Samples, dict[str, Samples]]:
-        check_hyperparameters(self, self._constraints)
         x = self._samples(X, variable)
         lo, lo_samples = self._limit(left, self.left, "left", X, x)
         hi, hi_samples = self._limit(right, self.right, "right", X, x)
@@ -1089,13 +1103,14 @@ class CensoredRegression(EMEstimator, HTMLRepr):
             raise ValueError(f"left must be below right; got left={lo}, right={hi}.")
         if y is None and (lo is not None or hi is not None):
             raise ValueError(
-                "y is required unless left and right are both per-observation arrays "
-                "(interval censoring)."
+                f"{type(self).__name__} requires y to be passed, but the target y is None: y "
+                "is required unless left and right are both per-observation arrays (interval "
+                "censoring)."
             )
         model = CensoredModel(bool(self.fit_intercept), lo, hi, y is not None)
         inputs = {"X": x}
         if y is not None:
-            inputs["y"] = self._vector(y, "y", X, x)
+            inputs["y"] = self._vector(target_vector(y), "y", X, x)
         if lo_samples is not None:
             inputs["left"] = lo_samples
         if hi_samples is not None:
@@ -1126,6 +1141,7 @@ class CensoredRegression(EMEstimator, HTMLRepr):
 
     # --- fitting ----------------------------------------------------------------------
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self,
         X: Any,
@@ -1193,8 +1209,7 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         # persist=False: the inputs are already where prepare() put them
         best, _ = self._fit_restarts(model, inputs, make_init, n_init=1, persist=False)
         self._at_optimum(model, arrays, best.params, counts)
-        self.n_features_in_ = n_features
-        self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
+        self._set_features(X, variable, n_features)
         return self
 
     def standard_errors(
@@ -1225,10 +1240,15 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         """
         params = self._params()
         model, x, inputs = self._inputs(X, y, left, right, variable)
-        n_features = int(self._checked_width(x).array.shape[1])
+        n_features = int(x.array.shape[1])
+        if n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
         arrays = prepare({name: s.array for name, s in inputs.items()}, self.persist)
         self._at_optimum(model, arrays, params, self._check_rows(model, arrays))
-        self.feature_names_in_ = _feature_names(X, variable, self.feature_dim, n_features)
+        self._set_features(X, variable, n_features)
         return self
 
     def _at_optimum(
@@ -1266,15 +1286,8 @@ class CensoredRegression(EMEstimator, HTMLRepr):
 
     def _new_x(self, X: Any, variable: str | None) -> Samples:
         self._params()
-        return self._checked_width(self._samples(X, variable))
-
-    def _checked_width(self, x: Samples) -> Samples:
-        """``x``, or a clear error when its features are not those of the fit."""
-        if x.array.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {x.array.shape[1]} features, but the model was fitted with "
-                f"{self.n_features_in_}."
-            )
+        x = self._samples(X, variable)
+        self._check_features(X, variable, int(x.array.shape[1]))
         return x
 
     def _scalar_limits(self, left: float | None, right: float | None) -> tuple[float, float]:
@@ -1414,11 +1427,7 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         """Mean log-likelihood per row of (X, y) with the given limits (as in :meth:`fit`)."""
         params = self._params()
         model, _, inputs = self._inputs(X, y, left, right, variable)
-        if inputs["X"].array.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {inputs['X'].array.shape[1]} features, but the model was fitted with "
-                f"{self.n_features_in_}."
-            )
+        self._check_features(X, variable, int(inputs["X"].array.shape[1]))
         arrays = {name: s.array for name, s in inputs.items()}
         self._check_rows(model, arrays)
         found = map_reduce(
@@ -1430,6 +1439,13 @@ class CensoredRegression(EMEstimator, HTMLRepr):
             missing_ok=model.missing_ok,
         )
         return float(found["loglik"] / found["n"])
+
+    def _feature_labels(self) -> list[str]:
+        """``feature_names_in_`` where the data named their features, else x0, x1, ..."""
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            return [f"x{j}" for j in range(self.n_features_in_)]
+        return [str(n) for n in names]
 
     def summary(self) -> CensoredSummary:
         """Coefficient table with standard errors, z values and p-values, as R's
@@ -1446,7 +1462,7 @@ class CensoredRegression(EMEstimator, HTMLRepr):
         p = 2.0 * stats.norm.sf(np.abs(z))
         names = (
             (["(Intercept)"] if self.fit_intercept else [])
-            + list(self.feature_names_in_)
+            + self._feature_labels()
             + ["Log(scale)"]
         )
         slopes = slice(int(self.fit_intercept), len(self._coef))
@@ -1488,14 +1504,3 @@ def _covariance(hessian: np.ndarray) -> np.ndarray:
         )
         return np.full_like(information, np.nan)
     return linalg.cho_solve(factor, np.eye(len(information)))
-
-
-def _feature_names(X: Any, variable: str | None, feature_dim: str, n_features: int) -> list[str]:
-    """Column names of a DataFrame, or the feature coordinate of xarray input, else x0, x1, ..."""
-    columns = getattr(X, "columns", None)
-    if columns is not None and len(columns) == n_features:
-        return [str(c) for c in columns]
-    data = X[variable] if isinstance(X, xr.Dataset) and variable in X else X
-    if isinstance(data, xr.DataArray) and feature_dim in data.coords:
-        return [str(v) for v in data.coords[feature_dim].values]
-    return [f"x{j}" for j in range(n_features)]

@@ -55,21 +55,28 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from numbers import Real
 from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import StrOptions
 
-from dem.accelerate import STEPS
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce
 from dem.estimator import (
     EMEstimator,
+    NonNegativeArray,
     NotFittedError,
-    check_hyperparameters,
+    RandomState,
+    as_generator,
+    counts,
+    in_memory_array,
     per_sample_aligned,
+    reals,
 )
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
@@ -1115,7 +1122,7 @@ class CategoricalHMMModel(HMMModel):
         if valid is not None:
             np.copyto(values, 0.0, where=_padding(valid, scratch))
         _check_finite(values, None, "X", first)
-        return checked_symbols(values, self.n_features, scratch)
+        return checked_symbols(values, self.n_features, scratch, first)
 
     def emission_log_prob(
         self, data: np.ndarray, params: Params, scratch: Scratch | None = None
@@ -1167,25 +1174,45 @@ class CategoricalHMMModel(HMMModel):
         return {"emissionprob": _probabilities(vector, like["emissionprob"])}
 
 
+MAX_SYMBOLS = 1_000_000
+"""Largest alphabet of a :class:`CategoricalHMM` (``n_features``, or the largest symbol
++ 1 when it is not given): the emission matrix has ``n_components × n_features``
+entries, so one stray huge symbol would otherwise allocate gigabytes."""
+
+
 def checked_symbols(
-    values: np.ndarray, n_features: int | None, scratch: Scratch | None = None
+    values: np.ndarray, n_features: int | None, scratch: Scratch | None = None, first: int = 0
 ) -> np.ndarray:
     """Symbols as int64 after checking they are whole numbers in [0, n_features)
-    (in the buffer "symbols" of ``scratch`` when given)."""
+    (``MAX_SYMBOLS`` when None), in the buffer "symbols" of ``scratch`` when given.
+    ``values`` is 1-D, or time-major (times × sequences, the first being sequence
+    ``first`` of its chunk), then the error names the first bad symbol's sequence."""
     scratch = Scratch() if scratch is None else scratch
     symbols = scratch("symbols", values.shape, np.int64)
     np.copyto(symbols, values, casting="unsafe")
-    upper = np.inf if n_features is None else n_features
+    upper = MAX_SYMBOLS if n_features is None else n_features
     fractional = np.not_equal(symbols, values, out=scratch("fractional", values.shape, np.bool_))
     if values.size and (fractional.any() or symbols.min() < 0 or symbols.max() >= upper):
         bad = fractional | (symbols < 0) | (symbols >= upper)
         which = values[bad][:5].tolist()
-        allowed = (
-            "non-negative integers" if n_features is None else f"integers in [0, {n_features})"
-        )
+        where = ""
+        if values.ndim == 2:
+            step, sequence = np.argwhere(bad)[0]
+            where = (
+                f" The first is in sequence {first + sequence} of this chunk, at time step {step}."
+            )
+        if n_features is None:
+            allowed = "non-negative integers"
+            fix = (
+                "Encode the categories as 0, 1, 2, ..., at most dem.models.hmm.MAX_SYMBOLS "
+                f"= {MAX_SYMBOLS} of them."
+            )
+        else:
+            allowed = f"integers in [0, {n_features}) (n_features={n_features})"
+            fix = "Encode the categories as 0, 1, 2, ... (or raise n_features)."
         raise ValueError(
-            f"CategoricalHMM symbols must be {allowed}; got {which} ({int(bad.sum())} value(s)). "
-            "Encode the categories as 0, 1, 2, ... (or raise n_features)."
+            f"CategoricalHMM symbols must be {allowed}; got {which} ({int(bad.sum())} "
+            f"value(s)).{where} {fix}"
         )
     return symbols
 
@@ -1258,19 +1285,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, float | int | np.floating | np.integer) and not isinstance(value, bool)
-
-
-def _non_negative_array(value: Any) -> bool:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return bool(np.all(np.isfinite(array)) and np.all(array >= 0))
-
-
-class _BaseHMM(EMEstimator, HTMLRepr, ABC):
+class _BaseHMM(HTMLRepr, EMEstimator, ABC):
     """What :class:`GaussianHMM` and :class:`CategoricalHMM` share: fitting by EM over
     Dask chunks of sequences, checkpoints, and the per-sequence outputs."""
 
@@ -1279,16 +1294,15 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
     #: The emission parameter whose last axis is the number of features (or symbols).
     _features_param: ClassVar[str]
 
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "n_components": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "startprob_prior": (_non_negative_array, "a non-negative number or array"),
-        "transmat_prior": (_non_negative_array, "a non-negative number or array"),
-        "tol": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "max_iter": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "n_init": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-        "accelerate": (lambda v: v in STEPS, f"one of {sorted(STEPS)}"),
-        "split_every": (lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
-        "init_sample_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **EMEstimator._parameter_constraints,
+        "n_components": counts(1),
+        "startprob_prior": [NonNegativeArray()],
+        "transmat_prior": [NonNegativeArray()],
+        "startprob_init": ["array-like", None],
+        "transmat_init": ["array-like", None],
+        "sequence_dim": [str],
+        "time_dim": [str],
     }
 
     # set by subclasses' __init__
@@ -1301,7 +1315,7 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
     accelerate: str
     startprob_init: Any
     transmat_init: Any
-    random_state: int | np.random.Generator | None
+    random_state: RandomState
     checkpoint: Any
     resume: bool
     split_every: int
@@ -1346,6 +1360,7 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
     # --- inputs ----------------------------------------------------------------------------
 
     def _inputs(self, X: Any, lengths: Any, variable: str | None) -> dict[str, Samples]:
+        X = in_memory_array(X, self, samples_by_features=False)  # the layout is checked below
         chunk_rows = None
         if not isinstance(X, str | os.PathLike | xr.Dataset):
             shape = np.shape(X)
@@ -1414,6 +1429,7 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
 
     # --- fitting ---------------------------------------------------------------------------
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> _BaseHMM:
         """Fit the HMM by Baum–Welch (EM) over the sequences' chunks.
 
@@ -1434,7 +1450,6 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
         -------
         self
         """
-        check_hyperparameters(self, {**_BaseHMM._constraints, **self._constraints})
         inputs = self._inputs(X, lengths, variable)
         n_features = self._n_features(inputs)
         model = self._model(n_features)
@@ -1515,8 +1530,13 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
             return result
 
         n_times = int(inputs["X"].array.shape[1])
-        return per_sample_aligned(
-            list(inputs.values()), function, trailing=trailing(n_times), dims=dims, dtype=dtype
+        return per_sample_aligned(  # the model refuses NaN inside sequences (padding may hold it)
+            list(inputs.values()),
+            function,
+            trailing=trailing(n_times),
+            dims=dims,
+            dtype=dtype,
+            missing_ok=None,
         )
 
     def score_sequences(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> Any:
@@ -1576,7 +1596,7 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
         n_sequences: int = 1,
         n_times: int = 100,
         *,
-        random_state: int | np.random.Generator | None = None,
+        random_state: RandomState = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw sequences from the fitted HMM.
 
@@ -1591,7 +1611,7 @@ class _BaseHMM(EMEstimator, HTMLRepr, ABC):
                 "n_sequences and n_times must be integers >= 1, got "
                 f"{n_sequences!r} and {n_times!r}."
             )
-        rng = np.random.default_rng(self.random_state if random_state is None else random_state)
+        rng = as_generator(self.random_state if random_state is None else random_state)
         states = _sample_states(params["startprob"], params["transmat"], n_sequences, n_times, rng)
         return self._sample_emissions(states, rng), states
 
@@ -1642,8 +1662,9 @@ class GaussianHMM(_BaseHMM):
         and ``transmat`` start uniform, the means at k-means centres and every
         covariance at the data covariance (plus ``min_covar``), both from a random
         sample of at most ``init_sample_size`` sequences.
-    random_state : int or numpy.random.Generator, optional
-        Seeds the initialisation (and :meth:`sample`).
+    random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
+        Seeds the initialisation (and :meth:`sample`); a ``RandomState`` gives four
+        32-bit words of seed: the same state, the same fit.
     checkpoint : str or path-like, optional
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
@@ -1686,15 +1707,16 @@ class GaussianHMM(_BaseHMM):
     _ndim = 3
     _features_param = "means"
 
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "covariance_type": (lambda v: v in COVARIANCE_TYPES, f"one of {COVARIANCE_TYPES}"),
-        "min_covar": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "means_weight": (_non_negative_array, "a non-negative number or array"),
-        "covars_prior": (
-            lambda v: _non_negative_array(np.diagonal(np.atleast_2d(v), axis1=-2, axis2=-1)),
-            "a non-negative number or array",
-        ),
-        "covars_weight": (_is_number, "a number"),
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_BaseHMM._parameter_constraints,
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
+        "min_covar": reals(0),
+        "means_prior": ["array-like", Real],
+        "means_weight": [NonNegativeArray()],
+        "covars_prior": [NonNegativeArray(diagonal=True)],
+        "covars_weight": reals(None),
+        "means_init": ["array-like", None],
+        "covars_init": ["array-like", None],
     }
 
     def __init__(
@@ -1717,7 +1739,7 @@ class GaussianHMM(_BaseHMM):
         transmat_init: Any = None,
         means_init: Any = None,
         covars_init: Any = None,
-        random_state: int | np.random.Generator | None = None,
+        random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
         split_every: int = 8,
@@ -1878,8 +1900,11 @@ class CategoricalHMM(_BaseHMM):
     n_components : int, default=1
         Number of hidden states.
     n_features : int, optional
-        Number of distinct symbols (hmmlearn's name). By default one more than the
-        largest symbol in the data (found in one extra pass).
+        Number of distinct symbols (hmmlearn's name); a symbol >= n_features is an error
+        naming it and its sequence. By default one more than the largest symbol in the
+        data (found in one extra pass), at most ``dem.models.hmm.MAX_SYMBOLS``
+        (1,000,000; a larger symbol is an error naming it), the bound of ``n_features``
+        too. Symbols must be non-negative whole numbers.
     startprob_prior, transmat_prior, emissionprob_prior : float or array-like, default=1.0
         Dirichlet prior parameters of ``startprob_``, and of each row of ``transmat_``
         and ``emissionprob_``.
@@ -1916,9 +1941,11 @@ class CategoricalHMM(_BaseHMM):
     _ndim = 2
     _features_param = "emissionprob"
 
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "n_features": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an integer >= 1"),
-        "emissionprob_prior": (_non_negative_array, "a non-negative number or array"),
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **_BaseHMM._parameter_constraints,
+        "n_features": [*counts(1, MAX_SYMBOLS), None],
+        "emissionprob_prior": [NonNegativeArray()],
+        "emissionprob_init": ["array-like", None],
     }
 
     def __init__(
@@ -1936,7 +1963,7 @@ class CategoricalHMM(_BaseHMM):
         startprob_init: Any = None,
         transmat_init: Any = None,
         emissionprob_init: Any = None,
-        random_state: int | np.random.Generator | None = None,
+        random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
         split_every: int = 8,
@@ -1990,7 +2017,7 @@ class CategoricalHMM(_BaseHMM):
             )
             valid = np.arange(x.shape[1])[None, :] < lengths[:, None]
             _check_finite(x.T, valid.T, "X")
-            return {"largest": np.float64(checked_symbols(x[valid], None).max())}
+            return {"largest": np.float64(checked_symbols(np.where(valid, x, 0).T, None).max())}
 
         def larger(a: Stats, b: Stats) -> Stats:
             return {"largest": np.maximum(a["largest"], b["largest"])}

@@ -20,11 +20,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
+from sklearn.base import DensityMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
 
 from dem.data import sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
-from dem.estimator import EMEstimator, NotFittedError, check_hyperparameters, per_sample
+from dem.estimator import (
+    EMEstimator,
+    NotFittedError,
+    RandomState,
+    as_generator,
+    counts,
+    per_sample,
+    reals,
+)
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.models.scratch import thread_scratch
@@ -457,7 +467,7 @@ def _overridden(
 # --- the estimator ----------------------------------------------------------------
 
 
-class GaussianMixture(EMEstimator, HTMLRepr):
+class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
     """Gaussian mixture fitted by EM over Dask chunks, with scikit-learn's interface.
 
     Parameters follow :class:`sklearn.mixture.GaussianMixture` in name and meaning;
@@ -492,8 +502,9 @@ class GaussianMixture(EMEstimator, HTMLRepr):
     means_init : array-like of shape (n_components, n_features), optional
     precisions_init : array-like, optional
         Initial precisions, shaped as ``covariances_`` for the covariance type.
-    random_state : int or numpy.random.Generator, optional
-        Seeds the initialisation.
+    random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
+        Seeds the initialisation (a ``RandomState`` gives four 32-bit words of seed:
+        the same state, the same fit).
     checkpoint : str or path-like, optional
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
@@ -556,7 +567,7 @@ class GaussianMixture(EMEstimator, HTMLRepr):
         weights_init: Any = None,
         means_init: Any = None,
         precisions_init: Any = None,
-        random_state: int | np.random.Generator | None = None,
+        random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
         split_every: int = 8,
@@ -598,49 +609,25 @@ class GaussianMixture(EMEstimator, HTMLRepr):
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
 
-    _constraints: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {
-        "n_components": (
-            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
-            "an integer >= 1",
-        ),
-        "covariance_type": (
-            lambda v: v in gaussian.COVARIANCE_TYPES,
-            f"one of {gaussian.COVARIANCE_TYPES}",
-        ),
-        "tol": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
-        "reg_covar": (lambda v: bool(isinstance(v, float | int) and v >= 0), "a number >= 0"),
-        "max_iter": (lambda v: bool(isinstance(v, int | np.integer) and v >= 0), "an integer >= 0"),
-        "method": (lambda v: v in ("batch", "online"), "'batch' or 'online'"),
-        "online_passes": (
-            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
-            "an integer >= 1",
-        ),
-        "batch_chunks": (
-            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
-            "an integer >= 1",
-        ),
-        "step_exponent": (
-            lambda v: bool(isinstance(v, float | int) and 0.5 < v <= 1),
-            "in (0.5, 1]",
-        ),
-        "n_init": (lambda v: bool(isinstance(v, int | np.integer) and v >= 1), "an integer >= 1"),
-        "init_params": (lambda v: v in INIT_METHODS, f"one of {INIT_METHODS}"),
-        "split_every": (
-            lambda v: bool(isinstance(v, int | np.integer) and v >= 2),
-            "an integer >= 2",
-        ),
-        "init_sample_size": (
-            lambda v: bool(isinstance(v, int | np.integer) and v >= 1),
-            "an integer >= 1",
-        ),
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **EMEstimator._parameter_constraints,
+        "n_components": counts(1),
+        "covariance_type": [StrOptions(set(gaussian.COVARIANCE_TYPES))],
+        "reg_covar": reals(0),
+        "max_iter": counts(0),
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
     }
 
     # --- fitting ----------------------------------------------------------------------
 
     def _model(self) -> MixtureModel:
-        check_hyperparameters(self, self._constraints)
+        self._validate_params()  # also for dem.select_n_components, which fits no template
         return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
         """Fit the mixture by EM.
 
@@ -712,12 +699,13 @@ class GaussianMixture(EMEstimator, HTMLRepr):
 
         online_stages: list[Any] = []  # in run order (runs resumed from a checkpoint skip this)
         best, results = self._fit_restarts(model, {"X": samples}, make_init)
-        self.n_features_in_ = int(n_features)
+        self._set_features(X, variable, n_features)
         stage = online_stages[results.index(best)] if len(online_stages) == len(results) else None
         self.n_online_updates_ = stage.n_iter if stage is not None else 0
         self.online_lower_bounds_ = list(stage.lower_bounds) if stage is not None else []
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
         """One online-EM update from the batch ``X`` (Cappé & Moulines 2009).
 
@@ -728,6 +716,8 @@ class GaussianMixture(EMEstimator, HTMLRepr):
         """
         model = self._model()
         samples = self._samples(X, variable)
+        if hasattr(self, "weights_"):
+            self._check_features(X, variable, int(samples.array.shape[1]))
         state = getattr(self, "_online_state", None)
         if state is None:
             if hasattr(self, "weights_"):
@@ -738,7 +728,7 @@ class GaussianMixture(EMEstimator, HTMLRepr):
                         f"The first batch has {samples.n_samples} samples, fewer than "
                         f"n_components={model.n_components}; pass a larger first batch."
                     )
-                rng = np.random.default_rng(self.random_state)
+                rng = as_generator(self.random_state)
                 sample = sample_rows(samples.array, self.init_sample_size, rng)
                 method = "kmeans" if self.init_params in ("auto", "k-means||") else self.init_params
                 params = initial_params(
@@ -769,7 +759,7 @@ class GaussianMixture(EMEstimator, HTMLRepr):
         self.lower_bounds_ = [*getattr(self, "lower_bounds_", []), self.lower_bound_]
         self.n_iter_ = self._online_state["updates"]
         self.converged_ = False
-        self.n_features_in_ = int(samples.array.shape[1])
+        self._set_features(X, variable, int(samples.array.shape[1]))
         return self
 
     def _checked_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
@@ -842,11 +832,7 @@ class GaussianMixture(EMEstimator, HTMLRepr):
     ) -> Any:
         params = self._params()
         samples = self._samples(X, variable)
-        if samples.array.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {samples.array.shape[1]} features, but the mixture was fitted with "
-                f"{self.n_features_in_}."
-            )
+        self._check_features(X, variable, int(samples.array.shape[1]))
         model = self._model()
         return per_sample(
             samples,
@@ -877,6 +863,7 @@ class GaussianMixture(EMEstimator, HTMLRepr):
         """Mean per-sample log-likelihood (one pass over the data)."""
         params = self._params()
         samples = self._samples(X, variable)
+        self._check_features(X, variable, int(samples.array.shape[1]))
         model = self._model()
 
         def loglik(block: Block, p: Params) -> Stats:
@@ -888,7 +875,12 @@ class GaussianMixture(EMEstimator, HTMLRepr):
             }
 
         stats = map_reduce(
-            loglik, add_stats, {"X": samples.array}, params, split_every=int(self.split_every)
+            loglik,
+            add_stats,
+            {"X": samples.array},
+            params,
+            split_every=int(self.split_every),
+            missing_ok=model.missing_ok,
         )
         return float(stats["loglik"] / stats["n"])
 
@@ -907,13 +899,13 @@ class GaussianMixture(EMEstimator, HTMLRepr):
         return -2 * self.score(X, variable=variable) * n + 2 * self._n_parameters()
 
     def sample(
-        self, n_samples: int = 1, *, random_state: int | np.random.Generator | None = None
+        self, n_samples: int = 1, *, random_state: RandomState = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels)."""
         params = self._params()
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = np.random.default_rng(self.random_state if random_state is None else random_state)
+        rng = as_generator(self.random_state if random_state is None else random_state)
         counts = rng.multinomial(n_samples, params["weights"])
         k, d = self.means_.shape
         draws = []
