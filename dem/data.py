@@ -338,7 +338,7 @@ def _dense(data: Any, name: str) -> np.ndarray:
     if _is_pandas(data):
         return _pandas_values(data)
     if isinstance(data, np.ma.MaskedArray):
-        return _masked_as_nan(data)
+        return masked_as_nan(data)
     return np.asarray(data)
 
 
@@ -363,7 +363,7 @@ def _pandas_values(data: Any) -> np.ndarray:
     return np.asarray(data)
 
 
-def _masked_as_nan(values: np.ndarray) -> np.ndarray:
+def masked_as_nan(values: np.ndarray) -> np.ndarray:
     """Masked entries of a masked array as NaN (NaN is what dem reads as missing)."""
     if not isinstance(values, np.ma.MaskedArray):
         return values
@@ -381,7 +381,7 @@ def _unmasked_dask(array: da.Array) -> da.Array:
         return array
     dtype = array.dtype if array.dtype.kind == "f" and array.dtype.itemsize >= 4 else np.float64
     meta = np.empty((0,) * array.ndim, dtype)
-    return da.map_blocks(_masked_as_nan, array, dtype=dtype, meta=meta)
+    return da.map_blocks(masked_as_nan, array, dtype=dtype, meta=meta)
 
 
 def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:

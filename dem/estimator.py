@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from dem import engine
 from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
-from dem.data import Samples, as_samples
+from dem.data import Samples, as_samples, masked_as_nan
 from dem.model import EMModel, Params
 
 RandomState = int | np.random.RandomState | np.random.Generator | None
@@ -282,6 +282,7 @@ def in_memory_array(X: Any, estimator: Any, samples_by_features: bool = True) ->
     other array are returned as they are."""
     if not _is_in_memory(X):
         return X
+    X = masked_as_nan(X)  # masked entries are missing values (NaN), as dem.data reads them
     if sparse.issparse(X) or hasattr(X, "dtypes"):  # sparse, or a pandas DataFrame
         return _checked_array(X, estimator)
     values = np.asarray(X)
