@@ -117,6 +117,7 @@ def _open_group(
     else:
         store, inside = storage.open_store(path, storage_options), ""
     where = _name_of(path, store, inside)
+    hidden = storage.secrets(storage_options, path)
     try:
         group = zarr.open_group(store, path=inside, mode="r")
         consolidated = group.metadata.consolidated_metadata
@@ -124,10 +125,10 @@ def _open_group(
             group = zarr.open_group(store, path=inside, mode="r", use_consolidated=False)
     except FileNotFoundError as exc:  # zarr's GroupNotFoundError is one
         message = f"Zarr store {where!r} does not exist (no Zarr group there)."
-        raise FileNotFoundError(_masked(message, storage_options)) from _shown(exc, storage_options)
+        raise FileNotFoundError(_masked(message, hidden)) from _shown(exc, hidden)
     except Exception as exc:  # zarr and the filesystems raise several types
         message = f"{where!r} is not a readable Zarr group: {exc}"
-        raise ValueError(_masked(message, storage_options)) from _shown(exc, storage_options)
+        raise ValueError(_masked(message, hidden)) from _shown(exc, hidden)
     return group, consolidated, where
 
 
@@ -138,17 +139,18 @@ def _name_of(path: ZarrInput, store: Store, inside: str) -> str:
     return storage.store_location(store, inside) or str(store)
 
 
-def _masked(message: str, storage_options: Mapping[str, Any] | None) -> str:
-    """``message`` with every secret of ``storage_options`` replaced by ``***``."""
-    for secret in storage.secrets(storage_options):
+def _masked(message: str, hidden: list[str]) -> str:
+    """``message`` with every string of ``hidden`` (see :func:`dem.storage.secrets`)
+    replaced by ``***``."""
+    for secret in hidden:
         message = message.replace(secret, "***")
     return message
 
 
-def _shown(cause: BaseException, storage_options: Mapping[str, Any] | None) -> BaseException | None:
-    """``cause``, or None (no chained cause) when its message shows a secret."""
+def _shown(cause: BaseException, hidden: list[str]) -> BaseException | None:
+    """``cause``, or None (no chained cause) when its message shows a string of ``hidden``."""
     text = str(cause)
-    return None if any(s in text for s in storage.secrets(storage_options)) else cause
+    return None if any(secret in text for secret in hidden) else cause
 
 
 def _refuse_incomplete_output(group: zarr.Group, where: str) -> None:

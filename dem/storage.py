@@ -65,8 +65,10 @@ def location(path_or_url: str | os.PathLike[str]) -> str:
         Two spellings of one location give the same string.
     """
     text = os.fspath(path_or_url)
-    if "::" in text:
-        return "::".join(location(link) for link in text.split("::"))
+    if "::" in text:  # fsspec's chain: protocols (or URLs) first, the target last
+        *links, target = text.split("::")
+        return "::".join([*(link if not is_url(link) else location(link) for link in links),
+                          location(target)])  # fmt: skip
     if not is_url(text):
         return os.path.realpath(os.path.abspath(os.path.expanduser(text)))
     parts = urlsplit(text)
@@ -188,14 +190,27 @@ NOT_SECRET = frozenset({"endpoint_url", "region_name", "region", "profile", "pro
 """``storage_options`` keys whose values may be shown in messages."""
 
 
-def secrets(storage_options: Mapping[str, Any] | None) -> list[str]:
+def secrets(storage_options: Mapping[str, Any] | None, url: object = None) -> list[str]:
     """Every string in ``storage_options`` (nested mappings included) that may be a
-    credential (four characters or more), longest first: what must never appear in a
-    message or a record."""
+    credential (four characters or more), and the user name and password written into
+    ``url``, longest first: what must never appear in a message or a record."""
     found: list[str] = []
     for key, value in (storage_options or {}).items():
         if isinstance(value, Mapping):
             found.extend(secrets(value))
         elif isinstance(value, str) and len(value) >= 4 and key not in NOT_SECRET:
             found.append(value)
+    if isinstance(url, str | os.PathLike):
+        found.extend(_userinfo(os.fspath(url)))
     return sorted(set(found), key=len, reverse=True)
+
+
+def _userinfo(text: str) -> list[str]:
+    """The user name and password of each link of a URL (Azure's container excepted)."""
+    found: list[str] = []
+    for link in text.split("::"):
+        if is_url(link):
+            parts = urlsplit(link)
+            if _host(parts.scheme.lower(), parts.netloc) != parts.netloc:
+                found.extend(part for part in (parts.username, parts.password) if part)
+    return found
