@@ -90,7 +90,8 @@ def _host(scheme: str, netloc: str) -> str:
 
 def store_location(store: Store, path: str = "") -> str | None:
     """Where the node at ``path`` inside ``store`` lies (see :func:`location`), or None
-    for a store that lives only in this process (``zarr.storage.MemoryStore``)."""
+    when the store cannot say (``zarr.storage.MemoryStore``, an fsspec Zip archive: pass
+    the URL to have the location recorded)."""
     root = _store_root(store)
     if root is None:
         return None
@@ -102,9 +103,16 @@ def _store_root(store: Store) -> str | None:
         return os.fspath(store.root)
     if isinstance(store, zarr.storage.ZipStore):
         return os.fspath(store.path)
-    if isinstance(store, zarr.storage.FsspecStore):
+    if isinstance(store, zarr.storage.FsspecStore) and not _is_archive(store.fs):
         return str(store.fs.unstrip_protocol(store.path))
     return None
+
+
+def _is_archive(fs: Any) -> bool:
+    """Whether ``fs`` (or the filesystem it wraps) reads inside an archive: its paths
+    do not say where the archive is."""
+    inner = getattr(fs, "sync_fs", fs)
+    return "zip" in (inner.protocol if isinstance(inner.protocol, tuple) else (inner.protocol,))
 
 
 def check_filesystem(url: str) -> None:
@@ -141,7 +149,8 @@ def open_store(
     Parameters
     ----------
     path_or_url : str, os.PathLike or zarr.abc.store.Store
-        A directory, a ``.zip`` file, an fsspec URL, or a store (returned read-only).
+        A directory, a ``.zip`` file, an fsspec URL (one whose path ends in ``.zip`` is
+        read as a Zip archive), or a store (returned read-only).
     storage_options : mapping, optional
         Passed to the URL's fsspec filesystem (``key``, ``secret``, ``endpoint_url``,
         ``token``, ``anon``, ...). Without them the filesystem finds credentials in its
@@ -165,6 +174,8 @@ def open_store(
     text = os.fspath(path_or_url)
     if is_url(text) and urlsplit(text).scheme.lower() not in ("file", "local"):
         check_filesystem(text)
+        if urlsplit(text).path.lower().endswith(".zip"):
+            return _zip_at(text, storage_options)
         return zarr.storage.FsspecStore.from_url(
             text, storage_options=dict(storage_options or {}), read_only=True
         )
@@ -174,6 +185,18 @@ def open_store(
     if zipfile.is_zipfile(local):
         return zarr.storage.ZipStore(local, mode="r")
     return zarr.storage.LocalStore(local, read_only=True)
+
+
+def _zip_at(url: str, storage_options: Mapping[str, Any] | None) -> Store:
+    """A read-only store on the Zip archive at ``url`` (read through fsspec's zip
+    filesystem: its directory once, then each member by byte range)."""
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+    from fsspec.implementations.zip import ZipFileSystem
+
+    archive = ZipFileSystem(fo=url, target_options=dict(storage_options or {}))
+    return zarr.storage.FsspecStore(
+        AsyncFileSystemWrapper(archive, asynchronous=True), path="", read_only=True
+    )
 
 
 def read_only(store: Store) -> Store:

@@ -52,13 +52,13 @@ def s3_store(s3_server, blobs_small, tmp_path_factory):
     return local, _upload(s3_server, local, "blobs.zarr")
 
 
-def _fit(data, x: np.ndarray, **fit_options) -> GaussianMixture:
+def _fit(data, x: np.ndarray, variable: str | None = None, **options) -> GaussianMixture:
     model = GaussianMixture(
         n_components=3, covariance_type="full", max_iter=5, tol=0.0, random_state=0,
-        **initial_parameters(x, 3, "full"),
+        **initial_parameters(x, 3, "full"), **options,
     )  # fmt: skip
     with pytest.warns(UserWarning, match="did not converge"):
-        return model.fit(data, **fit_options)
+        return model.fit(data, variable=variable)
 
 
 def _same_bits(a: GaussianMixture, b: GaussianMixture) -> None:
@@ -78,6 +78,18 @@ def test_a_fit_from_s3_has_the_bits_of_the_fit_from_the_same_local_store(
     assert samples.kind == "zarr" and samples.source == f"{url}::X"
     assert samples.array.chunks[0] == (ROWS_PER_CHUNK,) * (len(blobs_small) // ROWS_PER_CHUNK)
     _same_bits(_fit(samples.array, blobs_small), from_disk)
+
+
+def test_a_zip_archive_on_s3_is_read_through_byte_ranges(s3_server, tmp_path, blobs_small):
+    archive = tmp_path / "blobs.zip"
+    with zarr.storage.ZipStore(archive, mode="w") as store:
+        group = zarr.open_group(store, mode="w")
+        group.create_array("X", data=blobs_small, chunks=(ROWS_PER_CHUNK, 3))
+    url = s3_server.url(f"{tmp_path.name}.zip")
+    s3_server.filesystem().put(str(archive), url)
+    samples = as_samples(url, variable="X", storage_options=s3_server.options)
+    assert samples.source == f"{url}::X"
+    np.testing.assert_array_equal(samples.array.compute(), blobs_small)
 
 
 def test_credentials_from_the_environment_and_the_endpoint_from_aws_endpoint_url_s3(
@@ -255,3 +267,14 @@ def test_secrets_are_every_credential_string_of_the_options():
     assert secrets(options) == ["s3cr3t-value", "tok-123", "AKIAX"]
     assert sorted(secrets(None, "s3://user1:pass1@bucket/x")) == ["pass1", "user1"]
     assert secrets(None, "abfs://box@account/x") == []
+
+
+# Last: the cluster becomes the default scheduler of the tests after it (module scope).
+def test_a_fit_from_s3_on_a_cluster_of_processes_has_the_bits_of_the_local_fit(
+    s3_server, s3_store, blobs_small, process_client
+):
+    """The store travels to worker processes (pickled with its options) and reads there."""
+    local, url = s3_store
+    from_disk = _fit(str(local), blobs_small, variable="X", persist=False)
+    on_s3 = open_store(url, s3_server.options)
+    _same_bits(_fit(on_s3, blobs_small, variable="X", persist=False), from_disk)
