@@ -229,6 +229,14 @@ def test_a_zarr_group_or_array_is_read_read_only_with_its_location(tmp_path, blo
     assert as_samples(in_memory, variable="X").source is None
 
 
+def test_storage_options_are_ignored_for_a_local_path(tmp_path, blobs_small):
+    path = tmp_path / "blobs.zarr"
+    _write_local(path, blobs_small)
+    samples = as_samples(str(path), variable="X", storage_options={"secret": "unused-secret"})
+    assert samples.source == f"{os.path.realpath(path)}::X"
+    np.testing.assert_array_equal(samples.array.compute(), blobs_small)
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
