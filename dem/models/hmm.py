@@ -1366,7 +1366,7 @@ class _BaseHMM(HTMLRepr, EMEstimator, ABC):
             shape = np.shape(X)
             if len(shape) >= 2:
                 chunk_rows = max(1, CHUNK_ELEMENTS // max(1, int(np.prod(shape[1:]))))
-        dims = {"sample_dim": self.sequence_dim, "time_dim": self.time_dim}
+        dims: dict[str, Any] = {"sample_dim": self.sequence_dim, "time_dim": self.time_dim}
         dims["feature_dim"] = (
             getattr(self, "feature_dim", "feature") if self._ndim == 3 else self.time_dim
         )
