@@ -37,7 +37,7 @@ from dask.task_spec import DataNode, Task, TaskRef
 from threadpoolctl import threadpool_limits
 
 from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
-from dem.checkpoint import Checkpoint
+from dem.checkpoint import Checkpoint, CheckpointMismatchError, chunk_digest
 from dem.model import Block, EMModel, Params, Stats, remedy
 
 DEFAULT_SPLIT_EVERY = 8
@@ -191,6 +191,71 @@ def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
     return split_every if chunk_bytes < SMALL_CHUNK_BYTES and many else 1
 
 
+Digests = tuple[tuple[int, ...], ...]
+"""Content digests of consecutive sample chunks: per chunk, one per input (in order)."""
+
+
+@dataclass(frozen=True)
+class ContentCheck:
+    """What a map task does with the content of its chunks in the first pass of a fit:
+    digest each (see :func:`dem.checkpoint.chunk_digest`) and compare with the digests
+    recorded for them, when there are any (``expected``, one entry per chunk)."""
+
+    first_chunk: int
+    expected: Digests | None = None
+
+
+def _digested_map_task(
+    content: ContentCheck,
+    function: Callable[[Block, Params], Stats],
+    combine: Callable[[Stats, Stats], Stats],
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    first_rows: tuple[int, ...],
+    params: Params,
+    *values: np.ndarray,
+) -> tuple[Stats, Digests]:
+    """:func:`_map_task` that also returns its chunks' digests, after checking them."""
+    width = len(names)
+    digests = tuple(
+        tuple(chunk_digest(value) for value in values[i * width : (i + 1) * width])
+        for i in range(len(first_rows))
+    )
+    if content.expected is not None:
+        _check_digests(content, names, first_rows, values, digests)
+    stats = _map_task(function, combine, names, missing_ok, first_rows, params, *values)
+    return stats, digests
+
+
+def _check_digests(
+    content: ContentCheck,
+    names: tuple[str, ...],
+    first_rows: tuple[int, ...],
+    values: tuple[np.ndarray, ...],
+    digests: Digests,
+) -> None:
+    """Refuse chunks whose content differs from the digests recorded in the checkpoint."""
+    assert content.expected is not None
+    for i, (found, expected) in enumerate(zip(digests, content.expected, strict=True)):
+        for name, mine, theirs in zip(names, found, expected, strict=True):
+            if mine != theirs:
+                rows = f"{first_rows[i]}-{first_rows[i] + len(values[i * len(names)]) - 1}"
+                raise CheckpointMismatchError(
+                    f"Input {name!r}: chunk {content.first_chunk + i} along the samples (rows "
+                    f"{rows}) differs from the data the checkpoint was written for (its "
+                    "content changed). Resume with the same data, or start a new checkpoint."
+                )
+
+
+def _combine_digested(
+    combine: Callable[[Stats, Stats], Stats],
+    a: tuple[Stats, Digests],
+    b: tuple[Stats, Digests],
+) -> tuple[Stats, Digests]:
+    """``combine`` the statistics; the digests of consecutive chunks follow in order."""
+    return combine(a[0], b[0]), a[1] + b[1]
+
+
 def _map_task(
     function: Callable[[Block, Params], Stats],
     combine: Callable[[Stats, Stats], Stats],
@@ -275,12 +340,16 @@ def map_reduce_graph(
     split_every: int = DEFAULT_SPLIT_EVERY,
     missing_ok: frozenset[str] | None = None,
     chunks_per_task: int = 1,
+    content: Digests | bool = False,
 ) -> Delayed:
     """The graph of one pass: ``function`` per chunk, summed in a tree.
 
     ``missing_ok`` not None makes every task check its block for invalid values
     first (NaN or infinity, NaN allowed in the inputs ``missing_ok`` names).
     ``chunks_per_task`` consecutive chunks share a map task (see :func:`chunks_per_task`).
+    ``content`` True (or the digests recorded before, one entry per chunk) makes the
+    pass also digest every chunk (checking it against the recorded digest): its result
+    is then ``(statistics, digests)``, the digests in chunk order.
 
     The tasks are written directly as one graph layer (building a Delayed per task
     costs about a millisecond each, as much as running it); the parameters are one
@@ -295,11 +364,17 @@ def map_reduce_graph(
         key = f"_map_task-{token}-{len(mapped)}"
         first_rows = tuple(first_row for first_row, _ in group)
         refs = (TaskRef(value.key) for _, values in group for value in values)
+        task: tuple[Any, ...] = (_map_task,)
+        if content is not False:
+            expected = None if content is True else content[start : start + len(group)]
+            task = (_digested_map_task, ContentCheck(start, expected))
         layer[key] = Task(
-            key, _map_task, function, combine, names, missing_ok, first_rows,
+            key, *task, function, combine, names, missing_ok, first_rows,
             TaskRef(params_key), *refs,
         )  # fmt: skip
         mapped.append(key)
+    if content is not False:
+        combine = functools.partial(_combine_digested, combine)
     tree, root = _tree_layer(mapped, combine, split_every, token)
     layer.update(tree)
     name = f"_map_reduce-{token}"
@@ -411,8 +486,10 @@ def em_pass(
     split_every: int,
     missing_ok: frozenset[str] | None,
     chunks_per_task: int = 1,
-) -> list[Evaluation]:
-    """One read of the data: for each (model, params), ``(F(params), loglik(params))``.
+    content: Digests | bool = False,
+) -> tuple[list[Evaluation], Digests | None]:
+    """One read of the data: for each (model, params), ``(F(params), loglik(params))``,
+    and the chunks' digests when ``content`` asks for them (see :func:`map_reduce_graph`).
 
     One compute. ``F`` is the M-step after the E-step; when the M-step fails its
     exception is returned in place of the parameters, for the step to decide.
@@ -427,8 +504,11 @@ def em_pass(
         split_every=split_every,
         missing_ok=missing_ok,
         chunks_per_task=chunks_per_task,
+        content=content,
     )
-    all_stats = _compute(graph, names, blocks)
+    all_stats, digests = _compute(graph, names, blocks), None
+    if content is not False:
+        all_stats, digests = all_stats
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
@@ -436,7 +516,7 @@ def em_pass(
             evaluations.append((_finite(model, model.m_step(stats, params)), loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
-    return evaluations
+    return evaluations, digests
 
 
 def _finite(model: EMModel, params: Params) -> Params:
@@ -514,12 +594,17 @@ def fit_runs(
         for index, (model, init) in enumerate(zip(models, inits, strict=True))
     ]
     active = [run for run in runs if not run.done(max_iter)]
+    # the first pass checks the data: for invalid values, and (with a checkpoint)
+    # against the content digests the checkpoint recorded, else records them
+    check: frozenset[str] | None = models[0].missing_ok if models else None
+    content: Digests | bool = False
     if active:
         check_accelerate(active[0].model, accelerate)
         arrays = prepare(arrays, persist)
         names, blocks = tuple(arrays), chunk_blocks(arrays)
         grouped = chunks_per_task(arrays, split_every)
-    check: frozenset[str] | None = models[0].missing_ok if models else None
+        if checkpoint is not None:
+            content = _recorded_digests(checkpoint, names, len(blocks))
     while active:
         for run in active:
             if run.step is None:
@@ -528,15 +613,20 @@ def fit_runs(
                 )
                 run.request, run.started = next(run.step), time.perf_counter()
         pairs = [(run.model, run.request) for run in active]
-        evaluations = em_pass(
+        evaluations, digests = em_pass(
             pairs,  # type: ignore[arg-type]
             names,
             blocks,
             split_every=split_every,
             missing_ok=check,
             chunks_per_task=grouped,
+            content=content,
         )
-        check = None  # invalid values are looked for in the first pass only
+        if content is True and checkpoint is not None and digests is not None:
+            checkpoint.record_content(
+                {name: [chunk[i] for chunk in digests] for i, name in enumerate(names)}
+            )
+        check, content = None, False  # the data are checked in the first pass only
         for run, evaluation in zip(active, evaluations, strict=True):
             try:
                 run.request = run.step.send(evaluation)  # type: ignore[union-attr]
@@ -546,6 +636,23 @@ def fit_runs(
     for run in runs:
         _warn_if_not_converged(run.model, run.result, max_iter)
     return [run.result for run in runs]
+
+
+def _recorded_digests(
+    checkpoint: Checkpoint, names: tuple[str, ...], n_chunks: int
+) -> Digests | bool:
+    """The content digests ``checkpoint`` recorded for the chunks, else True (record them)."""
+    recorded = checkpoint.content()
+    if recorded is None:
+        return True
+    if set(recorded) != set(names) or any(len(recorded[name]) != n_chunks for name in names):
+        raise CheckpointMismatchError(
+            f"Checkpoint {checkpoint.path!r} recorded the content of inputs "
+            f"{sorted(recorded)} in {len(next(iter(recorded.values()), []))} chunks, but this "
+            f"fit has inputs {sorted(names)} in {n_chunks}. Resume with the same data, or "
+            "start a new checkpoint."
+        )
+    return tuple(zip(*(recorded[name] for name in names), strict=True))
 
 
 def fit(

@@ -41,7 +41,16 @@ def fit_restarts(
     The restarts share every pass over the data (one read of a chunk serves all of
     them). Each draws its initialisation from its own child of ``random_state``, so
     restart r starts the same whether or not restarts before it were resumed.
+
+    ``resume=True`` continues the fit in ``checkpoint``, or starts one there when the
+    path does not exist yet; with no ``checkpoint`` it is a ValueError (there is
+    nothing to resume from).
     """
+    if resume and checkpoint is None:
+        raise ValueError(
+            "resume=True needs the checkpoint to resume from: pass checkpoint=PATH (a path "
+            "that does not exist yet starts a new fit there), or resume=False."
+        )
     store = None
     if checkpoint is not None:
         store = Checkpoint.open(
