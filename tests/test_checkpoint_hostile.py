@@ -420,3 +420,51 @@ def test_resume_with_a_checkpoint_that_does_not_exist_starts_afresh(tmp_path, bl
     resumed = quiet_fit(mixture(tmp_path / "new.zarr", resume=True), data)
     assert_same_bits(resumed, reference)
     assert dem.load_checkpoint(tmp_path / "new.zarr").attrs["last_iteration"] == 6
+
+
+def test_online_em_then_batch_resume_refuses_changed_data(tmp_path, blobs):
+    data = da.from_array(blobs, chunks=200)
+    reference = quiet_fit(mixture(tmp_path / "ref.zarr", method="online", n_init=2), data)
+    interrupted_fit(tmp_path / "fit.zarr", data, method="online", n_init=2)
+    resumed = quiet_fit(
+        mixture(tmp_path / "fit.zarr", method="online", n_init=2, resume=True), data
+    )
+    assert_same_bits(resumed, reference)
+    changed = blobs.copy()
+    changed[-1, 0] = 7.0  # the last chunk (rows 1000-1199) of six
+    with pytest.raises(dem.CheckpointMismatchError, match=r"Input 'X': chunk 5 .*rows 1000-1199"):
+        quiet_fit(
+            mixture(tmp_path / "ref.zarr", method="online", n_init=2, resume=True, max_iter=9),
+            da.from_array(changed, chunks=200),
+        )
+
+
+def _digest_sum(block, params):
+    return {"n": np.float64(len(block["X"]))}
+
+
+def _add(a, b):
+    return {"n": a["n"] + b["n"]}
+
+
+def test_digests_of_grouped_map_tasks_come_back_in_chunk_order_and_are_checked():
+    from dem import engine
+    from dem.checkpoint import chunk_digest
+
+    x = np.random.default_rng(1).standard_normal((130 * 7, 2))
+    arrays = {"X": da.from_array(x, chunks=7)}
+    blocks = engine.chunk_blocks(arrays)
+    expected = tuple((chunk_digest(x[i * 7 : (i + 1) * 7]),) for i in range(130))
+
+    def run(content):
+        graph = engine.map_reduce_graph(
+            _digest_sum, _add, ("X",), blocks, {}, chunks_per_task=8, content=content
+        )
+        return engine._compute(graph, ("X",), blocks)
+
+    stats, digests = run(True)
+    assert stats["n"] == len(x) and digests == expected
+    assert run(expected)[1] == expected
+    altered = (*expected[:77], (expected[77][0] ^ 1,), *expected[78:])
+    with pytest.raises(dem.CheckpointMismatchError, match=r"'X': chunk 77 .*rows 539-545"):
+        run(altered)
