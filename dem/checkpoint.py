@@ -30,6 +30,7 @@ import uuid
 import warnings
 import weakref
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -453,10 +454,12 @@ class Checkpoint:
         chunks = content.get("chunks")
         return {str(k): [int(d) for d in v] for k, v in chunks.items()} if chunks else None
 
-    def record_content(self, digests: dict[str, list[int]]) -> None:
-        """Record the per-chunk content digests of the data (see :meth:`content`)."""
+    def record_content(self, names: Sequence[str], digests: Sequence[Sequence[int]]) -> None:
+        """Record the data's content digests (see :meth:`content`): per chunk, one
+        digest per input, the inputs named ``names`` in order."""
+        chunks = {name: [int(chunk[i]) for chunk in digests] for i, name in enumerate(names)}
         try:
-            self._root.attrs["content"] = {"algorithm": DIGEST_ALGORITHM, "chunks": digests}
+            self._root.attrs["content"] = {"algorithm": DIGEST_ALGORITHM, "chunks": chunks}
         except OSError as exc:
             raise CheckpointWriteError(
                 f"Could not record the data's digests in checkpoint {self.path!r}: "

@@ -623,9 +623,7 @@ def fit_runs(
             content=content,
         )
         if content is True and checkpoint is not None and digests is not None:
-            checkpoint.record_content(
-                {name: [chunk[i] for chunk in digests] for i, name in enumerate(names)}
-            )
+            checkpoint.record_content(names, digests)
         check, content = None, False  # the data are checked in the first pass only
         for run, evaluation in zip(active, evaluations, strict=True):
             try:
