@@ -448,19 +448,19 @@ def _add(a, b):
 
 
 def test_digests_of_grouped_map_tasks_come_back_in_chunk_order_and_are_checked():
-    from dem import engine
+    from dem import graph
     from dem.checkpoint import chunk_digest
 
     x = np.random.default_rng(1).standard_normal((130 * 7, 2))
     arrays = {"X": da.from_array(x, chunks=7)}
-    blocks = engine.chunk_blocks(arrays)
+    blocks = graph.chunk_blocks(arrays)
     expected = tuple((chunk_digest(x[i * 7 : (i + 1) * 7]),) for i in range(130))
 
     def run(content):
-        graph = engine.map_reduce_graph(
+        one_pass = graph.map_reduce_graph(
             _digest_sum, _add, ("X",), blocks, {}, chunks_per_task=8, content=content
         )
-        return engine._compute(graph, ("X",), blocks)
+        return graph._compute(one_pass, ("X",), blocks)
 
     stats, digests = run(True)
     assert stats["n"] == len(x) and digests == expected
