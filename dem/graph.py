@@ -129,28 +129,6 @@ class ContentCheck:
     expected: Digests | None = None
 
 
-def _digested_map_task(
-    content: ContentCheck,
-    function: Callable[[Block, Params], Stats],
-    combine: Callable[[Stats, Stats], Stats],
-    names: tuple[str, ...],
-    missing_ok: frozenset[str] | None,
-    first_rows: tuple[int, ...],
-    params: Params,
-    *values: np.ndarray,
-) -> tuple[Stats, Digests]:
-    """:func:`_map_task` that also returns its chunks' digests, after checking them."""
-    width = len(names)
-    digests = tuple(
-        tuple(chunk_digest(value) for value in values[i * width : (i + 1) * width])
-        for i in range(len(first_rows))
-    )
-    if content.expected is not None:
-        _check_digests(content, names, first_rows, values, digests)
-    stats = _map_task(function, combine, names, missing_ok, first_rows, params, *values)
-    return stats, digests
-
-
 def _check_digests(
     content: ContentCheck,
     names: tuple[str, ...],
@@ -181,6 +159,7 @@ def _combine_digested(
 
 
 def _map_task(
+    content: ContentCheck | None,
     function: Callable[[Block, Params], Stats],
     combine: Callable[[Stats, Stats], Stats],
     names: tuple[str, ...],
@@ -188,16 +167,27 @@ def _map_task(
     first_rows: tuple[int, ...],
     params: Params,
     *values: np.ndarray,
-) -> Stats:
-    """``function`` on each of the blocks (``len(names)`` values each), combined in order."""
+) -> Stats | tuple[Stats, Digests]:
+    """``function`` on each of the blocks (``len(names)`` values each), combined in order.
+
+    With ``content``, the blocks are digested (and checked) first, and the result is
+    ``(statistics, digests)``.
+    """
     width = len(names)
-    stats = (
-        _block_task(
-            function, names, missing_ok, first_row, params, values[i * width : (i + 1) * width]
-        )
-        for i, first_row in enumerate(first_rows)
+    blocks = [values[i * width : (i + 1) * width] for i in range(len(first_rows))]
+    digests: Digests = ()
+    if content is not None:
+        digests = tuple(tuple(chunk_digest(value) for value in block) for block in blocks)
+        if content.expected is not None:
+            _check_digests(content, names, first_rows, values, digests)
+    stats = functools.reduce(
+        combine,
+        (
+            _block_task(function, names, missing_ok, first_row, params, block)
+            for first_row, block in zip(first_rows, blocks, strict=True)
+        ),
     )
-    return functools.reduce(combine, stats)
+    return stats if content is None else (stats, digests)
 
 
 def _block_task(
@@ -288,12 +278,12 @@ def map_reduce_graph(
         key = f"_map_task-{token}-{len(mapped)}"
         first_rows = tuple(first_row for first_row, _ in group)
         refs = (TaskRef(value.key) for _, values in group for value in values)
-        task: tuple[Any, ...] = (_map_task,)
+        check = None
         if content is not False:
             expected = None if content is True else content[start : start + len(group)]
-            task = (_digested_map_task, ContentCheck(start, expected))
+            check = ContentCheck(start, expected)
         layer[key] = Task(
-            key, *task, function, combine, names, missing_ok, first_rows,
+            key, _map_task, check, function, combine, names, missing_ok, first_rows,
             TaskRef(params_key), *refs,
         )  # fmt: skip
         mapped.append(key)
