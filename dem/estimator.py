@@ -16,15 +16,18 @@ import dask.array as da
 import numpy as np
 import sklearn.exceptions
 import xarray as xr
+import zarr
 from scipy import sparse
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from zarr.abc.store import Store
 
 from dem import engine
 from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
+from dem.graph import check_block
 from dem.model import EMModel, Params
 
 RandomState = int | np.random.RandomState | np.random.Generator | None
@@ -53,7 +56,16 @@ def fit_restarts(
     The restarts share every pass over the data (one read of a chunk serves all of
     them). Each draws its initialisation from its own child of ``random_state``, so
     restart r starts the same whether or not restarts before it were resumed.
+
+    ``resume=True`` continues the fit in ``checkpoint``, or starts one there when the
+    path does not exist yet; with no ``checkpoint`` it is a ValueError (there is
+    nothing to resume from).
     """
+    if resume and checkpoint is None:
+        raise ValueError(
+            "resume=True needs the checkpoint to resume from: pass checkpoint=PATH (a path "
+            "that does not exist yet starts a new fit there), or resume=False."
+        )
     store = None
     if checkpoint is not None:
         store = Checkpoint.open(
@@ -317,8 +329,9 @@ def _checked_array(X: Any, estimator: Any) -> np.ndarray:
 
 
 def _is_in_memory(X: Any) -> bool:
-    """Input that could have carried feature names (not a store path or a bare dask array)."""
-    return not isinstance(X, str | os.PathLike | da.Array | xr.Dataset | xr.DataArray)
+    """Input that could have carried feature names (not a store, a path or a bare dask array)."""
+    lazy = (str, os.PathLike, da.Array, xr.Dataset, xr.DataArray, Store, zarr.Group, zarr.Array)
+    return not isinstance(X, lazy)
 
 
 def feature_names(X: Any, variable: str | None, feature_dim: str) -> np.ndarray | None:
@@ -438,7 +451,8 @@ def _refusing_invalid_rows(
         *values, rows = blocks
         if missing_ok is not None:
             allowed = frozenset({name}) if missing_ok else frozenset()
-            engine._check_block((name,), (values[0],), allowed, int(rows[0]) if len(rows) else 0)
+            first = int(rows[0]) if len(rows) else 0
+            check_block((name,), (values[0],), allowed, first, before="predicting")
         return function(*values)
 
     return checked

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from dem.checkpoint import CheckpointMismatchError, load_checkpoint
+from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint
 from dem.registry import REGISTRY, by_checkpoint_model, load
 
 
@@ -78,6 +78,7 @@ def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     header = attrs.get("dem")
     if not isinstance(header, dict) or "model" not in header:
         raise CheckpointMismatchError(f"{path!r} is not a dem checkpoint.")
+    check_format(path, header)
     return {**header, "latest": attrs.get("latest")}
 
 
