@@ -29,7 +29,7 @@ from dem.registry import REGISTRY, by_checkpoint_model, load
 
 
 def censored_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Limits as :class:`~dem.models.censored.CensoredModel` writes them: a number, None
+    """Limits as :class:`~dem.models.censored.model.CensoredModel` writes them: a number, None
     (no limit) or ``"per-observation"``; back to the estimator's scalar defaults and its
     ``fit_limits_`` (None where they were per-observation)."""
     fitted = tuple(

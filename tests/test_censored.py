@@ -20,13 +20,13 @@ from scipy import integrate, optimize, stats
 
 import dem
 from dem.engine import ConvergenceWarning
-from dem.models.censored import (
-    CensoredModel,
+from dem.models.censored.kernels import (
     conditional_moments,
     interval_bounds,
     standard_moments,
     truncated_normal,
 )
+from dem.models.censored.model import CensoredModel
 
 COEF = np.array([1.0, -0.5, 0.8])
 INTERCEPT = 0.3
