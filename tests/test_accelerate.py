@@ -11,7 +11,8 @@ import pytest
 
 import dem
 from dem import accelerate, engine
-from dem.models.mixture import MixtureModel, initial_params
+from dem.models.mixture.init import initial_params
+from dem.models.mixture.model import MixtureModel
 from tests.conftest import COVARIANCE_TYPES, initial_parameters
 
 

@@ -125,7 +125,7 @@ def test_the_cli_refuses_a_checkpoint_inside_the_input_store(tmp_path, blobs):
         "fit", "gmm", "data.zarr", "--var", "X", "-k", "2", "--max-iter", "2",
         "--checkpoint", "data.zarr/ck.zarr", "--local-workers", "1", cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 2, done.stdout + done.stderr  # a usage error, found before any cluster
+    assert done.returncode == 2, done.stdout + done.stderr  # usage error, before any cluster
     assert "lies inside the input store" in " ".join((done.stdout + done.stderr).split())
     assert listing(store) == before
 

@@ -12,12 +12,12 @@ import zarr
 
 import dem
 from dem import engine
-from dem.models.mixture import MixtureModel
+from dem.models.mixture.model import MixtureModel
 from tests.conftest import initial_parameters
 
 
 def init_params_for(x, covariance_type="full"):
-    from dem.models.mixture import initial_params
+    from dem.models.mixture.init import initial_params
 
     init = initial_parameters(x, 3, covariance_type)
     model = MixtureModel(3, covariance_type)

@@ -80,7 +80,8 @@ from dem.estimator import (
 )
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
-from dem.models.mixture import BLOCK_ROWS, kmeans_labels
+from dem.models.mixture.init import kmeans_labels
+from dem.models.mixture.kernels import BLOCK_ROWS
 from dem.models.scratch import Scratch, thread_scratch
 
 #: Elements (time steps × max(states, features) × sequences) of one block of sequences
