@@ -14,7 +14,7 @@ import numpy as np
 from dem.model import Params, Stats
 from dem.models import gaussian
 
-BLOCK_ROWS = 2048
+BLOCK_ROWS = gaussian.BLOCK_ROWS
 EPS = 10 * np.finfo(np.float64).eps
 
 
