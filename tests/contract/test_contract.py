@@ -7,6 +7,7 @@ and their chunking change the fit by round-off only; a fit resumed after an
 interruption ends with the bits of an uninterrupted one; restarts run in lockstep give
 the bits of separate runs from the same starts; the statistics an E-step returns never
 share the buffers its thread keeps for the next chunk; the HTML summary shows the
+estimator; scikit-learn's checks (``tests/test_sklearn.py``) cover every registered
 estimator. The bad-input matrix is ``test_bad_input.py``.
 
 The model object, its inputs, its starts and results are read where every estimator
@@ -38,7 +39,14 @@ import dem
 from dem import engine
 from dem.model import EMModel
 from dem.registry import REGISTRY
-from tests.contract.models import MODELS, Case, cases, first_cases, fitted_arrays
+from tests.contract.models import (
+    MODELS,
+    Case,
+    cases,
+    estimator_classes,
+    first_cases,
+    fitted_arrays,
+)
 from tests.test_display import parse, rows, visible
 
 EVERY = [pytest.param(case, id=str(case)) for case in cases()]
@@ -129,6 +137,15 @@ def test_every_registered_model_has_a_row():
     assert set(REGISTRY) == set(MODELS), "add a row to tests/contract/models.py:MODELS"
     for name, entry in REGISTRY.items():
         assert entry.synth is not None, f"{name}: the suite draws data with the registry's synth"
+
+
+def test_the_scikit_learn_checks_cover_every_registered_estimator():
+    """``tests/test_sklearn.py`` runs scikit-learn's checks over ``ESTIMATORS``."""
+    from tests.test_sklearn import ESTIMATORS
+
+    assert sorted(type(e).__name__ for e in ESTIMATORS) == sorted(
+        cls.__name__ for cls in estimator_classes()
+    )
 
 
 # --- the model ---------------------------------------------------------------------------
