@@ -72,11 +72,18 @@ class Connection:
 
     @property
     def dashboard(self) -> str | None:
-        """Link to the scheduler's dashboard, or None when it serves none."""
+        """Link to the scheduler's dashboard, or None when it serves none.
+
+        The link is given only when the scheduler reports a dashboard service and the
+        link answers with a dashboard page (without bokeh, a scheduler serves only a page
+        saying that it needs bokeh). A link this machine cannot reach (a cluster behind a
+        proxy) is given when the scheduler reports one, since a browser elsewhere may.
+        """
         services = self.client.scheduler_info(n_workers=0).get("services", {})
         if "dashboard" not in services:
             return None
-        return str(self.client.dashboard_link)
+        link = str(self.client.dashboard_link)
+        return link if dashboard_answers(link) is not False else None
 
     @property
     def n_workers(self) -> int:
@@ -101,6 +108,22 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def dashboard_answers(link: str, timeout: float = 2.0) -> bool | None:
+    """Whether ``link`` serves a Dask dashboard page: True, False (it answers with an
+    error or with the page saying bokeh is missing), or None when it cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(link, timeout=timeout) as response:
+            page = response.read(65536)
+    except urllib.error.HTTPError:
+        return False
+    except (OSError, ValueError):
+        return None
+    return b"needs bokeh" not in page.lower()
 
 
 def is_loopback(host: str) -> bool:
