@@ -18,6 +18,7 @@ and then a warning says what that exposes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -97,6 +98,21 @@ class Connection:
             f"Running on {where} {self.address} (found by {self.source}), "
             f"{self.n_workers} worker(s); dashboard: {dashboard}"
         )
+
+    def abort(self) -> None:
+        """Stop at once, without the orderly shutdown (for a process about to exit on
+        Ctrl-C): the local cluster's worker processes are killed; a remote scheduler
+        releases this client's work when the process's connection drops."""
+        if self.cluster is not None:
+            import multiprocessing
+
+            for child in multiprocessing.active_children():
+                child.kill()
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=2)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close(timeout=2)
 
     def close(self) -> None:
         self.client.close()
@@ -361,9 +377,13 @@ def connect(
         workers = local_workers or os.cpu_count() or 1
         if workers < 1:
             raise SchedulerError(f"--local-workers must be at least 1, got {workers}.")
-        # Worker processes inherit an ignored SIGINT, so Ctrl-C in a terminal (sent to the
-        # whole process group) reaches only this process, which stops the fit cleanly.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        # Worker processes (and the cluster's threads) inherit a blocked SIGINT, so Ctrl-C
+        # in a terminal (sent to the whole process group) reaches only this process, which
+        # stops the fit cleanly. Blocked, not ignored: a Ctrl-C while the cluster starts
+        # is delivered here once it has started, instead of being lost.
+        blocked = _main_thread()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocked else None
+        connection = None
         try:
             cluster = LocalCluster(
                 n_workers=workers,
@@ -373,11 +393,12 @@ def connect(
                 dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
             )
+            client = Client(cluster, set_as_default=True)
+            connection = Connection(client, cluster, source, cluster.scheduler_address)
         finally:
             if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-        client = Client(cluster, set_as_default=True)
-        return Connection(client, cluster, source, cluster.scheduler_address)
+                _unblock(previous, connection)
+        return connection
     address = check_address(address, security, insecure=insecure)
     probe_scheduler(address, security, timeout)
     try:
@@ -388,6 +409,17 @@ def connect(
             "it is running and reachable, and its TLS settings."
         ) from exc
     return Connection(client, None, source, address)
+
+
+def _unblock(previous: set[Any], connection: Connection | None) -> None:
+    """Restore the signal mask; a Ctrl-C that waited is delivered now, and then the
+    cluster just started is closed before the interruption goes on."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        raise
 
 
 def _main_thread() -> bool:

@@ -103,6 +103,7 @@ class Interrupts:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested or not self.iterating:
             self.requested = True
+            silence_shutdown()  # before the event loop learns its tasks were cut short
             raise KeyboardInterrupt
         self.requested = True
         self.console.print(
@@ -131,6 +132,20 @@ def silence_shutdown() -> None:
 
     for name in ("asyncio", "distributed", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+def exit_now(connection: Any) -> None:
+    """End the process at once with exit status 130, after a Ctrl-C that stops work in
+    flight: the local cluster's workers are killed rather than shut down in order (which
+    waits for their running tasks), and no clean-up runs that could print tracebacks."""
+    import os
+    import sys
+
+    if connection is not None:
+        connection.abort()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(ExitCode.INTERRUPTED))
 
 
 #: What the task prefixes of dem's computations do, in words; prefixes not named here

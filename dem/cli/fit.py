@@ -24,6 +24,7 @@ from dem.cli.console import (
     FitStopped,
     Interrupts,
     Reporter,
+    exit_now,
     make_console,
     print_warnings,
     scheduler_lost,
@@ -124,10 +125,11 @@ def _run_fit(
 
             latest = checkpoint_header(checkpoint).get("latest") or {}
     with Interrupts(console) as interrupts:
+        connection = None
         try:
             with user_errors(console):
                 connection = connect_cluster(console, values)
-            with connection, user_errors(console):
+            with user_errors(console):
                 if latest is not None:
                     console.print(
                         f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, "
@@ -149,19 +151,26 @@ def _run_fit(
                 )
         except (FitStopped, KeyboardInterrupt) as exc:
             silence_shutdown()
-            started = interrupts.iterating
             console.print(
                 "[yellow]Interrupted.[/] "
                 + (
                     f"The last complete iteration is in {escape(checkpoint)}."
-                    if started
+                    if interrupts.iterating
                     else "No iteration had ended yet."
                 ),
                 soft_wrap=True,
             )
             console.print("Resume with:")
             console.print(escape(resume_command), soft_wrap=True)
+            if isinstance(exc, KeyboardInterrupt):
+                exit_now(connection)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            raise
+        if connection is not None:
+            connection.close()
 
 
 def _checked_fit(
