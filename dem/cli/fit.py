@@ -117,7 +117,7 @@ def _run_fit(
     values["store"], values["checkpoint"] = Path(store), Path(checkpoint)
 
     with user_errors(console):  # everything a fit needs is checked before any cluster starts
-        estimator, arguments = _checked_fit(spec, cls, opts, store, checkpoint, values)
+        estimator, arguments = _checked_fit(console, spec, cls, opts, store, checkpoint, values)
         resume_command = command_line(["fit", key], parameters, {**values, "resume": True})
         latest = None
         if values["resume"] and os.path.exists(checkpoint):
@@ -174,6 +174,7 @@ def _run_fit(
 
 
 def _checked_fit(
+    console: Console,
     spec: ModelEntry,
     cls: type,
     opts: tuple[Opt, ...],
@@ -186,6 +187,11 @@ def _checked_fit(
     for data in spec.inputs:
         if data.argument == "variable" and values[data.option] is None:
             values[data.option] = infer_variable(store, data_ndim(spec), f"--{data.option}")
+            console.print(
+                f"Data: {escape(values[data.option])}, the only {data_ndim(spec)}-D array "
+                f"in {escape(store)} (--{data.option} {escape(values[data.option])}).",
+                soft_wrap=True,
+            )
     options = {o.param: option_value(o, values[o.param]) for o in opts}
     estimator = cls(**options, checkpoint=checkpoint, resume=values["resume"])
     validate_parameters(estimator)

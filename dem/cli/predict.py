@@ -143,6 +143,11 @@ def predict(**values: Any) -> None:
         key, spec = _spec_for(estimator)
         if values["var"] is None:
             values["var"] = infer_variable(store, data_ndim(spec))
+            console.print(
+                f"Data: {escape(values['var'])}, the only {data_ndim(spec)}-D array in "
+                f"{escape(store)}.",
+                soft_wrap=True,
+            )
         wanted = values["output"] or list(spec.outputs)
         unknown = sorted(set(wanted) - set(spec.outputs))
         if unknown:
