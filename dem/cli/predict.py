@@ -142,9 +142,10 @@ def predict(**values: Any) -> None:
         print_warnings(console, caught)
         key, spec = _spec_for(estimator)
         if values["var"] is None:
-            values["var"] = infer_variable(store, data_ndim(spec))
+            variable = infer_variable(store, data_ndim(spec))
+            values["var"] = variable
             console.print(
-                f"Data: {escape(values['var'])}, the only {data_ndim(spec)}-D array in "
+                f"Data: {escape(variable)}, the only {data_ndim(spec)}-D array in "
                 f"{escape(store)}.",
                 soft_wrap=True,
             )
