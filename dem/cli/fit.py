@@ -194,7 +194,9 @@ def _checked_fit(
             )
     options = {o.param: option_value(o, values[o.param]) for o in opts}
     estimator = cls(**options, checkpoint=checkpoint, resume=values["resume"])
-    validate_parameters(estimator)
+    validate_parameters(
+        estimator, {o.param: (o.flags or ("--" + o.param.replace("_", "-"),))[0] for o in opts}
+    )
     arguments = input_values(store, spec.inputs, values)
     if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
         raise UnsafeOutputError(

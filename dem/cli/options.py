@@ -420,12 +420,14 @@ def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) 
     return arguments
 
 
-def validate_parameters(estimator: Any) -> None:
+def validate_parameters(estimator: Any, flags: dict[str, str] | None = None) -> None:
     """Check the estimator's parameters as its ``fit`` would, before any cluster starts.
 
     Through scikit-learn's ``_validate_params`` where the estimator has it, else through
     the ``_constraints`` tables its classes declare (and a ``_CONSTRAINTS`` table of its
-    module). A parameter that fails is a :class:`~dem.cli.console.UsageError`.
+    module). A parameter that fails is a :class:`~dem.cli.console.UsageError` whose
+    message starts with its command-line option (``flags``: parameter → option, by
+    default ``--`` and the parameter's name with dashes).
     """
     import sys
 
@@ -443,10 +445,10 @@ def validate_parameters(estimator: Any) -> None:
                 constraints.update(table)
         check_hyperparameters(estimator, constraints)
     except (TypeError, ValueError) as exc:
-        raise UsageError(_option_message(str(exc))) from exc
+        raise UsageError(_option_message(str(exc), flags or {})) from exc
 
 
-def _option_message(message: str) -> str:
+def _option_message(message: str, flags: dict[str, str]) -> str:
     """An estimator's message about a parameter, with its command-line option named."""
     import re
 
@@ -455,7 +457,7 @@ def _option_message(message: str) -> str:
     )
     if found is None:
         return message
-    option = "--" + found.group(1).replace("_", "-")
+    option = flags.get(found.group(1), "--" + found.group(1).replace("_", "-"))
     return f"{option}: {message}"
 
 

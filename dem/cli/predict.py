@@ -145,8 +145,7 @@ def predict(**values: Any) -> None:
             variable = infer_variable(store, data_ndim(spec))
             values["var"] = variable
             console.print(
-                f"Data: {escape(variable)}, the only {data_ndim(spec)}-D array in "
-                f"{escape(store)}.",
+                f"Data: {escape(variable)}, the only {data_ndim(spec)}-D array in {escape(store)}.",
                 soft_wrap=True,
             )
         wanted = values["output"] or list(spec.outputs)
