@@ -235,7 +235,9 @@ def _fit_and_report(
     try:
         with reporter, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            reporter.watch_steps(_current_client())
+            client = _current_client()
+            if client is not None:
+                reporter.watch_steps(client)
             estimator.fit(os.fspath(values["store"]), **arguments)
     except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
         if not scheduler_lost(exc):
@@ -266,9 +268,13 @@ def _fit_and_report(
 
 
 def _current_client() -> Any:
+    """The distributed client the fit runs on, or None when there is none."""
     from distributed import default_client
 
-    return default_client()
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 for _entry in REGISTRY.values():
