@@ -299,7 +299,7 @@ def test_ctrl_c_during_start_up_stops_at_once(big: dict[str, Path], tmp_path: Pa
     assert os.fspath(checkpoint) in words and os.fspath(big["big"]) in words
 
     done = subprocess.run(
-        [sys.executable, "-m", "dem.cli", *words[1:]],
+        [sys.executable, "-m", "dem.cli", *words[1:], "--max-iter", "2"],
         env=environment(),
         capture_output=True,
         text=True,
