@@ -154,7 +154,8 @@ def initial_parameters(
 ) -> dict[str, np.ndarray]:
     """weights_init, means_init and precisions_init from k-means on ``sample``."""
     from dem.models import gaussian
-    from dem.models.mixture import MixtureModel, initial_params
+    from dem.models.mixture.init import initial_params
+    from dem.models.mixture.model import MixtureModel
 
     model = MixtureModel(n_components, covariance_type)
     params = initial_params(model, sample.astype(np.float64), np.random.default_rng(seed), "kmeans")

@@ -41,7 +41,8 @@ def main() -> None:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
-    from dem.models.mixture import MixtureModel, initial_params
+    from dem.models.mixture.init import initial_params
+    from dem.models.mixture.model import MixtureModel
 
     emit(BENCHMARK, "machine", **machine())
     x = mixture_rows(n, d, k, seed=1)

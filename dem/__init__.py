@@ -11,9 +11,8 @@ from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.censored import CensoredRegression
 from dem.models.hmm import CategoricalHMM, GaussianHMM
-from dem.models.mixture import GaussianMixture
+from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
 from dem.models.ppca import PPCA, FactorAnalysis
-from dem.models.selection import ComponentSelection, select_n_components
 from dem.restore import from_checkpoint
 
 __all__ = [

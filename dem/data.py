@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -22,7 +20,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.abc.store import Store
+from zarr.core.group import ConsolidatedMetadata
 from zarr.core.sync import sync
+
+from dem import storage
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -69,56 +71,95 @@ class Samples:
         }
 
 
-def open_zarr_variable(path: str | os.PathLike[str], variable: str) -> zarr.Array:
+ZarrInput = str | os.PathLike[str] | Store | zarr.Group
+"""Where a Zarr variable is read from: a local path, an fsspec URL, a store, or a group."""
+
+
+def open_zarr_variable(
+    path: ZarrInput, variable: str, *, storage_options: Mapping[str, Any] | None = None
+) -> zarr.Array:
     """Open ``variable`` of the Zarr store at ``path`` read-only, with clear errors.
 
-    A directory store, a URL, or a ``.zip`` file (read through
-    :class:`zarr.storage.ZipStore`). A store that ``dem synth`` or ``dem predict`` left
-    incomplete is refused. Consolidated metadata are not trusted: the array's own
-    metadata are read, with a warning when the consolidated copy is stale.
+    A directory store, a ``.zip`` file (read through :class:`zarr.storage.ZipStore`), an
+    fsspec URL (``s3://``, ``gs://``, ``az://``, ``file://``, ``memory://``; read with
+    ``storage_options``), a Zarr store or a Zarr group. A store that ``dem synth`` or
+    ``dem predict`` left incomplete is refused. Consolidated metadata are not trusted:
+    the array's own metadata are read, with a warning when the consolidated copy is stale.
     """
-    return _open_variable(path, variable)[0]
+    return _open_variable(path, variable, storage_options)[0]
 
 
-def _open_variable(path: str | os.PathLike[str], variable: str) -> tuple[zarr.Array, bool]:
-    """:func:`open_zarr_variable`, and whether dem wrote the store to its end."""
-    location = Path(path)
-    if "://" not in str(path) and not location.exists():
-        raise FileNotFoundError(f"Zarr store {str(path)!r} does not exist.")
-    store = _store_of(path)
-    try:
-        group = zarr.open_group(store, mode="r")
-        consolidated = group.metadata.consolidated_metadata
-        if consolidated is not None:
-            group = zarr.open_group(store, mode="r", use_consolidated=False)
-    except Exception as exc:  # zarr raises several types for unreadable stores
-        raise ValueError(f"{str(path)!r} is not a readable Zarr group: {exc}") from exc
-    _refuse_incomplete_output(group, path)
+def _open_variable(
+    path: ZarrInput, variable: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[zarr.Array, bool, str]:
+    """:func:`open_zarr_variable`, whether dem wrote the store to its end, and the
+    store's name for messages (its credential-free location)."""
+    group, consolidated, where = _open_group(path, storage_options)
+    _refuse_incomplete_output(group, where)
     if variable not in group:
         names = sorted(k for k, _ in group.arrays())
-        raise KeyError(f"Zarr store {str(path)!r} has no variable {variable!r}; it has {names}.")
+        raise KeyError(f"Zarr store {where!r} has no variable {variable!r}; it has {names}.")
     array = group[variable]
     if not isinstance(array, zarr.Array):
-        raise ValueError(f"{variable!r} in {str(path)!r} is a group, not an array.")
+        raise ValueError(f"{variable!r} in {where!r} is a group, not an array.")
     if consolidated is not None:
-        _warn_if_stale(consolidated.metadata.get(variable), array, path, variable)
-    return array, _finished_by_dem(group)
+        _warn_if_stale(consolidated.metadata.get(variable), array, where, variable)
+    return array, _finished_by_dem(group), where
 
 
-def _store_of(path: str | os.PathLike[str]) -> Any:
-    """What :func:`zarr.open_group` reads: the path, or a read-only zip store."""
-    if "://" not in os.fspath(path) and zipfile.is_zipfile(path):
-        return zarr.storage.ZipStore(os.fspath(path), mode="r")
-    return os.fspath(path)
+def _open_group(
+    path: ZarrInput, storage_options: Mapping[str, Any] | None
+) -> tuple[zarr.Group, ConsolidatedMetadata | None, str]:
+    """The group at ``path`` opened read-only from its own metadata, its consolidated
+    metadata (only to warn when stale), and the store's name for messages."""
+    if isinstance(path, zarr.Group):
+        store, inside = storage.read_only(path.store_path.store), path.store_path.path
+    else:
+        store, inside = storage.open_store(path, storage_options), ""
+    where = _name_of(path, store, inside)
+    hidden = storage.secrets(storage_options, path)
+    try:
+        group = zarr.open_group(store, path=inside, mode="r")
+        consolidated = group.metadata.consolidated_metadata
+        if consolidated is not None:
+            group = zarr.open_group(store, path=inside, mode="r", use_consolidated=False)
+    except FileNotFoundError as exc:  # zarr's GroupNotFoundError is one
+        message = f"Zarr store {where!r} does not exist (no Zarr group there)."
+        raise FileNotFoundError(_masked(message, hidden)) from _shown(exc, hidden)
+    except Exception as exc:  # zarr and the filesystems raise several types
+        message = f"{where!r} is not a readable Zarr group: {exc}"
+        raise ValueError(_masked(message, hidden)) from _shown(exc, hidden)
+    return group, consolidated, where
 
 
-def _refuse_incomplete_output(group: zarr.Group, path: str | os.PathLike[str]) -> None:
+def _name_of(path: ZarrInput, store: Store, inside: str) -> str:
+    """What messages call the store: its location, or the store itself when in memory."""
+    if isinstance(path, str | os.PathLike):
+        return storage.location(path)
+    return storage.store_location(store, inside) or str(store)
+
+
+def _masked(message: str, hidden: list[str]) -> str:
+    """``message`` with every string of ``hidden`` (see :func:`dem.storage.secrets`)
+    replaced by ``***``."""
+    for secret in hidden:
+        message = message.replace(secret, "***")
+    return message
+
+
+def _shown(cause: BaseException, hidden: list[str]) -> BaseException | None:
+    """``cause``, or None (no chained cause) when its message shows a string of ``hidden``."""
+    text = str(cause)
+    return None if any(secret in text for secret in hidden) else cause
+
+
+def _refuse_incomplete_output(group: zarr.Group, where: str) -> None:
     """Refuse a store whose ``dem_output`` marker says its writer never finished."""
     marker = group.attrs.get("dem_output")
     if isinstance(marker, dict) and marker.get("complete") is False:
         writer = marker.get("writer", "dem")
         raise ValueError(
-            f"Zarr store {os.fspath(path)!r} is incomplete: `{writer}` started writing it "
+            f"Zarr store {where!r} is incomplete: `{writer}` started writing it "
             f"and did not finish (its dem_output marker says complete=false). Rerun the "
             f"`{writer}` command that wrote it before reading it."
         )
@@ -134,17 +175,15 @@ def _finished_by_dem(group: zarr.Group) -> bool:
     return "dem_synth" in group.attrs
 
 
-def _warn_if_stale(
-    recorded: Any, array: zarr.Array, path: str | os.PathLike[str], variable: str
-) -> None:
+def _warn_if_stale(recorded: Any, array: zarr.Array, where: str, variable: str) -> None:
     """Warn when the consolidated copy of ``array``'s metadata is not what it is."""
     if recorded == array.metadata:
         return
     said = "nothing" if recorded is None else f"shape {recorded.shape}"
     warnings.warn(
-        f"The consolidated metadata of {os.fspath(path)!r} are stale for {variable!r} "
+        f"The consolidated metadata of {where!r} are stale for {variable!r} "
         f"(they say {said}; the array has shape {array.shape}, chunks {array.chunks}); dem "
-        f"reads the array's own metadata. Run zarr.consolidate_metadata({os.fspath(path)!r}) "
+        f"reads the array's own metadata. Run zarr.consolidate_metadata({where!r}) "
         "to refresh them for other readers.",
         UserWarning,
         stacklevel=4,
@@ -227,15 +266,19 @@ def as_samples(
     name: str = "X",
     ndim: int = 2,
     chunk_rows: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Samples:
     """Turn user input into a validated :class:`Samples`.
 
     Parameters
     ----------
-    data : array-like, dask array, xarray.DataArray, xarray.Dataset or path
+    data : array-like, dask array, xarray, zarr array, path, URL, zarr store or group
         A numpy array, a dask array, an ``xarray.DataArray`` with dims
         ``(sample_dim, feature_dim)`` in any order, an ``xarray.Dataset`` plus
-        ``variable``, or a Zarr store path plus ``variable``.
+        ``variable``, a ``zarr.Array``, or a Zarr store plus ``variable``: a local path
+        (a directory or a ``.zip`` file), an fsspec URL (``s3://``, ``gs://``, ``az://``,
+        ``abfs://``, ``file://``, ``memory://``, ...), a ``zarr.abc.store.Store`` or a
+        ``zarr.Group``. Stores are opened read-only.
     variable : str, optional
         The variable to read from a Zarr store or a Dataset.
     sample_dim, feature_dim, time_dim : str
@@ -249,6 +292,11 @@ def as_samples(
     chunk_rows : int, optional
         Rows per chunk for numpy input (default 100,000). Ignored for inputs that
         are already chunked.
+    storage_options : mapping, optional
+        Options for the fsspec filesystem of a URL (credentials, ``endpoint_url``, ...);
+        without them it finds credentials in its usual places (environment variables,
+        config files). They are never recorded: ``Samples.source`` is the location
+        without credentials (:func:`dem.storage.location`). Ignored for other inputs.
 
     Returns
     -------
@@ -262,23 +310,24 @@ def as_samples(
         Non-numeric dtype.
     FileNotFoundError, KeyError
         A store path or variable that does not exist.
+    ImportError
+        A URL whose fsspec filesystem is not installed (the message names the package).
     """
     source = None
     coords: dict[str, Any] = {}
-    if isinstance(data, str | os.PathLike):
-        if "://" not in os.fspath(data) and not os.path.exists(data):
-            raise FileNotFoundError(f"Zarr store {os.fspath(data)!r} does not exist.")
+    if isinstance(data, zarr.Array):
+        array, source, name = _stored_array(data, data, name)
+        kind = "zarr"
+    elif isinstance(data, str | os.PathLike | Store | zarr.Group):
+        if isinstance(data, str | os.PathLike) and not storage.is_url(data):
+            _refuse_missing_path(data)
         if variable is None:
             raise ValueError(
-                f"A Zarr store path was given ({str(data)!r}) without a variable name; "
+                f"A Zarr store was given ({_described(data)!r}) without a variable name; "
                 "pass variable='X' (the name of the array in the store)."
             )
-        stored, finished = _open_variable(data, variable)
-        source = f"{os.fspath(data)}::{variable}"
-        if not finished:
-            _refuse_unwritten(stored, os.fspath(data), variable)
-        name = variable
-        array = da.from_zarr(stored)
+        stored, finished, where = _open_variable(data, variable, storage_options)
+        array, source, name = _stored_array(stored, data, variable, where, finished)
         kind = "zarr"
     elif isinstance(data, xr.Dataset):
         if variable is None or variable not in data:
@@ -324,6 +373,38 @@ def as_samples(
     return Samples(array, name, source, kind, sample_dim, coords)
 
 
+def _refuse_missing_path(path: str | os.PathLike[str]) -> None:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Zarr store {storage.location(path)!r} does not exist.")
+
+
+def _stored_array(
+    stored: zarr.Array,
+    given: Any,
+    name: str,
+    where: str | None = None,
+    finished: bool = False,
+) -> tuple[da.Array, str | None, str]:
+    """A Zarr array as dask, its source (``"location::variable"``, None for a store in
+    memory) and its name, after refusing chunks never written (unless dem wrote it)."""
+    location = storage.store_location(stored.store_path.store)
+    source = None if location is None else f"{location}::{stored.path or name}"
+    if isinstance(given, str | os.PathLike):
+        source = f"{storage.location(given)}::{name}"
+    if not finished:
+        _refuse_unwritten(stored, where or _described(given), name)
+    return da.from_zarr(stored), source, name
+
+
+def _described(data: Any) -> str:
+    """A store, path or URL as messages name it (never with credentials)."""
+    if isinstance(data, str | os.PathLike):
+        return storage.location(data)
+    if isinstance(data, zarr.Group | zarr.Array):
+        return storage.store_location(data.store_path.store, data.path) or str(data.store)
+    return storage.store_location(data) or str(data)
+
+
 def _dense(data: Any, name: str) -> np.ndarray:
     """``data`` as a numpy array: masked entries and pandas' NA become NaN.
 
@@ -338,7 +419,7 @@ def _dense(data: Any, name: str) -> np.ndarray:
     if _is_pandas(data):
         return _pandas_values(data)
     if isinstance(data, np.ma.MaskedArray):
-        return _masked_as_nan(data)
+        return masked_as_nan(data)
     return np.asarray(data)
 
 
@@ -363,7 +444,7 @@ def _pandas_values(data: Any) -> np.ndarray:
     return np.asarray(data)
 
 
-def _masked_as_nan(values: np.ndarray) -> np.ndarray:
+def masked_as_nan(values: np.ndarray) -> np.ndarray:
     """Masked entries of a masked array as NaN (NaN is what dem reads as missing)."""
     if not isinstance(values, np.ma.MaskedArray):
         return values
@@ -381,7 +462,7 @@ def _unmasked_dask(array: da.Array) -> da.Array:
         return array
     dtype = array.dtype if array.dtype.kind == "f" and array.dtype.itemsize >= 4 else np.float64
     meta = np.empty((0,) * array.ndim, dtype)
-    return da.map_blocks(_masked_as_nan, array, dtype=dtype, meta=meta)
+    return da.map_blocks(masked_as_nan, array, dtype=dtype, meta=meta)
 
 
 def _from_numpy(values: np.ndarray, chunk_rows: int | None) -> da.Array:

@@ -210,7 +210,11 @@ def estimator_html(estimator: Any) -> str:
 
 
 class HTMLRepr:
-    """Mixin: notebooks display the estimator with :func:`estimator_html`."""
+    """Mixin: notebooks display the estimator with :func:`estimator_html` (placed before
+    scikit-learn's ``BaseEstimator`` in the bases, it replaces that one's diagram)."""
 
     def _repr_html_(self) -> str:
         return estimator_html(self)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, str]:
+        return {"text/plain": repr(self), "text/html": estimator_html(self)}

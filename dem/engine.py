@@ -1,11 +1,10 @@
-"""The EM loop: one map over chunks, one tree reduction, one M-step per iteration.
+"""The EM loop: one pass over the data, one M-step per iteration, for every run at once.
 
-Each iteration builds a small graph (one E-step task per chunk, then a tree of
-``combine`` tasks whose fan-in is ``split_every``) on top of the input arrays and
-computes it once. The parameters enter that graph as a single key, so each worker
-receives them once per iteration. The tree's shape depends only on the number of
-chunks and ``split_every``, so the sums, and therefore the fitted parameters, are
-bit-identical whichever workers ran which tasks.
+A pass is one graph (:mod:`dem.graph`): an E-step task per chunk and a fixed tree of
+``combine`` tasks, so the fitted parameters are bit-identical whichever workers ran
+which tasks. The runs of a fit (restarts, or models with other settings) share every
+pass; each run's step (plain EM, or an accelerated cycle) decides what to evaluate
+next, and each completed step is checkpointed.
 
 Where the data live
 -------------------
@@ -18,11 +17,8 @@ otherwise re-read from its source (Zarr) every iteration, out of core. Pass
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,20 +27,47 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import sklearn.exceptions
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
-from dask.task_spec import DataNode, Task, TaskRef
-from threadpoolctl import threadpool_limits
 
 from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
-from dem.checkpoint import Checkpoint
+from dem.checkpoint import Checkpoint, CheckpointMismatchError
 from dem.data import raise_if_extreme
+from dem.graph import (
+    DEFAULT_SPLIT_EVERY,
+    Digests,
+    _compute,
+    _is_cluster_failure,
+    _raise_if_unreadable,
+    chunk_blocks,
+    chunks_per_task,
+    current_client,
+    map_reduce,
+    map_reduce_graph,
+    tree_reduce,
+)
 from dem.model import Block, EMModel, Params, Stats, remedy
 
-DEFAULT_SPLIT_EVERY = 8
+__all__ = [  # the graph functions are re-exported: models and tools import them from here
+    "DEFAULT_SPLIT_EVERY",
+    "ConvergenceWarning",
+    "EMResult",
+    "IterationInfo",
+    "chunk_blocks",
+    "chunks_per_task",
+    "current_client",
+    "em_pass",
+    "fit",
+    "fit_runs",
+    "map_reduce",
+    "map_reduce_graph",
+    "memory_budget",
+    "prepare",
+    "tree_reduce",
+]
 
 
-class ConvergenceWarning(UserWarning):
+class ConvergenceWarning(sklearn.exceptions.ConvergenceWarning):
     """EM stopped at ``max_iter`` before the log-likelihood settled within ``tol``."""
 
 
@@ -76,18 +99,6 @@ class EMResult:
     @property
     def lower_bound(self) -> float:
         return self.lower_bounds[-1] if self.lower_bounds else -math.inf
-
-
-def current_client() -> Any | None:
-    """The active ``distributed.Client``, or None (then dask's local scheduler runs)."""
-    try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def memory_budget() -> int:
@@ -125,261 +136,6 @@ def prepare(arrays: Mapping[str, da.Array], persist: bool | None) -> dict[str, d
     return dict(zip(arrays, persisted, strict=True))
 
 
-def chunk_blocks(arrays: Mapping[str, da.Array]) -> list[tuple[int, list[Delayed]]]:
-    """(first row, one Delayed per input) for each sample chunk."""
-    per_input = [a.to_delayed(optimize_graph=True).reshape(-1) for a in arrays.values()]
-    offsets = np.concatenate([[0], np.cumsum(next(iter(arrays.values())).chunks[0])])
-    return [
-        (int(offsets[i]), [blocks[i] for blocks in per_input]) for i in range(len(per_input[0]))
-    ]
-
-
-LARGEST = 1e150
-"""Largest magnitude of an input value: EM sums squares of the data, and squares of
-values beyond it, summed over many rows, overflow float64 (about 1.8e308)."""
-
-
-def _check_block(
-    names: Sequence[str], values: Sequence[np.ndarray], missing_ok: frozenset[str], first_row: int
-) -> None:
-    for name, value in zip(names, values, strict=True):
-        # False for NaN and infinity too; the squares of any float32 fit in float64
-        within = np.isfinite(value) if value.dtype.itemsize < 8 else np.abs(value) <= LARGEST
-        if within.all():
-            continue
-        where = f"(chunk rows {first_row}-{first_row + len(value) - 1})"
-        invalid = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
-        if invalid.any():
-            rows = np.flatnonzero(invalid.reshape(len(value), -1).any(axis=1))
-            what = "infinity" if name in missing_ok else "NaN or infinity"
-            raise ValueError(
-                f"Input {name!r} contains {what} in {len(rows)} row(s) between rows "
-                f"{first_row + rows[0]} and {first_row + rows[-1]} {where}. Remove or impute "
-                "those rows before fitting."
-            )
-        huge = np.isfinite(value) & ~within
-        if huge.any():
-            rows = np.flatnonzero(huge.reshape(len(value), -1).any(axis=1))
-            largest = float(np.max(np.abs(value[huge])))
-            raise ValueError(
-                f"Input {name!r} holds values as large as {largest:.1e} in {len(rows)} row(s) "
-                f"between rows {first_row + rows[0]} and {first_row + rows[-1]} {where}. EM "
-                f"sums squares of the data, which overflow float64 beyond {LARGEST:.0e}: divide "
-                "the data by a constant before fitting (and scale any absolute regularisation "
-                "by its square)."
-            )
-
-
-SMALL_CHUNK_BYTES = 4 * 2**20
-"""Chunks (all inputs together) smaller than this are mapped ``split_every`` to a task..."""
-
-GROUPED_TASKS = 16
-"""...when that still leaves at least this many map tasks to spread over the workers."""
-
-
-def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
-    """How many consecutive chunks one map task takes: 1, or ``split_every`` for small chunks.
-
-    A task costs the scheduler and the worker a few milliseconds whatever its size, as
-    much as the E-step of a small chunk. A map task over ``split_every`` chunks does
-    the first level of the tree reduction itself, in the same order, so the statistics
-    are the same bits either way. The choice depends on the data alone (not on the
-    cluster), so a resumed fit makes the same one.
-    """
-    n_chunks = len(next(iter(arrays.values())).chunks[0])
-    chunk_bytes = sum(a.nbytes for a in arrays.values()) / max(n_chunks, 1)
-    many = n_chunks >= GROUPED_TASKS * split_every
-    return split_every if chunk_bytes < SMALL_CHUNK_BYTES and many else 1
-
-
-def _map_task(
-    function: Callable[[Block, Params], Stats],
-    combine: Callable[[Stats, Stats], Stats],
-    names: tuple[str, ...],
-    missing_ok: frozenset[str] | None,
-    first_rows: tuple[int, ...],
-    params: Params,
-    *values: np.ndarray,
-) -> Stats:
-    """``function`` on each of the blocks (``len(names)`` values each), combined in order."""
-    width = len(names)
-    stats = (
-        _block_task(
-            function, names, missing_ok, first_row, params, values[i * width : (i + 1) * width]
-        )
-        for i, first_row in enumerate(first_rows)
-    )
-    return functools.reduce(combine, stats)
-
-
-def _block_task(
-    function: Callable[[Block, Params], Stats],
-    names: tuple[str, ...],
-    missing_ok: frozenset[str] | None,
-    first_row: int,
-    params: Params,
-    values: Sequence[np.ndarray],
-) -> Stats:
-    if missing_ok is not None:
-        _check_block(names, values, missing_ok, first_row)
-    try:
-        return function(dict(zip(names, values, strict=True)), params)
-    except ValueError as invalid:
-        if type(invalid) is not ValueError:  # subclasses (LinAlgError, ...) keep their type
-            raise
-        rows = f"{first_row}-{first_row + len(values[0]) - 1}"  # the model found bad values
-        raise ValueError(f"{invalid} (In the chunk of samples {rows}.)") from invalid
-
-
-def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) -> Stats:
-    return functools.reduce(combine, children)
-
-
-def _tree_layer(
-    keys: list[Any], combine: Callable[[Any, Any], Any], split_every: int, token: str
-) -> tuple[dict[Any, Task], Any]:
-    """Combine tasks over ``keys`` in groups of ``split_every``, level by level, and the root."""
-    if split_every < 2:
-        raise ValueError(f"split_every must be at least 2, got {split_every}.")
-    layer: dict[Any, Task] = {}
-    level = 0
-    while len(keys) > 1:
-        parents = []
-        for group, start in enumerate(range(0, len(keys), split_every)):
-            key = f"_combine_task-{token}-{level}-{group}"
-            children = (TaskRef(k) for k in keys[start : start + split_every])
-            layer[key] = Task(key, _combine_task, combine, *children)
-            parents.append(key)
-        keys, level = parents, level + 1
-    return layer, keys[0]
-
-
-def tree_reduce(
-    nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int
-) -> Delayed:
-    """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
-    token = uuid.uuid4().hex
-    layer, root = _tree_layer([node.key for node in nodes], combine, split_every, token)
-    if not layer:
-        return nodes[0]
-    name = f"_combine_task-{token}"
-    return Delayed(root, _with_inputs(name, layer, nodes), layer=name)
-
-
-def map_reduce_graph(
-    function: Callable[[Block, Any], Any],
-    combine: Callable[[Any, Any], Any],
-    names: tuple[str, ...],
-    blocks: list[tuple[int, list[Delayed]]],
-    params: Any,
-    *,
-    split_every: int = DEFAULT_SPLIT_EVERY,
-    missing_ok: frozenset[str] | None = None,
-    chunks_per_task: int = 1,
-) -> Delayed:
-    """The graph of one pass: ``function`` per chunk, summed in a tree.
-
-    ``missing_ok`` not None makes every task check its block for invalid values
-    first (NaN or infinity, NaN allowed in the inputs ``missing_ok`` names).
-    ``chunks_per_task`` consecutive chunks share a map task (see :func:`chunks_per_task`).
-
-    The tasks are written directly as one graph layer (building a Delayed per task
-    costs about a millisecond each, as much as running it); the parameters are one
-    key that every E-step task references, so each worker receives them once.
-    """
-    token = uuid.uuid4().hex
-    params_key = f"_params-{token}"
-    layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
-    mapped: list[str] = []
-    for start in range(0, len(blocks), chunks_per_task):
-        group = blocks[start : start + chunks_per_task]
-        key = f"_map_task-{token}-{len(mapped)}"
-        first_rows = tuple(first_row for first_row, _ in group)
-        refs = (TaskRef(value.key) for _, values in group for value in values)
-        layer[key] = Task(
-            key, _map_task, function, combine, names, missing_ok, first_rows,
-            TaskRef(params_key), *refs,
-        )  # fmt: skip
-        mapped.append(key)
-    tree, root = _tree_layer(mapped, combine, split_every, token)
-    layer.update(tree)
-    name = f"_map_reduce-{token}"
-    inputs = [value for _, values in blocks for value in values]
-    return Delayed(root, _with_inputs(name, layer, inputs), layer=name)
-
-
-def _with_inputs(name: str, layer: dict[Any, Any], inputs: list[Delayed]) -> HighLevelGraph:
-    """``layer`` on top of the graphs of ``inputs``.
-
-    ``HighLevelGraph.from_collections`` does the same but inspects every input as a
-    collection, which costs about as much per input as running a small task.
-    """
-    layers: dict[str, Any] = {name: layer}
-    dependencies: dict[str, set[str]] = {name: set()}
-    for value in inputs:
-        graph, own = value.__dask_graph__(), value.__dask_layers__()
-        if isinstance(graph, HighLevelGraph):
-            layers.update(graph.layers)
-            dependencies.update(graph.dependencies)
-        else:
-            layers[own[0]], dependencies[own[0]] = graph, set()
-        dependencies[name].update(own)
-    return HighLevelGraph(layers, dependencies)
-
-
-def map_reduce(
-    function: Callable[[Block, Params], Stats],
-    combine: Callable[[Stats, Stats], Stats],
-    arrays: Mapping[str, da.Array],
-    params: Params,
-    *,
-    split_every: int = DEFAULT_SPLIT_EVERY,
-    missing_ok: frozenset[str] | None = None,
-) -> Stats:
-    """Run one pass over ``arrays`` and return the reduced statistics (one compute)."""
-    names, blocks = tuple(arrays), chunk_blocks(arrays)
-    graph = map_reduce_graph(
-        function,
-        combine,
-        names,
-        blocks,
-        params,
-        split_every=split_every,
-        missing_ok=missing_ok,
-        chunks_per_task=chunks_per_task(arrays, split_every),
-    )
-    return _compute(graph, names, blocks)
-
-
-def _one_blas_thread_per_task() -> contextlib.AbstractContextManager[Any]:
-    """Limit the BLAS to one thread while dask's local threads run the tasks.
-
-    Each of dask's threads would otherwise start the BLAS's own threads and
-    oversubscribe the cores (on a busy 2-core machine a 20,000-row full-covariance fit
-    ran 9× slower; on an idle one it makes no difference). Worker
-    processes of a distributed cluster already get one BLAS thread from the nanny.
-    """
-    if current_client() is not None:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def _compute(
-    graph: Delayed, names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]]
-) -> Any:
-    """Compute one pass; a chunk that cannot be read is named (see _raise_if_unreadable)."""
-    try:
-        with _one_blas_thread_per_task():
-            (result,) = dask.compute(graph)
-    except ValueError:
-        raise
-    except Exception as failure:
-        if not _is_cluster_failure(failure):
-            _raise_if_unreadable(names, blocks, failure)
-        raise
-    return result
-
-
 @dataclass(frozen=True)
 class _Fused:
     """Several (model, params) pairs evaluated on the same block, one read for all."""
@@ -412,8 +168,10 @@ def em_pass(
     split_every: int,
     missing_ok: frozenset[str] | None,
     chunks_per_task: int = 1,
-) -> list[Evaluation]:
-    """One read of the data: for each (model, params), ``(F(params), loglik(params))``.
+    content: Digests | bool = False,
+) -> tuple[list[Evaluation], Digests | None]:
+    """One read of the data: for each (model, params), ``(F(params), loglik(params))``,
+    and the chunks' digests when ``content`` asks for them (see :func:`map_reduce_graph`).
 
     One compute. ``F`` is the M-step after the E-step; when the M-step fails its
     exception is returned in place of the parameters, for the step to decide.
@@ -428,8 +186,11 @@ def em_pass(
         split_every=split_every,
         missing_ok=missing_ok,
         chunks_per_task=chunks_per_task,
+        content=content,
     )
-    all_stats = _compute(graph, names, blocks)
+    all_stats, digests = _compute(graph, names, blocks), None
+    if content is not False:
+        all_stats, digests = all_stats
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
@@ -437,7 +198,7 @@ def em_pass(
             evaluations.append((_finite(model, model.m_step(stats, params)), loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
-    return evaluations
+    return evaluations, digests
 
 
 def _finite(model: EMModel, params: Params) -> Params:
@@ -515,12 +276,17 @@ def fit_runs(
         for index, (model, init) in enumerate(zip(models, inits, strict=True))
     ]
     active = [run for run in runs if not run.done(max_iter)]
+    # the first pass checks the data: for invalid values, and (with a checkpoint)
+    # against the content digests the checkpoint recorded, else records them
+    check: frozenset[str] | None = models[0].missing_ok if models else None
+    content: Digests | bool = False
     if active:
         check_accelerate(active[0].model, accelerate)
         arrays = prepare(arrays, persist)
         names, blocks = tuple(arrays), chunk_blocks(arrays)
         grouped = chunks_per_task(arrays, split_every)
-    check: frozenset[str] | None = models[0].missing_ok if models else None
+        if checkpoint is not None:
+            content = _recorded_digests(checkpoint, names, len(blocks))
     while active:
         for run in active:
             if run.step is None:
@@ -529,15 +295,18 @@ def fit_runs(
                 )
                 run.request, run.started = next(run.step), time.perf_counter()
         pairs = [(run.model, run.request) for run in active]
-        evaluations = em_pass(
+        evaluations, digests = em_pass(
             pairs,  # type: ignore[arg-type]
             names,
             blocks,
             split_every=split_every,
             missing_ok=check,
             chunks_per_task=grouped,
+            content=content,
         )
-        check = None  # invalid values are looked for in the first pass only
+        if content is True and checkpoint is not None and digests is not None:
+            checkpoint.record_content(names, digests)
+        check, content = None, False  # the data are checked in the first pass only
         for run, evaluation in zip(active, evaluations, strict=True):
             try:
                 run.request = run.step.send(evaluation)  # type: ignore[union-attr]
@@ -550,6 +319,23 @@ def fit_runs(
     for run in runs:
         _warn_if_not_converged(run.model, run.result, max_iter)
     return [run.result for run in runs]
+
+
+def _recorded_digests(
+    checkpoint: Checkpoint, names: tuple[str, ...], n_chunks: int
+) -> Digests | bool:
+    """The content digests ``checkpoint`` recorded for the chunks, else True (record them)."""
+    recorded = checkpoint.content()
+    if recorded is None:
+        return True
+    if set(recorded) != set(names) or any(len(recorded[name]) != n_chunks for name in names):
+        raise CheckpointMismatchError(
+            f"Checkpoint {checkpoint.path!r} recorded the content of inputs "
+            f"{sorted(recorded)} in {len(next(iter(recorded.values()), []))} chunks, but this "
+            f"fit has inputs {sorted(names)} in {n_chunks}. Resume with the same data, or "
+            "start a new checkpoint."
+        )
+    return tuple(zip(*(recorded[name] for name in names), strict=True))
 
 
 def fit(
@@ -610,43 +396,6 @@ def _raise_if_invalid(
     except Exception:
         _raise_if_unreadable(tuple(arrays), chunk_blocks(arrays), failure)
     raise_if_extreme(arrays, failure)
-
-
-def _is_cluster_failure(failure: BaseException) -> bool:
-    """A lost scheduler or worker connection (not the data's fault)."""
-    import asyncio
-
-    from distributed.comm.core import CommClosedError
-
-    cancelled = "Cancelled" in type(failure).__name__
-    return cancelled or isinstance(
-        failure, OSError | TimeoutError | asyncio.CancelledError | CommClosedError
-    )
-
-
-def _raise_if_unreadable(
-    names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]], failure: BaseException
-) -> None:
-    """After a pass failed: read the chunks one by one and name the first unreadable one.
-
-    A damaged chunk of a Zarr store fails in its codec (for example a decompression
-    error) with no word of where; this says which chunk and rows. Readable data leave
-    ``failure`` to be raised as it is.
-    """
-    for index, (first_row, values) in enumerate(blocks):
-        for name, value in zip(names, values, strict=True):
-            try:
-                dask.compute(value)
-            except Exception as unreadable:
-                if _is_cluster_failure(unreadable):
-                    raise failure from None
-                end = blocks[index + 1][0] if index + 1 < len(blocks) else None
-                rows = f"rows {first_row}-{end - 1}" if end is not None else f"rows {first_row}-"
-                raise ValueError(
-                    f"Input {name!r}: chunk {index} along the samples ({rows}) cannot be read "
-                    f"({type(unreadable).__name__}: {unreadable}). The store may be damaged: "
-                    "rewrite or restore that chunk, or drop those rows."
-                ) from failure
 
 
 def _record(

@@ -7,17 +7,32 @@ import functools
 import math
 import os
 import string
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import dask.array as da
 import numpy as np
+import sklearn.exceptions
 import xarray as xr
+import zarr
+from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_array
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from zarr.abc.store import Store
 
 from dem import engine
+from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
-from dem.data import Samples, as_samples
+from dem.data import Samples, as_samples, masked_as_nan
+from dem.graph import check_block
 from dem.model import EMModel, Params
+
+RandomState = int | np.random.RandomState | np.random.Generator | None
+"""What ``random_state`` may be: a seed (int >= 0), a numpy ``RandomState`` or
+``Generator``, or None (fresh entropy)."""
 
 
 def fit_restarts(
@@ -26,7 +41,7 @@ def fit_restarts(
     make_init: Callable[[np.random.Generator], Params],
     *,
     n_init: int,
-    random_state: int | np.random.Generator | None,
+    random_state: RandomState,
     tol: float,
     max_iter: int,
     split_every: int,
@@ -41,7 +56,16 @@ def fit_restarts(
     The restarts share every pass over the data (one read of a chunk serves all of
     them). Each draws its initialisation from its own child of ``random_state``, so
     restart r starts the same whether or not restarts before it were resumed.
+
+    ``resume=True`` continues the fit in ``checkpoint``, or starts one there when the
+    path does not exist yet; with no ``checkpoint`` it is a ValueError (there is
+    nothing to resume from).
     """
+    if resume and checkpoint is None:
+        raise ValueError(
+            "resume=True needs the checkpoint to resume from: pass checkpoint=PATH (a path "
+            "that does not exist yet starts a new fit there), or resume=False."
+        )
     store = None
     if checkpoint is not None:
         store = Checkpoint.open(
@@ -72,16 +96,98 @@ def fit_restarts(
     return best, results
 
 
-class EMEstimator:
-    """What the estimators share: reading their input, and running their restarts on the
-    engine with the options they were given, keeping the best fit.
+class Bounded(Interval):
+    """scikit-learn's :class:`~sklearn.utils._param_validation.Interval` that also refuses
+    booleans (``True`` is not a count) and, unless a bound is infinite, NaN and infinity."""
 
-    A subclass stores the options under these names in ``__init__`` and defines
+    def is_satisfied_by(self, val: Any) -> bool:
+        if isinstance(val, bool | np.bool_):
+            return False
+        if isinstance(val, Real) and not math.isfinite(float(val)):
+            return False
+        return bool(super().is_satisfied_by(val))
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} (finite, not a bool)"
+
+
+def counts(low: int, high: int | None = None) -> list[Any]:
+    """Constraint: an integer (not a bool) in ``[low, high]``."""
+    return [Bounded(Integral, low, high, closed="both" if high is not None else "left")]
+
+
+def reals(low: float | None, high: float | None = None, closed: str = "left") -> list[Any]:
+    """Constraint: a finite real number (not a bool) between ``low`` and ``high``."""
+    return [Bounded(Real, low, high, closed=closed)]
+
+
+class NonNegativeArray(HasMethods):
+    """Constraint: a number or array of finite, non-negative numbers (a Dirichlet or
+    Gaussian prior); ``diagonal=True`` checks only the diagonal of (stacked) matrices.
+    (A :class:`HasMethods` of no methods only because scikit-learn takes constraints of
+    its own classes; the test is this class's own.)"""
+
+    def __init__(self, diagonal: bool = False) -> None:
+        super().__init__([])
+        self.diagonal = diagonal
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        if isinstance(val, bool | np.bool_):
+            return False
+        try:
+            array = np.asarray(val, dtype=np.float64)
+        except (TypeError, ValueError):
+            return False
+        if self.diagonal:
+            array = np.diagonal(np.atleast_2d(array), axis1=-2, axis2=-1)
+        return bool(np.all(np.isfinite(array)) and np.all(array >= 0))
+
+    def __str__(self) -> str:
+        where = "on the diagonal " if self.diagonal else ""
+        return f"a number or array of finite non-negative numbers {where}".rstrip()
+
+
+class EMEstimator(BaseEstimator):
+    """What the estimators share: scikit-learn's estimator protocol (``get_params``,
+    ``set_params``, ``clone``, ``repr``), the engine's options and their constraints,
+    reading their input, and running their restarts on the engine, keeping the best fit.
+
+    A subclass stores its constructor arguments unchanged in ``__init__`` (scikit-learn's
+    rule), declares ``_parameter_constraints`` as
+    ``{**EMEstimator._parameter_constraints, ...its own...}``, validates them in ``fit``
+    (``self._validate_params()``, done by :func:`sklearn.base._fit_context`) and defines
     ``_set_params`` (the fitted attributes from the engine's parameters).
     """
 
+    #: The engine's options, shared by every estimator (those a class lacks are ignored).
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "tol": reals(0),
+        "max_iter": counts(1),
+        "n_init": counts(1),
+        "random_state": [
+            Bounded(Integral, 0, None, closed="left"),
+            np.random.RandomState,
+            np.random.Generator,
+            None,
+        ],
+        "checkpoint": [str, os.PathLike, None],
+        "resume": ["boolean"],
+        "split_every": counts(2),
+        "persist": ["boolean", None],
+        "accelerate": [StrOptions(set(STEPS))],
+        "init_sample_size": counts(1),
+        "callback": [callable, None],
+        "method": [StrOptions({"batch", "online"})],
+        "online_passes": counts(1),
+        "batch_chunks": counts(1),
+        "step_exponent": reals(0.5, 1, closed="right"),
+        "warm_start": ["boolean"],
+        "sample_dim": [str],
+        "feature_dim": [str],
+    }
+
     n_init: int
-    random_state: int | np.random.Generator | None
+    random_state: RandomState
     tol: float
     max_iter: int
     split_every: int
@@ -92,12 +198,57 @@ class EMEstimator:
     accelerate: str
     sample_dim: str
     feature_dim: str
+    n_features_in_: int
+    feature_names_in_: np.ndarray
     _set_params: Callable[[Params], None]
 
     def _samples(self, X: Any, variable: str | None) -> Samples:
         return as_samples(
-            X, variable=variable, sample_dim=self.sample_dim, feature_dim=self.feature_dim
+            in_memory_array(X, self),
+            variable=variable,
+            sample_dim=self.sample_dim,
+            feature_dim=self.feature_dim,
         )
+
+    def _set_features(self, X: Any, variable: str | None, n_features: int) -> None:
+        """``n_features_in_`` and, when ``X`` names its features, ``feature_names_in_``
+        (scikit-learn's convention: only when every name is a string)."""
+        self.n_features_in_ = int(n_features)
+        names = feature_names(X, variable, getattr(self, "feature_dim", "feature"))
+        if names is None:
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        else:
+            self.feature_names_in_ = names
+
+    def _check_features(self, X: Any, variable: str | None, n_features: int) -> None:
+        """Refuse new data whose features are not the fit's (count, or names where both
+        have names; scikit-learn's rules and messages)."""
+        if n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        fitted = getattr(self, "feature_names_in_", None)
+        given = feature_names(X, variable, getattr(self, "feature_dim", "feature"))
+        if fitted is None and given is not None:
+            warnings.warn(
+                f"X has feature names, but {type(self).__name__} was fitted without feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif fitted is not None and given is None and _is_in_memory(X):
+            warnings.warn(
+                f"X does not have valid feature names, but {type(self).__name__} was fitted "
+                "with feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif fitted is not None and given is not None and list(fitted) != list(given):
+            raise ValueError(
+                "The feature names should match those that were passed during fit: fitted "
+                f"with {list(fitted)}, got {list(given)}."
+            )
 
     def _fit_restarts(
         self,
@@ -133,12 +284,95 @@ class EMEstimator:
         return best, results
 
 
-def _child_rngs(
-    random_state: int | np.random.Generator | None, count: int
-) -> list[np.random.Generator]:
+def in_memory_array(X: Any, estimator: Any, samples_by_features: bool = True) -> Any:
+    """In-memory input as scikit-learn's estimators take it, before dem's own checks
+    (:func:`dem.data.as_samples`): DataFrames as floats (nullable dtypes' NA as NaN),
+    object arrays of numbers as floats; 1-D arrays refused ("Reshape your data") where X is
+    ``samples_by_features``, empty arrays (with scikit-learn's
+    wording), and sparse matrices and complex numbers with
+    :func:`~sklearn.utils.check_array`'s errors. Lazy input, store paths and every
+    other array are returned as they are."""
+    if not _is_in_memory(X):
+        return X
+    X = masked_as_nan(X)  # masked entries are missing values (NaN), as dem.data reads them
+    if sparse.issparse(X) or hasattr(X, "dtypes"):  # sparse, or a pandas DataFrame
+        return _checked_array(X, estimator)
+    values = np.asarray(X)
+    if samples_by_features and values.ndim == 1:
+        raise ValueError(
+            f"X must be 2-D; got 1-D of shape {values.shape}. Reshape your data with "
+            "X.reshape(-1, 1) for one feature, or X.reshape(1, -1) for one sample."
+        )
+    if values.ndim == 2 and values.size == 0:
+        what = "sample" if values.shape[0] == 0 else "feature"
+        raise ValueError(
+            f"X is empty: 0 {what}(s) (shape={values.shape}) while a minimum of 1 is "
+            "required; it needs at least one sample and feature."
+        )
+    if values.dtype.kind == "c":
+        return _checked_array(values, estimator)
+    if values.dtype == object:
+        return values.astype(np.float64)  # numbers convert; anything else is refused here
+    return values
+
+
+def _checked_array(X: Any, estimator: Any) -> np.ndarray:
+    return np.asarray(
+        check_array(
+            X,
+            dtype=(np.float64, np.float32),
+            ensure_all_finite=False,
+            estimator=estimator,
+            input_name="X",
+        )
+    )
+
+
+def _is_in_memory(X: Any) -> bool:
+    """Input that could have carried feature names (not a store, a path or a bare dask array)."""
+    lazy = (str, os.PathLike, da.Array, xr.Dataset, xr.DataArray, Store, zarr.Group, zarr.Array)
+    return not isinstance(X, lazy)
+
+
+def feature_names(X: Any, variable: str | None, feature_dim: str) -> np.ndarray | None:
+    """The names of ``X``'s features: a DataFrame's columns, or the ``feature_dim``
+    coordinate of xarray input; None unless every name is a string (scikit-learn's rule)."""
+    names: Any = getattr(X, "columns", None)
+    if names is None:
+        data = X[variable] if isinstance(X, xr.Dataset) and variable in X else X
+        if isinstance(data, xr.DataArray) and feature_dim in data.coords:
+            names = data.coords[feature_dim].values
+    if names is None:
+        return None
+    names = np.asarray(list(names), dtype=object)
+    if len(names) == 0 or not all(isinstance(n, str) for n in names):
+        return None
+    return names
+
+
+def as_generator(random_state: RandomState) -> np.random.Generator:
+    """A numpy ``Generator`` for ``random_state`` (see :func:`_child_rngs` for how a
+    ``RandomState`` is used)."""
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(_seed(random_state))
+
+
+def _seed(random_state: int | np.random.RandomState | None) -> int | np.ndarray | None:
+    """A seed for :class:`numpy.random.SeedSequence`: an int or None as is; from a
+    ``RandomState``, four 32-bit words drawn from it (so a fit from
+    ``RandomState(s)`` is reproducible: the same ``s``, the same fit; as in
+    scikit-learn, the draw advances that ``RandomState``)."""
+    if isinstance(random_state, np.random.RandomState):
+        return random_state.randint(0, 2**32, size=4, dtype=np.uint64)
+    return random_state
+
+
+def _child_rngs(random_state: RandomState, count: int) -> list[np.random.Generator]:
     if isinstance(random_state, np.random.Generator):
         return list(random_state.spawn(count))
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(random_state).spawn(count)]
+    seeds = np.random.SeedSequence(_seed(random_state)).spawn(count)
+    return [np.random.default_rng(s) for s in seeds]
 
 
 def per_sample(
@@ -148,24 +382,20 @@ def per_sample(
     columns: int | None,
     dtype: Any = np.float64,
     column_dim: str = "component",
+    missing_ok: bool = False,
 ) -> np.ndarray | da.Array | xr.DataArray:
     """Apply a row-wise ``function`` to every sample chunk.
 
     Returns numpy for numpy input, a lazy dask array with the input's sample chunks for
     dask or Zarr input, and a lazy ``xarray.DataArray`` (dims ``sample_dim`` and
     ``column_dim``) for xarray input. ``columns=None`` means one value per sample.
+    Rows holding NaN (unless ``missing_ok``: the model takes NaN as missing) or infinity
+    are refused with a ``ValueError`` naming them, when the chunk is computed.
     """
-    if samples.kind == "numpy":
-        return function(samples.array.compute(scheduler="sync"))
-    if columns is None:
-        result = da.map_blocks(function, samples.array, dtype=dtype, drop_axis=1)
-    else:
-        chunks = (samples.array.chunks[0], (columns,))
-        result = da.map_blocks(function, samples.array, dtype=dtype, chunks=chunks)
-    if samples.kind != "xarray":
-        return result
-    dims = (samples.sample_dim,) if columns is None else (samples.sample_dim, column_dim)
-    return xr.DataArray(result, dims=dims, coords=samples.coords)
+    trailing, dims = ((), ()) if columns is None else ((columns,), (column_dim,))
+    return per_sample_aligned(
+        [samples], function, trailing=trailing, dims=dims, dtype=dtype, missing_ok=missing_ok
+    )
 
 
 def per_sample_aligned(
@@ -175,26 +405,32 @@ def per_sample_aligned(
     trailing: tuple[int, ...],
     dims: tuple[str, ...],
     dtype: Any = np.float64,
+    missing_ok: bool | None = False,
 ) -> np.ndarray | da.Array | xr.DataArray:
     """Apply ``function(block, *aligned_blocks)`` to the aligned sample chunks of ``inputs``.
 
     :func:`per_sample` for functions of several aligned inputs (each of any number of
     dimensions, whole along every axis but the first) whose result has the trailing
     axes ``trailing`` (their sizes) named ``dims`` (for xarray output). The first input
-    decides what is returned, as for :func:`per_sample`.
+    decides what is returned, as for :func:`per_sample`, and is checked as there
+    (``missing_ok=None``: not checked, for models whose function checks its blocks).
     """
     first = inputs[0]
+    checked = _refusing_invalid_rows(function, first.name, missing_ok)
     if first.kind == "numpy":
-        return function(*(s.array.compute(scheduler="sync") for s in inputs))
+        return checked(*(s.array.compute(scheduler="sync") for s in inputs), np.zeros(1))
     letters = iter(string.ascii_lowercase[1:])
     args: list[Any] = []
     for samples in inputs:
         args += [samples.array, "a" + "".join(next(letters) for _ in range(samples.array.ndim - 1))]
+    rows = da.arange(first.n_samples, chunks=(first.array.chunks[0],))  # to name bad rows
     out = "".join(next(letters) for _ in trailing)
     result = da.blockwise(
-        function,
+        checked,
         "a" + out,
         *args,
+        rows,
+        "a",
         new_axes=dict(zip(out, trailing, strict=True)),
         dtype=dtype,
         concatenate=True,
@@ -204,17 +440,24 @@ def per_sample_aligned(
     return xr.DataArray(result, dims=(first.sample_dim, *dims), coords=first.coords)
 
 
-class NotFittedError(AttributeError, ValueError):
-    """A method that needs fitted parameters was called before ``fit``."""
+def _refusing_invalid_rows(
+    function: Callable[..., np.ndarray], name: str, missing_ok: bool | None
+) -> Callable[..., np.ndarray]:
+    """``function(*blocks)`` called as ``(*blocks, rows)`` (the chunk's row numbers),
+    after refusing the rows of the first block holding NaN (unless ``missing_ok``) or
+    infinity: a per-sample result is never made of them."""
+
+    def checked(*blocks: np.ndarray) -> np.ndarray:
+        *values, rows = blocks
+        if missing_ok is not None:
+            allowed = frozenset({name}) if missing_ok else frozenset()
+            first = int(rows[0]) if len(rows) else 0
+            check_block((name,), (values[0],), allowed, first, before="predicting")
+        return function(*values)
+
+    return checked
 
 
-def check_hyperparameters(
-    estimator: Any, constraints: Mapping[str, tuple[Callable[[Any], bool], str]]
-) -> None:
-    """Validate hyperparameters against a declared table of (predicate, description)."""
-    for name, (valid, description) in constraints.items():
-        value = getattr(estimator, name)
-        if not valid(value):
-            raise ValueError(
-                f"{type(estimator).__name__}: {name} must be {description}; got {value!r}."
-            )
+class NotFittedError(sklearn.exceptions.NotFittedError):
+    """A method that needs fitted parameters was called before ``fit`` (scikit-learn's
+    :class:`~sklearn.exceptions.NotFittedError`, so ``except`` clauses for either work)."""

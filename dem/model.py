@@ -11,20 +11,55 @@ additive, always float64, and must include ``"n"`` (the number of samples the ch
 contributed) and ``"loglik"`` (the chunk's summed log-likelihood at the parameters
 the E-step was given).
 
-A model may also define ``converged(change, tol, previous, params) -> bool``, its own
-stopping rule (for example on the change of its parameters); without it the engine
-stops when the mean log-likelihood changes by less than ``tol``.
+Optional hooks
+--------------
+Beyond :class:`EMModel`, the engine looks for these by name (``hasattr``/``getattr``);
+a model defines only those it needs. This is the complete list.
 
-A model may also define ``e_step_many(block, runs) -> list[Stats]``: the statistics of
-one chunk at each parameter set of ``runs``, as ``e_step`` would give them, computed
-together. The engine calls it when several runs of the same model share a pass
-(restarts), so that the model can share work between them (the mixture stacks the
-runs' components into single matrix products).
+===============  ===========================================  =================  ==================
+hook             signature                                    called by          when absent
+===============  ===========================================  =================  ==================
+``e_step_many``  ``(block, runs) -> list[Stats]``             the engine, for    each run's
+                                                              runs of equal      ``e_step``
+                                                              models sharing
+                                                              a pass
+``converged``    ``(change, tol, previous, params) -> bool``  ``has_converged``  ``abs(change) <
+                                                              (dem.accelerate),  tol``
+                                                              every EM step
+``remedy``       class attribute, ``str``                     :func:`remedy`,    ``DEFAULT_REMEDY``
+                                                              in the engine's
+                                                              and SQUAREM's
+                                                              errors
+``pack``         ``(params) -> ndarray``                      SQUAREM            ``"squarem"`` is
+                                                              (dem.accelerate)   refused
+``unpack``       ``(vector, like) -> Params``                 SQUAREM            ``"squarem"`` is
+                                                              (dem.accelerate)   refused
+===============  ===========================================  =================  ==================
 
-A model may also define ``remedy``, a class attribute: the sentence the engine appends
-to its error when an iteration produces NaN parameters or a log-likelihood that is not
-finite, saying what the user can change in that model ("increase reg_covar", ...);
-without it the engine gives :data:`DEFAULT_REMEDY`.
+``e_step_many`` returns, for each parameter set of ``runs``, the statistics ``e_step``
+would give, computed together so that the model can share work between runs (the
+mixture stacks the runs' components into single matrix products).
+
+``converged`` is the model's own stopping rule, for a model whose log-likelihood
+flattens long before its parameters settle (EM that crawls, as under heavy censoring);
+``previous`` and ``params`` are the parameters before and after the EM step. The
+engine's ``ConvergenceWarning`` then says the model's rule was not met.
+
+``remedy`` is the sentence appended to the error when an iteration produces NaN
+parameters or a log-likelihood that is not finite, saying what the user can change in
+that model ("increase reg_covar", ...).
+
+``pack`` flattens the parameters SQUAREM extrapolates into one vector; ``unpack``
+turns an extrapolated vector back into parameters shaped as ``like`` (and carrying
+what ``like`` holds that is not packed), projected onto valid ones. ``unpack`` may
+raise ``ValueError`` or ``numpy.linalg.LinAlgError``; the cycle then keeps the plain
+EM steps. ``accelerate="squarem"`` on a model without both raises ``ValueError``
+(``dem.accelerate.check_accelerate``).
+
+Online EM (:mod:`dem.online`, and ``partial_fit``) uses only the protocol's methods:
+it blends per-sample statistics across batches, so a model's statistics must keep the
+same keys from batch to batch and mean the same thing whatever the parameters, and
+``m_step`` must accept the blended average scaled to the number of rows.
 """
 
 from __future__ import annotations

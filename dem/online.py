@@ -21,14 +21,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from dem.engine import (
-    DEFAULT_SPLIT_EVERY,
-    EMResult,
-    IterationInfo,
-    chunk_blocks,
-    map_reduce_graph,
-    prepare,
-)
+from dem.engine import EMResult, IterationInfo, prepare
+from dem.graph import DEFAULT_SPLIT_EVERY, chunk_blocks, map_reduce_graph
 from dem.model import EMModel, Params, Stats
 
 

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from dem.checkpoint import CheckpointMismatchError, load_checkpoint
+from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint
 from dem.registry import REGISTRY, by_checkpoint_model, load
 
 
 def censored_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Limits as :class:`~dem.models.censored.CensoredModel` writes them: a number, None
+    """Limits as :class:`~dem.models.censored.model.CensoredModel` writes them: a number, None
     (no limit) or ``"per-observation"``; back to the estimator's scalar defaults and its
     ``fit_limits_`` (None where they were per-observation)."""
     fitted = tuple(
@@ -78,6 +78,7 @@ def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     header = attrs.get("dem")
     if not isinstance(header, dict) or "model" not in header:
         raise CheckpointMismatchError(f"{path!r} is not a dem checkpoint.")
+    check_format(path, header)
     return {**header, "latest": attrs.get("latest")}
 
 

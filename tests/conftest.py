@@ -62,3 +62,14 @@ def process_client():
         distributed.Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with one bucket (see tests/s3server.py)."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from s3server import moto_s3_server
+
+    with moto_s3_server() as server:
+        yield server

@@ -12,12 +12,12 @@ import zarr
 
 import dem
 from dem import engine
-from dem.models.mixture import MixtureModel
+from dem.models.mixture.model import MixtureModel
 from tests.conftest import initial_parameters
 
 
 def init_params_for(x, covariance_type="full"):
-    from dem.models.mixture import initial_params
+    from dem.models.mixture.init import initial_params
 
     init = initial_parameters(x, 3, covariance_type)
     model = MixtureModel(3, covariance_type)
@@ -337,7 +337,6 @@ def test_the_convergence_warning_names_the_rule_that_was_not_met():
             max_iter=1,
             tol=0.0,
         )
-
 
 
 def test_local_threads_run_each_task_with_one_blas_thread(blobs):

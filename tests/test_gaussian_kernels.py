@@ -16,12 +16,9 @@ from scipy import stats as scipy_stats
 from scipy.special import logsumexp, softmax
 
 from dem.models import gaussian
-from dem.models.mixture import (
-    BLOCK_ROWS,
-    GaussianMixture,
-    MixtureModel,
-    responsibilities,
-)
+from dem.models.mixture import GaussianMixture
+from dem.models.mixture.kernels import BLOCK_ROWS, responsibilities
+from dem.models.mixture.model import MixtureModel
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 # not a multiple of the block size, so every test crosses a partial block

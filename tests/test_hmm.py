@@ -17,6 +17,9 @@ from threadpoolctl import threadpool_limits
 import dem
 from dem import ConvergenceWarning, NotFittedError
 from dem.models import hmm
+from dem.models.hmm import kernels
+from dem.models.hmm import model as hmm_model
+from dem.models.hmm.model import GaussianHMMModel
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
@@ -240,20 +243,22 @@ def test_log_space_fallback_matches_hmmlearn():
     trans = np.array([[0.9, 0.1], [0.0, 1.0]])
     means, covars = np.array([[0.0], [60.0]]), np.array([[1.0], [1.0]])
     x = np.array([[[60.0], [0.1], [60.2], [59.0]], [[0.3], [-0.2], [59.5], [60.1]]])
-    model = hmm.GaussianHMMModel(2, covariance_type="diag", covars_prior=0.0)
+    model = GaussianHMMModel(2, covariance_type="diag", covars_prior=0.0)
     params = {
         "startprob": start,
         "transmat": trans,
         "means": means,
         "covars": covars,
-        "precisions_cholesky": hmm.precision_cholesky(covars, "diag"),
+        "precisions_cholesky": kernels.precision_cholesky(covars, "diag"),
     }
     log_b = model.emission_log_prob(model.prepare(x, None, params), params)
     with np.errstate(all="ignore"):
         peak = log_b.max(axis=1)
-        _, failed = hmm._scaled(np.exp(log_b - peak[:, None, :]), peak, start, trans, None, True)
+        _, failed = kernels._scaled(
+            np.exp(log_b - peak[:, None, :]), peak, start, trans, None, True
+        )
     np.testing.assert_array_equal(failed, [True, False])  # the fallback is exercised
-    found = hmm.forward_backward(log_b, start, trans, None)
+    found = kernels.forward_backward(log_b, start, trans, None)
     ref = hmmlearn_hmm.GaussianHMM(2, covariance_type="diag", init_params="", implementation="log")
     ref.startprob_, ref.transmat_, ref.means_, ref.covars_ = start, trans, means, covars
     for i in range(2):
@@ -289,14 +294,14 @@ def test_statistics_are_additive_over_chunks_and_blocks(monkeypatch):
     E-step's own blocks of sequences do not change them."""
     x, lengths, _ = gaussian_data(seed=7)
     init = initial("full")
-    model = hmm.GaussianHMMModel(K, covariance_type="full")
-    params = {**init, "precisions_cholesky": hmm.precision_cholesky(init["covars"], "full")}
+    model = GaussianHMMModel(K, covariance_type="full")
+    params = {**init, "precisions_cholesky": kernels.precision_cholesky(init["covars"], "full")}
     whole = model.e_step({"X": x, "lengths": lengths}, params)
     parts = model.combine(
         model.e_step({"X": x[:13], "lengths": lengths[:13]}, params),
         model.e_step({"X": x[13:], "lengths": lengths[13:]}, params),
     )
-    monkeypatch.setattr(hmm, "BLOCK_ELEMENTS", 7 * x.shape[1] * K)  # blocks of 7 sequences
+    monkeypatch.setattr(hmm_model, "BLOCK_ELEMENTS", 7 * x.shape[1] * K)  # blocks of 7 sequences
     blocked = model.e_step({"X": x, "lengths": lengths}, params)
     for key in whole:
         np.testing.assert_allclose(parts[key], whole[key], rtol=1e-12, atol=1e-12)
@@ -529,10 +534,22 @@ def test_bad_symbols():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"n_components": 0}, "n_components must be an integer >= 1"),
-        ({"covariance_type": "bogus"}, "covariance_type must be one of"),
-        ({"max_iter": 0}, "max_iter must be"),
-        ({"transmat_prior": -1.0}, "transmat_prior must be"),
+        (
+            {"n_components": 0},
+            r"'n_components' parameter of GaussianHMM must be an int in the range \[1, inf\)",
+        ),
+        (
+            {"covariance_type": "bogus"},
+            "'covariance_type' parameter of GaussianHMM must be a str among",
+        ),
+        (
+            {"max_iter": 0},
+            r"'max_iter' parameter of GaussianHMM must be an int in the range \[1, inf\)",
+        ),
+        (
+            {"transmat_prior": -1.0},
+            "'transmat_prior' parameter of GaussianHMM must be a number or array of finite",
+        ),
         ({"startprob_init": [0.5, 0.6, 0.1]}, "startprob_init must hold probabilities"),
         ({"transmat_init": np.eye(2)}, r"transmat_init must have shape \(3, 3\)"),
         ({"means_init": np.zeros((2, D))}, r"means_init must have shape \(3, 2\)"),
@@ -672,10 +689,10 @@ def test_categorical_squarem_keeps_zeros_and_reaches_the_plain_em_optimum():
 
 
 def test_squarem_vectors_map_onto_valid_parameters():
-    model = hmm.GaussianHMMModel(K, covariance_type="full")
+    model = GaussianHMMModel(K, covariance_type="full")
     like = initial("full")
     like["startprob"] = np.array([0.5, 0.5, 0.0])
-    like["precisions_cholesky"] = hmm.precision_cholesky(like["covars"], "full")
+    like["precisions_cholesky"] = kernels.precision_cholesky(like["covars"], "full")
     vector = model.pack(like)
     back = model.unpack(vector, like)
     for name, value in like.items():
@@ -693,5 +710,5 @@ def test_squarem_vectors_map_onto_valid_parameters():
         model.unpack(np.full(vector.size, np.nan), like)
     with pytest.raises(ValueError, match="No valid parameters"):
         model.unpack(np.full(vector.size, 800.0), like)  # exp overflows in the covariances
-    with pytest.raises(ValueError, match="accelerate must be one of"):
+    with pytest.raises(ValueError, match=r"'accelerate' parameter of \w+ must be a str among"):
         dem.CategoricalHMM(K, accelerate="warp").fit(categorical_data()[0])

@@ -270,7 +270,7 @@ def test_select_by_aic_and_with_restarts(three_clusters):
         ({"n_components": [0, 1]}, "integers >= 1"),
         ({"n_components": [1, 5000]}, "only 1500 samples"),
         ({"criterion": "hqic"}, "criterion must be one of"),
-        ({"covariance_type": "banded"}, "covariance_type must be"),
+        ({"covariance_type": "banded"}, "'covariance_type' parameter of GaussianMixture must be"),
     ],
 )
 def test_select_refuses_bad_options(three_clusters, options, match):

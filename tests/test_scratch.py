@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import dem
-from dem.models.mixture import mixture_mean
+from dem.models.mixture.kernels import mixture_mean
 from dem.models.scratch import Scratch, thread_scratch
 
 

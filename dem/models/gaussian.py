@@ -48,6 +48,10 @@ LOG_2PI = np.log(2.0 * np.pi)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
+BLOCK_ROWS = 2048
+"""Rows per block in the kernels that form per-row moments (the mixture, the HMMs' emissions);
+blocks of 512 to 4096 rows measured no different (README, Performance)."""
+
 FLOAT32_PRODUCTS = frozenset({"full"})
 """Covariance types whose large products run in float32 for float32 input."""
 

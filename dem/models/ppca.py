@@ -101,12 +101,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy import linalg
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
+from sklearn.utils import Tags
+from sklearn.utils._param_validation import StrOptions
 
-from dem.accelerate import STEPS
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce
-from dem.estimator import EMEstimator, NotFittedError, check_hyperparameters, per_sample
+from dem.estimator import (
+    EMEstimator,
+    NotFittedError,
+    RandomState,
+    as_generator,
+    counts,
+    per_sample,
+)
 from dem.model import Block, Params, Stats, add_stats
 from dem.models.scratch import Scratch, thread_scratch
 
@@ -779,26 +788,17 @@ def initial_params(
 # --- the estimators ---------------------------------------------------------------------
 
 
-def _integer_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int | np.integer) and bool(v >= low)
-
-
-_CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "n_components": (_integer_at_least(1), "an integer >= 1"),
-    "tol": (lambda v: isinstance(v, float | int) and bool(v >= 0), "a number >= 0"),
-    "max_iter": (_integer_at_least(1), "an integer >= 1"),
-    "n_init": (_integer_at_least(1), "an integer >= 1"),
-    "init_params": (lambda v: v in INIT_METHODS, f"one of {INIT_METHODS}"),
-    "split_every": (_integer_at_least(2), "an integer >= 2"),
-    "init_sample_size": (_integer_at_least(2), "an integer >= 2"),
-    "accelerate": (lambda v: v in STEPS, f"one of {sorted(STEPS)}"),
-}
-
-
-class _LinearGaussian(EMEstimator, HTMLRepr):
+class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixin, EMEstimator):
     """What PPCA and FactorAnalysis share; they differ only in ``_noise``."""
 
     _noise: ClassVar[str]
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **EMEstimator._parameter_constraints,
+        "n_components": counts(1),
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "init_sample_size": counts(2),
+    }
 
     def __init__(
         self,
@@ -808,7 +808,7 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
         max_iter: int = 200,
         n_init: int = 1,
         init_params: str = "pca",
-        random_state: int | np.random.Generator | None = None,
+        random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
         split_every: int = 8,
@@ -838,9 +838,9 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
     # --- fitting ----------------------------------------------------------------------
 
     def _model(self) -> LinearGaussianModel:
-        check_hyperparameters(self, _CONSTRAINTS)
         return LinearGaussianModel(int(self.n_components), self._noise)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
         """Fit the model by EM; NaN entries of ``X`` are treated as missing.
 
@@ -875,7 +875,7 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
             sample = sample_rows(samples.array, int(self.init_sample_size), rng)
             return initial_params(model, sample, rng, self.init_params)
 
-        self.n_features_in_ = int(n_features)
+        self._set_features(X, variable, n_features)
         self._fit_restarts(model, {"X": samples}, make_init)
         return self
 
@@ -907,15 +907,21 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
             "noise_variance": np.asarray(self.noise_variance_, dtype=np.float64),
         }
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN entries are missing values
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform` (``get_feature_names_out`` names them)."""
+        return int(self.components_.shape[0])
+
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
     def _checked_samples(self, X: Any, variable: str | None) -> Samples:
         samples = self._samples(X, variable)
-        if samples.array.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {samples.array.shape[1]} features, but {type(self).__name__} was "
-                f"fitted with {self.n_features_in_}."
-            )
+        self._check_features(X, variable, int(samples.array.shape[1]))
         return samples
 
     def transform(self, X: Any, *, variable: str | None = None) -> Any:
@@ -937,7 +943,10 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
         samples = self._checked_samples(X, variable)
         model = self._model()
         return per_sample(
-            samples, lambda x: model.posterior(x, params)[0], columns=self.n_components
+            samples,
+            lambda x: model.posterior(x, params)[0],
+            columns=self.n_components,
+            missing_ok=True,
         )
 
     def fit_transform(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
@@ -983,7 +992,9 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
         params = self._params()
         samples = self._checked_samples(X, variable)
         model = self._model()
-        return per_sample(samples, lambda x: model.posterior(x, params)[1], columns=None)
+        return per_sample(
+            samples, lambda x: model.posterior(x, params)[1], columns=None, missing_ok=True
+        )
 
     def score(self, X: Any, y: Any = None, *, variable: str | None = None) -> float:
         """Mean log-likelihood over the rows with at least one observed value (one pass)."""
@@ -1037,16 +1048,15 @@ class _LinearGaussian(EMEstimator, HTMLRepr):
             columns=self.n_features_in_,
             dtype=samples.array.dtype,
             column_dim=self.feature_dim,
+            missing_ok=True,
         )
 
-    def sample(
-        self, n_samples: int = 1, *, random_state: int | np.random.Generator | None = None
-    ) -> np.ndarray:
+    def sample(self, n_samples: int = 1, *, random_state: RandomState = None) -> np.ndarray:
         """Draw ``n_samples`` rows from the fitted model, shape (n_samples, n_features)."""
         params = self._params()
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = np.random.default_rng(self.random_state if random_state is None else random_state)
+        rng = as_generator(self.random_state if random_state is None else random_state)
         latents = rng.standard_normal((n_samples, self.n_components))
         noise = rng.standard_normal((n_samples, self.n_features_in_)) * np.sqrt(
             params["noise_variance"]
@@ -1093,8 +1103,9 @@ class PPCA(_LinearGaussian):
         available-case covariance: each entry from the rows where both features are
         observed);
         ``"random"`` from random loadings.
-    random_state : int or numpy.random.Generator, optional
-        Seeds the initialisation.
+    random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
+        Seeds the initialisation (a ``RandomState`` gives four 32-bit words of seed:
+        the same state, the same fit).
     checkpoint : str or path-like, optional
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
@@ -1180,8 +1191,9 @@ class FactorAnalysis(_LinearGaussian):
         every feature; with missing values, the available-case covariance, as for
         :class:`PPCA`);
         ``"random"`` from random loadings.
-    random_state : int or numpy.random.Generator, optional
-        Seeds the initialisation.
+    random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
+        Seeds the initialisation (a ``RandomState`` gives four 32-bit words of seed:
+        the same state, the same fit).
     checkpoint : str or path-like, optional
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False

@@ -1,6 +1,6 @@
 """Choosing the number of mixture components: every K fitted in the same passes.
 
-One :class:`~dem.models.mixture.MixtureModel` per K (and per restart) runs in lockstep
+One :class:`~dem.models.mixture.model.MixtureModel` per K (and per restart) runs in lockstep
 under :func:`dem.engine.fit_runs`, so each read of a chunk serves every K. One more
 pass computes the log-likelihood of every fit at its final parameters, from which the
 information criteria follow.
@@ -22,13 +22,9 @@ from dem.estimator import _child_rngs
 from dem.model import Block, Params, Stats
 from dem.models import gaussian
 from dem.models.kmeans import add_pass
-from dem.models.mixture import (
-    GaussianMixture,
-    MixtureModel,
-    initial_params,
-    kmeans_parallel_params,
-    resolve_init,
-)
+from dem.models.mixture.estimator import GaussianMixture
+from dem.models.mixture.init import initial_params, kmeans_parallel_params, resolve_init
+from dem.models.mixture.model import MixtureModel
 
 CRITERIA = ("bic", "aic")
 

@@ -1,0 +1,412 @@
+"""The graph of one pass over the data: a map task per chunk, a fixed tree of combines.
+
+Each pass builds a small graph (one E-step task per chunk, or per group of small
+chunks, then a tree of ``combine`` tasks whose fan-in is ``split_every``) on top of the
+input arrays and computes it once. The parameters enter that graph as a single key, so
+each worker receives them once per pass. The tree's shape depends only on the number of
+chunks and ``split_every``, so the sums, and therefore the fitted parameters, are
+bit-identical whichever workers ran which tasks.
+
+The first pass of a fit also checks each block for invalid values (:func:`check_block`)
+and, with a checkpoint, digests each chunk's content (:class:`ContentCheck`). A pass that
+fails to read a chunk names it (:func:`_raise_if_unreadable`). :mod:`dem.engine` runs
+the EM loop on top of this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+from dask.task_spec import DataNode, Task, TaskRef
+from threadpoolctl import threadpool_limits
+
+from dem.checkpoint import CheckpointMismatchError, chunk_digest
+from dem.model import Block, Params, Stats
+
+DEFAULT_SPLIT_EVERY = 8
+
+
+def current_client() -> Any | None:
+    """The active ``distributed.Client``, or None (then dask's local scheduler runs)."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def chunk_blocks(arrays: Mapping[str, da.Array]) -> list[tuple[int, list[Delayed]]]:
+    """(first row, one Delayed per input) for each sample chunk."""
+    per_input = [a.to_delayed(optimize_graph=True).reshape(-1) for a in arrays.values()]
+    offsets = np.concatenate([[0], np.cumsum(next(iter(arrays.values())).chunks[0])])
+    return [
+        (int(offsets[i]), [blocks[i] for blocks in per_input]) for i in range(len(per_input[0]))
+    ]
+
+
+LARGEST = 1e150
+"""Largest magnitude of an input value: EM sums squares of the data, and squares of
+values beyond it, summed over many rows, overflow float64 (about 1.8e308)."""
+
+
+def check_block(
+    names: Sequence[str],
+    values: Sequence[np.ndarray],
+    missing_ok: frozenset[str],
+    first_row: int,
+    before: str = "fitting",
+) -> None:
+    """Refuse a block of ``values`` holding NaN (unless its name is in ``missing_ok``),
+    infinity or magnitudes above :data:`LARGEST`, naming the rows (numbered from
+    ``first_row``); ``before`` is what the user must clean the rows before."""
+    for name, value in zip(names, values, strict=True):
+        # False for NaN and infinity too; the squares of any float32 fit in float64
+        within = np.isfinite(value) if value.dtype.itemsize < 8 else np.abs(value) <= LARGEST
+        if within.all():
+            continue
+        where = f"(chunk rows {first_row}-{first_row + len(value) - 1})"
+        invalid = np.isinf(value) if name in missing_ok else ~np.isfinite(value)
+        if invalid.any():
+            rows = np.flatnonzero(invalid.reshape(len(value), -1).any(axis=1))
+            what = "infinity" if name in missing_ok else "NaN or infinity"
+            raise ValueError(
+                f"Input {name!r} contains {what} in {len(rows)} row(s) between rows "
+                f"{first_row + rows[0]} and {first_row + rows[-1]} {where}. Remove or impute "
+                f"those rows before {before}."
+            )
+        huge = np.isfinite(value) & ~within
+        if huge.any():
+            rows = np.flatnonzero(huge.reshape(len(value), -1).any(axis=1))
+            largest = float(np.max(np.abs(value[huge])))
+            raise ValueError(
+                f"Input {name!r} holds values as large as {largest:.1e} in {len(rows)} row(s) "
+                f"between rows {first_row + rows[0]} and {first_row + rows[-1]} {where}. EM "
+                f"sums squares of the data, which overflow float64 beyond {LARGEST:.0e}: divide "
+                "the data by a constant before fitting (and scale any absolute regularisation "
+                "by its square)."
+            )
+
+
+SMALL_CHUNK_BYTES = 4 * 2**20
+"""Chunks (all inputs together) smaller than this are mapped ``split_every`` to a task..."""
+
+GROUPED_TASKS = 16
+"""...when that still leaves at least this many map tasks to spread over the workers."""
+
+
+def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
+    """How many consecutive chunks one map task takes: 1, or ``split_every`` for small chunks.
+
+    A task costs the scheduler and the worker a few milliseconds whatever its size, as
+    much as the E-step of a small chunk. A map task over ``split_every`` chunks does
+    the first level of the tree reduction itself, in the same order, so the statistics
+    are the same bits either way. The choice depends on the data alone (not on the
+    cluster), so a resumed fit makes the same one.
+    """
+    n_chunks = len(next(iter(arrays.values())).chunks[0])
+    chunk_bytes = sum(a.nbytes for a in arrays.values()) / max(n_chunks, 1)
+    many = n_chunks >= GROUPED_TASKS * split_every
+    return split_every if chunk_bytes < SMALL_CHUNK_BYTES and many else 1
+
+
+Digests = tuple[tuple[int, ...], ...]
+"""Content digests of consecutive sample chunks: per chunk, one per input (in order)."""
+
+
+@dataclass(frozen=True)
+class ContentCheck:
+    """What a map task does with the content of its chunks in the first pass of a fit:
+    digest each (see :func:`dem.checkpoint.chunk_digest`) and compare with the digests
+    recorded for them, when there are any (``expected``, one entry per chunk)."""
+
+    first_chunk: int
+    expected: Digests | None = None
+
+
+def _check_digests(
+    content: ContentCheck,
+    names: tuple[str, ...],
+    first_rows: tuple[int, ...],
+    values: tuple[np.ndarray, ...],
+    digests: Digests,
+) -> None:
+    """Refuse chunks whose content differs from the digests recorded in the checkpoint."""
+    assert content.expected is not None
+    for i, (found, expected) in enumerate(zip(digests, content.expected, strict=True)):
+        for name, mine, theirs in zip(names, found, expected, strict=True):
+            if mine != theirs:
+                rows = f"{first_rows[i]}-{first_rows[i] + len(values[i * len(names)]) - 1}"
+                raise CheckpointMismatchError(
+                    f"Input {name!r}: chunk {content.first_chunk + i} along the samples (rows "
+                    f"{rows}) differs from the data the checkpoint was written for (its "
+                    "content changed). Resume with the same data, or start a new checkpoint."
+                )
+
+
+def _combine_digested(
+    combine: Callable[[Stats, Stats], Stats],
+    a: tuple[Stats, Digests],
+    b: tuple[Stats, Digests],
+) -> tuple[Stats, Digests]:
+    """``combine`` the statistics; the digests of consecutive chunks follow in order."""
+    return combine(a[0], b[0]), a[1] + b[1]
+
+
+def _map_task(
+    content: ContentCheck | None,
+    function: Callable[[Block, Params], Stats],
+    combine: Callable[[Stats, Stats], Stats],
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    first_rows: tuple[int, ...],
+    params: Params,
+    *values: np.ndarray,
+) -> Stats | tuple[Stats, Digests]:
+    """``function`` on each of the blocks (``len(names)`` values each), combined in order.
+
+    With ``content``, the blocks are digested (and checked) first, and the result is
+    ``(statistics, digests)``.
+    """
+    width = len(names)
+    blocks = [values[i * width : (i + 1) * width] for i in range(len(first_rows))]
+    digests: Digests = ()
+    if content is not None:
+        digests = tuple(tuple(chunk_digest(value) for value in block) for block in blocks)
+        if content.expected is not None:
+            _check_digests(content, names, first_rows, values, digests)
+    stats = functools.reduce(
+        combine,
+        (
+            _block_task(function, names, missing_ok, first_row, params, block)
+            for first_row, block in zip(first_rows, blocks, strict=True)
+        ),
+    )
+    return stats if content is None else (stats, digests)
+
+
+def _block_task(
+    function: Callable[[Block, Params], Stats],
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    first_row: int,
+    params: Params,
+    values: Sequence[np.ndarray],
+) -> Stats:
+    if missing_ok is not None:
+        check_block(names, values, missing_ok, first_row)
+    try:
+        return function(dict(zip(names, values, strict=True)), params)
+    except ValueError as invalid:
+        if type(invalid) is not ValueError:  # subclasses (LinAlgError, ...) keep their type
+            raise
+        rows = f"{first_row}-{first_row + len(values[0]) - 1}"  # the model found bad values
+        raise ValueError(f"{invalid} (In the chunk of samples {rows}.)") from invalid
+
+
+def _combine_task(combine: Callable[[Stats, Stats], Stats], *children: Stats) -> Stats:
+    return functools.reduce(combine, children)
+
+
+def _tree_layer(
+    keys: list[Any], combine: Callable[[Any, Any], Any], split_every: int, token: str
+) -> tuple[dict[Any, Task], Any]:
+    """Combine tasks over ``keys`` in groups of ``split_every``, level by level, and the root."""
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2, got {split_every}.")
+    layer: dict[Any, Task] = {}
+    level = 0
+    while len(keys) > 1:
+        parents = []
+        for group, start in enumerate(range(0, len(keys), split_every)):
+            key = f"_combine_task-{token}-{level}-{group}"
+            children = (TaskRef(k) for k in keys[start : start + split_every])
+            layer[key] = Task(key, _combine_task, combine, *children)
+            parents.append(key)
+        keys, level = parents, level + 1
+    return layer, keys[0]
+
+
+def tree_reduce(
+    nodes: list[Delayed], combine: Callable[[Any, Any], Any], split_every: int
+) -> Delayed:
+    """Fixed-shape tree: groups of ``split_every`` consecutive nodes, level by level."""
+    token = uuid.uuid4().hex
+    layer, root = _tree_layer([node.key for node in nodes], combine, split_every, token)
+    if not layer:
+        return nodes[0]
+    name = f"_combine_task-{token}"
+    return Delayed(root, _with_inputs(name, layer, nodes), layer=name)
+
+
+def map_reduce_graph(
+    function: Callable[[Block, Any], Any],
+    combine: Callable[[Any, Any], Any],
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    params: Any,
+    *,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+    missing_ok: frozenset[str] | None = None,
+    chunks_per_task: int = 1,
+    content: Digests | bool = False,
+) -> Delayed:
+    """The graph of one pass: ``function`` per chunk, summed in a tree.
+
+    ``missing_ok`` not None makes every task check its block for invalid values
+    first (NaN or infinity, NaN allowed in the inputs ``missing_ok`` names).
+    ``chunks_per_task`` consecutive chunks share a map task (see :func:`chunks_per_task`).
+    ``content`` True (or the digests recorded before, one entry per chunk) makes the
+    pass also digest every chunk (checking it against the recorded digest): its result
+    is then ``(statistics, digests)``, the digests in chunk order.
+
+    The tasks are written directly as one graph layer (building a Delayed per task
+    costs about a millisecond each, as much as running it); the parameters are one
+    key that every E-step task references, so each worker receives them once.
+    """
+    token = uuid.uuid4().hex
+    params_key = f"_params-{token}"
+    layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
+    mapped: list[str] = []
+    for start in range(0, len(blocks), chunks_per_task):
+        group = blocks[start : start + chunks_per_task]
+        key = f"_map_task-{token}-{len(mapped)}"
+        first_rows = tuple(first_row for first_row, _ in group)
+        refs = (TaskRef(value.key) for _, values in group for value in values)
+        check = None
+        if content is not False:
+            expected = None if content is True else content[start : start + len(group)]
+            check = ContentCheck(start, expected)
+        layer[key] = Task(
+            key, _map_task, check, function, combine, names, missing_ok, first_rows,
+            TaskRef(params_key), *refs,
+        )  # fmt: skip
+        mapped.append(key)
+    if content is not False:
+        combine = functools.partial(_combine_digested, combine)
+    tree, root = _tree_layer(mapped, combine, split_every, token)
+    layer.update(tree)
+    name = f"_map_reduce-{token}"
+    inputs = [value for _, values in blocks for value in values]
+    return Delayed(root, _with_inputs(name, layer, inputs), layer=name)
+
+
+def _with_inputs(name: str, layer: dict[Any, Any], inputs: list[Delayed]) -> HighLevelGraph:
+    """``layer`` on top of the graphs of ``inputs``.
+
+    ``HighLevelGraph.from_collections`` does the same but inspects every input as a
+    collection, which costs about as much per input as running a small task.
+    """
+    layers: dict[str, Any] = {name: layer}
+    dependencies: dict[str, set[str]] = {name: set()}
+    for value in inputs:
+        graph, own = value.__dask_graph__(), value.__dask_layers__()
+        if isinstance(graph, HighLevelGraph):
+            layers.update(graph.layers)
+            dependencies.update(graph.dependencies)
+        else:
+            layers[own[0]], dependencies[own[0]] = graph, set()
+        dependencies[name].update(own)
+    return HighLevelGraph(layers, dependencies)
+
+
+def map_reduce(
+    function: Callable[[Block, Params], Stats],
+    combine: Callable[[Stats, Stats], Stats],
+    arrays: Mapping[str, da.Array],
+    params: Params,
+    *,
+    split_every: int = DEFAULT_SPLIT_EVERY,
+    missing_ok: frozenset[str] | None = None,
+) -> Stats:
+    """Run one pass over ``arrays`` and return the reduced statistics (one compute)."""
+    names, blocks = tuple(arrays), chunk_blocks(arrays)
+    graph = map_reduce_graph(
+        function,
+        combine,
+        names,
+        blocks,
+        params,
+        split_every=split_every,
+        missing_ok=missing_ok,
+        chunks_per_task=chunks_per_task(arrays, split_every),
+    )
+    return _compute(graph, names, blocks)
+
+
+def _one_blas_thread_per_task() -> contextlib.AbstractContextManager[Any]:
+    """Limit the BLAS to one thread while dask's local threads run the tasks.
+
+    Each of dask's threads would otherwise start the BLAS's own threads and
+    oversubscribe the cores (on a busy 2-core machine a 20,000-row full-covariance fit
+    ran 9× slower; on an idle one it makes no difference). Worker
+    processes of a distributed cluster already get one BLAS thread from the nanny.
+    """
+    if current_client() is not None:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _compute(
+    graph: Delayed, names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]]
+) -> Any:
+    """Compute one pass; a chunk that cannot be read is named (see _raise_if_unreadable)."""
+    try:
+        with _one_blas_thread_per_task():
+            (result,) = dask.compute(graph)
+    except ValueError:
+        raise
+    except Exception as failure:
+        if not _is_cluster_failure(failure):
+            _raise_if_unreadable(names, blocks, failure)
+        raise
+    return result
+
+
+def _is_cluster_failure(failure: BaseException) -> bool:
+    """A lost scheduler or worker connection (not the data's fault)."""
+    import asyncio
+
+    from distributed.comm.core import CommClosedError
+
+    cancelled = "Cancelled" in type(failure).__name__
+    return cancelled or isinstance(
+        failure, OSError | TimeoutError | asyncio.CancelledError | CommClosedError
+    )
+
+
+def _raise_if_unreadable(
+    names: tuple[str, ...], blocks: list[tuple[int, list[Delayed]]], failure: BaseException
+) -> None:
+    """After a pass failed: read the chunks one by one and name the first unreadable one.
+
+    A damaged chunk of a Zarr store fails in its codec (for example a decompression
+    error) with no word of where; this says which chunk and rows. Readable data leave
+    ``failure`` to be raised as it is.
+    """
+    for index, (first_row, values) in enumerate(blocks):
+        for name, value in zip(names, values, strict=True):
+            try:
+                dask.compute(value)
+            except Exception as unreadable:
+                if _is_cluster_failure(unreadable):
+                    raise failure from None
+                end = blocks[index + 1][0] if index + 1 < len(blocks) else None
+                rows = f"rows {first_row}-{end - 1}" if end is not None else f"rows {first_row}-"
+                raise ValueError(
+                    f"Input {name!r}: chunk {index} along the samples ({rows}) cannot be read "
+                    f"({type(unreadable).__name__}: {unreadable}). The store may be damaged: "
+                    "rewrite or restore that chunk, or drop those rows."
+                ) from failure
