@@ -423,27 +423,17 @@ def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) 
 def validate_parameters(estimator: Any, flags: dict[str, str] | None = None) -> None:
     """Check the estimator's parameters as its ``fit`` would, before any cluster starts.
 
-    Through scikit-learn's ``_validate_params`` where the estimator has it, else through
-    the ``_constraints`` tables its classes declare (and a ``_CONSTRAINTS`` table of its
-    module). A parameter that fails is a :class:`~dem.cli.console.UsageError` whose
+    Through scikit-learn's ``_validate_params`` (the estimator's
+    ``_parameter_constraints``); an estimator without it checks its parameters in
+    ``fit``. A parameter that fails is a :class:`~dem.cli.console.UsageError` whose
     message starts with its command-line option (``flags``: parameter → option, by
     default ``--`` and the parameter's name with dashes).
     """
-    import sys
-
-    from dem.estimator import check_hyperparameters
-
+    validate = getattr(estimator, "_validate_params", None)
+    if validate is None:
+        return
     try:
-        if hasattr(estimator, "_validate_params"):
-            estimator._validate_params()
-            return
-        constraints: dict[str, Any] = {}
-        for cls in reversed(type(estimator).__mro__):
-            constraints.update(vars(cls).get("_constraints", {}))
-            table = getattr(sys.modules.get(cls.__module__), "_CONSTRAINTS", None)
-            if isinstance(table, dict) and all(hasattr(estimator, k) for k in table):
-                constraints.update(table)
-        check_hyperparameters(estimator, constraints)
+        validate()
     except (TypeError, ValueError) as exc:
         raise UsageError(_option_message(str(exc), flags or {})) from exc
 
