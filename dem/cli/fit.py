@@ -149,6 +149,7 @@ def _run_fit(
                     f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}",
                     soft_wrap=True,
                 )
+            connection.close()
         except (FitStopped, KeyboardInterrupt) as exc:
             silence_shutdown()
             console.print(
@@ -164,13 +165,16 @@ def _run_fit(
             console.print(escape(resume_command), soft_wrap=True)
             if isinstance(exc, KeyboardInterrupt):
                 exit_now(connection)
+            try:  # a Ctrl-C while the cluster shuts down stops that at once
+                if connection is not None:
+                    connection.close()
+            except KeyboardInterrupt:
+                exit_now(connection)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
         except BaseException:
             if connection is not None:
                 connection.close()
             raise
-        if connection is not None:
-            connection.close()
 
 
 def _checked_fit(
