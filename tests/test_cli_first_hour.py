@@ -324,3 +324,17 @@ def test_second_ctrl_c_exits_130_without_traceback(big: dict[str, Path], tmp_pat
     assert "The last complete iteration is in" in output
     assert os.fspath(checkpoint) in _resume_command(output)
     assert 2 <= dem.load_checkpoint(checkpoint).attrs["last_iteration"] < 1000
+
+
+def test_printed_commands_hold_absolute_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dem.cli.options import cluster_parameters, command_line
+
+    monkeypatch.chdir(tmp_path)
+    parameters = cluster_parameters()
+    values = {p.name: p.default.default for p in parameters}
+    values.update(scheduler_file=Path("scheduler.json"), tls_ca_file=Path("ca.pem"))
+    words = shlex.split(command_line(["fit", "gmm"], parameters, values))
+    assert words[words.index("--scheduler-file") + 1] == os.fspath(tmp_path / "scheduler.json")
+    assert words[words.index("--tls-ca-file") + 1] == os.fspath(tmp_path / "ca.pem")
