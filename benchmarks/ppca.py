@@ -114,7 +114,7 @@ def kernel_seconds(
     (the least disturbed by other processes: minimum over ``repeats``)."""
     from threadpoolctl import threadpool_limits
 
-    from dem.models.ppca import LinearGaussianModel
+    from dem.models.ppca.model import LinearGaussianModel
 
     chunk = np.asarray(with_missing(simulate(rows, features, components, rows), missing))
     with warnings.catch_warnings():

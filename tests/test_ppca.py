@@ -15,15 +15,10 @@ from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
 
 import dem
 from dem.checkpoint import CheckpointMismatchError
-from dem.models import ppca
-from dem.models.ppca import (
-    BLOCK_ROWS,
-    LinearGaussianModel,
-    Packing,
-    available_case_covariance,
-    initial_params,
-    packing,
-)
+from dem.models.ppca import init as ppca_init
+from dem.models.ppca.init import available_case_covariance, initial_params
+from dem.models.ppca.kernels import Packing, packing
+from dem.models.ppca.model import BLOCK_ROWS, LinearGaussianModel
 
 ESTIMATORS = {"isotropic": dem.PPCA, "diagonal": dem.FactorAnalysis}
 
@@ -661,7 +656,7 @@ def test_the_available_case_start_saves_passes_over_the_data(noise, monkeypatch)
     kwargs = {"tol": 1e-6, "max_iter": 200, "random_state": 0, "init_sample_size": 5000}
     new = ESTIMATORS[noise](6, **kwargs).fit(X)
     # the start before: the closed form of the mean-filled sample (the path wider data take)
-    monkeypatch.setattr(ppca, "MAX_COVARIANCE_FEATURES", 0)
+    monkeypatch.setattr(ppca_init, "MAX_COVARIANCE_FEATURES", 0)
     old = ESTIMATORS[noise](6, **kwargs).fit(X)
     assert new.converged_ and old.converged_
     assert new.lower_bounds_[0] > old.lower_bounds_[0] + 10.0
