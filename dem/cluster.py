@@ -18,6 +18,7 @@ and then a warning says what that exposes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -72,11 +73,18 @@ class Connection:
 
     @property
     def dashboard(self) -> str | None:
-        """Link to the scheduler's dashboard, or None when it serves none."""
+        """Link to the scheduler's dashboard, or None when it serves none.
+
+        The link is given only when the scheduler reports a dashboard service and the
+        link answers with a dashboard page (without bokeh, a scheduler serves only a page
+        saying that it needs bokeh). A link this machine cannot reach (a cluster behind a
+        proxy) is given when the scheduler reports one, since a browser elsewhere may.
+        """
         services = self.client.scheduler_info(n_workers=0).get("services", {})
         if "dashboard" not in services:
             return None
-        return str(self.client.dashboard_link)
+        link = str(self.client.dashboard_link)
+        return link if dashboard_answers(link) is not False else None
 
     @property
     def n_workers(self) -> int:
@@ -91,6 +99,21 @@ class Connection:
             f"{self.n_workers} worker(s); dashboard: {dashboard}"
         )
 
+    def abort(self) -> None:
+        """Stop at once, without the orderly shutdown (for a process about to exit on
+        Ctrl-C): the local cluster's worker processes are killed; a remote scheduler
+        releases this client's work when the process's connection drops."""
+        if self.cluster is not None:
+            import multiprocessing
+
+            for child in multiprocessing.active_children():
+                child.kill()
+        with contextlib.suppress(Exception):
+            self.client.close(timeout=2)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close(timeout=2)
+
     def close(self) -> None:
         self.client.close()
         if self.cluster is not None:
@@ -101,6 +124,22 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def dashboard_answers(link: str, timeout: float = 2.0) -> bool | None:
+    """Whether ``link`` serves a Dask dashboard page: True, False (it answers with an
+    error or with the page saying bokeh is missing), or None when it cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(link, timeout=timeout) as response:
+            page = response.read(65536)
+    except urllib.error.HTTPError:
+        return False
+    except (OSError, ValueError):
+        return None
+    return b"needs bokeh" not in page.lower()
 
 
 def is_loopback(host: str) -> bool:
@@ -338,9 +377,13 @@ def connect(
         workers = local_workers or os.cpu_count() or 1
         if workers < 1:
             raise SchedulerError(f"--local-workers must be at least 1, got {workers}.")
-        # Worker processes inherit an ignored SIGINT, so Ctrl-C in a terminal (sent to the
-        # whole process group) reaches only this process, which stops the fit cleanly.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        # Worker processes (and the cluster's threads) inherit a blocked SIGINT, so Ctrl-C
+        # in a terminal (sent to the whole process group) reaches only this process, which
+        # stops the fit cleanly. Blocked, not ignored: a Ctrl-C while the cluster starts
+        # is delivered here once it has started, instead of being lost.
+        blocked = _main_thread()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if blocked else None
+        connection = None
         try:
             cluster = LocalCluster(
                 n_workers=workers,
@@ -350,11 +393,12 @@ def connect(
                 dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
             )
+            client = Client(cluster, set_as_default=True)
+            connection = Connection(client, cluster, source, cluster.scheduler_address)
         finally:
             if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-        client = Client(cluster, set_as_default=True)
-        return Connection(client, cluster, source, cluster.scheduler_address)
+                _unblock(previous, connection)
+        return connection
     address = check_address(address, security, insecure=insecure)
     probe_scheduler(address, security, timeout)
     try:
@@ -365,6 +409,17 @@ def connect(
             "it is running and reachable, and its TLS settings."
         ) from exc
     return Connection(client, None, source, address)
+
+
+def _unblock(previous: set[Any], connection: Connection | None) -> None:
+    """Restore the signal mask; a Ctrl-C that waited is delivered now, and then the
+    cluster just started is closed before the interruption goes on."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    except BaseException:
+        if connection is not None:
+            connection.close()
+        raise
 
 
 def _main_thread() -> bool:

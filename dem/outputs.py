@@ -24,19 +24,46 @@ class UnsafeOutputError(ValueError):
     """An output path dem refuses to write or replace (it holds what dem did not write)."""
 
 
+class OutputExistsError(UnsafeOutputError):
+    """The output path exists and ``overwrite`` was not given (a usage error, exit 2)."""
+
+
 def marker(writer: str, *, complete: bool) -> dict[str, Any]:
     """The ``dem_output`` attribute value written by ``writer`` (e.g. ``"dem synth"``)."""
     return {"writer": writer, "complete": complete}
 
 
 def mark_complete(path: str | os.PathLike[str]) -> None:
-    """Set ``complete`` in the ``dem_output`` attribute: the last write of an output store."""
+    """Set ``complete`` in the ``dem_output`` attribute, then consolidate the store's
+    metadata: the last writes of an output store.
+
+    Consolidated metadata (every array's metadata in the root ``zarr.json``) lets
+    ``xarray.open_zarr`` open the store in one read, without its warning about
+    unconsolidated stores.
+    """
     import zarr
 
     group = zarr.open_group(os.fspath(path), mode="r+")
     found = group.attrs.get(ATTRIBUTE)
     writer = found.get("writer", "dem") if isinstance(found, dict) else "dem"
     group.attrs[ATTRIBUTE] = marker(str(writer), complete=True)
+    consolidate(path)
+
+
+def consolidate(path: str | os.PathLike[str]) -> None:
+    """Write the consolidated metadata of the Zarr store at ``path``.
+
+    Zarr format 3 has no consolidated metadata in its specification yet; zarr-python
+    and xarray read and write it all the same, so its warning saying so is not shown.
+    """
+    import warnings
+
+    import zarr
+    from zarr.errors import ZarrUserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
+        zarr.consolidate_metadata(os.fspath(path))
 
 
 def output_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -92,8 +119,9 @@ def check_output(
     UnsafeOutputError
         The output overlaps a protected path, lies inside another Zarr store, or
         exists and may not be replaced; the message says why and what to do.
-    FileExistsError
-        ``out`` exists and ``overwrite`` is false.
+    OutputExistsError
+        ``out`` exists and ``overwrite`` is false (the message names ``--overwrite``
+        and another path as the ways out).
     """
     if is_remote(out):
         return
@@ -107,7 +135,7 @@ def check_output(
     if not os.path.lexists(out):
         return
     if not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{os.fspath(out)!r} exists; pass --overwrite to replace it (only a store dem wrote "
             f"is replaced), or choose another {option}."
         )

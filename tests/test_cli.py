@@ -240,7 +240,7 @@ def test_synth_fit_show_predict_round_trip(cluster: LocalCluster, tmp_path: Path
     assert adjusted_rand_score(group["labels"][:], written["labels"][:]) > 0.95
 
     code, output = invoke("predict", checkpoint, data, "--var", "X", "--out", out)
-    assert code == ExitCode.CHECKPOINT and "--overwrite" in output
+    assert code == ExitCode.USAGE and "--overwrite" in output
 
 
 def test_fit_subprocess_finds_scheduler_from_environment(
@@ -559,7 +559,7 @@ def test_bad_input_exit_codes(cluster: LocalCluster, store: Path, tmp_path: Path
     assert code == ExitCode.CHECKPOINT and "n_components" in output
 
     code, output = invoke("show", tmp_path / "nothing.zarr")
-    assert code == ExitCode.DATA
+    assert code == ExitCode.USAGE and "does not exist" in output
     code, output = invoke("show", store)
     assert code == ExitCode.CHECKPOINT and "not a dem checkpoint" in output
     wide = tmp_path / "wide.zarr"

@@ -21,10 +21,12 @@ Exit codes
 ----------
 0    success (a fit that stopped at ``--max-iter`` unconverged also exits 0, with a warning)
 1    unexpected error (a bug: please report it with the traceback)
-2    usage error: bad options, or a missing optional dependency
+2    usage error: bad options (checked before any cluster starts), ``--var`` missing or
+     ambiguous, an output that exists (``--overwrite`` or another path), a checkpoint
+     path that does not exist, or a missing optional dependency
 3    bad input data: missing store or variable, wrong shape or type, NaN or infinity
-4    checkpoint problem: exists without ``--resume``, or written by another model,
-     configuration or data
+4    checkpoint problem: exists without ``--resume``, written by another model,
+     configuration or data, or not a dem checkpoint
 5    scheduler problem: not found, unreachable, or an insecure address refused
 130  interrupted (Ctrl-C or SIGTERM); the last complete iteration is checkpointed and
      the command that resumes is printed

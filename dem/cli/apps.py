@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 import typer.models
 
@@ -12,6 +14,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from dem import __version__
+
+        typer.echo(f"dem {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print dem's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    """Fit latent-variable models by EM on Dask clusters, out of core, from Zarr data."""
+
+
 fit_app = typer.Typer(
     help="Fit a model to Zarr data on a Dask cluster, checkpointing every iteration.",
     no_args_is_help=True,

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 import typer.models
+from rich.console import Console
 from rich.markup import escape
 
 from dem.cli.apps import fit_app
@@ -23,9 +24,11 @@ from dem.cli.console import (
     FitStopped,
     Interrupts,
     Reporter,
+    exit_now,
     make_console,
     print_warnings,
     scheduler_lost,
+    silence_shutdown,
     user_errors,
 )
 from dem.cli.options import (
@@ -33,13 +36,17 @@ from dem.cli.options import (
     cluster_parameters,
     command_line,
     connect_cluster,
+    data_ndim,
     estimator_defaults,
     fit_options,
+    infer_variable,
     input_parameter,
     input_values,
     keyword_parameter,
     option_parameter,
     option_value,
+    optional_data_input,
+    validate_parameters,
     with_signature,
 )
 from dem.outputs import UnsafeOutputError, is_remote, paths_overlap
@@ -56,7 +63,7 @@ def _fit_parameters(
             typer.Argument(..., help="Zarr store holding the data.", show_default=False),
         ),
     ]
-    parameters += [input_parameter(i) for i in spec.inputs]
+    parameters += [input_parameter(i) for i in optional_data_input(spec)]
     parameters += [option_parameter(o, defaults, key) for o in options]
     parameters += [
         keyword_parameter(
@@ -108,86 +115,170 @@ def _run_fit(
         values["checkpoint"] = Path(f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr")
     checkpoint = absolute_location(values["checkpoint"])
     values["store"], values["checkpoint"] = Path(store), Path(checkpoint)
-    resume_values = {**values, "resume": True}
-    resume_command = command_line(["fit", key], parameters, resume_values)
 
-    with user_errors(console):
-        options = {o.param: option_value(o, values[o.param]) for o in opts}
-        arguments = input_values(store, spec.inputs, values)
-        if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
-            raise UnsafeOutputError(
-                f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
-                f"{store!r}; dem never writes there. Choose a --checkpoint outside it."
-            )
-        if os.path.exists(checkpoint) and not values["resume"]:
-            raise FileExistsError(
-                f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
-                "pass another --checkpoint."
-            )
+    with user_errors(console):  # everything a fit needs is checked before any cluster starts
+        estimator, arguments = _checked_fit(console, spec, cls, opts, store, checkpoint, values)
+        resume_command = command_line(["fit", key], parameters, {**values, "resume": True})
         latest = None
         if values["resume"] and os.path.exists(checkpoint):
             from dem.restore import checkpoint_header
 
             latest = checkpoint_header(checkpoint).get("latest") or {}
-        connection = connect_cluster(console, values)
-        if latest is not None:
-            console.print(
-                f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, iteration "
-                f"{latest.get('iteration', 0)}.",
-                soft_wrap=True,
-            )
-    with connection, Interrupts(console) as interrupts, user_errors(console):
-        reporter = Reporter(
-            console, options["max_iter"], int(options.get("n_init", 1) or 1), interrupts
-        )
-        estimator = cls(
-            **options, checkpoint=checkpoint, resume=values["resume"], callback=reporter
-        )
-        started = time.perf_counter()
+    with Interrupts(console) as interrupts:
+        connection = None
         try:
-            with reporter, warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                estimator.fit(store, **arguments)
+            with user_errors(console):
+                connection = connect_cluster(console, values)
+            with user_errors(console):
+                if latest is not None:
+                    console.print(
+                        f"Resuming {escape(checkpoint)} after run {latest.get('run', 0)}, "
+                        f"iteration {latest.get('iteration', 0)}.",
+                        soft_wrap=True,
+                    )
+                _fit_and_report(
+                    console, spec, estimator, arguments, interrupts, resume_command, values
+                )
+                if not estimator.converged_:
+                    more = {**values, "resume": True, "max_iter": 2 * values["max_iter"]}
+                    console.print("Continue it with more iterations:", soft_wrap=True)
+                    console.print(
+                        escape(command_line(["fit", key], parameters, more)), soft_wrap=True
+                    )
+                console.print(
+                    f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}",
+                    soft_wrap=True,
+                )
+            connection.close()
         except (FitStopped, KeyboardInterrupt) as exc:
+            silence_shutdown()
             console.print(
-                f"[yellow]Interrupted.[/] The last complete iteration is in {escape(checkpoint)}."
+                "[yellow]Interrupted.[/] "
+                + (
+                    f"The last complete iteration is in {escape(checkpoint)}."
+                    if interrupts.iterating
+                    else "No iteration had ended yet."
+                ),
+                soft_wrap=True,
             )
             console.print("Resume with:")
             console.print(escape(resume_command), soft_wrap=True)
+            if isinstance(exc, KeyboardInterrupt):
+                exit_now(connection)
+            try:  # a Ctrl-C while the cluster shuts down stops that at once
+                if connection is not None:
+                    connection.close()
+            except KeyboardInterrupt:
+                exit_now(connection)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
-        except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
-            if not scheduler_lost(exc):
-                raise
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            raise
+
+
+def _checked_fit(
+    console: Console,
+    spec: ModelEntry,
+    cls: type,
+    opts: tuple[Opt, ...],
+    store: str,
+    checkpoint: str,
+    values: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """The estimator and the ``fit`` arguments, every option, input and path checked
+    from the options and the store's metadata (no data is read, no cluster started)."""
+    for data in spec.inputs:
+        if data.argument == "variable" and values[data.option] is None:
+            values[data.option] = infer_variable(store, data_ndim(spec), f"--{data.option}")
             console.print(
-                f"[red]Lost the scheduler[/] ({escape(str(exc).strip() or type(exc).__name__)}). "
-                f"The last complete iteration is in {escape(checkpoint)}."
+                f"Data: {escape(values[data.option])}, the only {data_ndim(spec)}-D array "
+                f"in {escape(store)} (--{data.option} {escape(values[data.option])}).",
+                soft_wrap=True,
             )
-            console.print("Once a scheduler runs again (pass its address or file), resume with:")
-            console.print(escape(resume_command), soft_wrap=True)
-            raise typer.Exit(int(ExitCode.SCHEDULER)) from exc
-        print_warnings(console, caught)
-        elapsed = time.perf_counter() - started
-        seconds = reporter.seconds
-        console.print(
-            f"{'Converged' if estimator.converged_ else 'Stopped without converging'} after "
-            f"{estimator.n_iter_} iteration(s) in {elapsed:.1f} s"
-            + (
-                f" (median {statistics.median(seconds):.2f} s per iteration this session)"
-                if seconds
-                else ""
-            )
-            + f"; mean log-likelihood {estimator.lower_bounds_[-1]:.8f}."
+    options = {o.param: option_value(o, values[o.param]) for o in opts}
+    estimator = cls(**options, checkpoint=checkpoint, resume=values["resume"])
+    validate_parameters(
+        estimator, {o.param: (o.flags or ("--" + o.param.replace("_", "-"),))[0] for o in opts}
+    )
+    arguments = input_values(store, spec.inputs, values)
+    if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
+        raise UnsafeOutputError(
+            f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
+            f"{store!r}; dem never writes there. Choose a --checkpoint outside it."
         )
-        if spec.summary is not None:
-            console.print(escape(str(getattr(estimator, spec.summary)())), soft_wrap=True)
-        console.print(f"Checkpoint: {escape(checkpoint)}", soft_wrap=True)
-        if not estimator.converged_:
-            more = {**resume_values, "max_iter": 2 * values["max_iter"]}
-            console.print("Continue it with more iterations:", soft_wrap=True)
-            console.print(escape(command_line(["fit", key], parameters, more)), soft_wrap=True)
-        console.print(
-            f"Inspect it with: {escape(shlex.join(['dem', 'show', checkpoint]))}", soft_wrap=True
+    if os.path.exists(checkpoint) and not values["resume"]:
+        raise FileExistsError(
+            f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
+            "pass another --checkpoint."
         )
+    return estimator, arguments
+
+
+def _fit_and_report(
+    console: Console,
+    spec: ModelEntry,
+    estimator: Any,
+    arguments: dict[str, Any],
+    interrupts: Interrupts,
+    resume_command: str,
+    values: dict[str, Any],
+) -> None:
+    """Fit with a live report, then print the outcome and the model's summary."""
+    checkpoint = os.fspath(values["checkpoint"])
+    tol = getattr(estimator, "tol", None)
+    reporter = Reporter(
+        console,
+        values["max_iter"],
+        int(getattr(estimator, "n_init", 1) or 1),
+        interrupts,
+        tol=float(tol) if isinstance(tol, int | float) else None,
+    )
+    estimator.callback = reporter
+    started = time.perf_counter()
+    try:
+        with reporter, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client = _current_client()
+            if client is not None:
+                reporter.watch_steps(client)
+            estimator.fit(os.fspath(values["store"]), **arguments)
+    except (concurrent.futures.CancelledError, OSError, TimeoutError) as exc:
+        if not scheduler_lost(exc):
+            raise
+        console.print(
+            f"[red]Lost the scheduler[/] ({escape(str(exc).strip() or type(exc).__name__)}). "
+            f"The last complete iteration is in {escape(checkpoint)}."
+        )
+        console.print("Once a scheduler runs again (pass its address or file), resume with:")
+        console.print(escape(resume_command), soft_wrap=True)
+        raise typer.Exit(int(ExitCode.SCHEDULER)) from exc
+    print_warnings(console, caught)
+    elapsed = time.perf_counter() - started
+    seconds = reporter.seconds
+    console.print(
+        f"{'Converged' if estimator.converged_ else 'Stopped without converging'} after "
+        f"{estimator.n_iter_} iteration(s) in {elapsed:.1f} s"
+        + (
+            f" (median {statistics.median(seconds):.2f} s per iteration this session)"
+            if seconds
+            else ""
+        )
+        + f"; mean log-likelihood {estimator.lower_bounds_[-1]:.8f}."
+    )
+    if spec.summary is not None:
+        console.print(escape(str(getattr(estimator, spec.summary)())), soft_wrap=True)
+    console.print(f"Checkpoint: {escape(checkpoint)}", soft_wrap=True)
+
+
+def _current_client() -> Any:
+    """The distributed client the fit runs on, or None when there is none."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 for _entry in REGISTRY.values():

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dem.cli.console import (
+    UsageError,
     print_warnings,
 )
 from dem.cluster import DEFAULT_TIMEOUT, Connection, connect, make_security
@@ -244,7 +245,7 @@ def command_line(
         info = p.default
         value = values[p.name]
         if not isinstance(info, typer.models.OptionInfo):
-            words.append(os.fspath(value))
+            words.append(absolute_location(value))
             continue
         default = info.default
         if value == default or value is None:
@@ -261,7 +262,7 @@ def command_line(
                 str(
                     value.value
                     if isinstance(value, enum.Enum)
-                    else os.fspath(value)
+                    else absolute_location(value)
                     if isinstance(value, Path)
                     else value
                 ),
@@ -417,3 +418,85 @@ def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) 
             open_zarr_variable(store, text)
         arguments[data.argument] = text if number is None else number
     return arguments
+
+
+def validate_parameters(estimator: Any, flags: dict[str, str] | None = None) -> None:
+    """Check the estimator's parameters as its ``fit`` would, before any cluster starts.
+
+    Through scikit-learn's ``_validate_params`` (the estimator's
+    ``_parameter_constraints``); an estimator without it checks its parameters in
+    ``fit``. A parameter that fails is a :class:`~dem.cli.console.UsageError` whose
+    message starts with its command-line option (``flags``: parameter → option, by
+    default ``--`` and the parameter's name with dashes).
+    """
+    validate = getattr(estimator, "_validate_params", None)
+    if validate is None:
+        return
+    try:
+        validate()
+    except (TypeError, ValueError) as exc:
+        raise UsageError(_option_message(str(exc), flags or {})) from exc
+
+
+def _option_message(message: str, flags: dict[str, str]) -> str:
+    """An estimator's message about a parameter, with its command-line option named."""
+    import re
+
+    found = re.search(r"\b([a-z][a-z0-9_]*) must be", message) or re.search(
+        r"The '([a-z][a-z0-9_]*)' parameter", message
+    )
+    if found is None:
+        return message
+    option = flags.get(found.group(1), "--" + found.group(1).replace("_", "-"))
+    return f"{option}: {message}"
+
+
+def data_ndim(entry: ModelEntry) -> int:
+    """Dimensions of the model's data array (samples × features, or sequences × time [×
+    features])."""
+    return 2 if entry.feature_axis is None else entry.feature_axis + 1
+
+
+def optional_data_input(entry: ModelEntry) -> tuple[Input, ...]:
+    """The entry's inputs with the data variable (``--var``) made optional: when it is
+    omitted, :func:`infer_variable` picks the store's only array of the right shape."""
+    return tuple(
+        dataclasses.replace(
+            i,
+            required=False,
+            help=i.help + f" Default: the store's only {data_ndim(entry)}-D array.",
+        )
+        if i.argument == "variable"
+        else i
+        for i in entry.inputs
+    )
+
+
+def infer_variable(store: str, ndim: int, option: str = "--var") -> str:
+    """The name of the only ``ndim``-dimensional array in ``store`` (metadata only).
+
+    Raises
+    ------
+    UsageError
+        None, or several, of the store's arrays have ``ndim`` dimensions; the message
+        lists the candidates.
+    """
+    import zarr
+
+    if "://" not in store and not os.path.exists(store):
+        raise FileNotFoundError(f"Zarr store {store!r} does not exist.")
+    try:
+        group = zarr.open_group(store, mode="r")
+        arrays = {name: array.ndim for name, array in group.arrays()}
+    except Exception as exc:  # zarr raises several types for unreadable stores
+        raise ValueError(f"{store!r} is not a readable Zarr group: {exc}") from exc
+    candidates = sorted(name for name, n in arrays.items() if n == ndim)
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(f"{name} ({n}-D)" for name, n in sorted(arrays.items())) or "no arrays"
+    which = "several" if candidates else "no"
+    raise UsageError(
+        f"{option} not given and {store!r} has {which} {ndim}-D arrays"
+        + (f" ({', '.join(candidates)})" if candidates else "")
+        + f"; it holds {found}. Pass {option} NAME."
+    )

@@ -17,6 +17,7 @@ from dem.checkpoint import CheckpointMismatchError
 from dem.cli.apps import app
 from dem.cli.console import (
     ExitCode,
+    UsageError,
     fail,
     make_console,
     print_warnings,
@@ -26,15 +27,19 @@ from dem.cli.options import (
     absolute_location,
     cluster_parameters,
     connect_cluster,
+    data_ndim,
+    infer_variable,
     input_parameter,
     input_values,
     keyword_parameter,
     overwrite_parameter,
     with_signature,
 )
+from dem.cli.show import missing_checkpoint
 from dem.outputs import ATTRIBUTE as OUTPUT_ATTRIBUTE
 from dem.outputs import (
     check_output,
+    is_remote,
     mark_complete,
     remove_output,
 )
@@ -67,9 +72,13 @@ def _predict_parameters() -> list[inspect.Parameter]:
         ),
         keyword_parameter(
             "var",
-            str,
+            str | None,
             typer.Option(
-                ..., "--var", help="Name of the data variable in the store.", show_default=False
+                None,
+                "--var",
+                help="Name of the data variable in the store (default: its only array with "
+                "the dimensions of the model's data).",
+                show_default=False,
             ),
         ),
         keyword_parameter(
@@ -125,11 +134,20 @@ def predict(**values: Any) -> None:
     console = make_console()
     store, out = absolute_location(values["store"]), absolute_location(values["out"])
     with user_errors(console):
+        if not is_remote(values["checkpoint"]) and not os.path.exists(values["checkpoint"]):
+            raise UsageError(missing_checkpoint(os.fspath(values["checkpoint"])))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             estimator = from_checkpoint(values["checkpoint"])
         print_warnings(console, caught)
         key, spec = _spec_for(estimator)
+        if values["var"] is None:
+            variable = infer_variable(store, data_ndim(spec))
+            values["var"] = variable
+            console.print(
+                f"Data: {escape(variable)}, the only {data_ndim(spec)}-D array in {escape(store)}.",
+                soft_wrap=True,
+            )
         wanted = values["output"] or list(spec.outputs)
         unknown = sorted(set(wanted) - set(spec.outputs))
         if unknown:

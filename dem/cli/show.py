@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -17,12 +17,14 @@ from rich.table import Table
 from dem.cli.apps import app
 from dem.cli.console import (
     ExitCode,
+    UsageError,
     fail,
     make_console,
     user_errors,
 )
 from dem.outputs import (
     UnsafeOutputError,
+    is_remote,
     paths_overlap,
 )
 
@@ -46,6 +48,14 @@ def show(
             "(needs matplotlib: pip install 'dem\\[plot]')."
         ),
     ] = None,
+    all_arrays: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Show every array the checkpoint holds, the engine's internal ones "
+            "(e.g. 'shift', 'mean_xxT') included.",
+        ),
+    ] = False,
 ) -> None:
     """Model, configuration, data, log-likelihood trace and parameters of a checkpoint."""
     import json
@@ -55,6 +65,8 @@ def show(
     console = make_console()
     with user_errors(console):
         path = os.fspath(checkpoint)
+        if not is_remote(path) and not os.path.exists(path):
+            raise UsageError(missing_checkpoint(path))
         if plot is not None:
             _check_plot_target(plot, path)
         header = checkpoint_header(path)
@@ -118,12 +130,18 @@ def show(
         )
         previous = i
     console.print(lines)
+    shown_names = None if all_arrays else user_facing(path, list(dataset.data_vars))
+    hidden = (
+        []
+        if shown_names is None
+        else [str(n) for n in dataset.data_vars if n != "loglik" and n not in shown_names]
+    )
     params = Table(title=f"parameters (run {chosen}, iteration {dataset.attrs['last_iteration']})")
     for column in ("name", "dims", "shape", "min", "mean", "max"):
         params.add_column(column)
     small = {}
     for name, variable in dataset.data_vars.items():
-        if name == "loglik":
+        if name == "loglik" or str(name) in hidden:
             continue
         values = np.asarray(variable.values, dtype=np.float64)
         if values.ndim <= 1 and values.size <= 32:
@@ -137,10 +155,37 @@ def show(
             _fmt(values.max()),
         )
     console.print(params)
+    if hidden:
+        console.print(f"Internal arrays not shown (--all shows them): {', '.join(hidden)}.")
     for name, values in small.items():
         console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
     if plot is not None:
         _plot_trace(console, path, plot)
+
+
+def missing_checkpoint(path: str) -> str:
+    """The message for a checkpoint path that does not exist (a usage error)."""
+    return (
+        f"Checkpoint {path!r} does not exist. Give the path `dem fit` printed "
+        '("Checkpoint: ..."), or its --checkpoint.'
+    )
+
+
+def user_facing(path: str, names: list[Any]) -> set[str] | None:
+    """The checkpoint arrays that are fitted parameters of the restored estimator (an
+    array ``means`` is shown when the estimator has ``means_``); None when the estimator
+    cannot be restored, and then every array is shown."""
+    import warnings
+
+    from dem.restore import from_checkpoint
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator = from_checkpoint(path)
+    except Exception:  # show what the checkpoint holds even when it cannot be restored
+        return None
+    return {str(n) for n in names if hasattr(estimator, f"{n}_")}
 
 
 def _check_plot_target(target: Path, checkpoint: str) -> None:
