@@ -17,6 +17,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dem import storage
+from dem.paths import overlaps
+
 ATTRIBUTE = "dem_output"
 
 
@@ -81,15 +84,9 @@ def _resolved(path: str | os.PathLike[str]) -> Path:
     return Path(os.fspath(path)).expanduser().resolve()
 
 
-def paths_overlap(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
-    """Whether ``a`` and ``b`` are the same path or one lies inside the other (resolved)."""
-    first, second = _resolved(a), _resolved(b)
-    return first == second or first in second.parents or second in first.parents
-
-
 def is_remote(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a URL (``s3://...``), which these local checks do not cover."""
-    return "://" in os.fspath(path)
+    return storage.is_url(path)
 
 
 def check_output(
@@ -126,7 +123,7 @@ def check_output(
     if is_remote(out):
         return
     for what, path in protected.items():
-        if not is_remote(path) and paths_overlap(out, path):
+        if not is_remote(path) and overlaps(out, path):
             raise UnsafeOutputError(
                 f"{option} {os.fspath(out)!r} is, contains or lies inside {what} "
                 f"{os.fspath(path)!r}; dem never writes there. Choose an {option} outside it."

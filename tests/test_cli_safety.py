@@ -25,7 +25,8 @@ import zarr
 
 import dem
 from dem.cli import ExitCode
-from dem.outputs import ATTRIBUTE, paths_overlap
+from dem.outputs import ATTRIBUTE
+from dem.paths import overlaps as paths_overlap
 from dem.restore import from_checkpoint
 from dem.synth import write_store
 

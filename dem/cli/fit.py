@@ -49,7 +49,8 @@ from dem.cli.options import (
     validate_parameters,
     with_signature,
 )
-from dem.outputs import UnsafeOutputError, is_remote, paths_overlap
+from dem.outputs import UnsafeOutputError, is_remote
+from dem.paths import overlaps
 from dem.registry import REGISTRY, ModelEntry, Opt
 
 
@@ -202,7 +203,7 @@ def _checked_fit(
         estimator, {o.param: (o.flags or ("--" + o.param.replace("_", "-"),))[0] for o in opts}
     )
     arguments = input_values(store, spec.inputs, values)
-    if not (is_remote(store) or is_remote(checkpoint)) and paths_overlap(checkpoint, store):
+    if not (is_remote(store) or is_remote(checkpoint)) and overlaps(checkpoint, store):
         raise UnsafeOutputError(
             f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
             f"{store!r}; dem never writes there. Choose a --checkpoint outside it."

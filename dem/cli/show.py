@@ -25,8 +25,8 @@ from dem.cli.console import (
 from dem.outputs import (
     UnsafeOutputError,
     is_remote,
-    paths_overlap,
 )
+from dem.paths import overlaps
 
 # --- dem show ---------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ def user_facing(path: str, names: list[Any]) -> set[str] | None:
 def _check_plot_target(target: Path, checkpoint: str) -> None:
     """Refuse a ``--plot`` file that would be written into a checkpoint, over a folder, or
     into a folder that does not exist."""
-    if paths_overlap(target, checkpoint):
+    if overlaps(target, checkpoint):
         raise UnsafeOutputError(
             f"--plot {os.fspath(target)!r} lies inside the checkpoint {checkpoint!r}; dem never "
             "writes there. Choose a file outside it."
