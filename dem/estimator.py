@@ -23,7 +23,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from zarr.abc.store import Store
 
-from dem import engine
+from dem import engine, tabular
 from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
@@ -338,6 +338,8 @@ def feature_names(X: Any, variable: str | None, feature_dim: str) -> np.ndarray 
     """The names of ``X``'s features: a DataFrame's columns, or the ``feature_dim``
     coordinate of xarray input; None unless every name is a string (scikit-learn's rule)."""
     names: Any = getattr(X, "columns", None)
+    if names is None and isinstance(X, str | os.PathLike) and tabular.is_parquet(X):
+        names = tabular.open_parquet(X, variable).columns
     if names is None:
         data = X[variable] if isinstance(X, xr.Dataset) and variable in X else X
         if isinstance(data, xr.DataArray) and feature_dim in data.coords:
