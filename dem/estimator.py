@@ -329,9 +329,9 @@ def _checked_array(X: Any, estimator: Any) -> np.ndarray:
 
 
 def _is_in_memory(X: Any) -> bool:
-    """Input that could have carried feature names (not a store, a path or a bare dask array)."""
+    """Input held in memory (not a store, a path, xarray or a dask array or DataFrame)."""
     lazy = (str, os.PathLike, da.Array, xr.Dataset, xr.DataArray, Store, zarr.Group, zarr.Array)
-    return not isinstance(X, lazy)
+    return not isinstance(X, lazy) and not type(X).__module__.startswith("dask")
 
 
 def feature_names(X: Any, variable: str | None, feature_dim: str) -> np.ndarray | None:

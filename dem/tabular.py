@@ -265,7 +265,9 @@ def _directory_is_parquet(filesystem: Any, directory: str) -> bool:
 
 def _files(filesystem: Any, inside: str, location: str) -> list[str]:
     if globbing.has_magic(inside):
-        found = filesystem.glob(inside)
+        found = [
+            p for p in filesystem.glob(inside) if not os.path.basename(p).startswith(("_", "."))
+        ]
     elif filesystem.isdir(inside):
         found = [
             p
