@@ -24,7 +24,7 @@ from zarr.abc.store import Store
 from zarr.core.group import ConsolidatedMetadata
 from zarr.core.sync import sync
 
-from dem import storage
+from dem import storage, tabular
 
 DEFAULT_CHUNK_ROWS = 100_000
 
@@ -259,7 +259,7 @@ def _located(array: zarr.Array, missing: list[tuple[int, ...]]) -> str:
 def as_samples(
     data: Any,
     *,
-    variable: str | None = None,
+    variable: tabular.Columns = None,
     sample_dim: str = "sample",
     feature_dim: str | None = "feature",
     time_dim: str = "time",
@@ -272,15 +272,18 @@ def as_samples(
 
     Parameters
     ----------
-    data : array-like, dask array, xarray, zarr array, path, URL, zarr store or group
-        A numpy array, a dask array, an ``xarray.DataArray`` with dims
+    data : array-like, DataFrame, dask array, xarray, zarr array, path, URL, zarr store or group
+        A numpy array, a pandas or dask DataFrame, a dask array, an ``xarray.DataArray`` with dims
         ``(sample_dim, feature_dim)`` in any order, an ``xarray.Dataset`` plus
         ``variable``, a ``zarr.Array``, or a Zarr store plus ``variable``: a local path
         (a directory or a ``.zip`` file), an fsspec URL (``s3://``, ``gs://``, ``az://``,
         ``abfs://``, ``file://``, ``memory://``, ...), a ``zarr.abc.store.Store`` or a
         ``zarr.Group``. Stores are opened read-only.
     variable : str, optional
-        The variable to read from a Zarr store or a Dataset.
+        The variable to read from a Zarr store or a Dataset; for Parquet data (a path or
+        URL of a ``.parquet`` file, a directory of them or a glob: :mod:`dem.tabular`),
+        the column(s): a list or a comma-separated string (default: every numeric
+        column; one column for ``ndim=1``).
     sample_dim, feature_dim, time_dim : str
         Dimension names for xarray inputs (``time_dim`` only for ``ndim=3``).
     name : str
@@ -318,10 +321,16 @@ def as_samples(
     if isinstance(data, zarr.Array):
         array, source, name = _stored_array(data, data, name)
         kind = "zarr"
+    elif isinstance(data, str | os.PathLike) and tabular.is_parquet(data, storage_options):
+        table = tabular.open_parquet(data, variable, storage_options=storage_options, ndim=ndim)
+        array = table.array(ndim)
+        source = f"{table.location}::{','.join(table.columns)}"
+        kind = "parquet"
     elif isinstance(data, str | os.PathLike | Store | zarr.Group):
+        tabular.refuse_text_table(data)
         if isinstance(data, str | os.PathLike) and not storage.is_url(data):
             _refuse_missing_path(data)
-        if variable is None:
+        if not isinstance(variable, str):
             raise ValueError(
                 f"A Zarr store was given ({_described(data)!r}) without a variable name; "
                 "pass variable='X' (the name of the array in the store)."
@@ -330,7 +339,7 @@ def as_samples(
         array, source, name = _stored_array(stored, data, variable, where, finished)
         kind = "zarr"
     elif isinstance(data, xr.Dataset):
-        if variable is None or variable not in data:
+        if not isinstance(variable, str) or variable not in data:
             raise KeyError(
                 f"Pass variable=... naming one of the Dataset's variables {list(data.data_vars)}."
             )
@@ -363,6 +372,9 @@ def as_samples(
         kind = "xarray"
     elif isinstance(data, da.Array):
         array = _unmasked_dask(data)
+        kind = "dask"
+    elif _is_dask_frame(data):
+        array = data.to_dask_array(lengths=True)  # a pass over the partitions' lengths
         kind = "dask"
     else:
         array = _from_numpy(_dense(data, name), chunk_rows)
@@ -426,6 +438,10 @@ def _dense(data: Any, name: str) -> np.ndarray:
 def _is_sparse(data: Any) -> bool:
     module = type(data).__module__
     return module.split(".")[0] == "sparse" or module.startswith("scipy.sparse")
+
+
+def _is_dask_frame(data: Any) -> bool:
+    return type(data).__module__.startswith("dask") and hasattr(data, "to_dask_array")
 
 
 def _is_pandas(data: Any) -> bool:

@@ -23,7 +23,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from zarr.abc.store import Store
 
-from dem import engine
+from dem import engine, tabular
 from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
@@ -329,15 +329,17 @@ def _checked_array(X: Any, estimator: Any) -> np.ndarray:
 
 
 def _is_in_memory(X: Any) -> bool:
-    """Input that could have carried feature names (not a store, a path or a bare dask array)."""
+    """Input held in memory (not a store, a path, xarray or a dask array or DataFrame)."""
     lazy = (str, os.PathLike, da.Array, xr.Dataset, xr.DataArray, Store, zarr.Group, zarr.Array)
-    return not isinstance(X, lazy)
+    return not isinstance(X, lazy) and not type(X).__module__.startswith("dask")
 
 
 def feature_names(X: Any, variable: str | None, feature_dim: str) -> np.ndarray | None:
     """The names of ``X``'s features: a DataFrame's columns, or the ``feature_dim``
     coordinate of xarray input; None unless every name is a string (scikit-learn's rule)."""
     names: Any = getattr(X, "columns", None)
+    if names is None and isinstance(X, str | os.PathLike) and tabular.is_parquet(X):
+        names = tabular.open_parquet(X, variable).columns
     if names is None:
         data = X[variable] if isinstance(X, xr.Dataset) and variable in X else X
         if isinstance(data, xr.DataArray) and feature_dim in data.coords:

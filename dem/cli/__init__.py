@@ -7,6 +7,7 @@ Commands
 ``dem show CKPT``                 what a checkpoint holds (``--plot`` draws the trace)
 ``dem predict CKPT STORE ...``    per-sample outputs of a fitted model, written to Zarr
 ``dem synth MODEL OUT ...``       a synthetic store of any size, with its ground truth
+``dem convert DATA.parquet OUT``  Parquet columns to a Zarr store
 
 Every model is one entry of :data:`dem.registry.REGISTRY`; the ``fit``, ``predict``,
 ``synth`` and ``show`` commands and their options are built from it, and ``dem fit MODEL``
@@ -15,7 +16,8 @@ offers every parameter of the model's estimator.
 Modules: :mod:`~dem.cli.console` (exit codes, errors, progress), :mod:`~dem.cli.options`
 (options built from the registry and the estimators' signatures), :mod:`~dem.cli.apps`
 (the typer applications), and one module per command: :mod:`~dem.cli.fit`,
-:mod:`~dem.cli.predict`, :mod:`~dem.cli.synth`, :mod:`~dem.cli.show`, :mod:`~dem.cli.demo`.
+:mod:`~dem.cli.predict`, :mod:`~dem.cli.synth`, :mod:`~dem.cli.show`, :mod:`~dem.cli.demo`,
+:mod:`~dem.cli.convert`.
 
 Exit codes
 ----------
@@ -34,7 +36,7 @@ Exit codes
 
 from __future__ import annotations
 
-from dem.cli import demo, fit, predict, show, synth  # noqa: F401  (each adds its commands)
+from dem.cli import convert, demo, fit, predict, show, synth  # noqa: F401  (each adds its commands)
 from dem.cli.apps import app
 from dem.cli.console import ExitCode
 

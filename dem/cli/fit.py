@@ -40,6 +40,7 @@ from dem.cli.options import (
     estimator_defaults,
     fit_options,
     infer_variable,
+    inferred_data,
     input_parameter,
     input_values,
     keyword_parameter,
@@ -61,10 +62,18 @@ def _fit_parameters(
         keyword_parameter(
             "store",
             Path,
-            typer.Argument(..., help="Zarr store holding the data.", show_default=False),
+            typer.Argument(
+                ...,
+                help="Zarr store holding the data, or Parquet data (a .parquet file, a folder "
+                "of them or a glob; see --columns).",
+                show_default=False,
+            ),
         ),
     ]
-    parameters += [input_parameter(i) for i in optional_data_input(spec)]
+    parameters += [
+        input_parameter(i, columns=i.argument == "variable" and data_ndim(spec) == 2)
+        for i in optional_data_input(spec)
+    ]
     parameters += [option_parameter(o, defaults, key) for o in options]
     parameters += [
         keyword_parameter(
@@ -191,11 +200,10 @@ def _checked_fit(
     from the options and the store's metadata (no data is read, no cluster started)."""
     for data in spec.inputs:
         if data.argument == "variable" and values[data.option] is None:
-            values[data.option] = infer_variable(store, data_ndim(spec), f"--{data.option}")
+            option, ndim = f"--{data.option}", data_ndim(spec)
+            values[data.option] = infer_variable(store, ndim, option)
             console.print(
-                f"Data: {escape(values[data.option])}, the only {data_ndim(spec)}-D array "
-                f"in {escape(store)} (--{data.option} {escape(values[data.option])}).",
-                soft_wrap=True,
+                escape(inferred_data(store, values[data.option], ndim, option)), soft_wrap=True
             )
     options = {o.param: option_value(o, values[o.param]) for o in opts}
     estimator = cls(**options, checkpoint=checkpoint, resume=values["resume"])

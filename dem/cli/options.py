@@ -24,6 +24,7 @@ from dem.cli.console import (
 )
 from dem.cluster import DEFAULT_TIMEOUT, Connection, connect, make_security
 from dem.registry import Input, ModelEntry, Opt, choices
+from dem.tabular import is_parquet, open_parquet, refuse_text_table
 
 
 def choice_enum(name: str, choices: tuple[str, ...]) -> type[enum.Enum]:
@@ -390,15 +391,22 @@ def fit_options(entry: ModelEntry, cls: type) -> tuple[Opt, ...]:
     return tuple(found)
 
 
-def input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
-    """The ``--option`` of a data input (a variable name, or a number for limits)."""
+COLUMNS_HELP = " For Parquet data: its columns, comma-separated (--columns a,b,c)."
+
+
+def input_parameter(
+    data: Input, help_suffix: str = "", *, columns: bool = False
+) -> inspect.Parameter:
+    """The ``--option`` of a data input (a variable name, or a number for limits);
+    ``columns``: also ``--columns`` (the samples × features input: Parquet columns)."""
     return keyword_parameter(
         data.option,
         str if data.required else str | None,
         typer.Option(
             ... if data.required else None,
             f"--{data.option}",
-            help=data.help + help_suffix,
+            *(("--columns",) if columns else ()),
+            help=data.help + (COLUMNS_HELP if columns else "") + help_suffix,
             show_default=False,
         ),
     )
@@ -406,8 +414,6 @@ def input_parameter(data: Input, help_suffix: str = "") -> inspect.Parameter:
 
 def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) -> dict[str, Any]:
     """Estimator keyword → value of each input given, after checking its variable exists."""
-    from dem.data import open_zarr_variable
-
     arguments: dict[str, Any] = {}
     for data in inputs:
         text = values[data.option]
@@ -415,9 +421,30 @@ def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) 
             continue
         number = parse_number(text) if data.kind == "limit" else None
         if number is None:
-            open_zarr_variable(store, text)
+            variable_shape(store, text)
         arguments[data.argument] = text if number is None else number
     return arguments
+
+
+def variable_shape(store: str, variable: str) -> tuple[int, ...]:
+    """The shape of ``variable`` in ``store`` (a Zarr array, or for Parquet data the
+    comma-separated columns: rows × columns), from metadata only."""
+    from dem.data import open_zarr_variable
+
+    if is_parquet(store):
+        table = open_parquet(store, variable)
+        return (table.n_rows, len(table.columns))
+    return tuple(open_zarr_variable(store, variable).shape)
+
+
+def inferred_data(store: str, variable: str, ndim: int, option: str) -> str:
+    """What a command says of the data it found without ``option`` (``--var``)."""
+    if is_parquet(store):
+        return (
+            f"Data: columns {variable} of {store} (every numeric column; choose with "
+            f"{option} a,b,c)."
+        )
+    return f"Data: {variable}, the only {ndim}-D array in {store} ({option} {variable})."
 
 
 def validate_parameters(estimator: Any, flags: dict[str, str] | None = None) -> None:
@@ -473,7 +500,8 @@ def optional_data_input(entry: ModelEntry) -> tuple[Input, ...]:
 
 
 def infer_variable(store: str, ndim: int, option: str = "--var") -> str:
-    """The name of the only ``ndim``-dimensional array in ``store`` (metadata only).
+    """The name of the only ``ndim``-dimensional array in ``store`` (metadata only); for
+    Parquet data, its numeric columns (comma-separated).
 
     Raises
     ------
@@ -483,6 +511,14 @@ def infer_variable(store: str, ndim: int, option: str = "--var") -> str:
     """
     import zarr
 
+    if is_parquet(store):
+        if ndim != 2:
+            raise UsageError(
+                f"{store!r} holds Parquet data, a table; this model needs {ndim}-D arrays "
+                "(sequences × time × features): write them to Zarr."
+            )
+        return ",".join(open_parquet(store).columns)
+    refuse_text_table(store)
     if "://" not in store and not os.path.exists(store):
         raise FileNotFoundError(f"Zarr store {store!r} does not exist.")
     try:

@@ -29,10 +29,12 @@ from dem.cli.options import (
     connect_cluster,
     data_ndim,
     infer_variable,
+    inferred_data,
     input_parameter,
     input_values,
     keyword_parameter,
     overwrite_parameter,
+    variable_shape,
     with_signature,
 )
 from dem.cli.show import missing_checkpoint
@@ -68,7 +70,11 @@ def _predict_parameters() -> list[inspect.Parameter]:
         keyword_parameter(
             "store",
             Path,
-            typer.Argument(..., help="Zarr store holding the data.", show_default=False),
+            typer.Argument(
+                ...,
+                help="Zarr store holding the data, or Parquet data (--var a,b,c: its columns).",
+                show_default=False,
+            ),
         ),
         keyword_parameter(
             "var",
@@ -128,7 +134,6 @@ def _predict_input_parameters() -> list[inspect.Parameter]:
 
 def predict(**values: Any) -> None:
     """Write the chosen per-sample outputs of the checkpoint's model to a new Zarr store."""
-    from dem.data import open_zarr_variable
     from dem.restore import from_checkpoint
 
     console = make_console()
@@ -145,8 +150,7 @@ def predict(**values: Any) -> None:
             variable = infer_variable(store, data_ndim(spec))
             values["var"] = variable
             console.print(
-                f"Data: {escape(variable)}, the only {data_ndim(spec)}-D array in {escape(store)}.",
-                soft_wrap=True,
+                escape(inferred_data(store, variable, data_ndim(spec), "--var")), soft_wrap=True
             )
         wanted = values["output"] or list(spec.outputs)
         unknown = sorted(set(wanted) - set(spec.outputs))
@@ -162,16 +166,16 @@ def predict(**values: Any) -> None:
                 raise fail(
                     console, ExitCode.USAGE, f"--{option} does not apply to {key} checkpoints."
                 )
-        data = open_zarr_variable(store, values["var"])
+        shape = variable_shape(store, values["var"])
         arguments = input_values(store, spec.predict_inputs, values)
         axis, expected = spec.feature_axis, getattr(estimator, "n_features_in_", None)
         if (
             axis is not None
             and expected is not None
-            and (len(data.shape) != axis + 1 or data.shape[axis] != expected)
+            and (len(shape) != axis + 1 or shape[axis] != expected)
         ):
             raise ValueError(
-                f"{values['var']!r} in {store!r} has shape {data.shape}, but the model was fitted "
+                f"{values['var']!r} in {store!r} has shape {shape}, but the model was fitted "
                 f"to {expected} features."
             )
         check_output(
