@@ -97,11 +97,13 @@ def is_parquet(path: Any, storage_options: Mapping[str, Any] | None = None) -> b
     text = os.fspath(path).rstrip("/")
     if text.lower().endswith(SUFFIXES):
         return True
+    if text.lower().endswith((".zarr", ".zip")) or "::" in text:
+        return False
     if storage.is_url(text):
-        try:
+        try:  # one listing; whatever fails here, the Zarr path reports it properly
             filesystem, inside = _filesystem(text, storage_options)
             return bool(filesystem.isdir(inside)) and _directory_is_parquet(filesystem, inside)
-        except (ImportError, OSError, ValueError):
+        except Exception:
             return False
     return os.path.isdir(text) and _directory_is_parquet(None, text)
 
