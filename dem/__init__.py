@@ -9,6 +9,7 @@ from dem.checkpoint import (
 )
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
+from dem.models.bayesian_mixture import BayesianGaussianMixture
 from dem.models.censored import CensoredRegression
 from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
@@ -18,6 +19,7 @@ from dem.tabular import read_parquet
 
 __all__ = [
     "PPCA",
+    "BayesianGaussianMixture",
     "CategoricalHMM",
     "CensoredRegression",
     "CheckpointError",

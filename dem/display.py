@@ -153,7 +153,9 @@ def _status(estimator: Any, fitted: dict[str, Any]) -> str:
         facts.append(f"{verb} {int(fitted['n_iter_'])} iteration(s)")
     loglik = _final_loglik(estimator)
     if loglik is not None and math.isfinite(loglik):
-        facts.append(f"final mean log-likelihood {loglik:.6g}")
+        # a model fitted by variational EM names its objective (``_objective``)
+        objective = getattr(estimator, "_objective", "mean log-likelihood")
+        facts.append(f"final {objective} {loglik:.6g}")
     if "n_features_in_" in fitted:
         facts.append(f"{int(fitted['n_features_in_'])} features")
     return badge + ("<br>" + _escape(" · ".join(facts)) if facts else "")

@@ -174,7 +174,9 @@ def em_pass(
     and the chunks' digests when ``content`` asks for them (see :func:`map_reduce_graph`).
 
     One compute. ``F`` is the M-step after the E-step; when the M-step fails its
-    exception is returned in place of the parameters, for the step to decide.
+    exception is returned in place of the parameters, for the step to decide. A model
+    with a ``lower_bound`` hook (see :mod:`dem.model`) reports that objective, of the
+    statistics and the updated parameters, in place of the mean log-likelihood.
     """
     fused = _Fused(tuple(model for model, _ in pairs))
     graph = map_reduce_graph(
@@ -195,7 +197,10 @@ def em_pass(
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
         try:
-            evaluations.append((_finite(model, model.m_step(stats, params)), loglik))
+            updated = _finite(model, model.m_step(stats, params))
+            if hasattr(model, "lower_bound"):  # the model's objective (an ELBO) instead
+                loglik = float(model.lower_bound(stats, updated))
+            evaluations.append((updated, loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
     return evaluations, digests

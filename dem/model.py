@@ -34,6 +34,9 @@ hook             signature                                    called by         
                                                               (dem.accelerate)   refused
 ``unpack``       ``(vector, like) -> Params``                 SQUAREM            ``"squarem"`` is
                                                               (dem.accelerate)   refused
+``lower_bound``  ``(stats, params) -> float``                 ``em_pass``        the mean
+                                                              (dem.engine),      log-likelihood
+                                                              every EM step      ``loglik / n``
 ===============  ===========================================  =================  ==================
 
 ``e_step_many`` returns, for each parameter set of ``runs``, the statistics ``e_step``
@@ -44,6 +47,13 @@ mixture stacks the runs' components into single matrix products).
 flattens long before its parameters settle (EM that crawls, as under heavy censoring);
 ``previous`` and ``params`` are the parameters before and after the EM step. The
 engine's ``ConvergenceWarning`` then says the model's rule was not met.
+
+``lower_bound`` is the objective of a model fitted by variational EM (an evidence
+lower bound, ELBO), of the statistics of the pass and the parameters the M-step made
+from them: the engine reports it, traces it, checkpoints it and tests convergence on
+its change in place of the mean log-likelihood, so ``tol`` is in its units (the
+variational Gaussian mixture reports scikit-learn's total ``lower_bound_``). It needs
+no extra pass: whatever it reads of the data is a statistic of the E-step.
 
 ``remedy`` is the sentence appended to the error when an iteration produces NaN
 parameters or a log-likelihood that is not finite, saying what the user can change in

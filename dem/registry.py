@@ -162,6 +162,21 @@ def _prior(param: str, what: str) -> Opt:
     return Opt(param, f"{what} (a number, or a .npy array).", "number_or_array")
 
 
+def _number_or_npy(text: str | None) -> Any:
+    """An optional prior on the command line: None, a number, or a ``.npy`` file's array."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        import numpy as np
+
+        try:
+            return np.load(text, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {text} as a number or a .npy array ({exc}).") from exc
+
+
 PPCA_OPTIONS = (
     _n_components("Number of latent dimensions (below the number of features)."),
     Opt(
@@ -410,6 +425,88 @@ _ENTRIES = (
         synth="categorical-hmm",
         synth_options=HMM_SYNTH,
         synth_fit=HMM_SYNTH_FIT,
+    ),
+    ModelEntry(
+        name="bgmm",
+        checkpoint_model="bayesian_gaussian_mixture",
+        estimator="dem.models.bayesian_mixture:BayesianGaussianMixture",
+        help="Variational Bayesian Gaussian mixture (scikit-learn's BayesianGaussianMixture "
+        "options): a generous -k shrinks to the clusters the data need.",
+        options=(
+            _n_components("Upper bound on the number of mixture components."),
+            Opt(
+                "covariance_type",
+                "Form of the component covariances.",
+                "choice",
+                ("full", "tied", "diag", "spherical"),
+            ),
+            Opt("reg_covar", "Added to the diagonal of every sample covariance.", "float"),
+            Opt(
+                "tol",
+                "Convergence threshold on the change of the lower bound (scikit-learn's total "
+                "ELBO, not a mean).",
+                "float",
+            ),
+            Opt(
+                "init_params",
+                "How the initial responsibilities are found: k-means|| over all the data, or a "
+                "method on a row sample ('auto': k-means|| when the data exceed the sample).",
+                "choice",
+                "dem.models.mixture:INIT_METHODS",
+            ),
+            Opt(
+                "weight_concentration_prior_type",
+                "Prior of the weights: a Dirichlet process (stick-breaking) or a Dirichlet.",
+                "choice",
+                "dem.models.bayesian_mixture:PRIOR_TYPES",
+            ),
+            Opt(
+                "weight_concentration_prior",
+                "Dirichlet concentration (default 1/K).",
+                "float",
+                default=None,
+            ),
+            Opt(
+                "mean_precision_prior",
+                "Precision prior of the means (default 1).",
+                "float",
+                default=None,
+            ),
+            Opt("mean_prior", "Prior of the means, shape (d,) (default: the data mean).", "array"),
+            Opt(
+                "degrees_of_freedom_prior",
+                "Wishart degrees of freedom, > d - 1 (default d).",
+                "float",
+                default=None,
+            ),
+            Opt(
+                "covariance_prior",
+                "Wishart covariance prior: a number (spherical) or a .npy array (default: "
+                "the data's covariance).",
+                "str",
+                default=None,
+                convert=_number_or_npy,
+            ),
+            Opt(
+                "resp_init",
+                "Initial responsibilities of every row, shape (N, K) (replaces --init-params).",
+                "array",
+            ),
+        ),
+        outputs={
+            "labels": Output("predict", ("sample",), "most probable component"),
+            "probabilities": Output("predict_proba", ("sample", "component"), "responsibilities"),
+            "score": Output(
+                "score_samples", ("sample",), "log-sum-exp of the variational log densities"
+            ),
+        },
+        synth="gmm",
+        synth_options=(
+            _synth_components(8),
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=1.0
+            ),
+        ),
     ),
 )
 

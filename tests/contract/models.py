@@ -94,6 +94,19 @@ MODELS: dict[str, ContractModel] = {
     "categorical-hmm": ContractModel(
         24, 4, {"n_components": 3, "n_times": 12, "ragged": True}, {"n_components": 3}
     ),
+    # variational EM: lower_bounds_ is scikit-learn's ELBO, which never decreases
+    "bgmm": ContractModel(
+        240,
+        3,
+        {"n_components": 3, "separation": 2.0},
+        {"n_components": 5},
+        {
+            **_covariances("full", "tied", "diag", "spherical"),
+            "dirichlet": Variant(
+                estimator={"weight_concentration_prior_type": "dirichlet_distribution"}
+            ),
+        },
+    ),
 }
 
 

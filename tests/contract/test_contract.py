@@ -308,7 +308,8 @@ def test_html_summary_of_the_unfitted_and_fitted_estimator(case):
     fragment = fitted._repr_html_()
     text = visible(parse(fragment))
     assert name in text and "not fitted" not in text
-    assert f"final mean log-likelihood {fitted.lower_bounds_[-1]:.6g}" in text
+    objective = getattr(fitted, "_objective", "mean log-likelihood")  # an ELBO, for VB
+    assert f"final {objective} {fitted.lower_bounds_[-1]:.6g}" in text
     table = rows(fragment)
     public = {n for n in vars(fitted) if n.endswith("_") and not n.startswith("_")}
     assert public <= set(table)

@@ -20,6 +20,15 @@ from dem.models.mixture import kernels
 from dem.models.scratch import thread_scratch
 
 
+def log_weights(params: Params) -> np.ndarray:
+    """The per-component term added to the Gaussian log densities: ``params["log_weights"]``
+    where the parameters carry it (the variational mixture's expected log weights and
+    Wishart terms, :mod:`dem.models.bayesian_mixture`), else log(weights)."""
+    if "log_weights" in params:
+        return np.asarray(params["log_weights"])
+    return np.log(params["weights"])
+
+
 @dataclass(frozen=True)
 class MixtureModel:
     """The pure functions of a Gaussian mixture (see :mod:`dem.model`)."""
@@ -152,7 +161,7 @@ class MixtureModel:
         constants = np.concatenate(
             [
                 gaussian.log_prob_constants(
-                    np.log(p["weights"]), p["precisions_cholesky"], ctype, n_features
+                    log_weights(p), p["precisions_cholesky"], ctype, n_features
                 )
                 for p in runs
             ]
