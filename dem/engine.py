@@ -176,6 +176,8 @@ def em_pass(
     One compute. ``F`` is the M-step after the E-step; when the M-step fails its
     exception is returned in place of the parameters, for the step to decide.
     """
+    if all(hasattr(model, "own_pass") for model, _ in pairs):  # see dem.model's hooks
+        return _own_passes(pairs, names, blocks, split_every, missing_ok, content)
     fused = _Fused(tuple(model for model, _ in pairs))
     graph = map_reduce_graph(
         fused.e_step,
@@ -191,6 +193,37 @@ def em_pass(
     all_stats, digests = _compute(graph, names, blocks), None
     if content is not False:
         all_stats, digests = all_stats
+    return _evaluations(pairs, all_stats), digests
+
+
+def _own_passes(
+    pairs: Sequence[tuple[EMModel, Params]],
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    split_every: int,
+    missing_ok: frozenset[str] | None,
+    content: Digests | bool,
+) -> tuple[list[Evaluation], Digests | None]:
+    """:func:`em_pass` for models that run their own passes (the ``own_pass`` hook)."""
+    all_stats, digests = [], None
+    for model, params in pairs:
+        stats, found = model.own_pass(  # type: ignore[attr-defined]
+            params,
+            names,
+            blocks,
+            split_every=split_every,
+            missing_ok=missing_ok,
+            content=content,
+        )
+        all_stats.append(stats)
+        digests = found if digests is None else digests
+    return _evaluations(pairs, all_stats), digests
+
+
+def _evaluations(
+    pairs: Sequence[tuple[EMModel, Params]], all_stats: Sequence[Stats]
+) -> list[Evaluation]:
+    """Each run's ``(F(params), loglik(params))`` from its statistics (see :func:`em_pass`)."""
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
@@ -198,7 +231,7 @@ def em_pass(
             evaluations.append((_finite(model, model.m_step(stats, params)), loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
-    return evaluations, digests
+    return evaluations
 
 
 def _finite(model: EMModel, params: Params) -> Params:
