@@ -36,7 +36,7 @@ space by :func:`dem.models.hmm.kernels.forward_backward`.
 
 from __future__ import annotations
 
-import functools
+import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,9 +68,13 @@ from dem.models.hmm.kernels import forward_backward, viterbi
 from dem.models.hmm.model import HMMModel
 from dem.models.scratch import thread_scratch
 
-#: Time steps of a segment: the forward loops run this many steps per block of segments,
-#: and a chunk's scan over its segments as many steps as it has segments.
+#: Most time steps of a segment. The forward loops run as many steps as a segment has,
+#: per block of segments, and a chunk's scan over its segments as many as it has
+#: segments, so a chunk of n steps is cut into segments of about √n steps (16 to
+#: ``SEGMENT``).
 SEGMENT = 512
+#: Fewest time steps of a segment (but a chunk shorter than that is one segment).
+MIN_SEGMENT = 16
 
 Digests = tuple[tuple[int, ...], ...]
 
@@ -84,10 +88,10 @@ def _segments(
     """The chunk's blocks of segments: (rows of the chunk, segments, prepared data,
     emission log-densities (n_times, K, n_segments)), in buffers the next block reuses.
 
-    The chunk is cut into segments of ``SEGMENT`` steps (of fewer when the chunk is
-    shorter) and one shorter segment for the remainder."""
+    The chunk is cut into segments of equal length (see ``SEGMENT``) and one shorter
+    segment for the remainder."""
     n_rows = len(x)
-    length = max(1, min(SEGMENT, n_rows))
+    length = min(n_rows, max(MIN_SEGMENT, min(SEGMENT, math.isqrt(n_rows))))
     full = n_rows // length
     groups = [(0, full, length)]
     if full * length < n_rows:
@@ -516,9 +520,7 @@ def lazy_posteriors(model: HMMModel, params: Params, array: da.Array) -> da.Arra
     return da.concatenate(parts)
 
 
-def loglik(
-    model: HMMModel, params: Params, array: da.Array, missing_ok: frozenset[str] | None = None
-) -> float:
+def loglik(model: HMMModel, params: Params, array: da.Array) -> float:
     """Log-likelihood of the sequence ``array`` (one pass)."""
     from dem.graph import chunk_blocks
 
@@ -538,5 +540,3 @@ __all__ = [
     "lazy_posteriors",
     "loglik",
 ]
-
-_ = functools  # (kept for symmetry with dem.graph's helpers)
