@@ -266,7 +266,9 @@ def test_scan_messages_against_brute_force():
     predicted, backward, loglik = chain.scan(operators, scale, start, np.ones(k))
     total = start @ np.linalg.multi_dot(steps) @ np.ones(k)
     assert loglik.sum() == pytest.approx(np.log(total), rel=1e-13)
-    dense = [np.linalg.multi_dot(steps[p]) if p.stop - p.start > 1 else steps[p.start] for p in pieces]
+    dense = [
+        np.linalg.multi_dot(steps[p]) if p.stop - p.start > 1 else steps[p.start] for p in pieces
+    ]
     for s in range(1, 3):
         expected = start @ np.linalg.multi_dot([np.eye(k), *dense[:s]])
         np.testing.assert_allclose(predicted[s], expected / expected.sum(), rtol=1e-12)

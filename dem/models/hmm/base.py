@@ -282,7 +282,8 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
             }
             return {**params, **self._initial_emissions(model, n_features, inputs, rng)}
 
-        self._fit_restarts(LongHMMModel(model) if self._is_long(inputs) else model, inputs, make_init)
+        fitted = LongHMMModel(model) if self._is_long(inputs) else model
+        self._fit_restarts(fitted, inputs, make_init)
         self.n_features_in_ = int(n_features)
         return self
 
@@ -365,7 +366,8 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         if method == "sequence_loglik":
             return np.array([long.loglik(model, params, samples.array)])
         if method == "decode":
-            result, dims = long.lazy_path(model, params, samples.array), (self.time_dim,)
+            result = long.lazy_path(model, params, samples.array)
+            dims: tuple[str, ...] = (self.time_dim,)
         else:
             result = long.lazy_posteriors(model, params, samples.array)
             dims = (self.time_dim, "state")

@@ -325,7 +325,7 @@ def max_backtrack(
 def pin(log_b: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarray:
     """``log_b`` (n_times, n_states, n_segments) with every state but ``firsts`` made
     impossible at the first step and every state but ``lasts`` at the last (in place)."""
-    n_states, n_segments = log_b.shape[1:]
+    n_segments = log_b.shape[2]
     columns = np.arange(n_segments)
     keep_first = log_b[0, firsts, columns].copy()
     keep_last = log_b[-1, lasts, columns].copy()

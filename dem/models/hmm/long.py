@@ -40,7 +40,7 @@ import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dask
 import dask.array as da
@@ -113,7 +113,8 @@ def _segments(
 
 def _operators(model: HMMModel, x: np.ndarray, params: Params) -> tuple[np.ndarray, np.ndarray]:
     """The forward operators of the chunk's segments, in order."""
-    found = [forward_operators(log_b, params["transmat"]) for _, _, _, log_b in _segments(model, x, params)]
+    transmat = params["transmat"]
+    found = [forward_operators(log_b, transmat) for _, _, _, log_b in _segments(model, x, params)]
     return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
@@ -129,7 +130,7 @@ def _messages_walk(
     entering: np.ndarray,
     leaving: np.ndarray,
     ends: bool,
-) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]]:
+) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray, np.ndarray, float]]:
     """Forward–backward on each block of the chunk's segments, given the chunk's messages.
 
     Yields (rows, segments, data, gamma, within-segment transitions + boundary
@@ -410,8 +411,8 @@ class LongHMMModel:
 
     hmm: HMMModel
 
-    inputs = ("X",)
-    missing_ok: frozenset[str] = frozenset()
+    inputs: ClassVar[tuple[str, ...]] = ("X",)
+    missing_ok: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def name(self) -> str:
