@@ -164,9 +164,11 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
                 raise
             samples = self._long_input(X, variable, exc)
             if lengths is not None:
+                features = ", n_features" if self._ndim == 3 else ""
                 raise ValueError(
                     f"X is one sequence ({self._ndim - 1}-D, time first), which has no lengths; "
-                    f"pass lengths only with many sequences ({self._ndim}-D X)."
+                    f"pass lengths only with many sequences ({self._ndim}-D X). "
+                    + LAYOUT_HINT.format(features=features)
                 ) from None
         if lengths is None:
             return {"X": samples}
