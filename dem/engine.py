@@ -178,6 +178,8 @@ def em_pass(
     with a ``lower_bound`` hook (see :mod:`dem.model`) reports that objective, of the
     statistics and the updated parameters, in place of the mean log-likelihood.
     """
+    if all(hasattr(model, "own_pass") for model, _ in pairs):  # see dem.model's hooks
+        return _own_passes(pairs, names, blocks, split_every, missing_ok, content)
     fused = _Fused(tuple(model for model, _ in pairs))
     graph = map_reduce_graph(
         fused.e_step,
@@ -193,6 +195,37 @@ def em_pass(
     all_stats, digests = _compute(graph, names, blocks), None
     if content is not False:
         all_stats, digests = all_stats
+    return _evaluations(pairs, all_stats), digests
+
+
+def _own_passes(
+    pairs: Sequence[tuple[EMModel, Params]],
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    split_every: int,
+    missing_ok: frozenset[str] | None,
+    content: Digests | bool,
+) -> tuple[list[Evaluation], Digests | None]:
+    """:func:`em_pass` for models that run their own passes (the ``own_pass`` hook)."""
+    all_stats, digests = [], None
+    for model, params in pairs:
+        stats, found = model.own_pass(  # type: ignore[attr-defined]
+            params,
+            names,
+            blocks,
+            split_every=split_every,
+            missing_ok=missing_ok,
+            content=content,
+        )
+        all_stats.append(stats)
+        digests = found if digests is None else digests
+    return _evaluations(pairs, all_stats), digests
+
+
+def _evaluations(
+    pairs: Sequence[tuple[EMModel, Params]], all_stats: Sequence[Stats]
+) -> list[Evaluation]:
+    """Each run's ``(F(params), loglik(params))`` from its statistics (see :func:`em_pass`)."""
     evaluations: list[Evaluation] = []
     for (model, params), stats in zip(pairs, all_stats, strict=True):
         loglik = float(stats["loglik"] / stats["n"])
@@ -203,7 +236,7 @@ def em_pass(
             evaluations.append((updated, loglik))
         except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
             evaluations.append((failure, loglik))
-    return evaluations, digests
+    return evaluations
 
 
 def _finite(model: EMModel, params: Params) -> Params:

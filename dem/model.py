@@ -37,6 +37,9 @@ hook             signature                                    called by         
 ``lower_bound``  ``(stats, params) -> float``                 ``em_pass``        the mean
                                                               (dem.engine),      log-likelihood
                                                               every EM step      ``loglik / n``
+``own_pass``     ``(params, names, blocks, *, split_every,    ``em_pass``        the engine's map
+                 missing_ok, content) -> (Stats, digests)``   (dem.engine), for  and tree reduce
+                                                              every evaluation
 ===============  ===========================================  =================  ==================
 
 ``e_step_many`` returns, for each parameter set of ``runs``, the statistics ``e_step``
@@ -65,6 +68,14 @@ what ``like`` holds that is not packed), projected onto valid ones. ``unpack`` m
 raise ``ValueError`` or ``numpy.linalg.LinAlgError``; the cycle then keeps the plain
 EM steps. ``accelerate="squarem"`` on a model without both raises ``ValueError``
 (``dem.accelerate.check_accelerate``).
+
+``own_pass`` is for a model whose statistics need more than one map over the chunks
+(a sequence spanning chunks: :mod:`dem.models.hmm.long`). It gets the chunks as
+:func:`dem.graph.chunk_blocks` gives them, runs its own computes, and returns the
+reduced statistics of all the data at ``params`` and, when ``content`` is not False,
+the chunks' content digests (checked against ``content`` when it holds them). It must
+give the same bits whichever workers run its tasks. The engine then evaluates each run
+of such models apart.
 
 Online EM (:mod:`dem.online`, and ``partial_fit``) uses only the protocol's methods:
 it blends per-sample statistics across batches, so a model's statistics must keep the

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 import typer.models
 from rich.markup import escape
@@ -169,9 +170,14 @@ def predict(**values: Any) -> None:
         shape = variable_shape(store, values["var"])
         arguments = input_values(store, spec.predict_inputs, values)
         axis, expected = spec.feature_axis, getattr(estimator, "n_features_in_", None)
+        # a sequence model (features on axis 2) takes a 2-D variable as one long sequence
+        one_sequence = axis == 2 and len(shape) == 2
+        if one_sequence and expected is not None and shape[-1] != expected:
+            axis = 1
         if (
             axis is not None
             and expected is not None
+            and not (one_sequence and axis == 2)
             and (len(shape) != axis + 1 or shape[axis] != expected)
         ):
             raise ValueError(
@@ -194,7 +200,10 @@ def predict(**values: Any) -> None:
                 if data.option in output.uses and data.argument in arguments
             }
             result = getattr(estimator, output.method)(store, variable=values["var"], **given)
-            variables[name] = xr.Variable(output.dims, result)
+            dims = output.dims
+            if one_sequence and np.ndim(result) == len(dims) - 1:  # no sequence axis
+                dims = dims[1:]
+            variables[name] = xr.Variable(dims, result)
         connection = connect_cluster(console, values)
     with connection, user_errors(console):
         import dask

@@ -31,8 +31,10 @@ from dem.estimator import (
     per_sample_aligned,
 )
 from dem.model import Block, Params, Stats, add_stats
+from dem.models.hmm import long
 from dem.models.hmm.init import uniform
 from dem.models.hmm.kernels import checked_lengths, valid_lengths
+from dem.models.hmm.long import LongHMMModel
 from dem.models.hmm.model import HMMModel
 
 #: Values (time steps × features) per chunk when numpy input is chunked.
@@ -158,10 +160,16 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
                 X, variable=variable, ndim=self._ndim, chunk_rows=chunk_rows, **dims
             )
         except ValueError as exc:
-            if "must be" not in str(exc):
+            if "must be" not in str(exc) and "has dims" not in str(exc):
                 raise
-            features = ", n_features" if self._ndim == 3 else ""
-            raise ValueError(f"{exc} {LAYOUT_HINT.format(features=features)}") from exc
+            samples = self._long_input(X, variable, exc)
+            if lengths is not None:
+                features = ", n_features" if self._ndim == 3 else ""
+                raise ValueError(
+                    f"X is one sequence ({self._ndim - 1}-D, time first), which has no lengths; "
+                    f"pass lengths only with many sequences ({self._ndim}-D X). "
+                    + LAYOUT_HINT.format(features=features)
+                ) from None
         if lengths is None:
             return {"X": samples}
         n_sequences, n_times = samples.array.shape[:2]
@@ -193,11 +201,41 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
             checked_lengths(found.array.compute(scheduler="sync"), n_sequences, n_times)
         return {"X": samples, "lengths": found}
 
+    def _long_input(self, X: Any, variable: str | None, failure: ValueError) -> Samples:
+        """``X`` as one long sequence (time × features, or time for symbols), chunked along
+        time; ``failure`` (refusing it as many sequences) explains any other shape."""
+        long_ndim = self._ndim - 1
+        chunk_rows = None
+        if not isinstance(X, str | os.PathLike | xr.Dataset) and np.ndim(X) == long_ndim:
+            chunk_rows = max(1, CHUNK_ELEMENTS // max(1, int(np.prod(np.shape(X)[1:]))))
+        dims: dict[str, Any] = {"sample_dim": self.time_dim}
+        if long_ndim == 2:
+            dims["feature_dim"] = getattr(self, "feature_dim", "feature")
+        try:
+            return as_samples(X, variable=variable, ndim=long_ndim, chunk_rows=chunk_rows, **dims)
+        except ValueError as exc:
+            if "must be" not in str(exc) and "has dims" not in str(exc):
+                raise
+            features = ", n_features" if self._ndim == 3 else ""
+            one = "time, n_features" if self._ndim == 3 else "time"
+            raise ValueError(
+                f"{failure} {LAYOUT_HINT.format(features=features)} One long sequence is an "
+                f"array of shape ({one}), chunked along time."
+            ) from failure
+
+    def _is_long(self, inputs: dict[str, Samples]) -> bool:
+        """Whether the input is one sequence spanning the chunks (see dem.models.hmm.long)."""
+        return bool(inputs["X"].array.ndim == self._ndim - 1)
+
     def _sampled_observations(
         self, inputs: dict[str, Samples], rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        """At most ``init_sample_size`` random sequences: (sequences, valid steps)."""
+        """At most ``init_sample_size`` random sequences: (sequences, valid steps); for one
+        long sequence, at most ``init_sample_size`` random time steps (as sequences of one)."""
         seed = int(rng.integers(2**63))
+        if self._is_long(inputs):
+            x = sample_rows(inputs["X"].array, int(self.init_sample_size), rng)
+            return x[:, None], np.ones((len(x), 1), dtype=bool)
         x = sample_rows(inputs["X"].array, int(self.init_sample_size), np.random.default_rng(seed))
         n_times = x.shape[1]
         if "lengths" in inputs:
@@ -246,7 +284,8 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
             }
             return {**params, **self._initial_emissions(model, n_features, inputs, rng)}
 
-        self._fit_restarts(model, inputs, make_init)
+        fitted = LongHMMModel(model) if self._is_long(inputs) else model
+        self._fit_restarts(fitted, inputs, make_init)
         self.n_features_in_ = int(n_features)
         return self
 
@@ -289,9 +328,9 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
     ) -> tuple[HMMModel, Params, dict[str, Samples]]:
         params = self._params()
         inputs = self._inputs(X, lengths, variable)
-        if self._ndim == 3 and inputs["X"].array.shape[2] != self.n_features_in_:
+        if self._ndim == 3 and inputs["X"].array.shape[-1] != self.n_features_in_:
             raise ValueError(
-                f"X has {inputs['X'].array.shape[2]} features, but the HMM was fitted with "
+                f"X has {inputs['X'].array.shape[-1]} features, but the HMM was fitted with "
                 f"{self.n_features_in_}."
             )
         return self._model(self.n_features_in_), params, inputs
@@ -307,6 +346,8 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         dtype: Any = np.float64,
     ) -> Any:
         model, params, inputs = self._fitted_inputs(X, lengths, variable)
+        if self._is_long(inputs):
+            return self._per_step(model, params, inputs["X"], method)
 
         def function(x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
             result: np.ndarray = getattr(model, method)(x, lengths, params)
@@ -321,6 +362,22 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
             dtype=dtype,
             missing_ok=None,
         )
+
+    def _per_step(self, model: HMMModel, params: Params, samples: Samples, method: str) -> Any:
+        """``method``'s result for one long sequence: lazy for lazy input, as its input."""
+        if method == "sequence_loglik":
+            return np.array([long.loglik(model, params, samples.array)])
+        if method == "decode":
+            result = long.lazy_path(model, params, samples.array)
+            dims: tuple[str, ...] = (self.time_dim,)
+        else:
+            result = long.lazy_posteriors(model, params, samples.array)
+            dims = (self.time_dim, "state")
+        if samples.kind == "numpy":
+            return result.compute()
+        if samples.kind == "xarray":
+            return xr.DataArray(result, dims=dims, coords=samples.coords)
+        return result
 
     def score_sequences(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> Any:
         """Log-likelihood of each sequence, shape (n_sequences,)."""
@@ -345,6 +402,10 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
 
     def _score_stats(self, X: Any, lengths: Any, variable: str | None) -> Stats:
         model, params, inputs = self._fitted_inputs(X, lengths, variable)
+        if self._is_long(inputs):
+            array = inputs["X"].array
+            value = long.loglik(model, params, array)
+            return {"n": np.float64(array.shape[0]), "loglik": np.float64(value)}
 
         def loglik(block: Block, p: Params) -> Stats:
             x = block["X"]

@@ -212,7 +212,7 @@ class GaussianHMM(BaseHMM):
         )
 
     def _n_features(self, inputs: dict[str, Samples]) -> int:
-        return int(inputs["X"].array.shape[2])
+        return int(inputs["X"].array.shape[-1])
 
     def _checked_emission_inits(
         self, n_features: int
@@ -433,6 +433,8 @@ class CategoricalHMM(BaseHMM):
 
         def largest(block: Block, params: Params) -> Stats:
             x = block["X"]
+            if x.ndim == 1:  # one long sequence
+                return {"largest": np.float64(checked_symbols(x, None).max())}
             lengths = checked_lengths(
                 block.get("lengths"), x.shape[0], x.shape[1], " of this chunk"
             )

@@ -1,0 +1,543 @@
+"""One HMM sequence longer than a chunk: exact Baum–Welch and Viterbi across chunks.
+
+A 2-D input (time × features; 1-D symbols for a categorical HMM) chunked along time
+is one sequence. Each chunk is cut into segments of :data:`SEGMENT` steps, walked side
+by side as the sequences of a block are (:mod:`dem.models.hmm.chain` has the maths).
+
+One EM iteration is two passes over the data (two computes):
+
+1. **Operators.** Each chunk's task computes the forward operators of its segments
+   and composes them (pairwise, in a fixed tree) into the chunk's K × K forward
+   operator (rows normalised, log scales beside). Only those K² + K numbers per
+   chunk come back to the client (and the chunks' content digests in the first
+   pass of a checkpointed fit).
+2. **Statistics.** On the client, a scan over the chunks' operators (in chunk
+   order, so its result depends on nothing but the data) gives the forward
+   message entering each chunk and the backward message leaving it. Each chunk's
+   task gets its two messages (2K numbers), recomputes its segments' operators,
+   scans them to get every segment's messages, and runs forward–backward on its
+   segments with the messages folded into their ends; the segments' boundary
+   transitions are added, and the chunk returns the additive statistics of the
+   many-sequence model, summed in the same fixed-shape tree. The M-step is that
+   model's.
+
+Two passes are the fewest for exact EM: a chunk's posteriors depend on every other
+chunk's data through the messages, which the first pass must compute at the
+parameters of this iteration before any statistics can be formed. Viterbi is the same
+scheme with max-product operators: a scan over the chunks' max operators decides the
+state at each chunk's first and last step, and each chunk's backtrack stays local.
+
+The scaling is that of the scaled forward–backward algorithm (each operator's rows
+renormalised at every step), so the posteriors equal log-space forward–backward's
+wherever no state's relative probability falls below about 1e-300 at a chunk or
+segment boundary; segments whose local normalisers underflow are redone in log
+space by :func:`dem.models.hmm.kernels.forward_backward`.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.delayed import Delayed
+from dask.task_spec import DataNode, Task, TaskRef
+
+from dem.checkpoint import CheckpointMismatchError, chunk_digest
+from dem.graph import _compute, _tree_layer, _with_inputs, check_block
+from dem.model import Block, Params, Stats
+from dem.models.hmm.chain import (
+    MAX_ELEMENTS,
+    boundary_transitions,
+    chain,
+    fold_messages,
+    forward_operators,
+    max_backtrack,
+    max_chain,
+    max_operators,
+    max_scan,
+    pin,
+    scan,
+)
+from dem.models.hmm.kernels import forward_backward, viterbi
+from dem.models.hmm.model import HMMModel
+from dem.models.scratch import thread_scratch
+
+#: Most time steps of a segment. The forward loops run as many steps as a segment has,
+#: per block of segments, and a chunk's scan over its segments as many as it has
+#: segments, so a chunk of n steps is cut into segments of about √n steps (16 to
+#: ``SEGMENT``).
+SEGMENT = 512
+#: Fewest time steps of a segment (but a chunk shorter than that is one segment).
+MIN_SEGMENT = 16
+
+Digests = tuple[tuple[int, ...], ...]
+
+
+# --- one chunk --------------------------------------------------------------------------
+
+
+def _segments(
+    model: HMMModel, x: np.ndarray, params: Params
+) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray]]:
+    """The chunk's blocks of segments: (rows of the chunk, segments, prepared data,
+    emission log-densities (n_times, K, n_segments)), in buffers the next block reuses.
+
+    The chunk is cut into segments of equal length (see ``SEGMENT``) and one shorter
+    segment for the remainder."""
+    n_rows = len(x)
+    length = min(n_rows, max(MIN_SEGMENT, min(SEGMENT, math.isqrt(n_rows))))
+    full = n_rows // length
+    groups = [(0, full, length)]
+    if full * length < n_rows:
+        groups.append((full * length, 1, n_rows - full * length))
+    scratch = thread_scratch("hmm")
+    first_segment = 0
+    for row, count, steps in groups:
+        sequences = x[row : row + count * steps].reshape(count, steps, *x.shape[1:])
+        for rows, data, _ in model.blocks({"X": sequences}, params, scratch):
+            log_b = model.emission_log_prob(data, params, scratch)
+            yield (
+                slice(row + rows.start * steps, row + rows.stop * steps),
+                slice(first_segment + rows.start, first_segment + rows.stop),
+                data,
+                log_b,
+            )
+        first_segment += count
+
+
+def _operators(model: HMMModel, x: np.ndarray, params: Params) -> tuple[np.ndarray, np.ndarray]:
+    """The forward operators of the chunk's segments, in order."""
+    transmat = params["transmat"]
+    found = [forward_operators(log_b, transmat) for _, _, _, log_b in _segments(model, x, params)]
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+
+def chunk_operator(model: HMMModel, params: Params, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's forward operator (K × K, rows normalised) and its rows' log scales."""
+    return chain(*_operators(model, x, params))
+
+
+def _messages_walk(
+    model: HMMModel,
+    params: Params,
+    x: np.ndarray,
+    entering: np.ndarray,
+    leaving: np.ndarray,
+    ends: bool,
+) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Forward–backward on each block of the chunk's segments, given the chunk's messages.
+
+    Yields (rows, segments, data, gamma, within-segment transitions + boundary
+    transitions, the chunk's log-likelihood given the past) per block; ``ends`` says
+    the chunk ends the sequence.
+    """
+    transmat = params["transmat"]
+    operators, scale = _operators(model, x, params)
+    predicted, backward, loglik = scan(operators, scale, entering, leaving)
+    last = np.zeros(len(operators), dtype=bool)
+    last[-1] = ends
+    ones = np.ones(model.n_components)
+    scratch = thread_scratch("hmm")
+    for rows, segments, data, log_b in _segments(model, x, params):
+        fold_messages(log_b, predicted[segments], backward[segments], transmat, last[segments])
+        found = forward_backward(log_b, ones, transmat, None, scratch=scratch)
+        assert found.gamma is not None and found.trans is not None
+        trans = found.trans + boundary_transitions(
+            found.gamma[-1], backward[segments], transmat, last[segments]
+        )
+        yield rows, segments, data, found.gamma, trans, float(loglik.sum())
+
+
+def chunk_stats(
+    model: HMMModel,
+    params: Params,
+    x: np.ndarray,
+    entering: np.ndarray,
+    leaving: np.ndarray,
+    starts: bool,
+    ends: bool,
+) -> Stats:
+    """The chunk's additive statistics (those of ``model``'s E-step) given its messages.
+
+    ``starts``/``ends`` say whether the chunk begins/ends the sequence.
+    """
+    k = model.n_components
+    stats: Stats = {
+        "n": np.float64(len(x)),
+        "loglik": np.float64(0.0),
+        "start": np.zeros(k),
+        "trans": np.zeros((k, k)),
+        **model.empty_emission_stats(x.reshape(len(x), 1, *x.shape[1:]), params),
+    }
+    for _, segments, data, gamma, trans, loglik in _messages_walk(
+        model, params, x, entering, leaving, ends
+    ):
+        stats["loglik"] = np.float64(loglik)
+        stats["trans"] += trans
+        if starts and segments.start == 0:
+            stats["start"] += gamma[0, :, 0]
+        for key, value in model.emission_stats(data, gamma, params, thread_scratch("hmm")).items():
+            stats[key] += value
+    return stats
+
+
+def chunk_posteriors(
+    model: HMMModel,
+    params: Params,
+    x: np.ndarray,
+    entering: np.ndarray,
+    leaving: np.ndarray,
+    ends: bool,
+) -> np.ndarray:
+    """State posteriors of the chunk's steps, shape (n_rows, K)."""
+    out = np.empty((len(x), model.n_components))
+    for rows, segments, _, gamma, _, _ in _messages_walk(model, params, x, entering, leaving, ends):
+        n_segments = segments.stop - segments.start
+        out[rows] = gamma[:, :, :n_segments].transpose(2, 0, 1).reshape(-1, model.n_components)
+    return out
+
+
+def _log_transmat(params: Params) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.log(params["transmat"])
+
+
+def _max_operators(model: HMMModel, x: np.ndarray, params: Params) -> np.ndarray:
+    """The max operators of the chunk's segments, in order (a few segments at a time)."""
+    log_transmat = _log_transmat(params)
+    found = []
+    width = max(1, MAX_ELEMENTS // model.n_components**3)
+    for _, _, _, log_b in _segments(model, x, params):
+        for start in range(0, log_b.shape[2], width):
+            found.append(max_operators(log_b[:, :, start : start + width], log_transmat))
+    return np.concatenate(found)
+
+
+def chunk_max_operator(model: HMMModel, params: Params, x: np.ndarray) -> np.ndarray:
+    """The chunk's max operator (K × K): best log-score from each first to each last state."""
+    return max_chain(_max_operators(model, x, params), _log_transmat(params))
+
+
+def chunk_path(
+    model: HMMModel, params: Params, x: np.ndarray, first_state: int, last_state: int
+) -> np.ndarray:
+    """The best state path through the chunk from ``first_state`` to ``last_state``."""
+    log_transmat = _log_transmat(params)
+    operators = _max_operators(model, x, params)
+    entering = np.full(model.n_components, -np.inf)
+    entering[first_state] = 0.0
+    entering_all, ending_all = max_scan(operators, entering, log_transmat)
+    firsts, lasts = max_backtrack(
+        operators, entering_all, ending_all, log_transmat, last_state, first_state
+    )
+    out = np.empty(len(x), dtype=np.int64)
+    ones = np.ones(model.n_components)
+    for rows, segments, _, log_b in _segments(model, x, params):
+        pin(log_b, firsts[segments], lasts[segments])
+        out[rows] = viterbi(log_b, ones, params["transmat"], None).ravel()
+    return out
+
+
+# --- the whole sequence: client-side scans ----------------------------------------------
+
+
+def sequence_messages(
+    params: Params, operators: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Messages entering and leaving each chunk, and each chunk's log-likelihood given
+    the ones before (see :func:`dem.models.hmm.chain.scan`)."""
+    stacked = np.stack([o[0] for o in operators]), np.stack([o[1] for o in operators])
+    k = len(params["startprob"])
+    return scan(*stacked, params["startprob"], np.ones(k))
+
+
+def sequence_bounds(params: Params, operators: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The states at each chunk's first and last step on the best path."""
+    log_transmat = _log_transmat(params)
+    with np.errstate(divide="ignore"):
+        start = np.log(params["startprob"])
+    stacked = np.stack(operators)
+    entering, ending = max_scan(stacked, start, log_transmat)
+    return max_backtrack(stacked, entering, ending, log_transmat, None)
+
+
+# --- the graphs -------------------------------------------------------------------------
+
+
+def _checked(
+    names: tuple[str, ...], missing_ok: frozenset[str] | None, first_row: int, x: np.ndarray
+) -> None:
+    if missing_ok is not None:
+        check_block(names, (x,), missing_ok, first_row)
+
+
+def _located(function: Any, first_row: int, x: np.ndarray, *args: Any) -> Any:
+    """``function(*args)``, naming the chunk's rows in a ValueError the model raised."""
+    try:
+        return function(*args)
+    except ValueError as invalid:
+        if type(invalid) is not ValueError:
+            raise
+        rows = f"{first_row}-{first_row + len(x) - 1}"
+        raise ValueError(f"{invalid} (In the chunk of time steps {rows}.)") from invalid
+
+
+def _operator_task(
+    model: HMMModel,
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    digest: bool,
+    first_row: int,
+    params: Params,
+    x: np.ndarray,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, ...]]:
+    _checked(names, missing_ok, first_row, x)
+    found = _located(chunk_operator, first_row, x, model, params, x)
+    return found, ((chunk_digest(x),) if digest else ())
+
+
+def _stats_task(
+    model: HMMModel,
+    first_row: int,
+    entering: np.ndarray,
+    leaving: np.ndarray,
+    starts: bool,
+    ends: bool,
+    params: Params,
+    x: np.ndarray,
+) -> Stats:
+    return _located(chunk_stats, first_row, x, model, params, x, entering, leaving, starts, ends)
+
+
+def _gather(*values: Any) -> list[Any]:
+    return list(values)
+
+
+def _graph(
+    tasks: list[tuple[Any, ...]], blocks: list[tuple[int, list[Delayed]]], params: Params
+) -> tuple[dict[Any, Any], list[str], str]:
+    """A layer of one task per chunk, ``(function, *arguments)`` each followed by the
+    parameters and the chunk; returns the layer, the tasks' keys and a token."""
+    token = uuid.uuid4().hex
+    params_key = f"_long_params-{token}"
+    layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
+    keys = []
+    for index, ((function, *arguments), (_, values)) in enumerate(zip(tasks, blocks, strict=True)):
+        key = f"_long_chunk-{token}-{index}"
+        layer[key] = Task(key, function, *arguments, TaskRef(params_key), TaskRef(values[0].key))
+        keys.append(key)
+    return layer, keys, token
+
+
+def _run(
+    layer: dict[Any, Any], root: str, token: str, names: tuple[str, ...], blocks: list[Any]
+) -> Any:
+    name = f"_long-{token}"
+    inputs = [value for _, values in blocks for value in values]
+    return _compute(Delayed(root, _with_inputs(name, layer, inputs), layer=name), names, blocks)
+
+
+def operators_pass(
+    model: HMMModel,
+    params: Params,
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    *,
+    missing_ok: frozenset[str] | None = None,
+    digest: bool = False,
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], Digests]:
+    """First pass: every chunk's forward operator (and content digest)."""
+    tasks = [
+        (_operator_task, model, names, missing_ok, digest, first_row) for first_row, _ in blocks
+    ]
+    layer, keys, token = _graph(tasks, blocks, params)
+    root = f"_long_gather-{token}"
+    layer[root] = Task(root, _gather, *(TaskRef(key) for key in keys))
+    found = _run(layer, root, token, names, blocks)
+    return [operator for operator, _ in found], tuple(d for _, d in found)
+
+
+def stats_pass(
+    model: HMMModel,
+    params: Params,
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    operators: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    split_every: int,
+) -> Stats:
+    """Second pass: every chunk's statistics from its messages, summed in a fixed tree."""
+    predicted, backward, _ = sequence_messages(params, operators)
+    last = len(blocks) - 1
+    tasks = [
+        (_stats_task, model, first_row, predicted[c], backward[c], c == 0, c == last)
+        for c, (first_row, _) in enumerate(blocks)
+    ]
+    layer, keys, token = _graph(tasks, blocks, params)
+    tree, root = _tree_layer(keys, model.combine, split_every, token)
+    layer.update(tree)
+    return _run(layer, root, token, names, blocks)
+
+
+def _check_content(found: Digests, expected: Digests) -> None:
+    for index, (mine, theirs) in enumerate(zip(found, expected, strict=True)):
+        if tuple(mine) != tuple(theirs):
+            raise CheckpointMismatchError(
+                f"Chunk {index} along time differs from the data the checkpoint was written "
+                "for (its content changed). Resume with the same data, or start a new "
+                "checkpoint."
+            )
+
+
+# --- the model the engine runs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LongHMMModel:
+    """An HMM fitted on one sequence that spans the chunks of a time × features array.
+
+    Wraps a many-sequence model (:class:`~dem.models.hmm.model.GaussianHMMModel`,
+    :class:`~dem.models.hmm.model.CategoricalHMMModel`): the same name, configuration,
+    parameters, statistics and M-step, so its checkpoints read back into the same
+    estimators; only the pass over the data differs (the ``own_pass`` hook of
+    :mod:`dem.model`).
+    """
+
+    hmm: HMMModel
+
+    inputs: ClassVar[tuple[str, ...]] = ("X",)
+    missing_ok: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def name(self) -> str:
+        return self.hmm.name
+
+    @property
+    def remedy(self) -> str:
+        return self.hmm.remedy
+
+    @property
+    def n_components(self) -> int:
+        return self.hmm.n_components
+
+    def config(self) -> dict[str, Any]:
+        return self.hmm.config()
+
+    def param_dims(self) -> dict[str, tuple[str, ...]]:
+        return self.hmm.param_dims()
+
+    def e_step(self, block: Block, params: Params) -> Stats:
+        """Statistics of a block holding the whole sequence."""
+        x = block["X"]
+        operator = chunk_operator(self.hmm, params, x)
+        predicted, backward, _ = sequence_messages(params, [operator])
+        return chunk_stats(self.hmm, params, x, predicted[0], backward[0], True, True)
+
+    def combine(self, a: Stats, b: Stats) -> Stats:
+        return self.hmm.combine(a, b)
+
+    def m_step(self, stats: Stats, params: Params) -> Params:
+        return self.hmm.m_step(stats, params)
+
+    def pack(self, params: Params) -> np.ndarray:
+        return self.hmm.pack(params)
+
+    def unpack(self, vector: np.ndarray, like: Params) -> Params:
+        return self.hmm.unpack(vector, like)
+
+    def own_pass(
+        self,
+        params: Params,
+        names: tuple[str, ...],
+        blocks: list[tuple[int, list[Delayed]]],
+        *,
+        split_every: int,
+        missing_ok: frozenset[str] | None,
+        content: Digests | bool,
+    ) -> tuple[Stats, Digests | None]:
+        """One EM evaluation: the operators pass, the client's scan, the statistics pass."""
+        operators, digests = operators_pass(
+            self.hmm, params, names, blocks, missing_ok=missing_ok, digest=content is not False
+        )
+        if content is not False and content is not True:
+            _check_content(digests, content)
+        stats = stats_pass(self.hmm, params, names, blocks, operators, split_every=split_every)
+        return stats, (digests if content is not False else None)
+
+
+# --- lazy per-step results ------------------------------------------------------------------
+
+
+def _lazy_chunks(array: da.Array) -> tuple[list[Delayed], list[Delayed], list[int]]:
+    """The chunks of ``array`` twice, under different keys (so a lazy two-pass result
+    re-reads each chunk rather than holding all of them between its passes)."""
+    from dask.graph_manipulation import clone
+
+    first = list(array.to_delayed(optimize_graph=True).reshape(-1))
+    second = list(clone(array).to_delayed(optimize_graph=True).reshape(-1))
+    return first, second, [int(n) for n in array.chunks[0]]
+
+
+def lazy_path(model: HMMModel, params: Params, array: da.Array) -> da.Array:
+    """The Viterbi path of the sequence ``array`` (time first), lazily, chunked as it."""
+    first, second, sizes = _lazy_chunks(array)
+    delayed = dask.delayed
+    operators = [delayed(chunk_max_operator)(model, params, chunk) for chunk in first]
+    bounds = delayed(sequence_bounds, nout=2)(params, operators)
+    parts = [
+        da.from_delayed(
+            delayed(chunk_path)(model, params, chunk, bounds[0][c], bounds[1][c]),
+            shape=(sizes[c],),
+            dtype=np.int64,
+        )
+        for c, chunk in enumerate(second)
+    ]
+    return da.concatenate(parts)
+
+
+def lazy_posteriors(model: HMMModel, params: Params, array: da.Array) -> da.Array:
+    """The state posteriors of the sequence ``array``, lazily, shape (n_times, K)."""
+    first, second, sizes = _lazy_chunks(array)
+    delayed = dask.delayed
+    operators = [delayed(chunk_operator)(model, params, chunk) for chunk in first]
+    messages = delayed(sequence_messages, nout=3)(params, operators)
+    last = len(sizes) - 1
+    parts = [
+        da.from_delayed(
+            delayed(chunk_posteriors)(
+                model, params, chunk, messages[0][c], messages[1][c], c == last
+            ),
+            shape=(sizes[c], model.n_components),
+            dtype=np.float64,
+        )
+        for c, chunk in enumerate(second)
+    ]
+    return da.concatenate(parts)
+
+
+def loglik(model: HMMModel, params: Params, array: da.Array) -> float:
+    """Log-likelihood of the sequence ``array`` (one pass)."""
+    from dem.graph import chunk_blocks
+
+    names, blocks = ("X",), chunk_blocks({"X": array})
+    operators, _ = operators_pass(model, params, names, blocks, missing_ok=frozenset())
+    return float(sequence_messages(params, operators)[2].sum())
+
+
+__all__ = [
+    "SEGMENT",
+    "LongHMMModel",
+    "chunk_operator",
+    "chunk_path",
+    "chunk_posteriors",
+    "chunk_stats",
+    "lazy_path",
+    "lazy_posteriors",
+    "loglik",
+]
