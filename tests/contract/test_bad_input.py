@@ -610,8 +610,10 @@ def _hmm_outcomes(ndim: int) -> dict[str, Outcome]:
             r"NaN or infinity inside 1 sequence.*sequence 1 of this chunk, at time step 7"
             + located.format("40-59"),
         ),
-        "one dimension too few": Outcome(
-            ValueError, rf"must be {ndim}-D; got {ndim - 1}-D.*Arrange the sequences"
+        "one dimension too few": Outcome(  # one long sequence, given lengths
+            ValueError,
+            rf"one sequence \({ndim - 1}-D, time first\), which has no lengths.*Arrange the "
+            "sequences",
         ),
         "one dimension too many": Outcome(
             ValueError, rf"must be {ndim}-D; got {ndim + 1}-D.*Arrange the sequences"
