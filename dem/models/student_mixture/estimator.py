@@ -159,8 +159,9 @@ online_lower_bounds_, n_features_in_
         return {**params, "dofs": self.dofs_}
 
     def _n_parameters(self) -> int:
-        n_dofs = {None: len(self.dofs_), "tied": 1}.get(self.dof, 0)  # type: ignore[call-overload]
-        return super()._n_parameters() + int(n_dofs)
+        if self.dof is None:
+            return super()._n_parameters() + len(self.dofs_)
+        return super()._n_parameters() + int(self.dof == "tied")
 
     def sample(
         self, n_samples: int = 1, *, random_state: RandomState = None
@@ -180,8 +181,10 @@ online_lower_bounds_, n_features_in_
         for component, count in enumerate(counts):
             standard = rng.standard_normal((count, d))
             if self.covariance_type in ("full", "tied"):
-                scale = self.covariances_[component] if self.covariance_type == "full" else (
-                    self.covariances_
+                scale = (
+                    self.covariances_[component]
+                    if self.covariance_type == "full"
+                    else (self.covariances_)
                 )
                 standard = standard @ np.linalg.cholesky(scale).T
             else:  # diag and spherical scale each coordinate

@@ -95,7 +95,9 @@ class StudentMixtureModel(MixtureModel):
             np.zeros(n_runs * n_components),  # Σ r log1p(δ²/ν)
         ]
         scratch = thread_scratch("student_mixture")  # every statistic is a fresh array
-        for xt in gaussian.transposed_blocks(x, shift, np.float64, mixture_kernels.BLOCK_ROWS, scratch):
+        for xt in gaussian.transposed_blocks(
+            x, shift, np.float64, mixture_kernels.BLOCK_ROWS, scratch
+        ):
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             squared = distances(xt, moments, scratch)
             log_prob, log_ratio = kernels.log_densities(
@@ -181,4 +183,3 @@ class StudentMixtureModel(MixtureModel):
             out[:, start : start + xt.shape[1]] = log_prob
             start += xt.shape[1]
         return out.T
-
