@@ -200,7 +200,7 @@ def test_observed_loglik_never_decreases(covariance_type, dof):
 def direct_t_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Maximum of Σ log t(x | μ, Σ, ν) over (μ, Cholesky factor of Σ, log ν) by BFGS,
     the likelihood being scipy.stats.multivariate_t's."""
-    n, d = x.shape
+    d = x.shape[1]
     rows, cols = np.tril_indices(d)
 
     def unpack(theta):
