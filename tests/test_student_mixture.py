@@ -342,3 +342,24 @@ def test_a_fit_on_worker_processes_equals_the_local_fit(process_client):
     np.testing.assert_allclose(remote.lower_bounds_, local.lower_bounds_, rtol=1e-12)
     np.testing.assert_allclose(remote.dofs_, local.dofs_, rtol=1e-10)
     np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-10)
+
+
+def test_float32_data_fit_as_their_float64_values():
+    """Everything is computed in float64: float32 input gives the fit of its values."""
+    x = t_data(900, seed=10).astype(np.float32)
+    options = {"max_iter": 10, "tol": 0, "random_state": 0, "init_params": "kmeans"}
+    single = dem.StudentMixture(3, **options).fit(x)
+    double = dem.StudentMixture(3, **options).fit(x.astype(np.float64))
+    np.testing.assert_allclose(single.lower_bounds_, double.lower_bounds_, rtol=1e-12)
+    np.testing.assert_allclose(single.dofs_, double.dofs_, rtol=1e-10)
+
+
+def test_online_em_then_batch_reaches_the_batch_optimum():
+    x = t_data(3000, seed=11)
+    lazy = da.from_array(x, chunks=(300, -1))
+    options = {"tol": 1e-9, "max_iter": 500, "random_state": 0, "init_params": "kmeans"}
+    batch = dem.StudentMixture(3, **options).fit(lazy)
+    online = dem.StudentMixture(3, method="online", batch_chunks=2, **options).fit(lazy)
+    assert online.n_online_updates_ == 5
+    assert online.lower_bound_ == pytest.approx(batch.lower_bound_, abs=1e-6)
+    np.testing.assert_allclose(np.sort(online.dofs_), np.sort(batch.dofs_), rtol=1e-2)
