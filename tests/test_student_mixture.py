@@ -262,7 +262,7 @@ def test_with_gross_outliers_its_means_are_closer_to_the_truth_than_the_gaussian
     clean = np.vstack([c + rng.standard_normal((600, 2)) for c in centres])
     outliers = rng.uniform(-40.0, 40.0, size=(int(0.05 * len(clean) / 0.95), 2))
     x = rng.permutation(np.vstack([clean, outliers]))
-    options = {"max_iter": 300, "tol": 1e-8, "means_init": centres + 0.5, "random_state": 0}
+    options = {"max_iter": 300, "tol": 1e-6, "means_init": centres + 0.5, "random_state": 0}
     gaussian = dem.GaussianMixture(3, **options).fit(x)
     student = dem.StudentMixture(3, **options).fit(x)
 
@@ -331,6 +331,7 @@ def test_checkpoint_restores_the_degrees_of_freedom(tmp_path):
     np.testing.assert_array_equal(restored.score_samples(x), model.score_samples(x))
 
 
+@pytest.mark.slow
 def test_a_fit_on_worker_processes_equals_the_local_fit(process_client):
     x = t_data(1200, seed=9)
     lazy = da.from_array(x, chunks=(300, -1))
