@@ -14,6 +14,7 @@ from dem.models.censored import CensoredRegression
 from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
 from dem.models.ppca import PPCA, FactorAnalysis
+from dem.models.student_mixture import StudentMixture
 from dem.restore import from_checkpoint
 from dem.tabular import read_parquet
 
@@ -34,6 +35,7 @@ __all__ = [
     "GaussianMixture",
     "IterationInfo",
     "NotFittedError",
+    "StudentMixture",
     "fit",
     "from_checkpoint",
     "load_checkpoint",

@@ -545,11 +545,77 @@ def by_checkpoint_model(model: str) -> ModelEntry | None:
 
 
 def by_estimator(estimator: Any) -> ModelEntry | None:
-    """The entry whose estimator class ``estimator`` is an instance of (None if none)."""
-    return next((e for e in REGISTRY.values() if isinstance(estimator, e.estimator_class())), None)
+    """The entry whose estimator class ``estimator`` is an instance of (None if none); the
+    entry of its own class before those of its base classes (a StudentMixture is a
+    GaussianMixture)."""
+    matches = [e for e in REGISTRY.values() if isinstance(estimator, e.estimator_class())]
+    exact = [e for e in matches if type(estimator) is e.estimator_class()]
+    found = exact or matches
+    return found[0] if found else None
 
 
 def choices(opt: Opt) -> tuple[str, ...]:
     """The choices of a ``"choice"`` option (a ``"module:NAME"`` path is read now)."""
     found = load(opt.choices) if isinstance(opt.choices, str) else opt.choices
     return tuple(str(c) for c in found)
+
+
+def _dof(value: Any) -> Any:
+    """``--dof``: omitted (None, estimated per component), ``tied``, or a number."""
+    if value is None or value == "tied":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--dof must be a positive number or 'tied', got {value!r}.") from None
+
+
+register(
+    ModelEntry(
+        name="tmix",
+        checkpoint_model="student_mixture",
+        estimator="dem.models.student_mixture:StudentMixture",
+        help="Mixture of multivariate t distributions (robust to outliers), fitted by ECM.",
+        options=(
+            _n_components("Number of mixture components."),
+            Opt(
+                "covariance_type",
+                "Form of the component scale matrices.",
+                "choice",
+                ("full", "tied", "diag", "spherical"),
+            ),
+            Opt(
+                "dof",
+                "Degrees of freedom: leave out to estimate one per component, 'tied' for one "
+                "shared estimate, or a number to fix them.",
+                "str",
+                default=None,
+                convert=_dof,
+            ),
+            Opt("reg_covar", "Added to the diagonal of every scale matrix.", "float"),
+            Opt(
+                "init_params",
+                "How the start is found: k-means|| over all the data, or a method on a row "
+                "sample ('auto': k-means|| when the data exceed the sample).",
+                "choice",
+                "dem.models.mixture:INIT_METHODS",
+            ),
+            Opt("weights_init", "Initial weights, shape (K,).", "array"),
+            Opt("means_init", "Initial locations, shape (K, d).", "array"),
+            Opt("precisions_init", "Initial inverse scale matrices.", "array"),
+        ),
+        outputs={
+            "labels": Output("predict", ("sample",), "most probable component"),
+            "probabilities": Output("predict_proba", ("sample", "component"), "responsibilities"),
+            "loglik": Output("score_samples", ("sample",), "log-likelihood of each sample"),
+        },
+        synth="tmix",
+        synth_options=(
+            _synth_components(8),
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=1.0
+            ),
+            Opt("dof", "Degrees of freedom of every component.", "float", default=5.0),
+        ),
+    )
+)

@@ -449,3 +449,41 @@ def read_truth(path: str | os.PathLike[str]) -> Truth:
         )
     stored: dict[str, Any] = attrs[ATTRIBUTE]  # type: ignore[assignment]
     return {name: np.asarray(value) for name, value in stored["truth"].items()}
+
+
+# --- Student-t mixture (appended: the generator registers itself below) ----------------
+
+
+def student_mixture_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 8,
+    separation: float = 1.0,
+    dof: float = 5.0,
+) -> Truth:
+    """:func:`gmm_truth` (the scale matrices as ``covariances``) with ``dof`` degrees of
+    freedom for every component (``dofs``)."""
+    if not dof > 0:
+        raise ValueError(f"dof must be positive, got {dof}.")
+    truth = gmm_truth(n_features, rng, n_components=n_components, separation=separation)
+    return {**truth, "dofs": np.full(n_components, float(dof))}
+
+
+def student_mixture_draw(
+    truth: Truth, rng: np.random.Generator, n_rows: int
+) -> dict[str, np.ndarray]:
+    """``n_rows`` samples of the t mixture (``X``) and the component each came from:
+    a Gaussian draw of the component divided, about its mean, by ``sqrt(τ)`` with
+    ``τ ~ Gamma(ν/2, rate ν/2)``."""
+    drawn = gmm_draw(truth, rng, n_rows)
+    x, labels = drawn["X"], drawn["labels"]
+    dofs = np.asarray(truth["dofs"], dtype=np.float64)[labels]
+    tau = rng.gamma(dofs / 2.0, 2.0 / dofs)
+    means = np.asarray(truth["means"])[labels]
+    return {"X": means + (x - means) / np.sqrt(tau)[:, None], "labels": labels}
+
+
+GENERATORS["tmix"] = Generator(
+    student_mixture_truth, student_mixture_draw, {"X": ("sample", "feature"), "labels": ("sample",)}
+)

@@ -108,6 +108,17 @@ MODELS: dict[str, ContractModel] = {
         },
     ),
 }
+MODELS["tmix"] = ContractModel(
+    240,
+    3,
+    {"n_components": 3, "separation": 2.0, "dof": 4.0},
+    {"n_components": 3},
+    {
+        **_covariances("full", "tied", "diag", "spherical"),
+        "tied-dof": Variant(estimator={"dof": "tied"}),
+        "fixed-dof": Variant(estimator={"dof": 3.0}),
+    },
+)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def initial_params(
             "scatter": gaussian.scatter_statistic(xc, resp, ctype, BLOCK_ROWS),
         }
         params = estimate_params(stats, shift, ctype, model.reg_covar)
-    return _overridden(params, ctype, weights_init, means_init, precisions_init)
+    return model.start(_overridden(params, ctype, weights_init, means_init, precisions_init))
 
 
 def resolve_init(init_params: str, n_samples: int, init_sample_size: int) -> str:
@@ -145,12 +145,14 @@ def kmeans_parallel_params(
         array, [m.n_components for m in models], rngs, scatter=ctype, split_every=split_every
     )
     return [
-        _overridden(
-            estimate_params(seeding.stats, seeding.shift, ctype, model.reg_covar),
-            ctype,
-            weights_init,
-            means_init,
-            precisions_init,
+        model.start(
+            _overridden(
+                estimate_params(seeding.stats, seeding.shift, ctype, model.reg_covar),
+                ctype,
+                weights_init,
+                means_init,
+                precisions_init,
+            )
         )
         for model, seeding in zip(models, seedings, strict=True)
     ]

@@ -66,6 +66,11 @@ class MixtureModel:
             "shift": ("feature",),
         }
 
+    def start(self, params: Params) -> Params:
+        """Starting parameters from the Gaussian ones the initialisation (:mod:`.init`)
+        computes: unchanged here; a subclass adds its own (the Student mixture's ν)."""
+        return params
+
     def e_step(self, block: Block, params: Params) -> Stats:
         return self.e_step_many(block, [params])[0]
 
