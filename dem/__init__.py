@@ -10,6 +10,7 @@ from dem.checkpoint import (
 from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.censored import CensoredRegression
+from dem.models.factor_mixture import MixtureOfFactorAnalyzers
 from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
 from dem.models.ppca import PPCA, FactorAnalysis
@@ -30,6 +31,7 @@ __all__ = [
     "GaussianHMM",
     "GaussianMixture",
     "IterationInfo",
+    "MixtureOfFactorAnalyzers",
     "NotFittedError",
     "fit",
     "from_checkpoint",

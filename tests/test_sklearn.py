@@ -34,6 +34,7 @@ ESTIMATORS = [
     dem.CensoredRegression(max_iter=50, random_state=0),
     dem.GaussianHMM(2, max_iter=10, random_state=0),
     dem.CategoricalHMM(2, max_iter=10, random_state=0),
+    dem.MixtureOfFactorAnalyzers(2, 1, max_iter=20, random_state=0),
 ]
 
 # The checks that fit and use the HMMs on scikit-learn's 2-D samples × features X (those

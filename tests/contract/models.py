@@ -94,6 +94,17 @@ MODELS: dict[str, ContractModel] = {
     "categorical-hmm": ContractModel(
         24, 4, {"n_components": 3, "n_times": 12, "ragged": True}, {"n_components": 3}
     ),
+    "mfa": ContractModel(
+        300,
+        6,
+        {"n_components": 3, "n_factors": 2},
+        {"n_components": 3, "n_factors": 2, "init_params": "kmeans"},
+        {
+            "per_feature": Variant(),
+            "isotropic": Variant(estimator={"noise": "isotropic"}),
+            "missing": Variant(synth={"missing": 0.15}),
+        },
+    ),
 }
 
 
