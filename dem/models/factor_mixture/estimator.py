@@ -219,6 +219,11 @@ class MixtureOfFactorAnalyzers(
                 f"Expected n_samples >= n_components, got n_samples={n_samples} and "
                 f"n_components={model.n_components}. Use fewer components or more data."
             )
+        if n_samples < 2:
+            raise ValueError(
+                f"Got n_samples={n_samples}: at least 2 samples are needed to estimate a "
+                "variance. Use more data."
+            )
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         if method == "k-means||":  # passes before EM: persist now if at all
             persisted = prepare({"X": samples.array}, self.persist)["X"]
