@@ -134,7 +134,7 @@ def test_one_isotropic_component_is_the_closed_form_ppca_maximum():
 def reference_em(x, params, n_iter):
     """Plain EM for a mixture of factor analyzers: E-step with the d × d covariances,
     M-step with the augmented loadings [W, μ] (Ghahramani & Hinton 1996, eq. 11-15)."""
-    n, d = x.shape
+    n = len(x)
     k, _, q = params["loadings"].shape
     weights, means = params["weights"].copy(), params["means"].copy()
     loadings, noise = params["loadings"].copy(), params["noise_variance"].copy()

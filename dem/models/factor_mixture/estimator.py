@@ -257,8 +257,10 @@ class MixtureOfFactorAnalyzers(
             components[k] = (left * (signs * singular)).T
         self.weights_ = np.asarray(params["weights"], dtype=np.float64).copy()
         self.means_ = np.asarray(params["means"], dtype=np.float64).copy()
-        self.components_ = components
-        self.noise_variance_ = np.asarray(params["noise_variance"], dtype=np.float64).copy()
+        self.components_: np.ndarray = components
+        self.noise_variance_: np.ndarray = np.asarray(
+            params["noise_variance"], dtype=np.float64
+        ).copy()
 
     def _params(self) -> Params:
         if not hasattr(self, "components_"):
