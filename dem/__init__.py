@@ -11,6 +11,7 @@ from dem.engine import ConvergenceWarning, EMResult, IterationInfo, fit
 from dem.estimator import NotFittedError
 from dem.models.bayesian_mixture import BayesianGaussianMixture
 from dem.models.censored import CensoredRegression
+from dem.models.factor_mixture import MixtureOfFactorAnalyzers
 from dem.models.hmm import CategoricalHMM, GaussianHMM
 from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
 from dem.models.ppca import PPCA, FactorAnalysis
@@ -34,6 +35,7 @@ __all__ = [
     "GaussianHMM",
     "GaussianMixture",
     "IterationInfo",
+    "MixtureOfFactorAnalyzers",
     "NotFittedError",
     "StudentMixture",
     "fit",

@@ -508,6 +508,69 @@ _ENTRIES = (
             ),
         ),
     ),
+    ModelEntry(
+        name="mfa",
+        checkpoint_model="mixture_of_factor_analyzers",
+        estimator="dem.models.factor_mixture:MixtureOfFactorAnalyzers",
+        help="Mixture of factor analyzers (or of PPCA, --noise isotropic); NaN entries are "
+        "missing values.",
+        options=(
+            _n_components("Number of mixture components."),
+            Opt(
+                "n_factors",
+                "Factors (latent dimensions) per component.",
+                flags=("--n-factors", "-q"),
+            ),
+            Opt(
+                "noise",
+                "Noise of each component: one variance per feature, or one (mixture of PPCA).",
+                "choice",
+                "dem.models.factor_mixture:NOISE_TYPES",
+            ),
+            Opt(
+                "reg_noise",
+                "Floor of the noise variances (fraction of the mean variance).",
+                "float",
+            ),
+            Opt(
+                "init_params",
+                "How rows are clustered for the start (each cluster then gets its PPCA).",
+                "choice",
+                "dem.models.factor_mixture:INIT_METHODS",
+            ),
+        ),
+        outputs={
+            "labels": Output("predict", ("sample",), "most probable component"),
+            "probabilities": Output("predict_proba", ("sample", "component"), "responsibilities"),
+            "latent": Output(
+                "transform", ("sample", "factor"), "E[z | x] under the most probable component"
+            ),
+            "loglik": Output(
+                "score_samples", ("sample",), "log-likelihood of each sample's observed values"
+            ),
+        },
+        synth="mfa",
+        synth_options=(
+            _synth_components(4),
+            Opt(
+                "n_factors",
+                "Factors of each component of the truth.",
+                default=2,
+                flags=("--factors", "-q"),
+            ),
+            Opt(
+                "noise_variance",
+                "Mean noise variance (per feature 0.5 to 1.5 times it).",
+                "float",
+                default=0.1,
+            ),
+            Opt(
+                "separation", "Spread of the true means (std per coordinate).", "float", default=3.0
+            ),
+            Opt("missing", "Probability that an entry is missing (NaN).", "float", default=0.0),
+        ),
+        synth_fit=("--var", "X", "--n-components", "{n_components}", "--n-factors", "{n_factors}"),
+    ),
 )
 
 

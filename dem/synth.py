@@ -292,6 +292,56 @@ def categorical_hmm_draw(
     return {"X": x, "states": states, "lengths": lengths}
 
 
+# --- mixture of factor analyzers -------------------------------------------------------
+
+
+def mfa_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 4,
+    n_factors: int = 2,
+    noise_variance: float = 0.1,
+    separation: float = 3.0,
+    missing: float = 0.0,
+) -> Truth:
+    """Weights, means, loadings and per-feature noise of a mixture of factor analyzers.
+
+    Each component lies near its own random ``n_factors``-dimensional subspace: its
+    loadings (``loadings``, shape (K, n_features, n_factors)) have standard normal
+    entries, column ``j`` scaled by ``sqrt(n_factors - j)``; its noise is
+    ``noise_variance`` times a uniform draw in [0.5, 1.5] per feature. Means are drawn
+    with standard deviation ``separation`` per coordinate. Each entry is missing (NaN)
+    with probability ``missing``.
+    """
+    if n_components < 1 or not 1 <= n_factors < n_features:
+        raise ValueError(
+            f"n_components must be at least 1 and n_factors between 1 and n_features - 1 "
+            f"(n_features={n_features}); got {n_components} and {n_factors}."
+        )
+    if noise_variance <= 0 or not 0 <= missing < 1:
+        raise ValueError("noise_variance must be positive and missing in [0, 1).")
+    scales = np.sqrt(np.arange(n_factors, 0, -1, dtype=np.float64))
+    return {
+        "weights": rng.dirichlet(np.full(n_components, 8.0)),
+        "means": rng.normal(0.0, separation, size=(n_components, n_features)),
+        "loadings": rng.standard_normal((n_components, n_features, n_factors)) * scales,
+        "noise_variance": noise_variance * rng.uniform(0.5, 1.5, (n_components, n_features)),
+        "missing": np.asarray(missing, dtype=np.float64),
+    }
+
+
+def mfa_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, np.ndarray]:
+    """``n_rows`` samples ``X`` (NaN where missing) and the component each came from."""
+    weights, loadings = truth["weights"], truth["loadings"]
+    labels = rng.choice(len(weights), size=n_rows, p=weights / weights.sum())
+    z = rng.standard_normal((n_rows, loadings.shape[2]))
+    x = rng.standard_normal((n_rows, loadings.shape[1])) * np.sqrt(truth["noise_variance"][labels])
+    x += np.einsum("nq,njq->nj", z, loadings[labels]) + truth["means"][labels]
+    x[rng.random(x.shape) < truth["missing"]] = np.nan
+    return {"X": x, "labels": labels.astype(np.int32)}
+
+
 def _n_times(truth: Truth) -> int:
     return int(truth["n_times"])
 
@@ -326,6 +376,7 @@ GENERATORS: dict[str, Generator] = {
         {**_SEQUENCES, "X": ("sequence", "time")},
         _n_times,
     ),
+    "mfa": Generator(mfa_truth, mfa_draw, {"X": ("sample", "feature"), "labels": ("sample",)}),
 }
 
 
@@ -353,7 +404,7 @@ def write_store(
         The Zarr store to create (it must not exist).
     model : str
         A key of :data:`GENERATORS` (``"gmm"``, ``"ppca"``, ``"fa"``, ``"tobit"``,
-        ``"hmm"``, ``"categorical-hmm"``).
+        ``"hmm"``, ``"categorical-hmm"``, ``"mfa"``).
     n_samples, n_features : int
         Size of the data: samples (sequences for HMMs) and features (symbols for
         ``"categorical-hmm"``).

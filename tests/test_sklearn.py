@@ -35,6 +35,7 @@ ESTIMATORS = [
     dem.GaussianHMM(2, max_iter=10, random_state=0),
     dem.CategoricalHMM(2, max_iter=10, random_state=0),
     dem.BayesianGaussianMixture(n_components=2, max_iter=20, random_state=0),
+    dem.MixtureOfFactorAnalyzers(2, 1, max_iter=20, random_state=0),
 ]
 ESTIMATORS.append(dem.StudentMixture(2, max_iter=20, random_state=0))
 

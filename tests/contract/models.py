@@ -107,6 +107,17 @@ MODELS: dict[str, ContractModel] = {
             ),
         },
     ),
+    "mfa": ContractModel(
+        300,
+        6,
+        {"n_components": 3, "n_factors": 2},
+        {"n_components": 3, "n_factors": 2, "init_params": "kmeans"},
+        {
+            "per_feature": Variant(),
+            "isotropic": Variant(estimator={"noise": "isotropic"}),
+            "missing": Variant(synth={"missing": 0.15}),
+        },
+    ),
 }
 MODELS["tmix"] = ContractModel(
     240,

@@ -653,6 +653,15 @@ DIFFERENCES: dict[str, Differences] = {
     ),
     "ppca": Differences(outcomes=LINEAR_GAUSSIAN_OUTCOMES, extra=ROWS_EXTRA),
     "fa": Differences(outcomes=LINEAR_GAUSSIAN_OUTCOMES, extra=ROWS_EXTRA),
+    "mfa": Differences(
+        outcomes={
+            **LINEAR_GAUSSIAN_OUTCOMES,
+            "fewer samples than components": Outcome(
+                ValueError, r"n_samples >= n_components.*more data"
+            ),
+        },
+        extra=ROWS_EXTRA,
+    ),
     "tobit": Differences(
         min_rows=5,
         vector_of=_tobit_y,

@@ -308,18 +308,7 @@ def add_incomplete(
     ez, loglik, covariances = incomplete_posterior(xc, mask, terms, scratch, covariance=True)
     assert covariances is not None
     augmented = packing(q + 1)
-    z1 = scratch("latents", (q + 1, n))
-    z1[:q] = ez.T
-    z1[q] = 1.0
-    # E[z̃ z̃ᵀ], packed, batch last: E[z̃] E[z̃]ᵀ plus, in the latent-latent entries (all
-    # but the last of each row of the augmented triangle), the posterior covariances
-    second = scratch("second", (augmented.size, n))
-    start = start_cov = 0
-    for a in range(q + 1):
-        run = np.multiply(z1[a], z1[a:], out=second[start : start + q + 1 - a])
-        run[: q - a] += covariances[start_cov : start_cov + q - a]
-        start += q + 1 - a
-        start_cov += q - a
+    z1, second = augmented_moments(ez, covariances, scratch)
     unobserved = np.subtract(1.0, mask, out=scratch("unobserved", mask.shape))
     stats["loglik"] += loglik.sum()
     stats["n"] += n
@@ -328,6 +317,44 @@ def add_incomplete(
     stats["sum_xz"] += xc.T @ z1.T
     stats["sum_zz"] += augmented.unpack(second.sum(axis=1))
     missing_zz += (second @ unobserved).T
+
+
+def augmented_moments(
+    ez: np.ndarray, covariances: np.ndarray, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray]:
+    """The augmented latents ``z̃ = [z, 1]`` of rows and their packed second moments.
+
+    Parameters
+    ----------
+    ez : ndarray of shape (n, q)
+        Posterior means.
+    covariances : ndarray of shape (packing(q).size, n)
+        Packed posterior covariances, batch last.
+    scratch : Scratch
+        The results are returned in its buffers "latents" and "second".
+
+    Returns
+    -------
+    z1 : ndarray of shape (q + 1, n)
+        ``E[z̃]``, batch last.
+    second : ndarray of shape (packing(q + 1).size, n)
+        ``E[z̃ z̃ᵀ]`` packed, batch last: ``E[z̃] E[z̃]ᵀ`` plus, in the latent-latent
+        entries (all but the last of each row of the augmented triangle), the posterior
+        covariances. Shared with the mixture of factor analyzers
+        (:mod:`dem.models.factor_mixture`).
+    """
+    n, q = ez.shape
+    z1 = scratch("latents", (q + 1, n))
+    z1[:q] = ez.T
+    z1[q] = 1.0
+    second = scratch("second", (packing(q + 1).size, n))
+    start = start_cov = 0
+    for a in range(q + 1):
+        run = np.multiply(z1[a], z1[a:], out=second[start : start + q + 1 - a])
+        run[: q - a] += covariances[start_cov : start_cov + q - a]
+        start += q + 1 - a
+        start_cov += q - a
+    return z1, second
 
 
 def isotropic_noise(residual: np.ndarray, count: np.ndarray) -> np.ndarray:
