@@ -36,8 +36,8 @@ ESTIMATORS = [
     dem.CategoricalHMM(2, max_iter=10, random_state=0),
     dem.BayesianGaussianMixture(n_components=2, max_iter=20, random_state=0),
     dem.MixtureOfFactorAnalyzers(2, 1, max_iter=20, random_state=0),
+    dem.StudentMixture(2, max_iter=20, random_state=0),
 ]
-ESTIMATORS.append(dem.StudentMixture(2, max_iter=20, random_state=0))
 
 # The checks that fit and use the HMMs on scikit-learn's 2-D samples × features X (those
 # that only expect a refusal, of sparse, complex or empty X, pass).
