@@ -442,6 +442,40 @@ class Checkpoint:
         self._latest = latest
         self._previous[run] = iteration
 
+    def write_final(self, run: int, values: Params, attrs: dict[str, Any]) -> None:
+        """Write the results a fit computes after its last iteration (for example the
+        standard errors of a censored regression) as group ``final``, replacing any
+        earlier one; it is marked complete last, for ``run`` at its latest iteration.
+
+        Raises
+        ------
+        CheckpointWriteError
+            The store refused a write; the iterations stay intact.
+        """
+        try:
+            group = self._root.create_group("final", overwrite=True)
+            for key, value in values.items():
+                value = np.asarray(value)
+                array = group.create_array(
+                    key, shape=value.shape, dtype=value.dtype, chunks=value.shape or ()
+                )
+                array[...] = value
+            group.attrs.update(
+                {
+                    "attributes": _normalised(attrs),
+                    "run": run,
+                    "iteration": self._previous.get(run),
+                    "checksum": _checksum(values),
+                    "complete": True,
+                }
+            )
+        except OSError as exc:
+            raise CheckpointWriteError(
+                f"Could not write the final results to checkpoint {self.path!r}: "
+                f"{exc.strerror or exc}. The iterations are intact; free space (or fix the "
+                "store) and resume to write them."
+            ) from exc
+
     def content(self) -> dict[str, list[int]] | None:
         """The per-chunk content digests of the data recorded by the first pass, if any.
 
@@ -773,3 +807,25 @@ def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.
         converged=int(restored.converged),
     )
     return dataset
+
+
+def load_final(path: str | os.PathLike[str], run: int, iteration: int) -> dict[str, Any] | None:
+    """The results :meth:`Checkpoint.write_final` recorded for ``run`` at ``iteration``
+    (arrays under their names, the recorded attributes under theirs), or None: none
+    recorded, recorded for another run or iteration (the fit went on), or damaged.
+    """
+    try:
+        group = _group(zarr.open_group(os.fspath(path), mode="r"), "final")
+        attrs = dict(group.attrs)
+        if not attrs.get("complete") or (attrs.get("run"), attrs.get("iteration")) != (
+            run,
+            iteration,
+        ):
+            return None
+        values: Params = {name: np.asarray(array[...]) for name, array in group.arrays()}
+    except Exception:  # no final group, or one that cannot be read: the fit's results only
+        return None
+    if _checksum(values) != attrs.get("checksum"):
+        return None
+    recorded: Any = attrs.get("attributes") or {}
+    return {**values, **dict(recorded)}

@@ -50,6 +50,7 @@ def fit_restarts(
     callback: Callable[[engine.IterationInfo], Any] | None,
     persist: bool | None,
     accelerate: str = "none",
+    finish: Callable[[engine.EMResult], tuple[Params, dict[str, Any]]] | None = None,
 ) -> tuple[engine.EMResult, list[engine.EMResult]]:
     """Run ``n_init`` EM fits in lockstep; return the best (highest lower bound) and all.
 
@@ -60,6 +61,11 @@ def fit_restarts(
     ``resume=True`` continues the fit in ``checkpoint``, or starts one there when the
     path does not exist yet; with no ``checkpoint`` it is a ValueError (there is
     nothing to resume from).
+
+    ``finish(best)`` runs after the last iteration, while the checkpoint is still held;
+    the arrays and attributes it returns (fitted attributes such as standard errors,
+    without their trailing underscore) are written to the checkpoint's ``final`` group,
+    so that :func:`dem.from_checkpoint` restores them.
     """
     if resume and checkpoint is None:
         raise ValueError(
@@ -89,10 +95,16 @@ def fit_restarts(
             callback=callback,
             persist=persist,
         )
+        best = max(
+            results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf
+        )
+        if finish is not None:
+            values, attrs = finish(best)
+            if store is not None:
+                store.write_final(results.index(best), values, attrs)
     finally:
         if store is not None:
             store.close()
-    best = max(results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf)
     return best, results
 
 
@@ -258,6 +270,7 @@ class EMEstimator(BaseEstimator):
         *,
         n_init: int | None = None,
         persist: bool | None = None,
+        finish: Callable[[engine.EMResult], tuple[Params, dict[str, Any]]] | None = None,
     ) -> tuple[engine.EMResult, list[engine.EMResult]]:
         """:func:`fit_restarts` with this estimator's options (``n_init`` and ``persist``
         override its own); sets the best fit's parameters and trace."""
@@ -275,6 +288,7 @@ class EMEstimator(BaseEstimator):
             callback=self.callback,
             persist=self.persist if persist is None else persist,
             accelerate=self.accelerate,
+            finish=finish,
         )
         self._set_params(best.params)
         self.converged_ = best.converged

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint
+from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint, load_final
 from dem.registry import REGISTRY, by_checkpoint_model, load
 
 
@@ -127,7 +127,9 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
         An instance of the class registered for the checkpoint's model, with its
         configuration and fitted attributes (``converged_``, ``n_iter_``,
         ``lower_bounds_``, ``lower_bound_``, ``n_features_in_`` and the model's
-        parameters).
+        parameters; and what the fit computed after its last iteration where the
+        checkpoint holds it for that iteration, such as a censored regression's
+        standard errors and term names, so that its ``summary()`` works).
 
     Warns
     -----
@@ -160,6 +162,9 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     estimator.n_iter_ = int(dataset.attrs["last_iteration"])
     estimator.lower_bounds_ = lower_bounds
     estimator.lower_bound_ = lower_bounds[-1] if lower_bounds else -math.inf
+    final = load_final(path, chosen, estimator.n_iter_)
+    if final is not None and hasattr(estimator, "_set_final"):
+        estimator._set_final(final)
     if not estimator.converged_:
         warnings.warn(
             f"Checkpoint {os.fspath(path)!r}: restart {chosen} stopped after iteration "

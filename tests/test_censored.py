@@ -713,26 +713,64 @@ def test_squarem_vector_is_coef_and_log_scale():
         dem.CensoredRegression(accelerate="warp").fit(*dataset("both", n=200)[:2])
 
 
-def test_restored_fit_gets_its_standard_errors_from_the_data(tmp_path):
-    """A checkpoint holds parameters only: summary() says what to do, and
-    standard_errors() on the training data gives the fit's own figures."""
+def test_restored_fit_has_the_standard_errors_and_term_names_of_the_fit(tmp_path):
+    """The checkpoint's ``final`` group holds the last pass's standard errors and the
+    term names: the restored estimator's summary is the fit's, and both are the
+    numerical Hessian's of the reference likelihood."""
+    pd = pytest.importorskip("pandas")
     X, y, left, right = dataset("both")
+    frame = pd.DataFrame(X, columns=["age", "income", "kids"][: X.shape[1]])
     path = tmp_path / "tobit.zarr"
-    fitted = dem.CensoredRegression(left=left, right=right, tol=1e-10, checkpoint=path).fit(X, y)
+    fitted = dem.CensoredRegression(left=left, right=right, tol=1e-10, checkpoint=path)
+    fitted.fit(frame, y)
     restored = dem.from_checkpoint(path)
-    np.testing.assert_allclose(theta_of(restored), theta_of(fitted), rtol=1e-10)
-    with pytest.raises(dem.NotFittedError, match=r"standard_errors\(X, y"):
-        restored.summary()
-    assert restored.standard_errors(X, y) is restored
-    # independently: the numerical Hessian of the reference likelihood at those parameters
+    np.testing.assert_array_equal(theta_of(restored), theta_of(fitted))
+    np.testing.assert_array_equal(restored.bse_, fitted.bse_)
+    np.testing.assert_array_equal(restored.cov_, fitted.cov_)
+    assert restored.loglik_ == fitted.loglik_
+    assert restored.counts_ == fitted.counts_
+    assert restored.fit_limits_ == fitted.fit_limits_
+    assert list(restored.feature_names_in_) == list(frame.columns)
+    assert str(restored.summary()) == str(fitted.summary())
+    assert "income" in str(restored.summary())
     A = np.column_stack([np.ones(len(X)), X])
     hessian = numerical_hessian(theta_of(restored), A, *bounds_of(y, left, right))
     np.testing.assert_allclose(restored.bse_, np.sqrt(np.diag(np.linalg.inv(hessian))), rtol=1e-5)
-    np.testing.assert_allclose(restored.bse_, fitted.bse_, rtol=1e-7)
-    np.testing.assert_allclose(restored.cov_, fitted.cov_, rtol=1e-7, atol=1e-15)
-    np.testing.assert_allclose(restored.loglik_, fitted.loglik_, rtol=1e-12)
-    assert restored.counts_ == fitted.counts_
-    assert restored.fit_limits_ == fitted.fit_limits_
+    # a final group whose arrays were altered after it was written is ignored
+    zarr.open_group(path / "final", mode="r+")["bse"][0] = 1.0
+    assert not hasattr(dem.from_checkpoint(path), "bse_")
+
+
+def test_results_of_another_iteration_or_damaged_ones_are_not_restored(tmp_path):
+    """A resumed fit interrupted after more iterations leaves the ``final`` group of an
+    earlier iteration: the restored estimator has parameters only, summary() says what
+    to do, and standard_errors() on the training data gives the fit's own figures. A
+    final group altered after it was written is ignored too (see above)."""
+    X, y, left, right = dataset("both")
+    path = tmp_path / "tobit.zarr"
+    with pytest.warns(ConvergenceWarning):
+        dem.CensoredRegression(left=left, right=right, tol=1e-12, max_iter=3, checkpoint=path).fit(
+            X, y
+        )
+
+    def interrupt(info):
+        if info.iteration == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dem.CensoredRegression(
+            left=left, right=right, tol=1e-12, checkpoint=path, resume=True, callback=interrupt
+        ).fit(X, y)
+    with pytest.warns(UserWarning, match="without converging"):
+        restored = dem.from_checkpoint(path)
+    assert restored.n_iter_ == 5
+    with pytest.raises(dem.NotFittedError, match=r"standard_errors\(X, y"):
+        restored.summary()
+    with pytest.warns(ConvergenceWarning):
+        fitted = dem.CensoredRegression(left=left, right=right, tol=1e-12, max_iter=5).fit(X, y)
+    assert restored.standard_errors(X, y) is restored
+    np.testing.assert_allclose(restored.bse_, fitted.bse_, rtol=1e-10)
     assert str(restored.summary()) == str(fitted.summary())
     with pytest.raises(ValueError, match="features"):
         restored.standard_errors(X[:, :2], y)

@@ -136,6 +136,9 @@ def test_tobit_scalar_and_per_row_limits(scheduler, tmp_path: Path) -> None:
     code, output = invoke("show", per_row)
     assert code == 0, output
     assert "censored_regression" in output and "per-observation" in output and "coef" in output
+    # the checkpoint holds the standard errors: show prints the coefficient table
+    assert "(Intercept)" in output and "Log(scale)" in output
+    assert restored_rows.summary().std_error == pytest.approx(by_rows.bse_, rel=1e-6)
 
     x = written(data)["X"][:]
     out = tmp_path / "predicted.zarr"

@@ -130,7 +130,12 @@ def show(
         )
         previous = i
     console.print(lines)
-    shown_names = None if all_arrays else user_facing(path, list(dataset.data_vars))
+    estimator = restored(path)
+    shown_names = (
+        None
+        if all_arrays or estimator is None
+        else {str(n) for n in dataset.data_vars if hasattr(estimator, f"{n}_")}
+    )
     hidden = (
         []
         if shown_names is None
@@ -159,8 +164,28 @@ def show(
         console.print(f"Internal arrays not shown (--all shows them): {', '.join(hidden)}.")
     for name, values in small.items():
         console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
+    _print_summary(console, header["model"], estimator, run is None or run == best)
     if plot is not None:
         _plot_trace(console, path, plot)
+
+
+def _print_summary(console: Console, model: str, estimator: Any, best: bool) -> None:
+    """The model's summary (the registry's ``summary`` method, e.g. a censored
+    regression's coefficient table) where the checkpoint holds what it needs."""
+    from dem.registry import by_checkpoint_model
+
+    entry = by_checkpoint_model(model)
+    if entry is None or entry.summary is None or estimator is None or not best:
+        return
+    try:
+        text = str(getattr(estimator, entry.summary)())
+    except Exception:  # e.g. no standard errors recorded: no summary
+        console.print(
+            "No summary: the checkpoint holds no final results for its last iteration "
+            "(the fit was interrupted or is still running)."
+        )
+        return
+    console.print(escape(text), soft_wrap=True)
 
 
 def missing_checkpoint(path: str) -> str:
@@ -171,10 +196,10 @@ def missing_checkpoint(path: str) -> str:
     )
 
 
-def user_facing(path: str, names: list[Any]) -> set[str] | None:
-    """The checkpoint arrays that are fitted parameters of the restored estimator (an
-    array ``means`` is shown when the estimator has ``means_``); None when the estimator
-    cannot be restored, and then every array is shown."""
+def restored(path: str) -> Any:
+    """The estimator restored from the checkpoint, whose fitted attributes decide which
+    arrays are shown (an array ``means`` when it has ``means_``); None when it cannot be
+    restored, and then every array is shown."""
     import warnings
 
     from dem.restore import from_checkpoint
@@ -182,10 +207,9 @@ def user_facing(path: str, names: list[Any]) -> set[str] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            estimator = from_checkpoint(path)
+            return from_checkpoint(path)
     except Exception:  # show what the checkpoint holds even when it cannot be restored
         return None
-    return {str(n) for n in names if hasattr(estimator, f"{n}_")}
 
 
 def _check_plot_target(target: Path, checkpoint: str) -> None:

@@ -26,7 +26,7 @@ from sklearn.utils.validation import column_or_1d
 
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
-from dem.engine import map_reduce, prepare
+from dem.engine import EMResult, map_reduce, prepare
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -355,10 +355,13 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
             }
             return initial_params(model, block)
 
+        def finish(best: EMResult) -> tuple[Params, dict[str, Any]]:
+            self._at_optimum(model, arrays, best.params, counts)
+            self._set_features(X, variable, n_features)
+            return self._final_results()
+
         # persist=False: the inputs are already where prepare() put them
-        best, _ = self._fit_restarts(model, inputs, make_init, n_init=1, persist=False)
-        self._at_optimum(model, arrays, best.params, counts)
-        self._set_features(X, variable, n_features)
+        self._fit_restarts(model, inputs, make_init, n_init=1, persist=False, finish=finish)
         return self
 
     def standard_errors(
@@ -417,6 +420,36 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         self.gradient_ = info["grad"]
         self.counts_ = counts
         self.fit_limits_ = (model.left, model.right)
+
+    def _final_results(self) -> tuple[Params, dict[str, Any]]:
+        """What the checkpoint's ``final`` group keeps of :meth:`_at_optimum`'s pass, so
+        that an estimator restored from it has its standard errors and :meth:`summary`."""
+        limits = [math.nan if v is None else float(v) for v in self.fit_limits_]
+        values = {
+            "bse": self.bse_,
+            "cov": self.cov_,
+            "gradient": np.asarray(self.gradient_, dtype=np.float64),
+            "fit_limits": np.array(limits),
+        }
+        names = getattr(self, "feature_names_in_", None)
+        attrs = {
+            "loglik": self.loglik_,
+            "counts": {k: int(v) for k, v in self.counts_.items()},
+            "feature_names": None if names is None else [str(n) for n in names],
+        }
+        return values, attrs
+
+    def _set_final(self, final: dict[str, Any]) -> None:
+        """The inverse of :meth:`_final_results` (see :func:`dem.from_checkpoint`)."""
+        self.bse_ = np.asarray(final["bse"], dtype=np.float64)
+        self.cov_ = np.asarray(final["cov"], dtype=np.float64)
+        self.gradient_ = np.asarray(final["gradient"], dtype=np.float64)
+        left, right = (None if math.isnan(v) else float(v) for v in final["fit_limits"])
+        self.fit_limits_ = (left, right)
+        self.loglik_ = float(final["loglik"])
+        self.counts_ = {str(k): int(v) for k, v in final["counts"].items()}
+        if final.get("feature_names") is not None:
+            self.feature_names_in_ = np.asarray(final["feature_names"], dtype=object)
 
     def _set_params(self, params: Params) -> None:
         coef = np.asarray(params["coef"], dtype=np.float64)
