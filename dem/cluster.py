@@ -13,6 +13,14 @@ either encrypted and authenticated (``tls://`` with certificates, from the argum
 or from dask's ``distributed.comm.tls`` configuration) or on this machine's loopback
 interface. A plain ``tcp://`` address elsewhere is refused unless ``insecure=True``,
 and then a warning says what that exposes.
+
+Several fits at once: the client a :class:`Connection` opens (and any client given to
+:func:`use_client`) is the one dask and dem use *in the thread or asyncio task that opened
+it*, and nowhere else. Neither changes dask's global configuration (its ``scheduler``
+key) nor distributed's list of default clients, as ``Client(set_as_default=True)`` and
+``Client.as_current()`` do, so two fits in two threads of one process, each with its own
+client (on one scheduler or two), do not take each other's client and leave the
+configuration as they found it.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ import os
 import signal
 import socket
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextvars import Token
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -55,7 +65,8 @@ class Connection:
     Attributes
     ----------
     client : distributed.Client
-        The client; it is the default client while the connection is open.
+        The client; while the connection is open it is the client dask and dem use in
+        the thread (or asyncio task) that opened it (see :func:`use_client`).
     cluster : distributed.LocalCluster or None
         The local cluster started for this connection (closed with it).
     source : str
@@ -70,6 +81,20 @@ class Connection:
     cluster: Any
     source: str
     address: str
+    _activation: Token[Any] | None = field(default=None, repr=False)
+
+    def activate(self) -> None:
+        """Make the client the one used in this thread or task until :meth:`close`."""
+        from distributed.client import _current_client
+
+        if self._activation is None:
+            self._activation = _current_client.set(self.client)
+
+    def _deactivate(self) -> None:
+        token, self._activation = self._activation, None
+        if token is not None:
+            with contextlib.suppress(ValueError):  # closed from another thread or task
+                token.var.reset(token)
 
     @property
     def dashboard(self) -> str | None:
@@ -103,6 +128,7 @@ class Connection:
         """Stop at once, without the orderly shutdown (for a process about to exit on
         Ctrl-C): the local cluster's worker processes are killed; a remote scheduler
         releases this client's work when the process's connection drops."""
+        self._deactivate()
         if self.cluster is not None:
             import multiprocessing
 
@@ -115,6 +141,7 @@ class Connection:
                 self.cluster.close(timeout=2)
 
     def close(self) -> None:
+        self._deactivate()
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
@@ -124,6 +151,43 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def use_client(client: Any) -> Iterator[Any]:
+    """Run dask and dem computations on ``client`` within this block, in this thread only.
+
+    A thread- and task-local alternative to ``client.as_current()``, which also sets
+    dask's global ``scheduler`` configuration: with fits in several threads, each inside
+    its own ``as_current()``, whichever block ends last decides what the configuration is
+    left as. This sets only the context variable that ``distributed.default_client`` and
+    ``dask.compute`` consult first. A ``scheduler`` set in dask's configuration (e.g.
+    ``dask.config.set(scheduler="sync")``) still takes precedence.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client to use; create it with ``set_as_default=False`` to leave the global
+        state untouched.
+
+    Yields
+    ------
+    distributed.Client
+        ``client``.
+
+    Examples
+    --------
+    >>> from distributed import Client                          # doctest: +SKIP
+    >>> with Client(address, set_as_default=False) as client, use_client(client):
+    ...     dem.GaussianMixture(n_components=8).fit(store, checkpoint="fit.zarr")
+    """
+    from distributed.client import _current_client
+
+    token = _current_client.set(client)
+    try:
+        yield client
+    finally:
+        _current_client.reset(token)
 
 
 def dashboard_answers(link: str, timeout: float = 2.0) -> bool | None:
@@ -368,6 +432,8 @@ def connect(
     Returns
     -------
     Connection
+        Its client is the one used in this thread (or asyncio task) until it is closed;
+        dask's global configuration is left as it was (see the module docstring).
     """
     from distributed import Client, LocalCluster
 
@@ -393,8 +459,9 @@ def connect(
                 dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
             )
-            client = Client(cluster, set_as_default=True)
+            client = Client(cluster, set_as_default=False)
             connection = Connection(client, cluster, source, cluster.scheduler_address)
+            connection.activate()
         finally:
             if previous is not None:
                 _unblock(previous, connection)
@@ -402,13 +469,15 @@ def connect(
     address = check_address(address, security, insecure=insecure)
     probe_scheduler(address, security, timeout)
     try:
-        client = Client(address, security=security, timeout=timeout, set_as_default=True)
+        client = Client(address, security=security, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise SchedulerError(
             f"Cannot connect to the scheduler at {address} (found by {source}): {exc}. Check that "
             "it is running and reachable, and its TLS settings."
         ) from exc
-    return Connection(client, None, source, address)
+    connection = Connection(client, None, source, address)
+    connection.activate()
+    return connection
 
 
 def _unblock(previous: set[Any], connection: Connection | None) -> None:
