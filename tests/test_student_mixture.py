@@ -352,6 +352,50 @@ def test_checkpoint_restores_the_degrees_of_freedom(tmp_path):
     np.testing.assert_array_equal(restored.score_samples(x), model.score_samples(x))
 
 
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"dof": "tied", "covariance_type": "diag"},
+        {"dof": 3.0, "covariance_type": "spherical", "n_init": 2},
+        {"covariance_type": "tied", "accelerate": "squarem", "init_params": "k-means||"},
+    ],
+    ids=["tied-dof-diag", "fixed-dof-restarts", "squarem-kmeans-parallel"],
+)
+def test_resume_after_an_interruption_gives_the_same_bits(tmp_path, options):
+    """The contract suite resumes the default variant; these are the other ν modes,
+    restarts, SQUAREM and a start that takes passes of its own (k-means‖)."""
+    from tests.contract.models import fitted_arrays
+
+    x = da.from_array(t_data(900, seed=13), chunks=(200, -1))
+
+    def fit(path, **more) -> dem.StudentMixture:
+        return dem.StudentMixture(
+            3, max_iter=6, tol=0, random_state=0, checkpoint=path, **options, **more
+        ).fit(x)
+
+    def stop(info) -> None:
+        if info.iteration == 3:
+            raise Interrupt
+
+    whole = fit(tmp_path / "whole.zarr")
+    with pytest.raises(Interrupt):
+        fit(tmp_path / "cut.zarr", callback=stop)
+    seen: list = []
+    resumed = fit(tmp_path / "cut.zarr", resume=True, callback=seen.append)
+    # resumed after iteration 3 (SQUAREM: after its last complete cycle), not restarted
+    assert seen[0].run == 0 and seen[0].iteration >= 4
+    expected = fitted_arrays(whole)
+    assert expected.keys() == fitted_arrays(resumed).keys() and "dofs_" in expected
+    for name, value in expected.items():
+        np.testing.assert_array_equal(getattr(resumed, name), value, err_msg=name)
+    cycles = 2 if options.get("accelerate") == "squarem" else 6  # SQUAREM: 3 passes a cycle
+    assert resumed.lower_bounds_ == whole.lower_bounds_ and len(whole.lower_bounds_) == cycles
+
+
 @pytest.mark.slow
 def test_a_fit_on_worker_processes_equals_the_local_fit(process_client):
     x = t_data(1200, seed=9)
