@@ -8,9 +8,14 @@ speed-up dem has over scikit-learn for maximum-likelihood EM: the issue's goal i
 variational speed-up at least as large.
 
 scikit-learn's seconds per iteration are (T(max_iter=1+m) - T(max_iter=1)) / m (which
-cancels its initialisation and final E-step); dem's are the engine's per-iteration times
-after one warm-up iteration, on a LocalCluster of one-thread worker processes holding
-the data in 100,000-row chunks.
+cancels its initialisation and final E-step), its BLAS limited to ``--sklearn-threads``
+threads (default 1, threadpoolctl) so that a loaded machine does not inflate them; dem's
+are the engine's per-iteration times after one warm-up iteration, on a LocalCluster of
+``--workers`` one-thread worker processes holding the data in 100,000-row chunks. Next
+to wall time each side's CPU seconds per iteration: scikit-learn's process clock by the
+same difference; dem's the worker processes' clocks plus this process's (client,
+scheduler and M-step), read after every iteration. The CPU ratio is the per-core
+comparison; the wall ratio compares ``--workers`` cores with ``--sklearn-threads``.
 
 Run ``python benchmarks/bgmm.py`` (N=2e6, d=16, K=8, full) or ``--quick`` (N=2e5).
 """
@@ -18,6 +23,8 @@ Run ``python benchmarks/bgmm.py`` (N=2e6, d=16, K=8, full) or ``--quick`` (N=2e5
 from __future__ import annotations
 
 import argparse
+import os
+import time
 import warnings
 from typing import Any
 
@@ -36,31 +43,55 @@ from _common import (
 BENCHMARK = "bgmm"
 
 
-def sklearn_seconds(make: Any, x: np.ndarray, iterations: int) -> tuple[float, list[float]]:
-    """Seconds per iteration by the difference, and the lower bounds after 1 and 1 + m."""
+def sklearn_seconds(
+    make: Any, x: np.ndarray, iterations: int, threads: int
+) -> tuple[float, float, list[float]]:
+    """Wall and CPU seconds per iteration by the difference, on ``threads`` BLAS threads,
+    and the lower bounds after 1 and 1 + m."""
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
-    def fit(max_iter: int) -> Any:
-        with warnings.catch_warnings():
+    def fit(max_iter: int) -> tuple[float, Any]:
+        with warnings.catch_warnings(), threadpool_limits(threads):
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return make(max_iter).fit(x)
+            started = time.process_time()
+            fitted = make(max_iter).fit(x)
+            return time.process_time() - started, fitted
 
-    base, short = timed(lambda: fit(1))
-    total, long = timed(lambda: fit(1 + iterations))
+    base, (base_cpu, short) = timed(lambda: fit(1))
+    total, (total_cpu, long) = timed(lambda: fit(1 + iterations))
     bounds = [float(np.ravel(short.lower_bound_)[0]), float(np.ravel(long.lower_bound_)[0])]
-    return (total - base) / iterations, bounds
+    return (total - base) / iterations, (total_cpu - base_cpu) / iterations, bounds
 
 
-def dem_seconds(make: Any, array: Any, iterations: int) -> tuple[float, list[float]]:
-    """Median seconds of iterations 2 .. 1 + iterations, and every lower bound."""
+def cpu_seconds(client: Any) -> float:
+    """CPU seconds used so far by the worker processes and by this process (all threads:
+    the client, the scheduler of the LocalCluster and the M-step)."""
+    return float(sum(client.run(time.process_time).values())) + time.process_time()
+
+
+def dem_seconds(
+    client: Any, make: Any, array: Any, iterations: int
+) -> tuple[float, float, list[float]]:
+    """Median wall and CPU seconds of iterations 2 .. 1 + iterations, and every lower bound.
+
+    The CPU clocks are read when each iteration ends (in the callback, outside the
+    iteration's own timing); iteration i's CPU seconds are the difference of two readings.
+    """
     from dem.engine import ConvergenceWarning
 
     seconds: list[float] = []
-    model = make(iterations + 1, lambda info: seconds.append(info.seconds))
+    clocks: list[float] = []
+
+    def record(info: Any) -> None:
+        seconds.append(info.seconds)
+        clocks.append(cpu_seconds(client))
+
+    model = make(iterations + 1, record)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(array)
-    return median(seconds[1:]), list(model.lower_bounds_)
+    return median(seconds[1:]), median(list(np.diff(clocks))), list(model.lower_bounds_)
 
 
 def main() -> None:
@@ -74,6 +105,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=3, help="timed dem iterations")
     parser.add_argument("--sklearn-iterations", type=int, default=2, help="m in the difference")
+    parser.add_argument(
+        "--sklearn-threads",
+        type=int,
+        default=1,
+        help="BLAS threads for scikit-learn's fits (default 1: a per-core comparison)",
+    )
     parser.add_argument("--quick", action="store_true", help="N=2e5 in 25k-row chunks")
     args = parser.parse_args()
     if args.quick:
@@ -93,7 +130,10 @@ def main() -> None:
     inits = initial_parameters(sample, k, ctype, seed=3)
     resp = np.random.RandomState(0).uniform(size=(n, k))  # scikit-learn's "random" start
     resp /= resp.sum(axis=1)[:, np.newaxis]
-    config = {"n": n, "d": d, "k": k, "covariance": ctype, "chunk_rows": args.chunk_rows}
+    config = {
+        "n": n, "d": d, "k": k, "covariance": ctype, "chunk_rows": args.chunk_rows,
+        "workers": args.workers, "sklearn_threads": args.sklearn_threads,
+    }  # fmt: skip
 
     def sk_bgmm(max_iter: int) -> Any:
         return SklearnBGMM(
@@ -107,6 +147,7 @@ def main() -> None:
         )
 
     times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     bounds: dict[str, list[float]] = {}
     with local_cluster(args.workers) as client:
         array = scattered(client, x, args.chunk_rows)
@@ -123,23 +164,40 @@ def main() -> None:
                 k, covariance_type=ctype, max_iter=max_iter, tol=0.0, callback=callback, **inits
             )
 
+        threads = args.sklearn_threads
         for _ in range(args.repeats):
             for name, run in (
-                ("sklearn_bgmm", lambda: sklearn_seconds(sk_bgmm, x, m)),
-                ("dem_bgmm", lambda: dem_seconds(dem_bgmm, array, iterations)),
-                ("sklearn_gmm", lambda: sklearn_seconds(sk_gmm, x, m)),
-                ("dem_gmm", lambda: dem_seconds(dem_gmm, array, iterations)),
+                ("sklearn_bgmm", lambda: sklearn_seconds(sk_bgmm, x, m, threads)),
+                ("dem_bgmm", lambda: dem_seconds(client, dem_bgmm, array, iterations)),
+                ("sklearn_gmm", lambda: sklearn_seconds(sk_gmm, x, m, threads)),
+                ("dem_gmm", lambda: dem_seconds(client, dem_gmm, array, iterations)),
             ):
-                seconds, bounds[name] = run()
+                seconds, cpu_per_iter, bounds[name] = run()
                 times.setdefault(name, []).append(seconds)
+                cpu.setdefault(name, []).append(cpu_per_iter)
     for name, repeats in times.items():
-        emit(BENCHMARK, name, seconds_per_iter=median(repeats), repeats=repeats, **config)
+        emit(
+            BENCHMARK,
+            name,
+            seconds_per_iter=median(repeats),
+            cpu_seconds_per_iter=median(cpu[name]),
+            repeats=repeats,
+            cpu_repeats=cpu[name],
+            **config,
+        )
     ours = [bounds["dem_bgmm"][0], bounds["dem_bgmm"][m]]
+
+    def ratio(table: dict[str, list[float]], peer: str, mine: str) -> float:
+        return median(table[peer]) / median(table[mine])
+
     emit(
         BENCHMARK,
         "summary",
-        bgmm_speedup_vs_sklearn=median(times["sklearn_bgmm"]) / median(times["dem_bgmm"]),
-        gmm_speedup_vs_sklearn=median(times["sklearn_gmm"]) / median(times["dem_gmm"]),
+        bgmm_speedup_vs_sklearn=ratio(times, "sklearn_bgmm", "dem_bgmm"),
+        gmm_speedup_vs_sklearn=ratio(times, "sklearn_gmm", "dem_gmm"),
+        bgmm_cpu_speedup_vs_sklearn=ratio(cpu, "sklearn_bgmm", "dem_bgmm"),
+        gmm_cpu_speedup_vs_sklearn=ratio(cpu, "sklearn_gmm", "dem_gmm"),
+        load_average=[round(v, 2) for v in os.getloadavg()],
         lower_bound_rel_diff_vs_sklearn=max(
             abs(a - b) / abs(b) for a, b in zip(ours, bounds["sklearn_bgmm"], strict=True)
         ),

@@ -106,20 +106,17 @@ def assert_equal_fits(ours, theirs, x: np.ndarray) -> None:
     assert ours.score(x) == pytest.approx(theirs.score(x), rel=1e-10)
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["numpy", "17-chunks"])
+@pytest.mark.parametrize("n_iter", [1, 30])
 @pytest.mark.parametrize("prior_type", PRIOR_TYPES)
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_one_iteration_equals_scikit_learn_numpy(x, covariance_type, prior_type):
+def test_iterations_equal_scikit_learn(x, covariance_type, prior_type, n_iter, chunked):
+    """After 1 and 30 iterations, on numpy input and on 17 dask chunks (the last short)
+    summed by a tree of fan-in 3."""
     options = {"covariance_type": covariance_type, "weight_concentration_prior_type": prior_type}
-    assert_equal_fits(dem_fit(x, 1, **options), sklearn_fit(x, 1, **options), x)
-
-
-@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_thirty_iterations_equal_scikit_learn_many_chunks(x, covariance_type, prior_type):
-    options = {"covariance_type": covariance_type, "weight_concentration_prior_type": prior_type}
-    chunked = da.from_array(x, chunks=(37, 3))  # 17 chunks, the last short
-    ours = dem_fit(chunked, 30, split_every=3, **options)
-    assert_equal_fits(ours, sklearn_fit(x, 30, **options), x)
+    data = da.from_array(x, chunks=(37, 3)) if chunked else x
+    ours = dem_fit(data, n_iter, split_every=3, **options)
+    assert_equal_fits(ours, sklearn_fit(x, n_iter, **options), x)
     assert np.all(np.diff(ours.lower_bounds_) >= -1e-12 * np.abs(ours.lower_bounds_[1:]))
 
 
@@ -170,6 +167,37 @@ def test_a_generous_n_components_shrinks_to_the_clusters(prior_type):
     assert adjusted_rand_score(truth, fitted.predict(x)) > 0.9
 
 
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_sample_draws_the_mixture_of_the_fitted_weights_means_and_covariances(x, covariance_type):
+    """As scikit-learn's ``sample``: component counts multinomial in ``weights_``, each
+    component's rows Gaussian with ``means_[k]`` and ``covariances_[k]``."""
+    fitted = dem_fit(x, 30, covariance_type=covariance_type)
+    drawn, labels = fitted.sample(60_000, random_state=0)
+    assert drawn.shape == (60_000, 3) and labels.shape == (60_000,)
+    full = {
+        "full": lambda c: fitted.covariances_[c],
+        "tied": lambda c: fitted.covariances_,
+        "diag": lambda c: np.diag(fitted.covariances_[c]),
+        "spherical": lambda c: np.eye(3) * fitted.covariances_[c],
+    }[covariance_type]
+    counts = np.bincount(labels, minlength=K)
+    expected = 60_000 * fitted.weights_
+    assert np.all(np.abs(counts - expected) <= 5 * np.sqrt(expected) + 1), (counts, expected)
+    for c in np.flatnonzero(counts > 2_000):
+        rows = drawn[labels == c]
+        spread = np.sqrt(np.diag(full(c)))
+        np.testing.assert_allclose(
+            rows.mean(axis=0), fitted.means_[c], atol=5 * spread.max() / np.sqrt(len(rows))
+        )
+        np.testing.assert_allclose(
+            np.cov(rows.T), full(c), atol=6 * spread.max() ** 2 / np.sqrt(len(rows))
+        )
+    again, _ = fitted.sample(100, random_state=0)
+    np.testing.assert_array_equal(again, fitted.sample(100, random_state=0)[0])
+    with pytest.raises(ValueError, match="n_samples"):
+        fitted.sample(0)
+
+
 def test_sample_initialisation_counts_every_row():
     """Statistics from a row sample are scaled to the number of rows of the data."""
     x = make_blobs(n_per=200, seed=1)
@@ -209,6 +237,58 @@ def test_checkpoint_round_trip_and_from_checkpoint(x, tmp_path: Path):
             np.testing.assert_array_equal(getattr(restored, name), getattr(fitted, name), name)
         np.testing.assert_array_equal(restored.predict_proba(x), fitted.predict_proba(x))
         assert dem.load_checkpoint(path)["loglik"].values[-1] == fitted.lower_bound_
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"covariance_type": "tied", "weight_concentration_prior_type": "dirichlet_distribution"},
+        {"covariance_type": "spherical", "n_init": 2},
+        {"covariance_type": "diag", "init_params": "k-means||", "n_init": 2},
+    ],
+    ids=["tied-dirichlet", "spherical-restarts", "diag-kmeans-parallel-restarts"],
+)
+def test_resume_after_an_interruption_gives_the_same_bits(x, tmp_path: Path, options):
+    """The contract suite resumes the default variant; these are the variants whose
+    parameters have other shapes (a scalar ν for tied, the Dirichlet's concentrations),
+    restarts, and a start that takes passes of its own (k-means‖)."""
+    from tests.contract.models import fitted_arrays
+
+    def fit(path: Path, **more) -> dem.BayesianGaussianMixture:
+        model = dem.BayesianGaussianMixture(
+            4, max_iter=6, tol=0, random_state=0, checkpoint=path, **options, **more
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dem.ConvergenceWarning)
+            return model.fit(da.from_array(x, chunks=(150, 3)))
+
+    def stop(info) -> None:
+        if info.iteration == 3:
+            raise Interrupt
+
+    whole = fit(tmp_path / "whole.zarr")
+    with pytest.raises(Interrupt):
+        fit(tmp_path / "cut.zarr", callback=stop)
+    seen: list = []
+    resumed = fit(tmp_path / "cut.zarr", resume=True, callback=seen.append)
+    # resumed after iteration 3 (SQUAREM: after its last complete cycle), not restarted
+    assert seen[0].run == 0 and seen[0].iteration >= 4
+    expected = fitted_arrays(whole)
+    assert expected.keys() == fitted_arrays(resumed).keys() and "means_" in expected
+    for name, value in expected.items():
+        np.testing.assert_array_equal(getattr(resumed, name), value, err_msg=name)
+    for ours, theirs in zip(
+        np.atleast_2d(resumed.weight_concentration_),
+        np.atleast_2d(whole.weight_concentration_),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    cycles = 2 if options.get("accelerate") == "squarem" else 6  # SQUAREM: 3 passes a cycle
+    assert resumed.lower_bounds_ == whole.lower_bounds_ and len(whole.lower_bounds_) == cycles
 
 
 def test_invalid_settings_are_refused(x):

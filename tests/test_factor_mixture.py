@@ -374,3 +374,171 @@ def test_checkpoint_round_trip_and_squarem_on_real_worker_processes(tmp_path):
         restored = dem.from_checkpoint(tmp_path / "fit.zarr")
     assert type(restored) is dem.MixtureOfFactorAnalyzers
     np.testing.assert_allclose(restored.score_samples(x[:100]), plain.score_samples(x[:100]))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"noise": "isotropic", "n_init": 2, "init_params": "random_from_data"},
+        {"accelerate": "squarem", "init_params": "k-means||"},
+    ],
+    ids=["isotropic-missing-restarts", "squarem-kmeans-parallel"],
+)
+def test_resume_after_an_interruption_gives_the_same_bits(tmp_path, options):
+    """The contract suite resumes the default variant; these are isotropic noise with
+    missing values and restarts, and SQUAREM from k-means‖ (passes of its own)."""
+    from tests.contract.models import fitted_arrays
+
+    rng = np.random.default_rng(15)
+    missing = 0.1 if "n_init" in options else 0.0  # k-means‖ takes complete data only
+    truth = mfa_truth(6, rng, n_components=3, n_factors=2, missing=missing)
+    x = da.from_array(mfa_draw(truth, rng, 900)["X"], chunks=(200, 6))
+
+    def fit(path, **more) -> dem.MixtureOfFactorAnalyzers:
+        return dem.MixtureOfFactorAnalyzers(
+            3, 2, max_iter=6, tol=0, random_state=0, checkpoint=path, **options, **more
+        ).fit(x)
+
+    def stop(info) -> None:
+        if info.iteration == 3:
+            raise Interrupt
+
+    whole = fit(tmp_path / "whole.zarr")
+    with pytest.raises(Interrupt):
+        fit(tmp_path / "cut.zarr", callback=stop)
+    seen: list = []
+    resumed = fit(tmp_path / "cut.zarr", resume=True, callback=seen.append)
+    # resumed after iteration 3 (SQUAREM: after its last complete cycle), not restarted
+    assert seen[0].run == 0 and seen[0].iteration >= 4
+    expected = fitted_arrays(whole)
+    assert expected.keys() == fitted_arrays(resumed).keys() and "components_" in expected
+    for name, value in expected.items():
+        np.testing.assert_array_equal(getattr(resumed, name), value, err_msg=name)
+    cycles = 2 if options.get("accelerate") == "squarem" else 6  # SQUAREM: 3 passes a cycle
+    assert resumed.lower_bounds_ == whole.lower_bounds_ and len(whole.lower_bounds_) == cycles
+
+
+# --- the k-means‖ start ----------------------------------------------------------------
+
+
+def ppca_maximum_covariance(rows: np.ndarray, q: int) -> np.ndarray:
+    """``W Wᵀ + σ² I`` of the closed-form PPCA maximum of ``rows`` (Tipping & Bishop 1999):
+    the leading q eigenpairs of the (biased) covariance, σ² the mean of the others."""
+    centred = rows - rows.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / len(rows))
+    values, vectors = values[::-1], vectors[:, ::-1]
+    sigma2 = values[q:].mean()
+    w = vectors[:, :q] * np.sqrt(values[:q] - sigma2)
+    return w @ w.T + sigma2 * np.eye(len(values))
+
+
+@pytest.mark.parametrize("noise", ["per_feature", "isotropic"])
+def test_kmeans_parallel_start_is_each_clusters_ppca_maximum(noise):
+    """Over all the (chunked) rows of well-separated clusters, k-means‖ finds the true
+    clusters, and each component starts at its rows' share, mean and PPCA maximum."""
+    from dem.models.factor_mixture.init import kmeans_parallel_params
+
+    rng = np.random.default_rng(13)
+    truth = mfa_truth(8, rng, n_components=3, n_factors=2, separation=30.0)
+    drawn = mfa_draw(truth, rng, 3000)
+    x, labels = drawn["X"], drawn["labels"]
+    model = FactorMixtureModel(3, 2, noise, 1e-6)
+    start = kmeans_parallel_params(
+        model, da.from_array(x, chunks=(400, 8)), np.random.default_rng(0), split_every=3
+    )
+    k, d, q = start["loadings"].shape
+    noise_variance = np.broadcast_to(np.reshape(start["noise_variance"], (k, -1)), (k, d))
+    for c in range(3):
+        rows = x[labels == c]
+        found = int(np.argmin(np.linalg.norm(start["means"] - rows.mean(axis=0), axis=1)))
+        assert start["weights"][found] == pytest.approx(len(rows) / len(x), rel=1e-12)
+        np.testing.assert_allclose(start["means"][found], rows.mean(axis=0), rtol=1e-10)
+        covariance = start["loadings"][found] @ start["loadings"][found].T
+        covariance += np.diag(noise_variance[found])
+        np.testing.assert_allclose(
+            covariance, ppca_maximum_covariance(rows, q), rtol=1e-8, atol=1e-10
+        )
+
+
+def test_auto_start_is_kmeans_parallel_and_falls_back_to_kmeans_with_missing_values():
+    rng = np.random.default_rng(14)
+    truth = mfa_truth(6, rng, n_components=2, n_factors=2, separation=5.0)
+    x = mfa_draw(truth, rng, 1200)["X"]
+    chunked = da.from_array(x, chunks=(300, 6))
+    options = {"max_iter": 4, "tol": 0.0, "init_sample_size": 500, "random_state": 2}
+    auto = dem.MixtureOfFactorAnalyzers(2, 2, **options).fit(chunked)
+    explicit = dem.MixtureOfFactorAnalyzers(2, 2, init_params="k-means||", **options).fit(chunked)
+    sampled = dem.MixtureOfFactorAnalyzers(2, 2, init_params="kmeans", **options).fit(chunked)
+    assert auto.lower_bounds_ == explicit.lower_bounds_ != sampled.lower_bounds_
+    holes = x.copy()
+    holes[np.random.default_rng(0).random(holes.shape) < 0.05] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        dem.MixtureOfFactorAnalyzers(2, 2, init_params="k-means||", **options).fit(holes)
+    fitted = dem.MixtureOfFactorAnalyzers(2, 2, **options).fit(holes)
+    assert len(fitted.lower_bounds_) == 4 and np.all(np.isfinite(fitted.lower_bounds_))
+
+
+# --- the command line, on worker processes (last: the cluster stays the default client) ---
+
+
+def test_cli_synth_fit_predict_show(process_client, tmp_path):
+    """``dem synth mfa``, ``dem fit mfa``, ``dem predict`` and ``dem show`` on worker
+    processes: the checkpoint is the library's fit of the same store, the outputs its
+    methods', and the truth ``dem synth`` kept is recovered."""
+    import os
+
+    import zarr
+    from typer.testing import CliRunner
+
+    from dem.cli import app
+    from dem.synth import read_truth
+
+    def invoke(*args) -> tuple[int, str]:
+        result = CliRunner().invoke(app, [os.fspath(a) for a in args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.output
+
+    data, checkpoint, out = tmp_path / "data.zarr", tmp_path / "fit.zarr", tmp_path / "out.zarr"
+    scheduler = ("--scheduler", process_client.scheduler.address)
+    code, output = invoke(
+        "synth", "mfa", data, "-n", "3000", "-d", "8", "-k", "3", "-q", "2", "--separation",
+        "6", "--missing", "0.05", "--chunk-rows", "600", "--seed", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    code, output = invoke(
+        "fit", "mfa", data, "--var", "X", "-k", "3", "-q", "2", "--noise", "isotropic",
+        "--tol", "1e-6", "--checkpoint", checkpoint, *scheduler,
+    )  # fmt: skip
+    assert code == 0, output
+    reference = dem.MixtureOfFactorAnalyzers(3, 2, noise="isotropic", tol=1e-6, random_state=0)
+    reference.fit(data, variable="X")
+    restored = dem.from_checkpoint(checkpoint)
+    assert type(restored) is dem.MixtureOfFactorAnalyzers and restored.noise == "isotropic"
+    assert restored.n_iter_ == reference.n_iter_ and restored.converged_
+    for name in ("weights_", "means_", "components_", "noise_variance_"):
+        np.testing.assert_allclose(
+            getattr(restored, name), getattr(reference, name), rtol=1e-9, atol=1e-12
+        )
+    truth = read_truth(data)
+    for c, mean in enumerate(truth["means"]):  # each true mean has a component, within
+        # 4 standard errors of a mean of the cluster's rows
+        spread = np.sum(truth["loadings"][c] ** 2) + np.sum(truth["noise_variance"][c])
+        error = np.min(np.linalg.norm(restored.means_ - mean, axis=1))
+        assert error < 4 * np.sqrt(spread / (3000 * truth["weights"][c])), error
+
+    code, output = invoke("predict", checkpoint, data, "--var", "X", "--out", out, *scheduler)
+    assert code == 0, output
+    group = zarr.open_group(out, mode="r")
+    x = zarr.open_group(data, mode="r")["X"][:]
+    assert np.isnan(x).any() and group["latent"].chunks == (600, 2)
+    np.testing.assert_array_equal(group["labels"][:], reference.predict(x))
+    np.testing.assert_allclose(group["probabilities"][:], reference.predict_proba(x), atol=1e-9)
+    np.testing.assert_allclose(group["latent"][:], reference.transform(x), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(group["loglik"][:], reference.score_samples(x), rtol=1e-10)
+    code, output = invoke("show", checkpoint)
+    assert code == 0 and "mixture_of_factor_analyzers" in output, output

@@ -308,6 +308,27 @@ def test_bic_counts_the_degrees_of_freedom():
 # --- engine features -------------------------------------------------------------------
 
 
+def test_kmeans_parallel_start_and_restarts_reach_the_optimum_from_the_true_centres():
+    """k-means‖ over all the chunks (``"auto"`` above ``init_sample_size`` rows), alone
+    and with restarts, ends where ECM from the true centres ends."""
+    x = t_data(1500, seed=12)
+    lazy = da.from_array(x, chunks=(300, -1))
+    options = {"tol": 1e-9, "max_iter": 400, "random_state": 0, "init_sample_size": 500}
+    auto = dem.StudentMixture(3, **options).fit(lazy)
+    explicit = dem.StudentMixture(3, init_params="k-means||", **options).fit(lazy)
+    restarts = dem.StudentMixture(3, init_params="k-means||", n_init=3, **options).fit(lazy)
+    centres = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [-3.0, 1.5, 2.5]])  # make_blobs'
+    truth = dem.StudentMixture(3, means_init=centres, **options).fit(x)
+    assert auto.lower_bounds_ == explicit.lower_bounds_
+    for model in (auto, restarts):
+        assert model.converged_
+        assert model.lower_bound_ == pytest.approx(truth.lower_bound_, abs=1e-8)
+        order = [int(np.argmin(np.linalg.norm(model.means_ - m, axis=1))) for m in truth.means_]
+        # ECM crawls near its optimum: tol 1e-9 on the log-likelihood leaves 1e-4 here
+        np.testing.assert_allclose(model.means_[order], truth.means_, atol=1e-3)
+        np.testing.assert_allclose(model.dofs_[order], truth.dofs_, rtol=1e-2)
+
+
 def test_squarem_reaches_the_plain_ecm_optimum_in_fewer_passes():
     x = t_data(1200, seed=8)
     options = {"max_iter": 3000, "tol": 1e-10, "random_state": 0, "reg_covar": 0.0}
@@ -329,6 +350,50 @@ def test_checkpoint_restores_the_degrees_of_freedom(tmp_path):
     assert isinstance(restored, dem.StudentMixture) and restored.dof == "tied"
     np.testing.assert_array_equal(restored.dofs_, model.dofs_)
     np.testing.assert_array_equal(restored.score_samples(x), model.score_samples(x))
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"dof": "tied", "covariance_type": "diag"},
+        {"dof": 3.0, "covariance_type": "spherical", "n_init": 2},
+        {"covariance_type": "tied", "accelerate": "squarem", "init_params": "k-means||"},
+    ],
+    ids=["tied-dof-diag", "fixed-dof-restarts", "squarem-kmeans-parallel"],
+)
+def test_resume_after_an_interruption_gives_the_same_bits(tmp_path, options):
+    """The contract suite resumes the default variant; these are the other ν modes,
+    restarts, SQUAREM and a start that takes passes of its own (k-means‖)."""
+    from tests.contract.models import fitted_arrays
+
+    x = da.from_array(t_data(900, seed=13), chunks=(200, -1))
+
+    def fit(path, **more) -> dem.StudentMixture:
+        return dem.StudentMixture(
+            3, max_iter=6, tol=0, random_state=0, checkpoint=path, **options, **more
+        ).fit(x)
+
+    def stop(info) -> None:
+        if info.iteration == 3:
+            raise Interrupt
+
+    whole = fit(tmp_path / "whole.zarr")
+    with pytest.raises(Interrupt):
+        fit(tmp_path / "cut.zarr", callback=stop)
+    seen: list = []
+    resumed = fit(tmp_path / "cut.zarr", resume=True, callback=seen.append)
+    # resumed after iteration 3 (SQUAREM: after its last complete cycle), not restarted
+    assert seen[0].run == 0 and seen[0].iteration >= 4
+    expected = fitted_arrays(whole)
+    assert expected.keys() == fitted_arrays(resumed).keys() and "dofs_" in expected
+    for name, value in expected.items():
+        np.testing.assert_array_equal(getattr(resumed, name), value, err_msg=name)
+    cycles = 2 if options.get("accelerate") == "squarem" else 6  # SQUAREM: 3 passes a cycle
+    assert resumed.lower_bounds_ == whole.lower_bounds_ and len(whole.lower_bounds_) == cycles
 
 
 @pytest.mark.slow
@@ -364,3 +429,58 @@ def test_online_em_then_batch_reaches_the_batch_optimum():
     assert online.n_online_updates_ == 5
     assert online.lower_bound_ == pytest.approx(batch.lower_bound_, abs=1e-6)
     np.testing.assert_allclose(np.sort(online.dofs_), np.sort(batch.dofs_), rtol=1e-2)
+
+
+@pytest.mark.slow
+def test_cli_synth_fit_predict_show(process_client, tmp_path):
+    """``dem synth tmix``, ``dem fit tmix --dof tied``, ``dem predict`` and ``dem show`` on
+    worker processes: the checkpoint is the library's fit of the same store, the outputs
+    its methods', and the truth ``dem synth`` kept is recovered."""
+    import os
+
+    import zarr
+    from typer.testing import CliRunner
+
+    from dem.cli import app
+    from dem.synth import read_truth
+
+    def invoke(*args) -> tuple[int, str]:
+        result = CliRunner().invoke(app, [os.fspath(a) for a in args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.output
+
+    data, checkpoint, out = tmp_path / "data.zarr", tmp_path / "fit.zarr", tmp_path / "out.zarr"
+    scheduler = ("--scheduler", process_client.scheduler.address)
+    code, output = invoke(
+        "synth", "tmix", data, "-n", "3000", "-d", "2", "-k", "2", "--separation", "5",
+        "--dof", "4", "--chunk-rows", "1000", "--seed", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    code, output = invoke(
+        "fit", "tmix", data, "--var", "X", "-k", "2", "--dof", "tied", "--tol", "1e-4",
+        "--checkpoint", checkpoint, *scheduler,
+    )  # fmt: skip
+    assert code == 0, output
+    reference = dem.StudentMixture(2, dof="tied", tol=1e-4, random_state=0)
+    reference.fit(data, variable="X")
+    restored = dem.from_checkpoint(checkpoint)
+    assert type(restored) is dem.StudentMixture and restored.dof == "tied"
+    assert restored.n_iter_ == reference.n_iter_ and restored.converged_
+    for name in ("weights_", "means_", "covariances_", "dofs_"):
+        np.testing.assert_allclose(getattr(restored, name), getattr(reference, name), rtol=1e-9)
+    truth = read_truth(data)
+    order = [int(np.argmin(np.linalg.norm(restored.means_ - m, axis=1))) for m in truth["means"]]
+    np.testing.assert_allclose(restored.means_[order], truth["means"], atol=0.15)
+    np.testing.assert_allclose(restored.dofs_, 4.0, rtol=0.3)
+
+    code, output = invoke("predict", checkpoint, data, "--var", "X", "--out", out, *scheduler)
+    assert code == 0, output
+    group = zarr.open_group(out, mode="r")
+    x = zarr.open_group(data, mode="r")["X"][:]
+    assert group["labels"].chunks == (1000,)
+    np.testing.assert_array_equal(group["labels"][:], reference.predict(x))
+    np.testing.assert_allclose(group["probabilities"][:], reference.predict_proba(x), atol=1e-9)
+    np.testing.assert_allclose(group["loglik"][:], reference.score_samples(x), rtol=1e-10)
+    code, output = invoke("show", checkpoint)
+    assert code == 0 and "student_mixture" in output and "dofs" in output, output

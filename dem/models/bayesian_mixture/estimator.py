@@ -107,6 +107,12 @@ feature_dim
     converged_ : bool
     n_iter_ : int
     n_features_in_ : int
+
+    Notes
+    -----
+    The methods are the Gaussian mixture's but for ``bic`` and ``aic``, which
+    scikit-learn's variational mixture has not either: its criterion is the lower bound.
+    SQUAREM (``accelerate``) and online EM (``partial_fit``) are not offered.
     """
 
     accelerate: str = "none"  # no SQUAREM: the model has no pack/unpack
