@@ -50,6 +50,7 @@ def fit_restarts(
     callback: Callable[[engine.IterationInfo], Any] | None,
     persist: bool | None,
     accelerate: str = "none",
+    checkpoint_storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[engine.EMResult, list[engine.EMResult]]:
     """Run ``n_init`` EM fits in lockstep; return the best (highest lower bound) and all.
 
@@ -59,7 +60,8 @@ def fit_restarts(
 
     ``resume=True`` continues the fit in ``checkpoint``, or starts one there when the
     path does not exist yet; with no ``checkpoint`` it is a ValueError (there is
-    nothing to resume from).
+    nothing to resume from). ``checkpoint`` may be an fsspec URL, opened with
+    ``checkpoint_storage_options``.
     """
     if resume and checkpoint is None:
         raise ValueError(
@@ -74,6 +76,7 @@ def fit_restarts(
             config={**model.config(), "n_init": n_init, "split_every": split_every},
             fingerprint={name: s.fingerprint() for name, s in inputs.items()},
             resume=resume,
+            storage_options=dict(checkpoint_storage_options or {}),
         )
     arrays = {name: s.array for name, s in inputs.items()}
     try:
@@ -172,6 +175,8 @@ class EMEstimator(BaseEstimator):
         ],
         "checkpoint": [str, os.PathLike, None],
         "resume": ["boolean"],
+        "storage_options": [dict, None],
+        "checkpoint_storage_options": [dict, None],
         "split_every": counts(2),
         "persist": ["boolean", None],
         "accelerate": [StrOptions(set(STEPS))],
@@ -193,6 +198,8 @@ class EMEstimator(BaseEstimator):
     split_every: int
     checkpoint: str | os.PathLike[str] | None
     resume: bool
+    storage_options: dict[str, Any] | None
+    checkpoint_storage_options: dict[str, Any] | None
     callback: Callable[[engine.IterationInfo], Any] | None
     persist: bool | None
     accelerate: str
@@ -208,6 +215,7 @@ class EMEstimator(BaseEstimator):
             variable=variable,
             sample_dim=self.sample_dim,
             feature_dim=self.feature_dim,
+            storage_options=getattr(self, "storage_options", None),
         )
 
     def _set_features(self, X: Any, variable: str | None, n_features: int) -> None:
@@ -250,6 +258,11 @@ class EMEstimator(BaseEstimator):
                 f"with {list(fitted)}, got {list(given)}."
             )
 
+    def _checkpoint_options(self) -> dict[str, Any]:
+        """The checkpoint's ``storage_options``: its own, else the data's."""
+        own = getattr(self, "checkpoint_storage_options", None)
+        return dict(own if own is not None else getattr(self, "storage_options", None) or {})
+
     def _fit_restarts(
         self,
         model: EMModel,
@@ -275,6 +288,7 @@ class EMEstimator(BaseEstimator):
             callback=self.callback,
             persist=self.persist if persist is None else persist,
             accelerate=self.accelerate,
+            checkpoint_storage_options=self._checkpoint_options(),
         )
         self._set_params(best.params)
         self.converged_ = best.converged
