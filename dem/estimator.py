@@ -23,7 +23,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from zarr.abc.store import Store
 
-from dem import engine, tabular
+from dem import engine, storage, tabular
 from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
@@ -208,6 +208,14 @@ class EMEstimator(BaseEstimator):
     n_features_in_: int
     feature_names_in_: np.ndarray
     _set_params: Callable[[Params], None]
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        """scikit-learn's repr, with the credentials of ``storage_options`` and
+        ``checkpoint_storage_options`` shown as ``***``."""
+        text = str(super().__repr__(N_CHAR_MAX))
+        for name in ("storage_options", "checkpoint_storage_options"):
+            text = storage.redact(text, getattr(self, name, None))
+        return text
 
     def _samples(self, X: Any, variable: str | None) -> Samples:
         return as_samples(

@@ -271,3 +271,19 @@ def redact(text: str, storage_options: Mapping[str, Any] | None, url: object = N
     for secret in secrets(storage_options, url):
         text = text.replace(secret, "***")
     return text
+
+
+def masked(storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``storage_options`` with every value that may be a credential (see :func:`secrets`)
+    shown as ``***``: what a repr or a notebook displays."""
+    if storage_options is None:
+        return None
+    hidden = set(secrets(storage_options))
+    return {
+        key: masked(value)
+        if isinstance(value, Mapping)
+        else "***"
+        if isinstance(value, str) and value in hidden
+        else value
+        for key, value in storage_options.items()
+    }
