@@ -13,6 +13,14 @@ An iteration is written first and marked ``complete`` (with a SHA-256 checksum o
 arrays) last; the root's ``latest`` marker advances only after that. Readers trust
 only complete iterations whose checksum matches, so an interrupted write leaves the
 previous iteration as the latest. A checkpoint holds arrays and JSON only.
+
+A checkpoint may be a local path or an fsspec URL (``s3://``, ``gs://``, ``az://``,
+``memory://``, ``file://``) with its own ``storage_options``. On a local disk the lock is
+the file ``<path>.lock`` (exclusive create, atomic replace, holder checked by process
+id); on object storage it is a lease of :mod:`dem.lease` (conditional creates). Each
+object a store writes is atomic there, so the order above (arrays, then the iteration's
+attributes, then ``latest``) makes an iteration visible only once complete as on disk.
+Options (credentials) are never written into a checkpoint nor named in a message.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from dem import lease, storage
 from dem.model import Params
 from dem.paths import check_apart, resolved_source, source_location
 
@@ -299,13 +308,26 @@ class Checkpoint:
     :meth:`close`); :func:`load_checkpoint` to read one.
     """
 
-    def __init__(self, root: zarr.Group, path: str, lock: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: zarr.Group,
+        path: str,
+        lock: tuple[str, str] | lease.Lease | None = None,
+        remote: tuple[Any, str] | None = None,
+    ) -> None:
         self._root = root
         self.path = path
+        self._remote = remote  # (filesystem, path on it) of a checkpoint on object storage
+        self._lease = lock if isinstance(lock, lease.Lease) else None
         latest = dict(root.attrs).get("latest_by_run")
         self._latest: dict[str, int] = dict(latest) if isinstance(latest, dict) else {}
         self._previous: dict[int, int] = {}
-        self._finalizer = weakref.finalize(self, _release, *lock) if lock is not None else None
+        if isinstance(lock, lease.Lease):
+            self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(
+                self, lock.release
+            )
+        else:
+            self._finalizer = weakref.finalize(self, _release, *lock) if lock is not None else None
 
     @classmethod
     def open(
@@ -316,11 +338,14 @@ class Checkpoint:
         config: dict[str, Any],
         fingerprint: dict[str, Any],
         resume: bool,
+        storage_options: dict[str, Any] | None = None,
     ) -> Checkpoint:
         """Create a checkpoint at ``path``, or reopen it to resume; lock it either way.
 
         ``resume=True`` with no checkpoint at ``path`` yet starts a new one there (so one
-        command both starts a fit and continues it after an interruption).
+        command both starts a fit and continues it after an interruption). ``path`` may
+        be an fsspec URL, opened with ``storage_options``; its lock is then a lease
+        (:mod:`dem.lease`), and messages name it without credentials.
 
         Raises
         ------
@@ -334,21 +359,22 @@ class Checkpoint:
             Resuming a checkpoint of another model, configuration, data or format.
         CheckpointLockedError
             Another running fit holds the checkpoint (its lock file ``<path>.lock``
-            names a live process, or a process on another host). A lock left by a dead
-            process on this host is taken over with a warning.
+            names a live process, or a process on another host; on object storage, a
+            lease that has not expired). A lock left by a dead process on this host, or
+            a lease past its expiry, is taken over with a warning.
         CheckpointWriteError
             The lock file or the new store cannot be written (disk full, permissions);
             nothing is left behind.
         """
-        path = os.fspath(path)
+        path = storage.local_path(path)
         fingerprint = _resolved_fingerprint(fingerprint)
         _check_location(path, fingerprint)
-        header = {
-            "format": FORMAT_VERSION,
-            "model": model,
-            "config": _normalised(config),
-            "fingerprint": _normalised(fingerprint),
-        }
+        if storage.is_remote(path):
+            from dem.remote import open_remote
+
+            header = header_of(model, config, fingerprint)
+            return open_remote(cls, path, header, resume, storage_options)
+        header = header_of(model, config, fingerprint)
         exists = os.path.exists(path)
         if exists and not resume:
             raise FileExistsError(
@@ -402,6 +428,7 @@ class Checkpoint:
             being written stays unmarked, so earlier ones are what a resume uses.
         """
         name = f"run-{run}/iter-{iteration:06d}"
+        self._check_lease()
         try:
             group = self._root.create_group(name, overwrite=True)
             for key, value in params.items():
@@ -452,6 +479,7 @@ class Checkpoint:
         CheckpointWriteError
             The store refused a write; the iterations stay intact.
         """
+        self._check_lease()
         try:
             group = self._root.create_group("final", overwrite=True)
             for key, value in values.items():
@@ -474,6 +502,18 @@ class Checkpoint:
                 f"Could not write the final results to checkpoint {self.path!r}: "
                 f"{exc.strerror or exc}. The iterations are intact; free space (or fix the "
                 "store) and resume to write them."
+            ) from exc
+
+    def _check_lease(self) -> None:
+        """Refuse to write once this fit's lease on object storage was lost."""
+        if self._lease is None:
+            return
+        try:
+            self._lease.check()
+        except lease.LeaseLost as exc:
+            raise CheckpointLockedError(
+                f"Checkpoint {self.path!r}: this fit no longer holds its lock ({exc}); it "
+                "stops without writing. Another fit continues it."
             ) from exc
 
     def content(self) -> dict[str, list[int]] | None:
@@ -506,9 +546,15 @@ class Checkpoint:
         Iterations after it (damaged or cut off from the history) are removed, so
         the ones written from here on form one history.
         """
-        restored = _restore(self._root, run, self.path, self._latest.get(str(run)))
-        for iteration in _iterations(self._root, run, self.path):
+        restored = _restore(self._root, run, self.path, self._latest.get(str(run)), self._remote)
+        for iteration in _iterations(self._root, run, self.path, self._remote):
             if restored is None or iteration > restored.iteration:
+                if self._remote is not None:
+                    self._check_lease()
+                    fs, where = self._remote
+                    with contextlib.suppress(FileNotFoundError):
+                        fs.rm(f"{where}/run-{run}/iter-{iteration:06d}", recursive=True)
+                    continue
                 shutil.rmtree(
                     os.path.join(self.path, f"run-{run}", f"iter-{iteration:06d}"),
                     ignore_errors=True,
@@ -613,7 +659,9 @@ def _group(root: zarr.Group, path: str) -> zarr.Group:
 _ITERATION = re.compile(r"iter-(\d{6})")
 
 
-def _iterations(root: zarr.Group, run: int, path: str) -> list[int]:
+def _iterations(
+    root: zarr.Group, run: int, path: str, remote: tuple[Any, str] | None = None
+) -> list[int]:
     """Iteration numbers of ``run``: its groups, and folders that lost their metadata."""
     names: set[str] = set()
     # zarr parses every member's metadata to list them; a damaged one is found by
@@ -621,6 +669,13 @@ def _iterations(root: zarr.Group, run: int, path: str) -> list[int]:
     with contextlib.suppress(Exception), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr warns of folders without metadata
         names.update(name for name, _ in _group(root, f"run-{run}").groups())
+    if remote is not None:
+        fs, where = remote
+        with contextlib.suppress(FileNotFoundError):
+            fs.invalidate_cache(f"{where}/run-{run}")
+            listed = fs.ls(f"{where}/run-{run}", detail=False)
+            names.update(str(name).rstrip("/").rsplit("/", 1)[-1] for name in listed)
+        return sorted(int(m.group(1)) for m in map(_ITERATION.fullmatch, names) if m is not None)
     folder = os.path.join(path, f"run-{run}")
     if os.path.isdir(folder):
         names.update(os.listdir(folder))
@@ -674,9 +729,15 @@ def _inconsistent_dims(arrays: dict[str, Any]) -> str | None:
     return None
 
 
-def _restore(root: zarr.Group, run: int, path: str, marker: int | None) -> Restored | None:
+def _restore(
+    root: zarr.Group,
+    run: int,
+    path: str,
+    marker: int | None,
+    remote: tuple[Any, str] | None = None,
+) -> Restored | None:
     """The latest iteration whose whole history back to iteration 0 is intact."""
-    iterations = _iterations(root, run, path)
+    iterations = _iterations(root, run, path, remote)
     if marker is not None and marker not in iterations:
         warnings.warn(
             f"Checkpoint {path!r}: the latest marker names iteration {marker} of run {run}, "
@@ -752,15 +813,22 @@ def _history(
     return None, links
 
 
-def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.Dataset:
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    run: int | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+) -> xr.Dataset:
     """Read a checkpoint as an :class:`xarray.Dataset`.
 
     Parameters
     ----------
     path : str or path-like
-        The checkpoint store.
+        The checkpoint store: a local path or an fsspec URL (``s3://...``).
     run : int, optional
         Which restart to read; by default the one the ``latest`` marker names.
+    storage_options : dict, optional
+        Options of the URL's filesystem (credentials, endpoint); never recorded.
 
     Returns
     -------
@@ -771,10 +839,9 @@ def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.
         its configuration, the data fingerprint, ``run``, ``iteration`` and
         ``converged``.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
-    root = zarr.open_group(path, mode="r")
+    from dem.remote import open_for_reading
+
+    root, path, remote = open_for_reading(path, storage_options)
     header = dict(root.attrs).get("dem")
     if not isinstance(header, dict):
         raise CheckpointMismatchError(f"{path!r} is not a dem checkpoint.")
@@ -785,7 +852,7 @@ def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.
         run = int(latest.get("run", 0)) if isinstance(latest, dict) else 0
     by_run = attrs.get("latest_by_run")
     marker = by_run.get(str(run)) if isinstance(by_run, dict) else None
-    restored = _restore(root, run, path, marker)
+    restored = _restore(root, run, path, marker, remote)
     if restored is None:
         raise ValueError(f"Checkpoint {path!r} holds no complete iteration for run {run}.")
     group = _group(root, f"run-{run}/iter-{restored.iteration:06d}")
@@ -809,13 +876,21 @@ def load_checkpoint(path: str | os.PathLike[str], run: int | None = None) -> xr.
     return dataset
 
 
-def load_final(path: str | os.PathLike[str], run: int, iteration: int) -> dict[str, Any] | None:
+def load_final(
+    path: str | os.PathLike[str],
+    run: int,
+    iteration: int,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """The results :meth:`Checkpoint.write_final` recorded for ``run`` at ``iteration``
     (arrays under their names, the recorded attributes under theirs), or None: none
     recorded, recorded for another run or iteration (the fit went on), or damaged.
     """
+    from dem.remote import open_for_reading
+
     try:
-        group = _group(zarr.open_group(os.fspath(path), mode="r"), "final")
+        root, _, _ = open_for_reading(path, storage_options)
+        group = _group(root, "final")
         attrs = dict(group.attrs)
         if not attrs.get("complete") or (attrs.get("run"), attrs.get("iteration")) != (
             run,
@@ -829,3 +904,13 @@ def load_final(path: str | os.PathLike[str], run: int, iteration: int) -> dict[s
         return None
     recorded: Any = attrs.get("attributes") or {}
     return {**values, **dict(recorded)}
+
+
+def header_of(model: str, config: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The root attribute ``dem`` of a checkpoint of ``model``."""
+    return {
+        "format": FORMAT_VERSION,
+        "model": model,
+        "config": _normalised(config),
+        "fingerprint": _normalised(fingerprint),
+    }

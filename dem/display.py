@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from dem import storage
+
 #: Arrays with at most this many entries are shown in full.
 SMALL = 8
 
@@ -113,6 +115,8 @@ def _parameters(estimator: Any) -> list[tuple[str, Any, bool]]:
         if not hasattr(estimator, name):
             continue
         value = getattr(estimator, name)
+        if name.endswith("storage_options") and isinstance(value, dict):
+            value = storage.masked(value)  # credentials are never displayed
         changed = parameter.default is parameter.empty or not _is_default(value, parameter.default)
         rows.append((name, value, changed))
     return rows

@@ -23,7 +23,7 @@ from sklearn.utils import check_array
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from zarr.abc.store import Store
 
-from dem import engine, tabular
+from dem import engine, storage, tabular
 from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
@@ -51,6 +51,7 @@ def fit_restarts(
     persist: bool | None,
     accelerate: str = "none",
     finish: Callable[[engine.EMResult], tuple[Params, dict[str, Any]]] | None = None,
+    checkpoint_storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[engine.EMResult, list[engine.EMResult]]:
     """Run ``n_init`` EM fits in lockstep; return the best (highest lower bound) and all.
 
@@ -60,7 +61,8 @@ def fit_restarts(
 
     ``resume=True`` continues the fit in ``checkpoint``, or starts one there when the
     path does not exist yet; with no ``checkpoint`` it is a ValueError (there is
-    nothing to resume from).
+    nothing to resume from). ``checkpoint`` may be an fsspec URL, opened with
+    ``checkpoint_storage_options``.
 
     ``finish(best)`` runs after the last iteration, while the checkpoint is still held;
     the arrays and attributes it returns (fitted attributes such as standard errors,
@@ -80,6 +82,7 @@ def fit_restarts(
             config={**model.config(), "n_init": n_init, "split_every": split_every},
             fingerprint={name: s.fingerprint() for name, s in inputs.items()},
             resume=resume,
+            storage_options=dict(checkpoint_storage_options or {}),
         )
     arrays = {name: s.array for name, s in inputs.items()}
     try:
@@ -184,6 +187,8 @@ class EMEstimator(BaseEstimator):
         ],
         "checkpoint": [str, os.PathLike, None],
         "resume": ["boolean"],
+        "storage_options": [dict, None],
+        "checkpoint_storage_options": [dict, None],
         "split_every": counts(2),
         "persist": ["boolean", None],
         "accelerate": [StrOptions(set(STEPS))],
@@ -205,6 +210,8 @@ class EMEstimator(BaseEstimator):
     split_every: int
     checkpoint: str | os.PathLike[str] | None
     resume: bool
+    storage_options: dict[str, Any] | None
+    checkpoint_storage_options: dict[str, Any] | None
     callback: Callable[[engine.IterationInfo], Any] | None
     persist: bool | None
     accelerate: str
@@ -214,12 +221,21 @@ class EMEstimator(BaseEstimator):
     feature_names_in_: np.ndarray
     _set_params: Callable[[Params], None]
 
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:
+        """scikit-learn's repr, with the credentials of ``storage_options`` and
+        ``checkpoint_storage_options`` shown as ``***``."""
+        text = str(super().__repr__(N_CHAR_MAX))
+        for name in ("storage_options", "checkpoint_storage_options"):
+            text = storage.redact(text, getattr(self, name, None))
+        return text
+
     def _samples(self, X: Any, variable: str | None) -> Samples:
         return as_samples(
             in_memory_array(X, self),
             variable=variable,
             sample_dim=self.sample_dim,
             feature_dim=self.feature_dim,
+            storage_options=getattr(self, "storage_options", None),
         )
 
     def _set_features(self, X: Any, variable: str | None, n_features: int) -> None:
@@ -262,6 +278,11 @@ class EMEstimator(BaseEstimator):
                 f"with {list(fitted)}, got {list(given)}."
             )
 
+    def _checkpoint_options(self) -> dict[str, Any]:
+        """The checkpoint's ``storage_options``: its own, else the data's."""
+        own = getattr(self, "checkpoint_storage_options", None)
+        return dict(own if own is not None else getattr(self, "storage_options", None) or {})
+
     def _fit_restarts(
         self,
         model: EMModel,
@@ -289,6 +310,7 @@ class EMEstimator(BaseEstimator):
             persist=self.persist if persist is None else persist,
             accelerate=self.accelerate,
             finish=finish,
+            checkpoint_storage_options=self._checkpoint_options(),
         )
         self._set_params(best.params)
         self.converged_ = best.converged

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from dem import storage
 from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint, load_final
 from dem.registry import REGISTRY, by_checkpoint_model, load
 
@@ -64,17 +65,24 @@ def _config_reader(model: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return reader
 
 
-def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Model name, configuration and data fingerprint of a checkpoint (no arrays read)."""
-    import zarr
+def checkpoint_header(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Model name, configuration and data fingerprint of a checkpoint (no arrays read);
+    ``path`` may be an fsspec URL, read with ``storage_options``."""
+    from dem.remote import open_for_reading
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Checkpoint {path!r} does not exist.")
     try:
-        attrs = dict(zarr.open_group(path, mode="r").attrs)
+        root, path, _ = open_for_reading(path, storage_options)
+        attrs = dict(root.attrs)
+    except FileNotFoundError:
+        raise
     except Exception as exc:  # zarr raises several types for unreadable stores
-        raise CheckpointMismatchError(f"{path!r} is not a readable Zarr group: {exc}") from exc
+        shown = storage.location(path) if storage.is_remote(path) else os.fspath(path)
+        raise CheckpointMismatchError(
+            f"{shown!r} is not a readable Zarr group: "
+            f"{storage.redact(str(exc), storage_options, path)}"
+        ) from exc
     header = attrs.get("dem")
     if not isinstance(header, dict) or "model" not in header:
         raise CheckpointMismatchError(f"{path!r} is not a dem checkpoint.")
@@ -82,20 +90,20 @@ def checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {**header, "latest": attrs.get("latest")}
 
 
-def load_runs(path: str | os.PathLike[str]) -> dict[int, xr.Dataset]:
+def load_runs(
+    path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> dict[int, xr.Dataset]:
     """Every restart with at least its initial parameters, as :func:`load_checkpoint` reads it."""
-    header = checkpoint_header(path)
+    header = checkpoint_header(path, storage_options)
     n_init = int(header["config"].get("n_init", 1))
     runs = {}
     for run in range(n_init):
         try:
-            runs[run] = load_checkpoint(path, run=run)
+            runs[run] = load_checkpoint(path, run=run, storage_options=storage_options)
         except ValueError:  # this restart has not started yet
             continue
     if not runs:
-        raise CheckpointMismatchError(
-            f"Checkpoint {os.fspath(path)!r} holds no complete iteration."
-        )
+        raise CheckpointMismatchError(f"Checkpoint {_shown(path)!r} holds no complete iteration.")
     return runs
 
 
@@ -111,15 +119,28 @@ def best_run(runs: dict[int, xr.Dataset]) -> int:
     return max(runs, key=lambda run: (final_loglik(runs[run]), -run))
 
 
-def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> Any:
+def _shown(path: str | os.PathLike[str]) -> str:
+    """How messages name the checkpoint ``path``: a URL without credentials."""
+    return storage.location(path) if storage.is_remote(path) else os.fspath(path)
+
+
+def from_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    run: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Any:
     """A fitted estimator with the parameters stored in a checkpoint.
 
     Parameters
     ----------
     path : str or path-like
-        The checkpoint store written by ``fit(checkpoint=...)`` or ``dem fit``.
+        The checkpoint store written by ``fit(checkpoint=...)`` or ``dem fit``: a local
+        path or an fsspec URL (``s3://...``).
     run : int, optional
         Which restart to restore; by default the best one.
+    storage_options : dict, optional
+        Options of the URL's filesystem (credentials, endpoint).
 
     Returns
     -------
@@ -136,9 +157,13 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     UserWarning
         When the chosen restart had not converged (an interrupted or capped fit).
     """
-    header = checkpoint_header(path)
+    header = checkpoint_header(path, storage_options)
     cls = estimator_class(header["model"])
-    runs = load_runs(path) if run is None else {run: load_checkpoint(path, run=run)}
+    runs = (
+        load_runs(path, storage_options)
+        if run is None
+        else {run: load_checkpoint(path, run=run, storage_options=storage_options)}
+    )
     chosen = best_run(runs)
     dataset = runs[chosen]
     accepted = inspect.signature(cls).parameters
@@ -162,12 +187,12 @@ def from_checkpoint(path: str | os.PathLike[str], *, run: int | None = None) -> 
     estimator.n_iter_ = int(dataset.attrs["last_iteration"])
     estimator.lower_bounds_ = lower_bounds
     estimator.lower_bound_ = lower_bounds[-1] if lower_bounds else -math.inf
-    final = load_final(path, chosen, estimator.n_iter_)
+    final = load_final(path, chosen, estimator.n_iter_, storage_options)
     if final is not None and hasattr(estimator, "_set_final"):
         estimator._set_final(final)
     if not estimator.converged_:
         warnings.warn(
-            f"Checkpoint {os.fspath(path)!r}: restart {chosen} stopped after iteration "
+            f"Checkpoint {_shown(path)!r}: restart {chosen} stopped after iteration "
             f"{estimator.n_iter_} without converging; its latest parameters are used. Resume the "
             "fit to finish it.",
             UserWarning,

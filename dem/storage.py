@@ -237,3 +237,53 @@ def _userinfo(text: str) -> list[str]:
             if _host(parts.scheme.lower(), parts.netloc) != parts.netloc:
                 found.extend(part for part in (parts.username, parts.password) if part)
     return found
+
+
+def is_remote(path_or_url: str | os.PathLike[str]) -> bool:
+    """Whether ``path_or_url`` is a URL of a filesystem other than the local one
+    (``file://`` and ``local://`` URLs are local paths)."""
+    text = os.fspath(path_or_url)
+    return is_url(text) and urlsplit(text.split("::")[-1]).scheme.lower() not in ("file", "local")
+
+
+def local_path(path_or_url: str | os.PathLike[str]) -> str:
+    """A local path, or ``file://`` URL, as a path (unchanged when it is a path)."""
+    text = os.fspath(path_or_url)
+    return location(text) if is_url(text) else text
+
+
+def writable(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str, Store]:
+    """For a remote ``url`` that dem writes (a checkpoint, an output): its synchronous
+    fsspec filesystem, the path on it, and a writable Zarr store on it.
+
+    Raises ImportError naming the package to install when the filesystem is missing.
+    """
+    check_filesystem(url)
+    options = dict(storage_options or {})
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    store = zarr.storage.FsspecStore.from_url(url, storage_options=options, read_only=False)
+    return fs, str(root).rstrip("/"), store
+
+
+def redact(text: str, storage_options: Mapping[str, Any] | None, url: object = None) -> str:
+    """``text`` with every secret of ``storage_options`` and ``url`` (see :func:`secrets`)
+    replaced by ``***``."""
+    for secret in secrets(storage_options, url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def masked(storage_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``storage_options`` with every value that may be a credential (see :func:`secrets`)
+    shown as ``***``: what a repr or a notebook displays."""
+    if storage_options is None:
+        return None
+    hidden = set(secrets(storage_options))
+    return {
+        key: masked(value)
+        if isinstance(value, Mapping)
+        else "***"
+        if isinstance(value, str) and value in hidden
+        else value
+        for key, value in storage_options.items()
+    }

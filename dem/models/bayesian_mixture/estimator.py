@@ -85,8 +85,8 @@ default="dirichlet_process"
         responsibilities its ``init_params`` draws. A dask array is rechunked along the
         data's sample chunks.
     random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
-    checkpoint, resume, split_every, persist, init_sample_size, callback, sample_dim, \
-feature_dim
+    checkpoint, resume, storage_options, checkpoint_storage_options, split_every, persist, \
+init_sample_size, callback, sample_dim, feature_dim
         As :class:`dem.GaussianMixture`. The checkpoint's trace holds the lower bound.
 
     Attributes
@@ -138,6 +138,8 @@ feature_dim
         random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 100_000,
@@ -162,6 +164,8 @@ feature_dim
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size

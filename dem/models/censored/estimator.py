@@ -104,6 +104,13 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
         Continue from the checkpoint's latest complete iteration.
+    storage_options : dict, optional
+        Options of the input's fsspec filesystem when ``X`` is a URL (``key``,
+        ``secret``, ``endpoint_url``, ``token``, ...); without them credentials come
+        from the environment. Never recorded in the checkpoint or shown in messages.
+    checkpoint_storage_options : dict, optional
+        Options of the checkpoint's filesystem when ``checkpoint`` is a URL; by default
+        ``storage_options`` (pass ``{}`` for the environment's credentials).
     split_every : int, default=8
         Fan-in of the tree that sums the per-chunk statistics.
     persist : bool, optional
@@ -162,6 +169,8 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         random_state: RandomState = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 100_000,
@@ -178,6 +187,8 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size
@@ -202,7 +213,14 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
                     f"{name}={value!r} names a variable, but X is not a Zarr store path or an "
                     f"xarray Dataset. Pass {name} as an array."
                 )
-            samples = as_samples(X, variable=value, sample_dim=self.sample_dim, name=value, ndim=1)
+            samples = as_samples(
+                X,
+                variable=value,
+                sample_dim=self.sample_dim,
+                name=value,
+                ndim=1,
+                storage_options=self.storage_options,
+            )
         else:
             samples = as_samples(value, sample_dim=self.sample_dim, name=name, ndim=1)
         if samples.n_samples != x.n_samples:

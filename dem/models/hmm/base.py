@@ -102,6 +102,7 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
     transmat_init: Any
     random_state: RandomState
     checkpoint: Any
+    storage_options: dict[str, Any] | None
     resume: bool
     split_every: int
     persist: bool | None
@@ -157,7 +158,12 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         )
         try:
             samples = as_samples(
-                X, variable=variable, ndim=self._ndim, chunk_rows=chunk_rows, **dims
+                X,
+                variable=variable,
+                ndim=self._ndim,
+                chunk_rows=chunk_rows,
+                storage_options=self.storage_options,
+                **dims,
             )
         except ValueError as exc:
             if "must be" not in str(exc) and "has dims" not in str(exc):
@@ -180,7 +186,12 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
                     "path or an xarray Dataset; otherwise pass the lengths themselves."
                 )
             found = as_samples(
-                X, variable=lengths, ndim=1, name="lengths", sample_dim=self.sequence_dim
+                X,
+                variable=lengths,
+                ndim=1,
+                name="lengths",
+                sample_dim=self.sequence_dim,
+                storage_options=self.storage_options,
             )
         else:
             found = as_samples(
@@ -212,7 +223,14 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         if long_ndim == 2:
             dims["feature_dim"] = getattr(self, "feature_dim", "feature")
         try:
-            return as_samples(X, variable=variable, ndim=long_ndim, chunk_rows=chunk_rows, **dims)
+            return as_samples(
+                X,
+                variable=variable,
+                ndim=long_ndim,
+                chunk_rows=chunk_rows,
+                storage_options=self.storage_options,
+                **dims,
+            )
         except ValueError as exc:
             if "must be" not in str(exc) and "has dims" not in str(exc):
                 raise

@@ -90,6 +90,13 @@ class GaussianHMM(BaseHMM):
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
         Continue from the checkpoint's latest complete iteration.
+    storage_options : dict, optional
+        Options of the input's fsspec filesystem when ``X`` is a URL (``key``,
+        ``secret``, ``endpoint_url``, ``token``, ...); without them credentials come
+        from the environment. Never recorded in the checkpoint or shown in messages.
+    checkpoint_storage_options : dict, optional
+        Options of the checkpoint's filesystem when ``checkpoint`` is a URL; by default
+        ``storage_options`` (pass ``{}`` for the environment's credentials).
     split_every : int, default=8
         Fan-in of the tree that sums the per-chunk statistics.
     persist : bool, optional
@@ -163,6 +170,8 @@ class GaussianHMM(BaseHMM):
         random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 1000,
@@ -191,6 +200,8 @@ class GaussianHMM(BaseHMM):
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size
@@ -345,7 +356,8 @@ class CategoricalHMM(BaseHMM):
     emissionprob_init : array-like of shape (n_components, n_features), optional
         Initial parameters. By default ``startprob`` and ``transmat`` start uniform and
         each row of ``emissionprob`` at normalised uniform random numbers.
-    random_state, checkpoint, resume, split_every, persist, init_sample_size, callback
+    random_state, checkpoint, resume, storage_options, \
+checkpoint_storage_options, split_every, persist, init_sample_size, callback
         As for :class:`GaussianHMM`.
     sequence_dim, time_dim : str
         Dimension names of xarray input.
@@ -387,6 +399,8 @@ class CategoricalHMM(BaseHMM):
         random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 1000,
@@ -409,6 +423,8 @@ class CategoricalHMM(BaseHMM):
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size

@@ -78,6 +78,13 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         Zarr store where every iteration's parameters are written.
     resume : bool, default=False
         Continue from the checkpoint's latest complete iteration.
+    storage_options : dict, optional
+        Options of the input's fsspec filesystem when ``X`` is a URL (``key``,
+        ``secret``, ``endpoint_url``, ``token``, ...); without them credentials come
+        from the environment. Never recorded in the checkpoint or shown in messages.
+    checkpoint_storage_options : dict, optional
+        Options of the checkpoint's filesystem when ``checkpoint`` is a URL; by default
+        ``storage_options`` (pass ``{}`` for the environment's credentials).
     split_every : int, default=8
         Fan-in of the tree that sums the per-chunk statistics.
     persist : bool, optional
@@ -139,6 +146,8 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 100_000,
@@ -165,6 +174,8 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size

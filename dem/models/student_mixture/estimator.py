@@ -50,7 +50,8 @@ class StudentMixture(GaussianMixture):
         large value, 1e8, gives the Gaussian mixture to 1e-8). Estimates start at 10 and
         are kept within [0.01, 1e6].
     tol, reg_covar, max_iter, n_init, init_params, weights_init, means_init, \
-precisions_init, random_state, checkpoint, resume, split_every, persist, \
+precisions_init, random_state, checkpoint, resume, storage_options, \
+checkpoint_storage_options, split_every, persist, \
 init_sample_size, accelerate, method, online_passes, batch_chunks, step_exponent, \
 warm_start, callback, sample_dim, feature_dim
         As for :class:`~dem.GaussianMixture` (``precisions_init``: the inverse scale
@@ -96,6 +97,8 @@ online_lower_bounds_, n_features_in_
         random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 100_000,
@@ -123,6 +126,8 @@ online_lower_bounds_, n_features_in_
             random_state=random_state,
             checkpoint=checkpoint,
             resume=resume,
+            storage_options=storage_options,
+            checkpoint_storage_options=checkpoint_storage_options,
             split_every=split_every,
             persist=persist,
             init_sample_size=init_sample_size,
