@@ -463,7 +463,7 @@ def map_reduce_graph(
     missing_ok: frozenset[str] | None = None,
     chunks_per_task: int = 1,
     content: Digests | bool = False,
-    prefetch: int = PREFETCH,
+    prefetch: int | None = None,
 ) -> Delayed:
     """The graph of one pass: ``function`` per chunk, summed in a tree.
 
@@ -475,7 +475,8 @@ def map_reduce_graph(
     counts). ``content`` True (or the digests recorded before, one entry per chunk) makes
     the pass also digest every chunk (checking it against the recorded digest): its
     result is then ``(statistics, digests)``, the digests in chunk order. ``prefetch``:
-    chunk reads a map task keeps in flight while it computes (see :class:`PassPlan`).
+    chunk reads a map task keeps in flight while it computes (see :class:`PassPlan`;
+    default :data:`PREFETCH`); the results are the same bits with any.
 
     The tasks are written directly as one graph layer (building a Delayed per task
     costs about a millisecond each, as much as running it); the parameters are one
@@ -487,6 +488,7 @@ def map_reduce_graph(
             f"chunks_per_task must be a power of split_every ({split_every}), got "
             f"{plan.chunks_per_task}: only then is a task's sum a node of the tree."
         )
+    prefetch = PREFETCH if prefetch is None else prefetch
     token = uuid.uuid4().hex
     params_key = f"_params-{token}"
     layer: dict[Any, Any] = {params_key: DataNode(params_key, params), **plan.stores}
