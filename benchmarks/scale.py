@@ -11,7 +11,10 @@ scheduler runs in its own process (``distributed.deploy.subprocess.SubprocessClu
 so that its CPU time and memory are measured apart from the client's.
 
 Reported per chunk count: seconds per iteration (median), milliseconds per chunk per
-iteration (wall, against the few-chunk run), the scheduler's and the client's CPU
+iteration (wall, against the few-chunk run), the same for one pass computed in the
+client by one thread with no scheduler (the chunk's own work: its read, its E-step
+call), what the cluster adds beyond that work shared by the workers
+(``beyond_in_process``), the scheduler's and the client's CPU
 milliseconds per chunk per iteration, the graph of one pass (tasks, pickled bytes, the
 seconds to build it), and the peak resident memory of the client and the scheduler.
 
@@ -36,7 +39,8 @@ MIB = 2**20
 
 
 class GeneratedRows:
-    """A read-only array-like of ``n_rows`` × ``n_features`` mixture rows, made on read.
+    """A read-only array-like of ``n_rows`` × ``n_features`` rows of a mixture of
+    axis-aligned Gaussians, made on read.
 
     ``rows[a:b]`` draws rows ``a`` to ``b`` from a random generator seeded by ``a``: what a
     Zarr array is to ``da.from_zarr`` (an object whose chunks are read by slicing it),
@@ -47,16 +51,19 @@ class GeneratedRows:
         self.shape = (n_rows, n_features)
         self.dtype = np.dtype(np.float64)
         self.ndim = 2
-        self.n_components = n_components
+        weights, self.means, roots = mixture(n_features, n_components, seed=0)
+        self.cumulative = np.cumsum(weights)
+        self.scales = np.sqrt((roots**2).sum(axis=1))  # each component's axis-aligned sd
 
     def __getitem__(self, index: Any) -> np.ndarray:
         rows, _ = index
         start, stop = rows.indices(self.shape[0])[:2]
-        weights, means, roots = mixture(self.shape[1], self.n_components, seed=0)
         rng = np.random.default_rng(start)
-        labels = rng.choice(self.n_components, size=stop - start, p=weights)
+        labels = np.minimum(
+            np.searchsorted(self.cumulative, rng.random(stop - start)), len(self.means) - 1
+        )
         values = rng.standard_normal((stop - start, self.shape[1]))
-        return np.einsum("ni,nij->nj", values, roots[labels]) + means[labels]
+        return values * self.scales[labels] + self.means[labels]
 
 
 def generated(n_rows: int, n_features: int, chunk_rows: int) -> Any:
@@ -128,6 +135,38 @@ def graph_size(array: Any, n_components: int, split_every: int = 8) -> dict[str,
     }
 
 
+def in_process_seconds(array: Any, n_components: int, repeats: int = 2) -> float:
+    """Median seconds of one pass over ``array`` computed in this process by one thread
+    (dask's synchronous scheduler): each chunk's own work (its read and its E-step call),
+    with no scheduler, no worker and no transfer."""
+    import dask
+
+    from dem import graph
+    from dem.models.mixture.model import MixtureModel
+
+    model = MixtureModel(n_components, "diag")
+    arrays = {"X": array}
+    sample = GeneratedRows(1000, array.shape[1])[0:1000, :]
+    params = model.e_step({"X": sample}, _start(model, sample))
+    params = model.m_step(params, _start(model, sample))
+    blocks, per_task = graph.chunk_blocks(arrays), graph.chunks_per_task(arrays, 8)
+    seconds = []
+    for _ in range(repeats):
+        one_pass = graph.map_reduce_graph(
+            model.e_step, model.combine, ("X",), blocks, params, chunks_per_task=per_task
+        )
+        started = time.perf_counter()
+        dask.compute(one_pass, scheduler="sync")
+        seconds.append(time.perf_counter() - started)
+    return median(seconds)
+
+
+def _start(model: Any, sample: np.ndarray) -> dict[str, np.ndarray]:
+    from dem.models.mixture.init import initial_params
+
+    return initial_params(model, sample, np.random.default_rng(0), "kmeans")  # type: ignore[no-any-return]
+
+
 def fit_seconds(
     client: Any, array: Any, n_components: int, iterations: int
 ) -> tuple[list[float], float, float, int]:
@@ -194,6 +233,9 @@ def main() -> None:
             )
             base, _, _, _ = fit_seconds(client, few, args.k, args.iterations)
             per_chunk = (median(timed) - median(base)) / (count - args.few)
+            own = (in_process_seconds(many, args.k) - in_process_seconds(few, args.k)) / (
+                count - args.few
+            )
             emit(
                 BENCHMARK,
                 "chunks",
@@ -203,6 +245,8 @@ def main() -> None:
                 repeats=timed,
                 few_chunks_seconds_per_iter=median(base),
                 ms_per_chunk_per_iter=1e3 * per_chunk,
+                in_process_ms_per_chunk=1e3 * own,
+                beyond_in_process_ms_per_chunk=1e3 * (per_chunk - own / args.workers),
                 scheduler_cpu_ms_per_chunk_per_iter=1e3 * sched_cpu / len(timed) / count,
                 client_cpu_ms_per_chunk_per_iter=1e3 * client_cpu / len(timed) / count,
                 graph=size,
