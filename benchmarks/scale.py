@@ -169,16 +169,16 @@ def _start(model: Any, sample: np.ndarray) -> dict[str, np.ndarray]:
 
 def fit_seconds(
     client: Any, array: Any, n_components: int, iterations: int
-) -> tuple[list[float], float, float, int]:
+) -> tuple[list[float], float, float, tuple[int, int]]:
     """Per-iteration seconds of ``iterations`` iterations after one untimed one; the
-    scheduler's and the client's CPU seconds over the timed ones; the scheduler's peak
-    resident bytes (sampled after every iteration)."""
+    scheduler's and the client's CPU seconds over the timed ones; the scheduler's
+    resident bytes before the fit and the most after any iteration."""
     from dem.engine import ConvergenceWarning
     from dem.models.mixture import GaussianMixture
 
     means = GeneratedRows(10 * n_components, array.shape[1])[0 : 10 * n_components, :]
     seconds: list[float] = []
-    marks: dict[str, Any] = {"peak": 0}
+    marks: dict[str, Any] = {"peak": 0, "before": scheduler_usage(client)[1]}
 
     def after(info: Any) -> None:
         cpu, rss = scheduler_usage(client)
@@ -204,7 +204,7 @@ def fit_seconds(
         model.fit(array)
     scheduler_cpu = marks["end"][0] - marks["start"][0]
     client_cpu = marks["end"][1] - marks["start"][1]
-    return seconds, scheduler_cpu, client_cpu, int(marks["peak"])
+    return seconds, scheduler_cpu, client_cpu, (int(marks["before"]), int(marks["peak"]))
 
 
 def main() -> None:
@@ -251,7 +251,8 @@ def main() -> None:
                 client_cpu_ms_per_chunk_per_iter=1e3 * client_cpu / len(timed) / count,
                 graph=size,
                 client_peak_mib=_peak_rss() / MIB,
-                scheduler_peak_mib=sched_peak / MIB,
+                scheduler_before_fit_mib=sched_peak[0] / MIB,
+                scheduler_peak_mib=sched_peak[1] / MIB,
                 **config,
             )
 
