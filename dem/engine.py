@@ -36,6 +36,7 @@ from dem.data import raise_if_extreme
 from dem.graph import (
     DEFAULT_SPLIT_EVERY,
     Digests,
+    PassPlan,
     _compute,
     _is_cluster_failure,
     _raise_if_unreadable,
@@ -44,6 +45,7 @@ from dem.graph import (
     current_client,
     map_reduce,
     map_reduce_graph,
+    pass_plan,
     tree_reduce,
 )
 from dem.model import Block, EMModel, Params, Stats, remedy
@@ -62,6 +64,7 @@ __all__ = [  # the graph functions are re-exported: models and tools import them
     "map_reduce",
     "map_reduce_graph",
     "memory_budget",
+    "pass_plan",
     "prepare",
     "tree_reduce",
 ]
@@ -169,6 +172,7 @@ def em_pass(
     missing_ok: frozenset[str] | None,
     chunks_per_task: int = 1,
     content: Digests | bool = False,
+    plan: PassPlan | None = None,
 ) -> tuple[list[Evaluation], Digests | None]:
     """One read of the data: for each (model, params), ``(F(params), loglik(params))``,
     and the chunks' digests when ``content`` asks for them (see :func:`map_reduce_graph`).
@@ -177,6 +181,8 @@ def em_pass(
     exception is returned in place of the parameters, for the step to decide. A model
     with a ``lower_bound`` hook (see :mod:`dem.model`) reports that objective, of the
     statistics and the updated parameters, in place of the mean log-likelihood.
+    ``plan``, the :class:`dem.graph.PassPlan` of ``blocks`` built once for the fit,
+    saves building it again (its ``chunks_per_task`` then counts).
     """
     if all(hasattr(model, "own_pass") for model, _ in pairs):  # see dem.model's hooks
         return _own_passes(pairs, names, blocks, split_every, missing_ok, content)
@@ -185,7 +191,7 @@ def em_pass(
         fused.e_step,
         fused.combine,
         names,
-        blocks,
+        blocks if plan is None else plan,
         [params for _, params in pairs],
         split_every=split_every,
         missing_ok=missing_ok,
@@ -323,6 +329,7 @@ def fit_runs(
         arrays = prepare(arrays, persist)
         names, blocks = tuple(arrays), chunk_blocks(arrays)
         grouped = chunks_per_task(arrays, split_every)
+        plan = pass_plan(blocks, grouped)  # the same every pass: built once
         if checkpoint is not None:
             content = _recorded_digests(checkpoint, names, len(blocks))
     while active:
@@ -341,6 +348,7 @@ def fit_runs(
             missing_ok=check,
             chunks_per_task=grouped,
             content=content,
+            plan=plan,
         )
         if content is True and checkpoint is not None and digests is not None:
             checkpoint.record_content(names, digests)

@@ -15,10 +15,14 @@ the EM loop on top of this module.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import itertools
+import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +31,7 @@ import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
-from dask.task_spec import DataNode, Task, TaskRef
+from dask.task_spec import DataNode, List, Task, TaskRef
 from threadpoolctl import threadpool_limits
 
 from dem.checkpoint import CheckpointMismatchError, chunk_digest
@@ -100,26 +104,45 @@ def check_block(
             )
 
 
-SMALL_CHUNK_BYTES = 4 * 2**20
-"""Chunks (all inputs together) smaller than this are mapped ``split_every`` to a task..."""
+TASK_BYTES = 32 * 2**20
+"""Chunks are grouped so that one map task reads at most this many bytes (all inputs)..."""
 
 GROUPED_TASKS = 16
-"""...when that still leaves at least this many map tasks to spread over the workers."""
+"""...while at least this many map tasks remain to spread over the workers."""
+
+PREFETCH = 4
+"""Chunk reads a map task keeps in flight ahead of the chunk it computes (0: none)."""
+
+PREFETCH_THREADS = 4
+"""Threads per process that read chunks ahead for the map tasks (see :data:`PREFETCH`)."""
 
 
 def chunks_per_task(arrays: Mapping[str, da.Array], split_every: int) -> int:
-    """How many consecutive chunks one map task takes: 1, or ``split_every`` for small chunks.
+    """How many consecutive chunks one map task takes: a power of ``split_every``.
 
     A task costs the scheduler and the worker a few milliseconds whatever its size, as
-    much as the E-step of a small chunk. A map task over ``split_every`` chunks does
-    the first level of the tree reduction itself, in the same order, so the statistics
-    are the same bits either way. The choice depends on the data alone (not on the
-    cluster), so a resumed fit makes the same one.
+    much as the E-step of a small chunk. A map task over ``split_every ** L`` chunks does
+    the first ``L`` levels of the tree reduction itself, in the same order, so the
+    statistics are the same bits whatever ``L`` is. ``L`` is the largest for which a task
+    reads at most :data:`TASK_BYTES` and at least :data:`GROUPED_TASKS` map tasks remain.
+    The choice depends on the data alone (not on the cluster), so a resumed fit makes
+    the same one.
     """
     n_chunks = len(next(iter(arrays.values())).chunks[0])
     chunk_bytes = sum(a.nbytes for a in arrays.values()) / max(n_chunks, 1)
-    many = n_chunks >= GROUPED_TASKS * split_every
-    return split_every if chunk_bytes < SMALL_CHUNK_BYTES and many else 1
+    per_task = 1
+    while (
+        per_task * split_every * chunk_bytes <= TASK_BYTES
+        and n_chunks >= GROUPED_TASKS * per_task * split_every
+    ):
+        per_task *= split_every
+    return per_task
+
+
+def _is_power(per_task: int, split_every: int) -> bool:
+    while per_task > 1 and per_task % split_every == 0:
+        per_task //= split_every
+    return per_task == 1
 
 
 Digests = tuple[tuple[int, ...], ...]
@@ -139,8 +162,8 @@ class ContentCheck:
 def _check_digests(
     content: ContentCheck,
     names: tuple[str, ...],
-    first_rows: tuple[int, ...],
-    values: tuple[np.ndarray, ...],
+    first_rows: Sequence[int],
+    chunks: Sequence[tuple[np.ndarray, ...]],
     digests: Digests,
 ) -> None:
     """Refuse chunks whose content differs from the digests recorded in the checkpoint."""
@@ -148,7 +171,7 @@ def _check_digests(
     for i, (found, expected) in enumerate(zip(digests, content.expected, strict=True)):
         for name, mine, theirs in zip(names, found, expected, strict=True):
             if mine != theirs:
-                rows = f"{first_rows[i]}-{first_rows[i] + len(values[i * len(names)]) - 1}"
+                rows = f"{first_rows[i]}-{first_rows[i] + len(chunks[i][0]) - 1}"
                 raise CheckpointMismatchError(
                     f"Input {name!r}: chunk {content.first_chunk + i} along the samples (rows "
                     f"{rows}) differs from the data the checkpoint was written for (its "
@@ -165,6 +188,94 @@ def _combine_digested(
     return combine(a[0], b[0]), a[1] + b[1]
 
 
+@dataclass(frozen=True)
+class _Read:
+    """One chunk of one input, read by the map task itself: the chunk's own task (from
+    the input's graph), which depends only on data nodes (the store object of a Zarr
+    array, ...), run inside the map task instead of as a key of its own. Opaque to
+    dask: the map task depends on the data nodes, passed to it as ``stores``."""
+
+    task: Task
+
+    def __call__(self, stores: Mapping[Any, Any]) -> np.ndarray:
+        return self.task({key: stores[key] for key in self.task.dependencies})
+
+
+class _Subtree:
+    """The fixed-shape tree over consecutive leaves, summed as the leaves arrive.
+
+    Leaves are grouped ``split_every`` at a time, level by level, exactly as
+    :func:`_tree_layer` groups the map tasks, so a task over ``split_every ** L``
+    chunks (aligned on a multiple of that) returns the bits of the tree's node above
+    them; at most ``split_every - 1`` partial sums wait at each level.
+    """
+
+    def __init__(self, combine: Callable[[Any, Any], Any], split_every: int) -> None:
+        self.combine, self.split_every = combine, split_every
+        self.levels: list[list[Any]] = []
+
+    def add(self, leaf: Any, level: int = 0) -> None:
+        while len(self.levels) <= level:
+            self.levels.append([])
+        self.levels[level].append(leaf)
+        if len(self.levels[level]) == self.split_every:
+            group, self.levels[level] = self.levels[level], []
+            self.add(functools.reduce(self.combine, group), level + 1)
+
+    def result(self) -> Any:
+        level = 0
+        while True:
+            waiting = self.levels[level]
+            if len(waiting) == 1 and not any(self.levels[level + 1 :]):
+                return waiting[0]
+            if waiting:
+                self.levels[level] = []
+                self.add(functools.reduce(self.combine, waiting), level + 1)
+            level += 1
+
+
+_READERS: ThreadPoolExecutor | None = None
+_READERS_LOCK = threading.Lock()
+
+
+def _readers() -> ThreadPoolExecutor:
+    """This process's pool of threads that read chunks ahead (made on first use)."""
+    global _READERS
+    with _READERS_LOCK:
+        if _READERS is None:
+            _READERS = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="dem-read")
+        return _READERS
+
+
+def _read_chunk(chunk: Sequence[Any], stores: Mapping[Any, Any]) -> tuple[np.ndarray, ...]:
+    return tuple(value(stores) if isinstance(value, _Read) else value for value in chunk)
+
+
+def _chunks_in_order(
+    chunks: Sequence[Sequence[Any]], stores: Mapping[Any, Any], prefetch: int
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """The values of each chunk in order; with ``prefetch``, the reads of the next
+    ``prefetch`` chunks run in threads while the caller computes on the current one."""
+    if prefetch < 1 or not any(isinstance(v, _Read) for chunk in chunks for v in chunk):
+        for chunk in chunks:
+            yield _read_chunk(chunk, stores)
+        return
+    pool, upcoming = _readers(), iter(chunks)
+    pending: collections.deque[Future[tuple[np.ndarray, ...]]] = collections.deque(
+        pool.submit(_read_chunk, chunk, stores) for chunk in itertools.islice(upcoming, prefetch)
+    )
+    try:
+        while pending:
+            current = pending.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(pool.submit(_read_chunk, following, stores))
+            yield current.result()
+    finally:  # a failed chunk (or task) leaves no read running for nothing
+        for future in pending:
+            future.cancel()
+
+
 def _map_task(
     content: ContentCheck | None,
     function: Callable[[Block, Params], Stats],
@@ -172,29 +283,38 @@ def _map_task(
     names: tuple[str, ...],
     missing_ok: frozenset[str] | None,
     first_rows: tuple[int, ...],
+    split_every: int,
+    prefetch: int,
     params: Params,
-    *values: np.ndarray,
+    store_keys: tuple[Any, ...],
+    store_values: list[Any],
+    *values: Any,
 ) -> Stats | tuple[Stats, Digests]:
-    """``function`` on each of the blocks (``len(names)`` values each), combined in order.
+    """``function`` on each of the chunks (``len(names)`` values each), summed in the
+    tree's order (:class:`_Subtree`).
 
-    With ``content``, the blocks are digested (and checked) first, and the result is
-    ``(statistics, digests)``.
+    A value is an array, or a :class:`_Read` that reads it from ``stores``, ahead of
+    the computation (``prefetch`` chunks); ``stores`` are the values of the data nodes
+    the reads depend on (keys and values). With ``content``, the chunks are digested
+    (and, when the checkpoint recorded digests, all checked before any is computed) and
+    the result is ``(statistics, digests)``.
     """
     width = len(names)
-    blocks = [values[i * width : (i + 1) * width] for i in range(len(first_rows))]
-    digests: Digests = ()
-    if content is not None:
-        digests = tuple(tuple(chunk_digest(value) for value in block) for block in blocks)
-        if content.expected is not None:
-            _check_digests(content, names, first_rows, values, digests)
-    stats = functools.reduce(
-        combine,
-        (
-            _block_task(function, names, missing_ok, first_row, params, block)
-            for first_row, block in zip(first_rows, blocks, strict=True)
-        ),
-    )
-    return stats if content is None else (stats, digests)
+    chunks = [values[i * width : (i + 1) * width] for i in range(len(first_rows))]
+    stores = dict(zip(store_keys, store_values, strict=True))
+    read: Iterable[tuple[np.ndarray, ...]] = _chunks_in_order(chunks, stores, prefetch)
+    digests: list[tuple[int, ...]] = []
+    if content is not None and content.expected is not None:
+        read = list(read)  # a task reads at most TASK_BYTES (or one chunk)
+        digests = [tuple(chunk_digest(value) for value in chunk) for chunk in read]
+        _check_digests(content, names, first_rows, read, tuple(digests))
+    tree = _Subtree(combine, split_every)
+    for first_row, chunk in zip(first_rows, read, strict=True):
+        if content is not None and content.expected is None:
+            digests.append(tuple(chunk_digest(value) for value in chunk))
+        tree.add(_block_task(function, names, missing_ok, first_row, params, chunk))
+    stats = tree.result()
+    return stats if content is None else (stats, tuple(digests))
 
 
 def _block_task(
@@ -251,47 +371,139 @@ def tree_reduce(
     return Delayed(root, _with_inputs(name, layer, nodes), layer=name)
 
 
+Blocks = list[tuple[int, list[Delayed]]]
+"""(first row, one Delayed per input) for each sample chunk: :func:`chunk_blocks`."""
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What one map task reads: its chunks' first rows, and per chunk and input either a
+    :class:`_Read` or a ``TaskRef`` to the chunk's key; the data nodes its reads need."""
+
+    start: int
+    first_rows: tuple[int, ...]
+    values: tuple[Any, ...]
+    stores: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """The part of a pass's graph that is the same every iteration, built once per fit.
+
+    A chunk whose task (in its input's optimised graph) depends on data nodes only (the
+    store object of a Zarr array, a ``from_array`` source, or nothing) is read inside the
+    map task (:class:`_Read`): the pass then has no key per chunk, and the map tasks
+    read their chunks ahead of their computation. Any other chunk (persisted in the
+    workers' memory, or computed by other tasks) stays a key the map task depends on.
+
+    Attributes
+    ----------
+    blocks : list
+        The chunks, as :func:`chunk_blocks` gives them.
+    chunks_per_task : int
+        Consecutive chunks per map task (a power of the tree's fan-in).
+    groups : tuple of _Group
+        One per map task.
+    stores : dict
+        The data nodes the reads depend on, by key.
+    inputs : list of Delayed
+        The chunks that stay keys, whose graphs the pass includes.
+    """
+
+    blocks: Blocks
+    chunks_per_task: int
+    groups: tuple[_Group, ...]
+    stores: dict[Any, DataNode]
+    inputs: list[Delayed]
+
+
+def pass_plan(blocks: Blocks, chunks_per_task: int = 1) -> PassPlan:
+    """The :class:`PassPlan` of ``blocks`` read ``chunks_per_task`` chunks to a task."""
+    tasks_of: dict[int, Mapping[Any, Any]] = {}
+    stores: dict[Any, DataNode] = {}
+    inputs: list[Delayed] = []
+
+    def entry(value: Delayed) -> tuple[Any, tuple[Any, ...]]:
+        graph = value.__dask_graph__()
+        tasks = tasks_of.get(id(graph))
+        if tasks is None:
+            tasks = tasks_of[id(graph)] = dict(graph)
+        node = tasks.get(value.key)
+        needs = tuple(getattr(node, "dependencies", ()))
+        if isinstance(node, Task) and all(isinstance(tasks.get(k), DataNode) for k in needs):
+            for key in needs:
+                stores[key] = tasks[key]
+            return _Read(node), needs
+        inputs.append(value)
+        return TaskRef(value.key), ()
+
+    groups = []
+    for start in range(0, len(blocks), chunks_per_task):
+        group = blocks[start : start + chunks_per_task]
+        entries = [entry(value) for _, values in group for value in values]
+        groups.append(
+            _Group(
+                start,
+                tuple(first_row for first_row, _ in group),
+                tuple(read for read, _ in entries),
+                tuple(dict.fromkeys(key for _, needs in entries for key in needs)),
+            )
+        )
+    return PassPlan(blocks, chunks_per_task, tuple(groups), stores, inputs)
+
+
 def map_reduce_graph(
     function: Callable[[Block, Any], Any],
     combine: Callable[[Any, Any], Any],
     names: tuple[str, ...],
-    blocks: list[tuple[int, list[Delayed]]],
+    blocks: Blocks | PassPlan,
     params: Any,
     *,
     split_every: int = DEFAULT_SPLIT_EVERY,
     missing_ok: frozenset[str] | None = None,
     chunks_per_task: int = 1,
     content: Digests | bool = False,
+    prefetch: int | None = None,
 ) -> Delayed:
     """The graph of one pass: ``function`` per chunk, summed in a tree.
 
     ``missing_ok`` not None makes every task check its block for invalid values
     first (NaN or infinity, NaN allowed in the inputs ``missing_ok`` names).
-    ``chunks_per_task`` consecutive chunks share a map task (see :func:`chunks_per_task`).
-    ``content`` True (or the digests recorded before, one entry per chunk) makes the
-    pass also digest every chunk (checking it against the recorded digest): its result
-    is then ``(statistics, digests)``, the digests in chunk order.
+    ``chunks_per_task`` consecutive chunks share a map task (see :func:`chunks_per_task`;
+    a power of ``split_every``, so the sums are the same bits); ``blocks`` may be a
+    :class:`PassPlan` built once for every pass of a fit (its ``chunks_per_task`` then
+    counts). ``content`` True (or the digests recorded before, one entry per chunk) makes
+    the pass also digest every chunk (checking it against the recorded digest): its
+    result is then ``(statistics, digests)``, the digests in chunk order. ``prefetch``:
+    chunk reads a map task keeps in flight while it computes (see :class:`PassPlan`;
+    default :data:`PREFETCH`); the results are the same bits with any.
 
     The tasks are written directly as one graph layer (building a Delayed per task
     costs about a millisecond each, as much as running it); the parameters are one
     key that every E-step task references, so each worker receives them once.
     """
+    plan = blocks if isinstance(blocks, PassPlan) else pass_plan(blocks, chunks_per_task)
+    if not _is_power(plan.chunks_per_task, split_every):
+        raise ValueError(
+            f"chunks_per_task must be a power of split_every ({split_every}), got "
+            f"{plan.chunks_per_task}: only then is a task's sum a node of the tree."
+        )
+    prefetch = PREFETCH if prefetch is None else prefetch
     token = uuid.uuid4().hex
     params_key = f"_params-{token}"
-    layer: dict[Any, Any] = {params_key: DataNode(params_key, params)}
+    layer: dict[Any, Any] = {params_key: DataNode(params_key, params), **plan.stores}
     mapped: list[str] = []
-    for start in range(0, len(blocks), chunks_per_task):
-        group = blocks[start : start + chunks_per_task]
+    for group in plan.groups:
         key = f"_map_task-{token}-{len(mapped)}"
-        first_rows = tuple(first_row for first_row, _ in group)
-        refs = (TaskRef(value.key) for _, values in group for value in values)
         check = None
         if content is not False:
-            expected = None if content is True else content[start : start + len(group)]
-            check = ContentCheck(start, expected)
+            end = group.start + len(group.first_rows)
+            expected = None if content is True else content[group.start : end]
+            check = ContentCheck(group.start, expected)
+        stores = List(*(TaskRef(store) for store in group.stores))
         layer[key] = Task(
-            key, _map_task, check, function, combine, names, missing_ok, first_rows,
-            TaskRef(params_key), *refs,
+            key, _map_task, check, function, combine, names, missing_ok, group.first_rows,
+            split_every, prefetch, TaskRef(params_key), group.stores, stores, *group.values,
         )  # fmt: skip
         mapped.append(key)
     if content is not False:
@@ -299,8 +511,7 @@ def map_reduce_graph(
     tree, root = _tree_layer(mapped, combine, split_every, token)
     layer.update(tree)
     name = f"_map_reduce-{token}"
-    inputs = [value for _, values in blocks for value in values]
-    return Delayed(root, _with_inputs(name, layer, inputs), layer=name)
+    return Delayed(root, _with_inputs(name, layer, plan.inputs), layer=name)
 
 
 def _with_inputs(name: str, layer: dict[Any, Any], inputs: list[Delayed]) -> HighLevelGraph:
