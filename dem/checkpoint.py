@@ -876,36 +876,6 @@ def load_checkpoint(
     return dataset
 
 
-def load_final(
-    path: str | os.PathLike[str],
-    run: int,
-    iteration: int,
-    storage_options: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """The results :meth:`Checkpoint.write_final` recorded for ``run`` at ``iteration``
-    (arrays under their names, the recorded attributes under theirs), or None: none
-    recorded, recorded for another run or iteration (the fit went on), or damaged.
-    """
-    from dem.remote import open_for_reading
-
-    try:
-        root, _, _ = open_for_reading(path, storage_options)
-        group = _group(root, "final")
-        attrs = dict(group.attrs)
-        if not attrs.get("complete") or (attrs.get("run"), attrs.get("iteration")) != (
-            run,
-            iteration,
-        ):
-            return None
-        values: Params = {name: np.asarray(array[...]) for name, array in group.arrays()}
-    except Exception:  # no final group, or one that cannot be read: the fit's results only
-        return None
-    if _checksum(values) != attrs.get("checksum"):
-        return None
-    recorded: Any = attrs.get("attributes") or {}
-    return {**values, **dict(recorded)}
-
-
 def header_of(model: str, config: dict[str, Any], fingerprint: dict[str, Any]) -> dict[str, Any]:
     """The root attribute ``dem`` of a checkpoint of ``model``."""
     return {

@@ -24,8 +24,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from dem import checkpoint as ckpt
 from dem import storage
-from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint, load_final
+from dem.checkpoint import CheckpointMismatchError, check_format, load_checkpoint
+from dem.model import Params
 from dem.registry import REGISTRY, by_checkpoint_model, load
 
 
@@ -122,6 +124,36 @@ def best_run(runs: dict[int, xr.Dataset]) -> int:
 def _shown(path: str | os.PathLike[str]) -> str:
     """How messages name the checkpoint ``path``: a URL without credentials."""
     return storage.location(path) if storage.is_remote(path) else os.fspath(path)
+
+
+def load_final(
+    path: str | os.PathLike[str],
+    run: int,
+    iteration: int,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """The results :meth:`Checkpoint.write_final` recorded for ``run`` at ``iteration``
+    (arrays under their names, the recorded attributes under theirs), or None: none
+    recorded, recorded for another run or iteration (the fit went on), or damaged.
+    """
+    from dem.remote import open_for_reading
+
+    try:
+        root, _, _ = open_for_reading(path, storage_options)
+        group = ckpt._group(root, "final")
+        attrs = dict(group.attrs)
+        if not attrs.get("complete") or (attrs.get("run"), attrs.get("iteration")) != (
+            run,
+            iteration,
+        ):
+            return None
+        values: Params = {name: np.asarray(array[...]) for name, array in group.arrays()}
+    except Exception:  # no final group, or one that cannot be read: the fit's results only
+        return None
+    if ckpt._checksum(values) != attrs.get("checksum"):
+        return None
+    recorded: Any = attrs.get("attributes") or {}
+    return {**values, **dict(recorded)}
 
 
 def from_checkpoint(
