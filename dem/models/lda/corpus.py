@@ -66,9 +66,9 @@ def csr_group(
     None (a path that is no Zarr store, or a variable that is an array, is not ours)."""
     if not isinstance(path, str | os.PathLike | zarr.Group):
         return None
-    if isinstance(path, str | os.PathLike) and not storage.is_url(path):
-        if not os.path.isdir(path):  # noqa: SIM102 (narrows the type for os.path)
-            return None
+    local = not isinstance(path, zarr.Group) and not storage.is_url(path)
+    if local and not os.path.isdir(os.fspath(path)):  # type: ignore[arg-type]
+        return None
     try:
         group, _, where = _open_group(path, storage_options)
     except (FileNotFoundError, ValueError):

@@ -360,6 +360,13 @@ class LatentDirichletAllocation(
         stats = self._pass(self._checked(X, variable))
         return kernels.perplexity(self._model().bound(stats), float(stats["n_words"]))
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64"]
+        return tags
+
     @property
     def _n_features_out(self) -> int:
         return int(self.components_.shape[0])
