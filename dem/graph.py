@@ -246,7 +246,7 @@ def _block_task(
     except ValueError as invalid:
         if type(invalid) is not ValueError:  # subclasses (LinAlgError, ...) keep their type
             raise
-        rows = f"{first_row}-{first_row + len(values[0]) - 1}"  # the model found bad values
+        rows = f"{first_row}-{first_row + values[0].shape[0] - 1}"  # the model found bad values
         raise ValueError(f"{invalid} (In the chunk of samples {rows}.)") from invalid
 
 
