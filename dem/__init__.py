@@ -13,6 +13,7 @@ from dem.models.bayesian_mixture import BayesianGaussianMixture
 from dem.models.censored import CensoredRegression
 from dem.models.factor_mixture import MixtureOfFactorAnalyzers
 from dem.models.hmm import CategoricalHMM, GaussianHMM
+from dem.models.lda import LatentDirichletAllocation
 from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
 from dem.models.ppca import PPCA, FactorAnalysis
 from dem.models.student_mixture import StudentMixture
@@ -35,6 +36,7 @@ __all__ = [
     "GaussianHMM",
     "GaussianMixture",
     "IterationInfo",
+    "LatentDirichletAllocation",
     "MixtureOfFactorAnalyzers",
     "NotFittedError",
     "StudentMixture",

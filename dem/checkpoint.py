@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from scipy import sparse
 
 from dem import lease, storage
 from dem.model import Params
@@ -572,6 +573,12 @@ def chunk_digest(value: np.ndarray) -> int:
 
     About 2 ms for a 12.8 MB chunk (6 GB/s); it detects changed data, not tampering.
     """
+    if sparse.issparse(value):  # a CSR chunk: its row pointers, columns and values
+        matrix = sparse.csr_matrix(value)
+        digest = zlib.crc32(f"csr|{value.dtype.str}|{value.shape}|".encode())
+        for part in (matrix.indptr, matrix.indices, matrix.data):
+            digest = zlib.crc32(np.ascontiguousarray(part).data.cast("B"), digest)
+        return digest
     header = f"{value.dtype.str}|{value.shape}|".encode()
     return zlib.crc32(np.ascontiguousarray(value).data.cast("B"), zlib.crc32(header))
 

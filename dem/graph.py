@@ -32,6 +32,7 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.task_spec import DataNode, List, Task, TaskRef
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from dem.checkpoint import CheckpointMismatchError, chunk_digest
@@ -77,6 +78,9 @@ def check_block(
     infinity or magnitudes above :data:`LARGEST`, naming the rows (numbered from
     ``first_row``); ``before`` is what the user must clean the rows before."""
     for name, value in zip(names, values, strict=True):
+        if sparse.issparse(value):  # a sparse chunk: its stored values, by row
+            _check_sparse(name, value, missing_ok, first_row, before)
+            continue
         # False for NaN and infinity too; the squares of any float32 fit in float64
         within = np.isfinite(value) if value.dtype.itemsize < 8 else np.abs(value) <= LARGEST
         if within.all():
@@ -102,6 +106,36 @@ def check_block(
                 "the data by a constant before fitting (and scale any absolute regularisation "
                 "by its square)."
             )
+
+
+def _check_sparse(
+    name: str, value: Any, missing_ok: frozenset[str], first_row: int, before: str
+) -> None:
+    """:func:`check_block` for a scipy.sparse chunk: its stored values are checked, and
+    a bad one is named by its row (the chunk is never densified)."""
+    matrix = sparse.csr_matrix(value)
+    data = matrix.data
+    within = np.isfinite(data) if data.dtype.itemsize < 8 else np.abs(data) <= LARGEST
+    if name in missing_ok:
+        within |= np.isnan(data)
+    if within.all():
+        return
+    bad = data[~within]
+    unique = np.unique(np.searchsorted(matrix.indptr, np.flatnonzero(~within), "right") - 1)
+    rows = f"between rows {first_row + unique[0]} and {first_row + unique[-1]}"
+    where = f"(chunk rows {first_row}-{first_row + matrix.shape[0] - 1})"
+    if not np.isfinite(bad).all():
+        what = "infinity" if name in missing_ok else "NaN or infinity"
+        raise ValueError(
+            f"Input {name!r} contains {what} in {len(unique)} row(s) {rows} {where}. Remove "
+            f"or impute those rows before {before}."
+        )
+    raise ValueError(
+        f"Input {name!r} holds values as large as {float(np.max(np.abs(bad))):.1e} in "
+        f"{len(unique)} row(s) {rows} {where}. EM sums squares of the data, which overflow "
+        f"float64 beyond {LARGEST:.0e}: divide the data by a constant before fitting (and "
+        "scale any absolute regularisation by its square)."
+    )
 
 
 TASK_BYTES = 32 * 2**20
@@ -332,7 +366,7 @@ def _block_task(
     except ValueError as invalid:
         if type(invalid) is not ValueError:  # subclasses (LinAlgError, ...) keep their type
             raise
-        rows = f"{first_row}-{first_row + len(values[0]) - 1}"  # the model found bad values
+        rows = f"{first_row}-{first_row + values[0].shape[0] - 1}"  # the model found bad values
         raise ValueError(f"{invalid} (In the chunk of samples {rows}.)") from invalid
 
 

@@ -682,3 +682,62 @@ register(
         ),
     )
 )
+
+
+register(
+    ModelEntry(
+        name="lda",
+        checkpoint_model="latent_dirichlet_allocation",
+        estimator="dem.models.lda:LatentDirichletAllocation",
+        help="Latent Dirichlet allocation (topics of word counts; scikit-learn's "
+        "LatentDirichletAllocation options), by batch variational EM over sparse chunks.",
+        options=(
+            _n_components("Number of topics."),
+            Opt(
+                "doc_topic_prior",
+                "Prior of the document-topic distributions (default 1/K).",
+                "float",
+                default=None,
+            ),
+            Opt(
+                "topic_word_prior",
+                "Prior of the topic-word distributions (default 1/K).",
+                "float",
+                default=None,
+            ),
+            Opt("max_doc_update_iter", "Steps of each document's fixed point at most."),
+            Opt("mean_change_tol", "A document stops when its γ moves less than this.", "float"),
+            Opt("evaluate_every", "> 0: stop when the perplexity moves less than --perp-tol."),
+            Opt("perp_tol", "Perplexity tolerance.", "float"),
+            Opt("components_init", "Initial topic-word parameters, shape (K, V).", "array"),
+        ),
+        inputs=(
+            Input(
+                "var",
+                "variable",
+                "Name of the word counts in the store: a CSR group (dem synth lda writes one) "
+                "or a documents × terms array.",
+            ),
+        ),
+        outputs={
+            "topics": Output("transform", ("sample", "component"), "document-topic distributions"),
+        },
+        synth="lda",
+        synth_options=(
+            _synth_components(10),
+            Opt("words", "Mean words per document (Poisson).", "float", default=100.0),
+            Opt(
+                "doc_topic_prior",
+                "Dirichlet prior α of each document's topics.",
+                "float",
+                default=0.1,
+            ),
+            Opt(
+                "topic_word_prior",
+                "Dirichlet prior of each topic's words (small: well-separated topics).",
+                "float",
+                default=0.05,
+            ),
+        ),
+    )
+)

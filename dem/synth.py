@@ -56,6 +56,10 @@ class Generator:
     draw: Draw
     dims: dict[str, tuple[str, ...]]
     row_steps: Callable[[Truth], int] = lambda truth: 1
+    writer: Callable[..., None] | None = None
+    """``writer(group, truth, seeds, n_samples, chunk_rows, dtype, threads, on_chunk)``
+    writes the store's variables itself (a layout other than one array per variable,
+    such as a sparse corpus); the truth and the markers are written around it."""
 
 
 # --- Gaussian mixture ----------------------------------------------------------------
@@ -450,10 +454,13 @@ def write_store(
     n_chunks = -(-n_samples // chunk_rows)
     seeds = chunk_seeds.spawn(n_chunks)
 
-    # One draw of one row tells the variables' shapes and dtypes.
-    probe = generator.draw(truth, np.random.default_rng(0), 1)
     group = zarr.open_group(os.fspath(path), mode="w-")
     group.attrs[OUTPUT_ATTRIBUTE] = marker("dem synth", complete=False)  # first: not yet whole
+    if generator.writer is not None:
+        generator.writer(group, truth, seeds, n_samples, chunk_rows, dtype, threads, on_chunk)
+        return _finish(path, group, model, seed, n_samples, n_features, options, truth)
+    # One draw of one row tells the variables' shapes and dtypes.
+    probe = generator.draw(truth, np.random.default_rng(0), 1)
     arrays = {}
     for name, value in probe.items():
         stored_dtype = dtype if name == "X" else value.dtype
@@ -479,13 +486,29 @@ def write_store(
             done += rows
             if on_chunk is not None:
                 on_chunk(done, n_samples)
+    return _finish(path, group, model, seed, n_samples, n_features, options, truth)
+
+
+def _finish(
+    path: str | os.PathLike[str],
+    group: zarr.Group,
+    model: str,
+    seed: int,
+    n_samples: int,
+    n_features: int,
+    options: dict[str, Any] | None,
+    truth: Truth,
+) -> Truth:
+    """The truth in the attributes (what a writer stored as arrays left out), then the
+    store marked complete."""
+    stored = {name for name, _ in group.arrays()}
     group.attrs[ATTRIBUTE] = {
         "model": model,
         "seed": seed,
         "n_samples": n_samples,
         "n_features": n_features,
         "options": options or {},
-        "truth": {name: value.tolist() for name, value in truth.items()},
+        "truth": {name: value.tolist() for name, value in truth.items() if name not in stored},
     }
     mark_complete(path)  # last: every chunk and the truth are written
     return truth
@@ -537,4 +560,116 @@ def student_mixture_draw(
 
 GENERATORS["tmix"] = Generator(
     student_mixture_truth, student_mixture_draw, {"X": ("sample", "feature"), "labels": ("sample",)}
+)
+
+
+# --- latent Dirichlet allocation (a sparse corpus, written in the CSR layout) ---------
+
+
+def lda_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 10,
+    words: float = 100.0,
+    doc_topic_prior: float = 0.1,
+    topic_word_prior: float = 0.05,
+) -> Truth:
+    """Topics (K × V word distributions, each ~ Dirichlet(``topic_word_prior``)), the
+    documents' prior α and their mean length (words per document, Poisson)."""
+    if n_components < 1 or n_features < 2:
+        raise ValueError("n_components must be at least 1 and the vocabulary at least 2.")
+    if not (words > 0 and doc_topic_prior > 0 and topic_word_prior > 0):
+        raise ValueError("words, doc_topic_prior and topic_word_prior must be positive.")
+    topics = rng.dirichlet(np.full(n_features, float(topic_word_prior)), size=n_components)
+    return {
+        "topics": topics,
+        "doc_topic_prior": np.asarray(float(doc_topic_prior)),
+        "words": np.asarray(float(words)),
+    }
+
+
+def lda_draw_sparse(truth: Truth, rng: np.random.Generator, n_rows: int) -> tuple[Any, np.ndarray]:
+    """``n_rows`` documents of the generative model: word counts (CSR, documents × terms)
+    and each document's topic proportions θ. Each document has Poisson(``words``)
+    words; its topic counts are multinomial in θ ~ Dirichlet(α), and each topic's words
+    are drawn from its distribution by inverse CDF (no dense documents × terms array)."""
+    from scipy import sparse
+
+    topics = np.asarray(truth["topics"], dtype=np.float64)
+    k, v = topics.shape
+    theta = rng.dirichlet(np.full(k, float(truth["doc_topic_prior"])), size=n_rows)
+    lengths = rng.poisson(float(truth["words"]), size=n_rows)
+    per_topic = rng.multinomial(lengths, theta)  # (n_rows, K) words of each topic
+    docs, terms = [], []
+    for topic in range(k):
+        counts = per_topic[:, topic]
+        cdf = np.cumsum(topics[topic])
+        drawn = np.searchsorted(cdf, rng.random(int(counts.sum())) * cdf[-1], side="right")
+        docs.append(np.repeat(np.arange(n_rows), counts))
+        terms.append(np.minimum(drawn, v - 1))
+    rows, cols = np.concatenate(docs), np.concatenate(terms)
+    matrix = sparse.csr_matrix(
+        (np.ones(len(rows)), (rows, cols)), shape=(n_rows, v), dtype=np.float64
+    )
+    matrix.sum_duplicates()
+    return matrix, theta
+
+
+def lda_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, np.ndarray]:
+    """:func:`lda_draw_sparse` as dense arrays (``X``: counts; ``doc_topics``: θ)."""
+    matrix, theta = lda_draw_sparse(truth, rng, n_rows)
+    return {"X": matrix.toarray(), "doc_topics": theta}
+
+
+def lda_write(
+    group: zarr.Group,
+    truth: Truth,
+    seeds: list[np.random.SeedSequence],
+    n_samples: int,
+    chunk_rows: int,
+    dtype: str,
+    threads: int,
+    on_chunk: Callable[[int, int], Any] | None,
+) -> None:
+    """The corpus as the CSR layout ``X`` (:mod:`dem.models.lda.corpus`), the documents'
+    topic proportions ``doc_topics`` and the ``topics``, chunk by chunk."""
+    from dem.models.lda.corpus import write_csr
+
+    topics = np.asarray(truth["topics"])
+    k, v = topics.shape
+    group.create_array("topics", data=topics, dimension_names=("component", "feature"))
+    proportions = group.create_array(
+        "doc_topics",
+        shape=(n_samples, k),
+        chunks=(chunk_rows, k),
+        dtype=np.float32,
+        dimension_names=("sample", "component"),
+    )
+    writer = write_csr(group, "X", n_samples, v, chunk_rows, dtype)
+
+    def draw(index: int) -> tuple[int, Any, np.ndarray]:
+        start = index * chunk_rows
+        rows = min(start + chunk_rows, n_samples) - start
+        matrix, theta = lda_draw_sparse(truth, np.random.default_rng(seeds[index]), rows)
+        return start, matrix, theta
+
+    width = max(1, threads)
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        for first in range(0, len(seeds), width):  # `threads` chunks in memory at most
+            for start, matrix, theta in pool.map(
+                draw, range(first, min(first + width, len(seeds)))
+            ):
+                writer.append(matrix)  # in document order
+                proportions[start : start + matrix.shape[0]] = theta.astype(np.float32)
+                if on_chunk is not None:
+                    on_chunk(start + matrix.shape[0], n_samples)
+
+
+GENERATORS["lda"] = Generator(
+    lda_truth,
+    lda_draw,
+    {"topics": ("component", "feature"), "doc_topics": ("sample", "component")},
+    row_steps=lambda truth: max(1, int(truth["words"])),
+    writer=lda_write,
 )

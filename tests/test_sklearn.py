@@ -37,6 +37,7 @@ ESTIMATORS = [
     dem.BayesianGaussianMixture(n_components=2, max_iter=20, random_state=0),
     dem.MixtureOfFactorAnalyzers(2, 1, max_iter=20, random_state=0),
     dem.StudentMixture(2, max_iter=20, random_state=0),
+    dem.LatentDirichletAllocation(2, max_iter=5, random_state=0),
 ]
 
 # The checks that fit and use the HMMs on scikit-learn's 2-D samples × features X (those
@@ -121,6 +122,8 @@ def fitted(estimator):
         X = rng.integers(0, 3, size=(6, 30)).astype(float)
         return estimator.fit(X), (X,)
     X = blobs()
+    if isinstance(estimator, dem.LatentDirichletAllocation):  # word counts
+        X = np.round(np.abs(X) * 2)
     return estimator.fit(X), (X,)
 
 

@@ -434,6 +434,12 @@ def variable_shape(store: str, variable: str) -> tuple[int, ...]:
     if is_parquet(store):
         table = open_parquet(store, variable)
         return (table.n_rows, len(table.columns))
+    from dem.models.lda.corpus import csr_group
+
+    sparse = csr_group(store, variable)  # a sparse matrix in the CSR layout: its shape
+    if sparse is not None:
+        shape: list[int] = sparse.attrs["shape"]  # type: ignore[assignment]
+        return tuple(int(size) for size in shape)
     return tuple(open_zarr_variable(store, variable).shape)
 
 

@@ -130,6 +130,17 @@ MODELS["tmix"] = ContractModel(
         "fixed-dof": Variant(estimator={"dof": 3.0}),
     },
 )
+# word counts of documents of 4 topics (the suite sets tol=0: max_iter passes)
+MODELS["lda"] = ContractModel(
+    120,
+    30,
+    {"n_components": 4, "words": 30.0},
+    {"n_components": 4, "chunk_rows": 50},
+    {
+        "batch": Variant(),
+        "priors": Variant(estimator={"doc_topic_prior": 0.5, "topic_word_prior": 0.2}),
+    },
+)
 
 
 @dataclass(frozen=True)

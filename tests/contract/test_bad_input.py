@@ -101,6 +101,12 @@ def _tobit_y(x: np.ndarray) -> np.ndarray:
     return np.maximum(0.5 + signal + noise, 0.0)
 
 
+def _counts(x: np.ndarray) -> np.ndarray:
+    """Rows → word counts (LDA): non-negative whole numbers; NaN, infinity and extreme
+    values stay where they were."""
+    return np.floor(np.abs(x) * 2.0)
+
+
 def _full_lengths(x: np.ndarray) -> np.ndarray:
     return np.full(len(x), x.shape[1] if x.ndim > 1 else 1, dtype=np.int64)
 
@@ -126,7 +132,7 @@ class Contract:
     @property
     def chunk(self) -> int:
         """Store chunk along the first axis: CHUNK rows, or as many sequences."""
-        return CHUNK if self.layout is _rows else CHUNK // N_TIMES
+        return CHUNK if self.layout in (_rows, _counts) else CHUNK // N_TIMES
 
 
 # --- building the user's input ---------------------------------------------------------
@@ -636,6 +642,7 @@ class Differences:
     """What one registered model does otherwise than the common matrix expects."""
 
     min_rows: int = 3  # the fewest rows (of good_data) a fit accepts
+    layout: Callable[[np.ndarray], np.ndarray] | None = None  # None: by the feature axis
     vector_of: Callable[[np.ndarray], np.ndarray] = _full_lengths  # X -> a good second input
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # per-case overrides
     extra: dict[str, Case] = field(default_factory=dict)  # cases only this model meets
@@ -704,6 +711,44 @@ DIFFERENCES: dict[str, Differences] = {
     ),
 }
 
+
+def _sparse_counts(nan_at: int | None = None) -> Build:
+    """The word counts as an in-memory scipy.sparse CSR matrix (NaN at row ``nan_at``)."""
+
+    def build(contract: Contract, tmp: Path) -> Input:
+        import scipy.sparse
+
+        x = _counts(good_data())
+        if nan_at is not None:
+            x[nan_at, 1] = np.nan
+        return Input(scipy.sparse.csr_matrix(x))
+
+    return build
+
+
+LDA_EXTRA = {
+    "sparse matrix": Case(_sparse_counts(), FIT),  # a corpus: sparse chunks, never densified
+    "sparse matrix with NaN": Case(
+        _sparse_counts(nan_at=417),
+        Outcome(ValueError, r"NaN or infinity in 1 row.*rows 417 and 417.*Remove or impute"),
+    ),
+    "negative counts": Case(
+        lambda c, t: Input(write_store(t, {"X": good_data()}, CHUNK), None, "X"),
+        Outcome(
+            ValueError, r"Negative values.*non-negative word counts.*chunk of samples \d+-\d+\."
+        ),
+    ),
+}
+DIFFERENCES["lda"] = Differences(
+    min_rows=1,
+    layout=_counts,
+    outcomes={
+        "fewer samples than components": Outcome(ValueError, r"empty.*at least one sample"),
+        "extreme value": FIT,  # a huge count: a topic that explains it, no sum of squares
+    },
+    extra=LDA_EXTRA,
+)
+
 #: The data layout of each registry ``feature_axis``: rows, sequences, symbol sequences.
 LAYOUTS: dict[int | None, Callable[[np.ndarray], np.ndarray]] = {
     1: _rows,
@@ -723,7 +768,7 @@ def contract_of(name: str) -> Contract:
     return Contract(
         make=lambda **options: case.estimator(max_iter=3, tol=own_tol, **options),
         min_rows=differences.min_rows,
-        layout=LAYOUTS[entry.feature_axis],
+        layout=differences.layout or LAYOUTS[entry.feature_axis],
         vector=second[0] if second else None,
         vector_of=differences.vector_of,
         outcomes=differences.outcomes,
