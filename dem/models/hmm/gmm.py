@@ -51,8 +51,10 @@ from dem.models.scratch import Scratch
 
 COLLAPSED = (
     "The covariance of at least one mixture component is not positive definite (the "
-    "component has collapsed onto too few distinct points). Decrease n_mix or "
-    "n_components, raise covars_prior, or scale the input data."
+    "component has collapsed onto too few distinct points, or a feature is constant: "
+    "hmmlearn's default priors add nothing to the covariances). Decrease n_mix or "
+    "n_components, give the covariances a prior (covars_weight > 0 for diag and spherical, "
+    "covars_prior a positive definite matrix for full and tied), or scale the input data."
 )
 
 

@@ -290,11 +290,11 @@ class GMMHMM(BaseHMM):
             observations = sequences[valid].astype(np.float64)
             # NaN or infinity inside a sequence are left to the first pass, which says where
             observations = observations[np.isfinite(observations).all(axis=1)]
-            if len(observations) < k:
+            if len(observations) < k * m:
                 raise ValueError(
                     f"The initialisation sample holds {len(observations)} finite observations, "
-                    f"fewer than n_components={k}. Use fewer states, more data, or a larger "
-                    "init_sample_size."
+                    f"fewer than n_components × n_mix = {k * m} (one per component). Use fewer "
+                    "states or components, more data, or a larger init_sample_size."
                 )
             covariance = (
                 np.atleast_2d(np.cov(observations.T))
