@@ -12,7 +12,7 @@ from dem.estimator import NotFittedError
 from dem.models.bayesian_mixture import BayesianGaussianMixture
 from dem.models.censored import CensoredRegression
 from dem.models.factor_mixture import MixtureOfFactorAnalyzers
-from dem.models.hmm import CategoricalHMM, GaussianHMM
+from dem.models.hmm import GMMHMM, CategoricalHMM, GaussianHMM
 from dem.models.lda import LatentDirichletAllocation
 from dem.models.mixture import ComponentSelection, GaussianMixture, select_n_components
 from dem.models.ppca import PPCA, FactorAnalysis
@@ -21,6 +21,7 @@ from dem.restore import from_checkpoint
 from dem.tabular import read_parquet
 
 __all__ = [
+    "GMMHMM",
     "PPCA",
     "BayesianGaussianMixture",
     "CategoricalHMM",

@@ -741,3 +741,65 @@ register(
         ),
     )
 )
+
+
+register(
+    ModelEntry(
+        name="gmmhmm",
+        checkpoint_model="gmm_hmm",
+        estimator="dem.models.hmm:GMMHMM",
+        help="Hidden Markov model with Gaussian-mixture emissions, on sequences × time × "
+        "features (hmmlearn's GMMHMM options).",
+        options=(
+            _n_components("Number of hidden states."),
+            Opt("n_mix", "Gaussian components of each state's emission mixture."),
+            Opt(
+                "covariance_type",
+                "Form of the component covariances (tied: one per state).",
+                "choice",
+                "dem.models.hmm:COVARIANCE_TYPES",
+            ),
+            Opt("min_covar", "Floor on the covariances' diagonal at initialisation.", "float"),
+            *TRANSITION_OPTIONS,
+            _prior("weights_prior", "Dirichlet prior of each state's mixture weights"),
+            _prior("means_prior", "Prior mean of the component means"),
+            _prior("means_weight", "Weight of the means prior"),
+            Opt(
+                "covars_prior",
+                "Prior of the covariances, hmmlearn's (a number or a .npy array; default: "
+                "hmmlearn's for the covariance type).",
+                "str",
+                default=None,
+                convert=_number_or_npy,
+            ),
+            Opt(
+                "covars_weight",
+                "Weight of the covariances prior (a number or a .npy array; default: "
+                "hmmlearn's for the covariance type).",
+                "str",
+                default=None,
+                convert=_number_or_npy,
+            ),
+            *TRANSITION_INITS,
+            Opt("weights_init", "Initial mixture weights, shape (K, M).", "array"),
+            Opt("means_init", "Initial means, shape (K, M, d).", "array"),
+            Opt("covars_init", "Initial covariances, shaped for --covariance-type.", "array"),
+        ),
+        inputs=HMM_INPUTS,
+        outputs=HMM_OUTPUTS,
+        predict_inputs=(LENGTHS,),
+        feature_axis=2,
+        synth="gmmhmm",
+        synth_options=(
+            *HMM_SYNTH,
+            Opt("n_mix", "Gaussian components of each state's emissions.", default=2),
+            Opt(
+                "separation",
+                "Spread of the states' centres (std per coordinate).",
+                "float",
+                default=4.0,
+            ),
+        ),
+        synth_fit=(*HMM_SYNTH_FIT, "--n-mix", "{n_mix}"),
+    )
+)

@@ -296,6 +296,47 @@ def categorical_hmm_draw(
     return {"X": x, "states": states, "lengths": lengths}
 
 
+def gmm_hmm_truth(
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 3,
+    n_mix: int = 2,
+    n_times: int = 100,
+    separation: float = 4.0,
+    ragged: bool = False,
+) -> Truth:
+    """Start and transition probabilities, and per state a mixture of ``n_mix`` Gaussians.
+
+    State centres are drawn with standard deviation ``separation`` per coordinate, each
+    component's mean about its state's centre with standard deviation 1, its diagonal
+    variances uniformly in [0.2, 0.6], and each state's weights from a Dirichlet(5).
+    """
+    if n_mix < 1:
+        raise ValueError("n_mix must be at least 1.")
+    centres = rng.normal(0.0, separation, (n_components, 1, n_features))
+    return {
+        **_markov_truth(rng, n_components, n_times, ragged),
+        "weights": rng.dirichlet(np.full(n_mix, 5.0), size=n_components),
+        "means": centres + rng.normal(0.0, 1.0, (n_components, n_mix, n_features)),
+        "covars": rng.uniform(0.2, 0.6, (n_components, n_mix, n_features)),
+    }
+
+
+def gmm_hmm_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, np.ndarray]:
+    """``n_rows`` sequences ``X`` (NaN at padding), their ``states`` and ``lengths``."""
+    states, lengths = _draw_states(truth, rng, n_rows)
+    valid = states >= 0
+    at = np.maximum(states, 0)
+    cdf = np.cumsum(truth["weights"], axis=1)[at]
+    mix = np.minimum((rng.random(at.shape)[..., None] >= cdf).sum(axis=-1), cdf.shape[-1] - 1)
+    x = truth["means"][at, mix] + np.sqrt(truth["covars"][at, mix]) * rng.standard_normal(
+        (*states.shape, truth["means"].shape[-1])
+    )
+    x[~valid] = np.nan
+    return {"X": x, "states": states, "lengths": lengths}
+
+
 # --- mixture of factor analyzers -------------------------------------------------------
 
 
@@ -382,6 +423,7 @@ GENERATORS: dict[str, Generator] = {
     ),
     "mfa": Generator(mfa_truth, mfa_draw, {"X": ("sample", "feature"), "labels": ("sample",)}),
 }
+GENERATORS["gmmhmm"] = Generator(gmm_hmm_truth, gmm_hmm_draw, _SEQUENCES, _n_times)
 
 
 # --- writing -------------------------------------------------------------------------

@@ -39,6 +39,7 @@ ESTIMATORS = [
     dem.StudentMixture(2, max_iter=20, random_state=0),
     dem.LatentDirichletAllocation(2, max_iter=5, random_state=0),
 ]
+ESTIMATORS.append(dem.GMMHMM(2, 2, max_iter=10, random_state=0))
 
 # The checks that fit and use the HMMs on scikit-learn's 2-D samples × features X (those
 # that only expect a refusal, of sparse, complex or empty X, pass).
@@ -75,6 +76,10 @@ EXPECTED_FAILED: dict[str, dict[str, str]] = {
         ),
     },
     "GaussianHMM": {
+        check: "X is 3-D (sequences × time × features); a 2-D X is not a set of sequences"
+        for check in _FITS_2D_X
+    },
+    "GMMHMM": {
         check: "X is 3-D (sequences × time × features); a 2-D X is not a set of sequences"
         for check in _FITS_2D_X
     },
@@ -115,7 +120,7 @@ def fitted(estimator):
         X = rng.normal(size=(200, 2))
         y = np.maximum(X @ [1.0, -1.0] + rng.normal(size=200), 0.0)
         return estimator.fit(X, y, left=0.0), (X, y)
-    if isinstance(estimator, dem.GaussianHMM):
+    if isinstance(estimator, dem.GaussianHMM | dem.GMMHMM):
         X = rng.normal(size=(6, 30, 2))
         return estimator.fit(X), (X,)
     if isinstance(estimator, dem.CategoricalHMM):

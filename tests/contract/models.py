@@ -142,6 +142,14 @@ MODELS["lda"] = ContractModel(
     },
 )
 
+MODELS["gmmhmm"] = ContractModel(
+    24,
+    2,
+    {"n_components": 2, "n_mix": 2, "n_times": 12, "ragged": True},
+    {"n_components": 2, "n_mix": 2},
+    _covariances("diag", "full", "tied", "spherical"),  # hmmlearn's default first
+)
+
 
 @dataclass(frozen=True)
 class Case:

@@ -710,6 +710,20 @@ DIFFERENCES: dict[str, Differences] = {
         extra={**HMM_EXTRA, **SYMBOL_EXTRA},
     ),
 }
+DIFFERENCES["gmmhmm"] = Differences(
+    outcomes={
+        **_hmm_outcomes(3),
+        "infinity": Outcome(ValueError, r"infinity in 1 row.*rows 0 and 0.*Remove or impute"),
+        "fewer samples than components": Outcome(
+            ValueError, r"holds 2 finite observations, fewer than n_components × n_mix = 4"
+        ),
+        # hmmlearn's default priors add nothing to a variance: a constant feature's is 0
+        "constant feature": Outcome(
+            ValueError, r"not positive definite.*a feature is constant.*covars_weight > 0"
+        ),
+    },
+    extra=HMM_EXTRA,
+)
 
 
 def _sparse_counts(nan_at: int | None = None) -> Build:

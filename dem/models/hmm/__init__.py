@@ -50,11 +50,21 @@ parameters of a state with no expected occupancy, keep their previous values.
 Modules: :mod:`.kernels` (the block maths: forward–backward, Viterbi, the M-step
 formulas, packing), :mod:`.model` (:class:`~dem.models.hmm.model.GaussianHMMModel` and
 :class:`~dem.models.hmm.model.CategoricalHMMModel`, what the engine calls), :mod:`.init`
-(starting parameters), :mod:`.base` (what both estimators share) and :mod:`.estimator`
-(:class:`GaussianHMM`, :class:`CategoricalHMM`).
+(starting parameters), :mod:`.base` (what the estimators share), :mod:`.estimator`
+(:class:`GaussianHMM`, :class:`CategoricalHMM`), :mod:`.gmm` and :mod:`.gmm_estimator`
+(Gaussian-mixture emissions: :class:`GMMHMM`), :mod:`.chain` and :mod:`.long` (one
+sequence longer than a chunk).
 """
 
 from dem.models.hmm.estimator import CategoricalHMM, GaussianHMM
+from dem.models.hmm.gmm_estimator import GMMHMM
 from dem.models.hmm.kernels import COVARIANCE_TYPES, MAX_SYMBOLS, pad_sequences
 
-__all__ = ["COVARIANCE_TYPES", "MAX_SYMBOLS", "CategoricalHMM", "GaussianHMM", "pad_sequences"]
+__all__ = [
+    "COVARIANCE_TYPES",
+    "GMMHMM",
+    "MAX_SYMBOLS",
+    "CategoricalHMM",
+    "GaussianHMM",
+    "pad_sequences",
+]
