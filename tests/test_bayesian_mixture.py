@@ -319,7 +319,9 @@ def test_equal_to_scikit_learn_on_worker_processes(x, process_client):
 
 
 def test_cli_fit_bgmm(process_client, tmp_path: Path):
-    """``dem synth gmm`` then ``dem fit bgmm`` on worker processes, equal to the library."""
+    """``dem synth bgmm``, ``dem fit bgmm``, ``dem show`` and ``dem predict`` on worker
+    processes, equal to the library."""
+    import zarr
     from typer.testing import CliRunner
 
     from dem.cli import app
@@ -354,3 +356,13 @@ def test_cli_fit_bgmm(process_client, tmp_path: Path):
     np.testing.assert_allclose(restored.means_, reference.means_, rtol=1e-10)
     code, output = invoke("show", checkpoint)
     assert code == 0 and "bayesian_gaussian_mixture" in output, output
+
+    out = tmp_path / "out.zarr"
+    code, output = invoke("predict", checkpoint, data, "--var", "X", "--out", out, *scheduler)
+    assert code == 0, output
+    group = zarr.open_group(out, mode="r")
+    x = zarr.open_group(data, mode="r")["X"][:]
+    assert group["labels"].chunks == (500,)
+    np.testing.assert_array_equal(group["labels"][:], reference.predict(x))
+    np.testing.assert_allclose(group["probabilities"][:], reference.predict_proba(x), atol=1e-9)
+    np.testing.assert_allclose(group["score"][:], reference.score_samples(x), rtol=1e-9)
