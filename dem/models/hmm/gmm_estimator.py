@@ -111,7 +111,8 @@ class GMMHMM(BaseHMM):
         sample of at most ``init_sample_size`` sequences into states, then of each
         state's points into its components) and every covariance at the sample's
         covariance (plus ``min_covar``).
-    random_state, checkpoint, resume, split_every, persist, init_sample_size, callback
+    random_state, checkpoint, resume, storage_options, \
+checkpoint_storage_options, split_every, persist, init_sample_size, callback
         As for :class:`~dem.models.hmm.estimator.GaussianHMM`.
     sequence_dim, time_dim, feature_dim : str
         Dimension names of xarray input.
@@ -180,6 +181,8 @@ class GMMHMM(BaseHMM):
         random_state: RandomState = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         init_sample_size: int = 1000,
@@ -211,6 +214,8 @@ class GMMHMM(BaseHMM):
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.init_sample_size = init_sample_size

@@ -79,7 +79,8 @@ class LatentDirichletAllocation(
     random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
     chunk_rows : int, optional
         Documents per chunk for in-memory input (default 100,000).
-    checkpoint, resume, split_every, persist, callback, sample_dim, feature_dim
+    checkpoint, resume, storage_options, checkpoint_storage_options, split_every, persist, \
+callback, sample_dim, feature_dim
         As :class:`dem.GaussianMixture`. The trace is minus the perplexity.
 
     Attributes
@@ -125,6 +126,8 @@ class LatentDirichletAllocation(
         chunk_rows: int | None = None,
         checkpoint: Any = None,
         resume: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        checkpoint_storage_options: dict[str, Any] | None = None,
         split_every: int = 8,
         persist: bool | None = None,
         callback: Callable[[Any], Any] | None = None,
@@ -146,6 +149,8 @@ class LatentDirichletAllocation(
         self.chunk_rows = chunk_rows
         self.checkpoint = checkpoint
         self.resume = resume
+        self.storage_options = storage_options
+        self.checkpoint_storage_options = checkpoint_storage_options
         self.split_every = split_every
         self.persist = persist
         self.callback = callback
@@ -180,7 +185,7 @@ class LatentDirichletAllocation(
             array = corpus.from_scipy(X, self.chunk_rows)
             return dataclasses.replace(as_samples(array, name="X"), kind="numpy")
         if isinstance(variable, str):
-            group = corpus.csr_group(X, variable)
+            group = corpus.csr_group(X, variable, self.storage_options)
             if group is not None:
                 where = f"{os.fspath(X)}" if isinstance(X, str | os.PathLike) else None
                 return corpus.read_csr(group, variable, where and f"{where}::{variable}")
@@ -190,6 +195,7 @@ class LatentDirichletAllocation(
             sample_dim=self.sample_dim,
             feature_dim=self.feature_dim,
             chunk_rows=self.chunk_rows,
+            storage_options=self.storage_options,
         )
 
     def _model(self) -> LDAModel:
@@ -266,6 +272,7 @@ class LatentDirichletAllocation(
                 resume=self.resume,
                 callback=self.callback,
                 persist=self.persist,
+                checkpoint_storage_options=self._checkpoint_options(),
             )
         self._set_params(best.params)
         self.converged_ = best.converged
