@@ -1,11 +1,18 @@
-"""The graph of one pass over the data: a map task per chunk, a fixed tree of combines.
+"""The graph of one pass over the data: map tasks over the chunks, a fixed tree of combines.
 
-Each pass builds a small graph (one E-step task per chunk, or per group of small
-chunks, then a tree of ``combine`` tasks whose fan-in is ``split_every``) on top of the
-input arrays and computes it once. The parameters enter that graph as a single key, so
-each worker receives them once per pass. The tree's shape depends only on the number of
-chunks and ``split_every``, so the sums, and therefore the fitted parameters, are
-bit-identical whichever workers ran which tasks.
+Each pass builds a small graph (map tasks, each over ``split_every ** L`` consecutive
+chunks, then a tree of ``combine`` tasks whose fan-in is ``split_every``) and computes
+it once. A map task sums its chunks' statistics in the tree's own order (its first ``L``
+levels, :class:`_Subtree`), and the tree's shape depends only on the number of chunks
+and ``split_every``, so the sums, and therefore the fitted parameters, are
+bit-identical whichever workers ran which tasks and whatever ``L`` is. The parameters
+enter the graph as a single key, so each worker receives them once per pass.
+
+What is the same every pass is planned once per fit (:class:`PassPlan`): a chunk read
+from a store (a Zarr array, any ``from_array`` source) is read by its map task itself,
+so the pass has no task or key per chunk, and the task reads its next chunks in a small
+thread pool while it computes (:data:`PREFETCH`); chunks already in the workers' memory
+(persisted) stay keys the map tasks depend on.
 
 The first pass of a fit also checks each block for invalid values (:func:`check_block`)
 and, with a checkpoint, digests each chunk's content (:class:`ContentCheck`). A pass that
