@@ -426,20 +426,16 @@ class PassPlan:
 
 def pass_plan(blocks: Blocks, chunks_per_task: int = 1) -> PassPlan:
     """The :class:`PassPlan` of ``blocks`` read ``chunks_per_task`` chunks to a task."""
-    tasks_of: dict[int, Mapping[Any, Any]] = {}
     stores: dict[Any, DataNode] = {}
     inputs: list[Delayed] = []
 
     def entry(value: Delayed) -> tuple[Any, tuple[Any, ...]]:
         graph = value.__dask_graph__()
-        tasks = tasks_of.get(id(graph))
-        if tasks is None:
-            tasks = tasks_of[id(graph)] = dict(graph)
-        node = tasks.get(value.key)
+        node = _node(graph, value.key)
         needs = tuple(getattr(node, "dependencies", ()))
-        if isinstance(node, Task) and all(isinstance(tasks.get(k), DataNode) for k in needs):
-            for key in needs:
-                stores[key] = tasks[key]
+        nodes = [_node(graph, key) for key in needs]
+        if isinstance(node, Task) and all(isinstance(n, DataNode) for n in nodes):
+            stores.update(zip(needs, nodes, strict=True))
             return _Read(node), needs
         inputs.append(value)
         return TaskRef(value.key), ()
@@ -457,6 +453,17 @@ def pass_plan(blocks: Blocks, chunks_per_task: int = 1) -> PassPlan:
             )
         )
     return PassPlan(blocks, chunks_per_task, tuple(groups), stores, inputs)
+
+
+def _node(graph: Mapping[Any, Any], key: Any) -> Any:
+    """The task of ``key`` in ``graph`` (None if absent), without materialising the whole
+    graph (a chunk's ``Delayed`` carries its array's whole optimised graph)."""
+    if isinstance(graph, HighLevelGraph):
+        for layer in graph.layers.values():
+            if key in layer:
+                return layer[key]
+        return None
+    return graph.get(key)
 
 
 def map_reduce_graph(
