@@ -1,8 +1,9 @@
 """The EM loop: one pass over the data, one M-step per iteration, for every run at once.
 
-A pass is one graph (:mod:`dem.graph`): an E-step task per chunk and a fixed tree of
-``combine`` tasks, so the fitted parameters are bit-identical whichever workers ran
-which tasks. The runs of a fit (restarts, or models with other settings) share every
+A pass is one graph (:mod:`dem.graph`): E-step tasks over consecutive chunks and a fixed
+tree of ``combine`` tasks, so the fitted parameters are bit-identical whichever workers
+ran which tasks; what is the same every pass (which chunks each task reads, and how) is
+planned once per fit. The runs of a fit (restarts, or models with other settings) share every
 pass; each run's step (plain EM, or an accelerated cycle) decides what to evaluate
 next, and each completed step is checkpointed.
 

@@ -1,11 +1,18 @@
-"""The graph of one pass over the data: a map task per chunk, a fixed tree of combines.
+"""The graph of one pass over the data: map tasks over the chunks, a fixed tree of combines.
 
-Each pass builds a small graph (one E-step task per chunk, or per group of small
-chunks, then a tree of ``combine`` tasks whose fan-in is ``split_every``) on top of the
-input arrays and computes it once. The parameters enter that graph as a single key, so
-each worker receives them once per pass. The tree's shape depends only on the number of
-chunks and ``split_every``, so the sums, and therefore the fitted parameters, are
-bit-identical whichever workers ran which tasks.
+Each pass builds a small graph (map tasks, each over ``split_every ** L`` consecutive
+chunks, then a tree of ``combine`` tasks whose fan-in is ``split_every``) and computes
+it once. A map task sums its chunks' statistics in the tree's own order (its first ``L``
+levels, :class:`_Subtree`), and the tree's shape depends only on the number of chunks
+and ``split_every``, so the sums, and therefore the fitted parameters, are
+bit-identical whichever workers ran which tasks and whatever ``L`` is. The parameters
+enter the graph as a single key, so each worker receives them once per pass.
+
+What is the same every pass is planned once per fit (:class:`PassPlan`): a chunk read
+from a store (a Zarr array, any ``from_array`` source) is read by its map task itself,
+so the pass has no task or key per chunk, and the task reads its next chunks in a small
+thread pool while it computes (:data:`PREFETCH`); chunks already in the workers' memory
+(persisted) stay keys the map tasks depend on.
 
 The first pass of a fit also checks each block for invalid values (:func:`check_block`)
 and, with a checkpoint, digests each chunk's content (:class:`ContentCheck`). A pass that
@@ -453,20 +460,16 @@ class PassPlan:
 
 def pass_plan(blocks: Blocks, chunks_per_task: int = 1) -> PassPlan:
     """The :class:`PassPlan` of ``blocks`` read ``chunks_per_task`` chunks to a task."""
-    tasks_of: dict[int, Mapping[Any, Any]] = {}
     stores: dict[Any, DataNode] = {}
     inputs: list[Delayed] = []
 
     def entry(value: Delayed) -> tuple[Any, tuple[Any, ...]]:
         graph = value.__dask_graph__()
-        tasks = tasks_of.get(id(graph))
-        if tasks is None:
-            tasks = tasks_of[id(graph)] = dict(graph)
-        node = tasks.get(value.key)
+        node = _node(graph, value.key)
         needs = tuple(getattr(node, "dependencies", ()))
-        if isinstance(node, Task) and all(isinstance(tasks.get(k), DataNode) for k in needs):
-            for key in needs:
-                stores[key] = tasks[key]
+        nodes = [_node(graph, key) for key in needs]
+        if isinstance(node, Task) and all(isinstance(n, DataNode) for n in nodes):
+            stores.update(zip(needs, nodes, strict=True))
             return _Read(node), needs
         inputs.append(value)
         return TaskRef(value.key), ()
@@ -484,6 +487,17 @@ def pass_plan(blocks: Blocks, chunks_per_task: int = 1) -> PassPlan:
             )
         )
     return PassPlan(blocks, chunks_per_task, tuple(groups), stores, inputs)
+
+
+def _node(graph: Mapping[Any, Any], key: Any) -> Any:
+    """The task of ``key`` in ``graph`` (None if absent), without materialising the whole
+    graph (a chunk's ``Delayed`` carries its array's whole optimised graph)."""
+    if isinstance(graph, HighLevelGraph):
+        for layer in graph.layers.values():
+            if key in layer:
+                return layer[key]
+        return None
+    return graph.get(key)
 
 
 def map_reduce_graph(

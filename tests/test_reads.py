@@ -231,3 +231,39 @@ def _requests() -> int:
     from benchmarks.throttled import REQUESTS
 
     return REQUESTS["count"]
+
+
+def test_a_fit_resumed_with_other_tasks_per_chunk_has_the_bits_of_one_run(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two iterations one chunk to a task, resumed for two more 4 to a task without
+    reading ahead, end with the bits of four iterations in one run 32 to a task."""
+    blobs = make_blobs()
+    zarr.open_group(str(tmp_path / "x.zarr"), mode="w").create_array(
+        "X", shape=blobs.shape, chunks=(16, 3), dtype="f8"
+    )[:] = blobs  # 563 chunks
+    init = initial_parameters(blobs, 3, "diag")
+
+    def fit(max_iter: int, **options: Any) -> dem.GaussianMixture:
+        model = dem.GaussianMixture(
+            3, covariance_type="diag", max_iter=max_iter, tol=0, persist=False, split_every=2,
+            **init, **options,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dem.ConvergenceWarning)
+            return model.fit(str(tmp_path / "x.zarr"), variable="X")
+
+    store = {"X": da.from_zarr(str(tmp_path / "x.zarr"), component="X")}
+    assert graph.chunks_per_task(store, 2) == 32
+    whole = fit(4)
+    monkeypatch.setattr(graph, "GROUPED_TASKS", 10**9)  # one chunk per task
+    assert graph.chunks_per_task(store, 2) == 1
+    fit(2, checkpoint=str(tmp_path / "fit.zarr"))
+    monkeypatch.setattr(graph, "GROUPED_TASKS", 100)
+    monkeypatch.setattr(graph, "PREFETCH", 0)
+    assert graph.chunks_per_task(store, 2) == 4
+    resumed = fit(4, checkpoint=str(tmp_path / "fit.zarr"), resume=True)
+    assert resumed.n_iter_ == 4
+    for name in ("weights_", "means_", "covariances_"):
+        assert np.array_equal(getattr(resumed, name), getattr(whole, name)), name
+    assert resumed.lower_bounds_ == whole.lower_bounds_
