@@ -1,8 +1,9 @@
 """Two fits at once on one cluster: two clients, two checkpoints, same and different data.
 
-The cluster is real: a ``dask scheduler`` and two ``dask worker`` processes on loopback,
-started by ``deploy/local/dask-local.sh``. Each fit is a client of its own, either a
-thread of this process connected by :func:`dem.cluster.connect` or a ``dem fit``
+The cluster is real: a ``dask scheduler`` and two single-threaded ``dask worker``
+processes on loopback, started by ``deploy/local/dask-local.sh``. Each fit is a client
+of its own: a thread of this process (one connected by :func:`dem.cluster.connect`, the
+other by a ``Client`` handed to :func:`dem.cluster.use_client`), or a ``dem fit``
 process. A fit run while another one shares the workers must give the bits it gives
 alone: the parameters and the log-likelihood of every iteration, compared exactly.
 How much one fit slows the other is measured by ``benchmarks/concurrent.py``, not here.
@@ -10,6 +11,7 @@ How much one fit slows the other is measured by ``benchmarks/concurrent.py``, no
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -68,7 +70,7 @@ def _restore(config: dict[str, Any]) -> None:
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The address of a real scheduler with two single-threaded worker processes."""
     directory = tmp_path_factory.mktemp("cluster")
-    command = [str(SCRIPT), "start", "--workers", "2", "--threads", "1", "--dir", str(directory)]
+    command = [str(SCRIPT), "start", "--workers", "2", "--no-nanny", "--dir", str(directory)]
     subprocess.run(command, env=_environment(), check=True, timeout=180, capture_output=True)
     try:
         address = (directory / "scheduler.json").read_text()
@@ -124,16 +126,16 @@ def _fit(address: str, store: Path, checkpoint: Path, *, own: bool = False) -> t
     The client is the one :func:`dem.cluster.connect` opens (as ``dem fit`` does), or
     with ``own`` one made by the caller and handed to :func:`dem.cluster.use_client`.
     """
-    started = time.monotonic()
-    if own:
-        with distributed.Client(address, set_as_default=False) as client, use_client(client):
-            assert current_client() is client
-            _estimator(checkpoint).fit(store, variable="X")
-    else:
-        with connect(address) as connection:
-            assert current_client() is connection.client
-            _estimator(checkpoint).fit(store, variable="X")
-    return started, time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if own:
+            client = stack.enter_context(distributed.Client(address, set_as_default=False))
+            stack.enter_context(use_client(client))
+        else:
+            client = stack.enter_context(connect(address)).client
+        assert current_client() is client
+        started = time.monotonic()
+        _estimator(checkpoint).fit(store, variable="X")
+        return started, time.monotonic()
 
 
 def _fit_together(address: str, jobs: list[tuple[Path, Path]]) -> list[tuple[float, float]]:
