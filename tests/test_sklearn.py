@@ -219,6 +219,9 @@ def test_not_fitted_error_is_scikit_learns():
         (dem.GaussianHMM, "accelerate", "fast"),
         (dem.CategoricalHMM, "transmat_prior", -1.0),
         (dem.CategoricalHMM, "n_features", hmm.MAX_SYMBOLS + 1),
+        (dem.LatentDirichletAllocation, "doc_topic_prior", -1.0),
+        (dem.LatentDirichletAllocation, "evaluate_every", 1.5),
+        (dem.LatentDirichletAllocation, "learning_method", "online"),  # not offered yet
     ],
 )
 def test_invalid_parameters_are_refused_at_fit(estimator, name, value):

@@ -20,6 +20,7 @@ from dem.estimator import (
     EMEstimator,
     NotFittedError,
     RandomState,
+    as_generator,
     counts,
     fit_restarts,
     in_memory_array,
@@ -29,6 +30,7 @@ from dem.estimator import (
 from dem.model import Params
 from dem.models.lda import corpus, kernels
 from dem.models.lda.model import LDAModel
+from dem.online import fit_online
 
 
 class LatentDirichletAllocation(
@@ -54,10 +56,19 @@ class LatentDirichletAllocation(
         Prior α of the document-topic distributions; default ``1 / n_components``.
     topic_word_prior : float, optional
         Prior η of the topic-word distributions; default ``1 / n_components``.
-    learning_method : {"batch"}, default="batch"
-        Batch variational EM (each iteration a pass over all the documents).
+    learning_method : {"batch", "online"}, default="batch"
+        ``"batch"``: variational EM, each iteration a pass over all the documents.
+        ``"online"``: dem's online EM (:mod:`dem.online`; Hoffman, Blei & Bach 2010 for
+        LDA): λ ← (1 − ρ) λ + ρ (η + N / |B| · counts of the batch B) after every
+        ``batch_chunks`` chunks (in a random order each pass), ρ = (t + 1) ** -κ for the
+        t-th update (t = 0, 1, ...: scikit-learn's rate with ``learning_offset`` 0).
+    learning_decay : float, default=0.7
+        κ, in (0.5, 1].
+    batch_chunks : int, default=1
+        Chunks per online update (dem's batches are whole chunks, in place of
+        scikit-learn's ``batch_size`` documents).
     max_iter : int, default=10
-        Passes over the data (EM iterations).
+        Passes over the data (EM iterations, or online passes).
     max_doc_update_iter : int, default=100
         Steps of each document's fixed point at most.
     mean_change_tol : float, default=1e-3
@@ -97,7 +108,10 @@ callback, sample_dim, feature_dim
         The perplexity of the training data at the final parameters (one more pass,
         as scikit-learn's).
     lower_bounds_ : list of float
-        Minus the perplexity at the parameters each iteration started from.
+        Minus the perplexity at the parameters each iteration started from (online:
+        each pass's document part of the bound per document, measured batch by batch).
+    n_batch_iter_ : int
+        Online updates made (``learning_method="online"`` only).
     lower_bound_ : float
         Its last value.
     converged_ : bool
@@ -115,6 +129,8 @@ callback, sample_dim, feature_dim
         doc_topic_prior: float | None = None,
         topic_word_prior: float | None = None,
         learning_method: str = "batch",
+        learning_decay: float = 0.7,
+        batch_chunks: int = 1,
         max_iter: int = 10,
         max_doc_update_iter: int = 100,
         mean_change_tol: float = 1e-3,
@@ -138,6 +154,8 @@ callback, sample_dim, feature_dim
         self.doc_topic_prior = doc_topic_prior
         self.topic_word_prior = topic_word_prior
         self.learning_method = learning_method
+        self.learning_decay = learning_decay
+        self.batch_chunks = batch_chunks
         self.max_iter = max_iter
         self.max_doc_update_iter = max_doc_update_iter
         self.mean_change_tol = mean_change_tol
@@ -162,7 +180,8 @@ callback, sample_dim, feature_dim
         "n_components": counts(1),
         "doc_topic_prior": [None, *reals(0, None, closed="neither")],
         "topic_word_prior": [None, *reals(0, None, closed="neither")],
-        "learning_method": [StrOptions({"batch"})],
+        "learning_method": [StrOptions({"batch", "online"})],
+        "learning_decay": reals(0.5, 1, closed="right"),
         "max_doc_update_iter": counts(0),
         "mean_change_tol": reals(0),
         "evaluate_every": [Interval(Integral, None, None, closed="neither")],
@@ -255,6 +274,12 @@ callback, sample_dim, feature_dim
             components = start if start is not None else rng.gamma(100.0, 0.01, (k, n_features))
             return model.initial(components)
 
+        if self.learning_method == "online":
+            self._fit_online(model, samples, make_init)
+            self._set_features(X, variable, n_features)
+            stats = self._pass(samples)
+            self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
+            return self
         tol, tested = self._stopping()
         with warnings.catch_warnings():
             if not tested:  # max_iter iterations is the plan, as in scikit-learn
@@ -283,6 +308,35 @@ callback, sample_dim, feature_dim
         stats = self._pass(samples)
         self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
         return self
+
+    def _fit_online(
+        self, model: LDAModel, samples: Samples, make_init: Callable[..., Params]
+    ) -> None:
+        """``max_iter`` passes of online EM (no checkpoint: each update is too short)."""
+        if self.checkpoint is not None:
+            raise ValueError(
+                "learning_method='online' does not write checkpoints; pass checkpoint=None "
+                "or use learning_method='batch'."
+            )
+        rng = as_generator(self.random_state)
+        result = fit_online(
+            model,
+            {"X": samples.array},
+            lambda: make_init(rng),
+            n_passes=int(self.max_iter),
+            batch_chunks=int(self.batch_chunks),
+            step_exponent=float(self.learning_decay),
+            random_state=rng,
+            split_every=int(self.split_every),
+            callback=self.callback,
+            persist=self.persist,
+        )
+        self._set_params(result.params)
+        self.converged_ = False
+        self.n_iter_ = int(self.max_iter)
+        self.n_batch_iter_ = result.n_iter
+        self.lower_bounds_ = list(result.lower_bounds)
+        self.lower_bound_ = result.lower_bound
 
     def _set_params(self, params: Params) -> None:
         model = self._model()

@@ -1,0 +1,138 @@
+"""Latent Dirichlet allocation: dem from Zarr on worker processes vs scikit-learn's batch LDA.
+
+A corpus drawn from the generative model (``dem synth lda``: documents of ~``words``
+words over a vocabulary, K topics) is written in the Zarr CSR layout. dem fits it from
+the store on a LocalCluster of one-thread worker processes; its seconds per iteration
+are the median of the engine's per-iteration times after the first (which also digests
+the chunks). scikit-learn's ``LatentDirichletAllocation(learning_method="batch")`` fits
+the first ``--sklearn-docs`` documents in memory (the largest subset this machine
+gives it here), its seconds per iteration by the difference
+(T(max_iter = 1 + m) - T(max_iter = 1)) / m, which cancels its start and final E-step;
+twice: limited to one BLAS thread and ``n_jobs=1`` (the per-core figure), and with
+``n_jobs=--workers`` and its default BLAS threads (the issue's peer). Throughput is
+compared per document: seconds per iteration divided by the documents fitted.
+
+Run ``python benchmarks/lda.py`` (the issue's size: 1e6 documents, vocabulary 5e4,
+K=50, ~100 words per document) or ``--quick`` (2e4 documents, vocabulary 5000, K=20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import warnings
+from typing import Any
+
+from _common import emit, local_cluster, machine, median, timed
+
+BENCHMARK = "lda"
+
+
+def sklearn_seconds(x: Any, k: int, iterations: int, n_jobs: int, one_thread: bool) -> float:
+    """scikit-learn's seconds per batch iteration on ``x``, by the difference."""
+    from sklearn.decomposition import LatentDirichletAllocation
+    from threadpoolctl import threadpool_limits
+
+    def fit(max_iter: int) -> Any:
+        model = LatentDirichletAllocation(
+            k, learning_method="batch", max_iter=max_iter, n_jobs=n_jobs, random_state=0
+        )
+        if one_thread:
+            with threadpool_limits(limits=1):
+                return model.fit(x)
+        return model.fit(x)
+
+    base, _ = timed(lambda: fit(1))
+    total, _ = timed(lambda: fit(1 + iterations))
+    return (total - base) / iterations
+
+
+def dem_seconds(store: str, k: int, iterations: int) -> tuple[float, list[float], float]:
+    """dem's median seconds per iteration (iterations 2 ..), all of them, and the final
+    perplexity."""
+    import dem
+
+    seconds: list[float] = []
+    model = dem.LatentDirichletAllocation(
+        k, max_iter=1 + iterations, random_state=0, callback=lambda i: seconds.append(i.seconds)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        model.fit(store, variable="X")
+    return median(seconds[1:]), seconds, float(model.bound_)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=float, default=1e6)
+    parser.add_argument("--vocabulary", type=float, default=5e4)
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--words", type=float, default=100.0)
+    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=2, help="timed dem iterations")
+    parser.add_argument("--sklearn-docs", type=float, default=2e4)
+    parser.add_argument("--sklearn-iterations", type=int, default=1, help="m in the difference")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--store", default=None, help="corpus store (written if missing)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.docs, args.vocabulary, args.k, args.chunk_rows = 2e4, 5e3, 20, 2000
+        args.sklearn_docs = min(args.sklearn_docs, 4e3)
+    n, v, k = int(args.docs), int(args.vocabulary), args.k
+    config = {
+        "docs": n, "vocabulary": v, "k": k, "words": args.words, "chunk_rows": args.chunk_rows,
+        "workers": args.workers, "sklearn_docs": int(args.sklearn_docs), "machine": machine(),
+    }  # fmt: skip
+    from dem.models.lda import corpus
+    from dem.synth import write_store
+
+    folder = tempfile.mkdtemp(prefix="dem-lda-")
+    store = args.store or os.path.join(folder, "corpus.zarr")
+    if not os.path.exists(store):
+        seconds, _ = timed(
+            lambda: write_store(
+                store, "lda", n_samples=n, n_features=v, seed=0, chunk_rows=args.chunk_rows,
+                options={"n_components": k, "words": args.words},
+            )
+        )  # fmt: skip
+        emit(BENCHMARK, "synth", seconds=seconds, **config)
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    samples = corpus.read_csr(group["X"], "X", store)
+    subset = int(args.sklearn_docs)
+    x = samples.array[:subset].compute()
+    times: dict[str, list[float]] = {}
+    with local_cluster(args.workers):
+        for _ in range(args.repeats):
+            per_iter, trace, perplexity = dem_seconds(store, k, args.iterations)
+            times.setdefault("dem", []).append(per_iter)
+            emit(BENCHMARK, "dem_run", iterations=trace, perplexity=perplexity, **config)
+    m = args.sklearn_iterations
+    for _ in range(args.repeats):
+        times.setdefault("sklearn_1thread", []).append(sklearn_seconds(x, k, m, 1, True))
+        times.setdefault("sklearn_default", []).append(
+            sklearn_seconds(x, k, m, args.workers, False)
+        )
+    per_doc = {
+        name: median(values) / (n if name == "dem" else subset) for name, values in times.items()
+    }
+    for name, values in times.items():
+        emit(
+            BENCHMARK, name, seconds_per_iter=median(values), repeats=values,
+            us_per_doc=1e6 * per_doc[name], **config,
+        )  # fmt: skip
+    emit(
+        BENCHMARK,
+        "summary",
+        throughput_vs_sklearn_default=per_doc["sklearn_default"] / per_doc["dem"],
+        per_core_vs_sklearn_1thread=per_doc["sklearn_1thread"] / (per_doc["dem"] * args.workers),
+        **config,
+    )
+
+
+if __name__ == "__main__":
+    main()
