@@ -22,11 +22,27 @@ What runs, in order (one JSON line each):
   full data and to 1e6 × 100; and the largest relative difference of the fitted
   means (the two did the same arithmetic).
 
+With ``--long`` (issue 21), one sequence instead: ``--long-times`` steps × ``--features``
+(float32, chunks of ``--long-chunk`` steps along time) written to Zarr, drawn as
+consecutive stretches of ``--times`` steps of the HMM (the chain restarts at each
+stretch; the fit sees one sequence), then:
+
+- ``long_data``: its size and the seconds to write it.
+- ``dem_long``: dem fitting it as one sequence across chunks (two passes per
+  iteration, :mod:`dem.models.hmm.long`), from Zarr on dask's threads: seconds and
+  CPU-ns per observation per iteration.
+- ``dem_many``: in the same run, the same values read from the same store as
+  sequences of ``--times`` steps (many-sequence E-step), and the ratio of the two per
+  observation (issue 21's goal: at most 2).
+- ``hmmlearn_long_prefix``: hmmlearn (scaling) on the first ``--long-prefix`` steps in
+  memory, per observation, extrapolated linearly to the whole sequence.
+
 Seconds are wall-clock; CPU seconds add this process's and every worker's user and
 system time, which moves less than wall-clock time when other processes share the
 machine. Medians of ``--repeats`` repetitions. Run ``python benchmarks/hmm.py`` (1e6 × 100
 × 4: 1.6 GB of disk, and tens of minutes on a busy 2-core machine; ``--repeats 1`` for
-one repetition) or ``python benchmarks/hmm.py --quick``.
+one repetition) or ``python benchmarks/hmm.py --quick``; ``--long`` (1e8 × 4: 1.6 GB) or
+``--long --quick`` (2e6 steps).
 """
 
 from __future__ import annotations
@@ -220,6 +236,98 @@ def hmmlearn_seconds(
     return (total - base) / iterations, (cpu_total - cpu_base) / iterations, fitted
 
 
+def write_long_store(path: str, model: dict[str, np.ndarray], args: argparse.Namespace) -> float:
+    """One sequence of ``args.long_times`` steps, chunked along time, as stretches of
+    ``args.times`` steps drawn from ``model``."""
+    import zarr
+
+    started = time.perf_counter()
+    group = zarr.open_group(path, mode="w")
+    array = group.create_array(
+        "X",
+        shape=(args.long_times, args.features),
+        dtype="float32",
+        chunks=(args.long_chunk, args.features),
+    )
+    for start in range(0, args.long_times, args.long_chunk):
+        stop = min(start + args.long_chunk, args.long_times)
+        stretches = -(-(stop - start) // args.times)
+        values = draw(model, stretches, args.times, seed=start).reshape(-1, args.features)
+        array[start:stop] = values[: stop - start]
+    return time.perf_counter() - started
+
+
+def run_long(args: argparse.Namespace, truth: dict[str, np.ndarray], workdir: str) -> None:
+    """One long sequence from Zarr against the many-sequence E-step on the same values."""
+    import dask.array as da
+
+    if args.long_times % args.times or args.long_chunk % args.times:
+        raise SystemExit("--long-times and --long-chunk must be multiples of --times")
+    init = initial(truth)
+    store = args.store or os.path.join(workdir, "long.zarr")
+    seconds = write_long_store(store, truth, args)
+    observations = args.long_times
+    emit(
+        "long_data",
+        times=args.long_times,
+        features=args.features,
+        states=args.states,
+        chunk_steps=args.long_chunk,
+        chunks=-(-args.long_times // args.long_chunk),
+        dtype="float32",
+        gigabytes=observations * args.features * 4 / 1e9,
+        write_seconds=seconds,
+    )
+
+    def as_sequences() -> Any:
+        array = da.from_zarr(store, component="X")
+        return array.reshape(args.long_times // args.times, args.times, args.features)
+
+    found: dict[str, tuple[float, float]] = {}
+    for what, data in (("dem_long", lambda: store), ("dem_many", as_sequences)):
+        walls, cpus = [], []
+        for _ in range(args.repeats):
+            wall, cpu, _ = dem_seconds(data(), init, args.iterations, persist=False)
+            walls.append(statistics.median(wall))
+            cpus.append(statistics.median(cpu))
+        found[what] = statistics.median(walls), statistics.median(cpus)
+        extra = (
+            {"layout": "one sequence across chunks (two passes per iteration)"}
+            if what == "dem_long"
+            else {
+                "layout": f"{args.long_times // args.times} sequences of {args.times} steps",
+                "long_over_many_wall": found["dem_long"][0] / found[what][0],
+                "long_over_many_cpu": found["dem_long"][1] / found[what][1],
+            }
+        )
+        emit(
+            what,
+            scheduler="dask threads, from Zarr",
+            persist=False,
+            seconds_per_iteration=found[what][0],
+            repeats=walls,
+            cpu_seconds_per_iteration=found[what][1],
+            cpu_ns_per_observation=found[what][1] / observations * 1e9,
+            **extra,
+        )
+
+    prefix = min(args.long_prefix, args.long_times)
+    x = da.from_zarr(store, component="X")[:prefix].compute()[None]
+    peers = [hmmlearn_seconds(x, init, args.iterations, "scaling") for _ in range(args.repeats)]
+    peer_wall = statistics.median(w for w, _, _ in peers)
+    peer_cpu = statistics.median(c for _, c, _ in peers)
+    emit(
+        "hmmlearn_long_prefix",
+        implementation="scaling",
+        steps=prefix,
+        seconds_per_iteration=peer_wall,
+        cpu_seconds_per_iteration=peer_cpu,
+        cpu_ns_per_observation=peer_cpu / prefix * 1e9,
+        cpu_seconds_per_iteration_whole_sequence=peer_cpu * observations / prefix,
+        basis="extrapolated linearly from the prefix (one process, all in memory)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequences", type=int, default=1_000_000)
@@ -236,15 +344,30 @@ def main() -> None:
         "--store", help="where to write the Zarr store (default: a temporary directory)"
     )
     parser.add_argument("--quick", action="store_true", help="20,000 sequences, 2 repeats")
+    parser.add_argument(
+        "--long", action="store_true", help="one sequence across chunks (see the docstring)"
+    )
+    parser.add_argument("--long-times", type=int, default=100_000_000, help="steps of --long")
+    parser.add_argument("--long-chunk", type=int, default=1_000_000, help="steps per chunk")
+    parser.add_argument(
+        "--long-prefix", type=int, default=1_000_000, help="steps hmmlearn fits in memory"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sequences, args.repeats, args.subset = 20_000, 2, 500
+        args.long_times, args.long_chunk, args.long_prefix = 2_000_000, 200_000, 200_000
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
     emit("machine", **machine())
     truth = true_model(args.states, args.features)
     init = initial(truth)
     workdir = tempfile.mkdtemp(prefix="dem-hmm-bench-")
+    if args.long:
+        try:
+            run_long(args, truth, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     store = args.store or os.path.join(workdir, "sequences.zarr")
     try:
         seconds = write_store(store, truth, args)
