@@ -144,3 +144,26 @@ def test_docstring_examples_are_found() -> None:
 
     tests = doctest.DocTestFinder().find(dem.tabular.read_parquet, "read_parquet")
     assert sum(len(t.examples) for t in tests) >= 10
+
+
+def test_the_site_extension_reads_the_code_it_documents() -> None:
+    sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+    try:
+        import dem_sphinx
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "_ext"))
+    # every exit code has its meaning in dem.cli's docstring, and nothing else is described
+    meanings = dem_sphinx.exit_code_meanings()
+    assert set(meanings) == {int(code) for code in ExitCode}
+    assert meanings[int(ExitCode.SCHEDULER)].startswith("scheduler problem")
+    # an internal reference resolves when its object exists, and only then
+    found, obj, _ = dem_sphinx.find_object("dem.engine.fit_runs")
+    assert found and obj.__name__ == "fit_runs"
+    assert not dem_sphinx.find_object("dem.engine.no_such_function")[0]
+    assert dem_sphinx.public_path(dem.GaussianMixture, None, "GaussianMixture") == (
+        "dem.GaussianMixture"
+    )
+    # scikit-learn's methods are left to scikit-learn's documentation
+    members = dem_sphinx.own_members(dem.GaussianMixture)
+    assert {"fit", "predict", "bic"} <= set(members)
+    assert not {"get_params", "set_params", "set_fit_request"} & set(members)
