@@ -102,6 +102,7 @@ class EMResult:
 
     @property
     def lower_bound(self) -> float:
+        """The last of ``lower_bounds`` (``-inf`` before the first iteration)."""
         return self.lower_bounds[-1] if self.lower_bounds else -math.inf
 
 
@@ -391,7 +392,7 @@ def fit(
     init: Callable[[], Params],
     **options: Any,
 ) -> EMResult:
-    """Fit one run; see :func:`fit_runs` for the options."""
+    """Fit one run; see :func:`~dem.engine.fit_runs` for the options."""
     return fit_runs([model], arrays, [init], **options)[0]
 
 

@@ -207,12 +207,30 @@ def read_parquet(
 
     The result has dims ``(sample_dim, feature_dim)`` and the column names as the
     feature coordinate, so estimators fitted on it record ``feature_names_in_``.
-    Only the footers are read here. See :func:`open_parquet` for the arguments and
-    errors.
+    Only the footers are read here. See :func:`~dem.tabular.open_parquet` for the
+    arguments and errors.
 
     Examples
     --------
-    >>> X = dem.read_parquet("s3://bucket/table/", columns=["age", "income"])
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> import dem
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = f"{folder.name}/people.parquet"
+    >>> people = pd.DataFrame({"age": [31, 45, 52], "income": [2.1, 3.4, 2.8], "name": list("abc")})
+    >>> people.to_parquet(path, row_group_size=2)
+    >>> X = dem.read_parquet(path)  # every numeric column, a chunk per row group
+    >>> dict(X.sizes), X.chunks, X.dtype
+    ({'sample': 3, 'feature': 2}, ((2, 1), (2,)), dtype('float64'))
+    >>> X.feature.values.tolist()
+    ['age', 'income']
+    >>> X.sel(feature="age").values.tolist()
+    [31.0, 45.0, 52.0]
+    >>> folder.cleanup()
+
+    Object storage and a choice of columns (``pip install 'dem[cloud]'`` for ``s3://``):
+
+    >>> X = dem.read_parquet("s3://bucket/table/", columns=["age", "income"])  # doctest: +SKIP
     >>> dem.GaussianMixture(3).fit(X)  # doctest: +SKIP
     """
     table = open_parquet(path, columns, storage_options=storage_options)

@@ -133,7 +133,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
     loglik_ : float
         Log-likelihood (summed over rows) at the fitted parameters.
     bse_ : ndarray of shape (n_features + 2,) or (n_features + 1,)
-        Standard errors of (intercept, coef_..., log(scale_)), the order in which R's
+        Standard errors of (intercept, ``coef_``..., ``log(scale_)``), the order in which R's
         ``AER::tobit`` reports them, from the observed information at the optimum.
     cov_ : ndarray
         Their covariance matrix, the inverse of the negative Hessian.
@@ -143,7 +143,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         Mean per-row log-likelihood at the start of every iteration (or SQUAREM cycle),
         never decreasing.
     gradient_ : ndarray
-        Gradient of the log-likelihood in (intercept, coef_..., log(scale_)) at the
+        Gradient of the log-likelihood in (intercept, ``coef_``..., ``log(scale_)``) at the
         fitted parameters: near 0 at the optimum, a check on convergence.
     counts_ : dict of str to int
         Rows that are ``total``, ``left``-, ``right``- and ``interval``-censored and
