@@ -178,7 +178,7 @@ def use_client(client: Any) -> Iterator[Any]:
     Examples
     --------
     >>> from distributed import Client                          # doctest: +SKIP
-    >>> with Client(address, set_as_default=False) as client, use_client(client):
+    >>> with Client(address, set_as_default=False) as client, use_client(client):  # doctest: +SKIP
     ...     dem.GaussianMixture(n_components=8).fit(store, checkpoint="fit.zarr")
     """
     from distributed.client import _current_client
