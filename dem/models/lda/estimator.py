@@ -59,7 +59,7 @@ class LatentDirichletAllocation(
     learning_method : {"batch", "online"}, default="batch"
         ``"batch"``: variational EM, each iteration a pass over all the documents.
         ``"online"``: dem's online EM (:mod:`dem.online`; Hoffman, Blei & Bach 2010 for
-        LDA): λ ← (1 − ρ) λ + ρ (η + N / |B| · counts of the batch B) after every
+        LDA): λ ← (1 − ρ) λ + ρ (η + N / size(B) · counts of the batch B) after every
         ``batch_chunks`` chunks (in a random order each pass), ρ = (t + 1) ** -κ for the
         t-th update (t = 0, 1, ...: scikit-learn's rate with ``learning_offset`` 0).
     learning_decay : float, default=0.7
