@@ -39,6 +39,10 @@ import numpy as np
 
 #: Elements of the widest temporary of the max-product operators, per block of segments.
 MAX_ELEMENTS = 2**20
+#: :func:`forward_operators` multiplies the rows' normalisers while all stay above this,
+#: and adds their logarithms otherwise (so no product underflows: each factor and the
+#: product so far are at least this, their product at least its square, a normal float).
+SCALE_FLOOR = 1e-100
 
 
 def emission_factors(log_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,18 +87,35 @@ def forward_operators(log_b: np.ndarray, transmat: np.ndarray) -> tuple[np.ndarr
     """
     n_times, n_states, n_segments = log_b.shape
     factors, shift = emission_factors(log_b)
+    factors = np.ascontiguousarray(factors.transpose(0, 2, 1))  # (n_times, n_segments, K)
     current = np.empty((n_segments, n_states, n_states))
     current[...] = np.eye(n_states)
     following = np.empty_like(current)
     flat, flat_following = current.reshape(-1, n_states), following.reshape(-1, n_states)
-    scale = np.zeros((n_segments, n_states))
+    ones = np.ones(n_states)
+    sums = np.empty(n_segments * n_states)
+    # the rows' scales: the product of the step's row sums since the last logarithm,
+    # taken (exactly, as a sum of logarithms) whenever it could fall below SCALE_FLOOR²
+    product = np.ones(n_segments * n_states)
+    scale = np.zeros(n_segments * n_states)
     for t in range(n_times):
-        current *= factors[t].T[:, None, :]
+        current *= factors[t][:, None, :]
         np.matmul(flat, transmat, out=flat_following)  # one product for every segment
         current, following = following, current
         flat, flat_following = flat_following, flat
-        _normalise_rows(current, scale)
-    scale += shift.sum(axis=0)[:, None]
+        np.matmul(flat, ones, out=sums)  # row sums (a sum over a short last axis is slow)
+        if sums.min() < SCALE_FLOOR or product.min() < SCALE_FLOOR:
+            with np.errstate(divide="ignore"):
+                scale += np.log(product)
+                scale += np.log(sums)  # a row of zeros: -inf, and it stays zero
+            product[:] = 1.0
+            sums[sums <= 0.0] = 1.0
+        else:
+            product *= sums
+        flat /= sums[:, None]
+    with np.errstate(divide="ignore"):
+        scale += np.log(product)
+    scale = scale.reshape(n_segments, n_states) + shift.sum(axis=0)[:, None]
     return current, scale
 
 
