@@ -91,8 +91,13 @@ def takes_accelerate(name: str) -> str | None:
     return None
 
 
-def compare(case: str, fits: dict[str, Callable[[], Any]], score: Callable[[Any], float],
-            repeats: int, extra: dict[str, Any]) -> float:
+def compare(
+    case: str,
+    fits: dict[str, Callable[[], Any]],
+    score: Callable[[Any], float],
+    repeats: int,
+    extra: dict[str, Any],
+) -> float:
     """Plain vs SQUAREM on one problem; prints one line; returns the ratio of passes."""
     record: dict[str, Any] = {"benchmark": "squarem", "case": case, **extra}
     for method, fit in fits.items():
@@ -115,8 +120,9 @@ def compare(case: str, fits: dict[str, Callable[[], Any]], score: Callable[[Any]
 # --- (a) Tobit -------------------------------------------------------------------------
 
 
-def censored_data(rows: int, features: int, seed: int) -> tuple[np.ndarray, np.ndarray,
-                                                                 float, float]:
+def censored_data(
+    rows: int, features: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Tobit data censored on both sides, 37.5% of the rows on each: (X, y, left, right)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(rows, features))
@@ -151,16 +157,36 @@ def tobit(args: argparse.Namespace) -> None:
             for method in ("none", "squarem")
         }
         censored = float(np.mean((y <= left) | (y >= right)))
-        ratios.append(compare("tobit", fits, lambda m: float(m.loglik_), args.repeats,
-                              {"rows": args.rows, "features": features, "seed": seed,
-                               "censored": round(censored, 4), "tol": 1e-8}))
-    rel_diffs = [abs(a - b) / abs(a) for a, b in zip(logliks["none"], logliks["squarem"],
-                                                     strict=True)]
-    emit({"benchmark": "squarem", "case": "tobit", "seeds": args.seeds,
-          "median_passes_none": statistics.median(passes["none"]),
-          "median_passes_squarem": statistics.median(passes["squarem"]),
-          "median_pass_ratio": statistics.median(ratios), "pass_ratios": ratios,
-          "max_loglik_rel_diff": max(rel_diffs)})
+        ratios.append(
+            compare(
+                "tobit",
+                fits,
+                lambda m: float(m.loglik_),
+                args.repeats,
+                {
+                    "rows": args.rows,
+                    "features": features,
+                    "seed": seed,
+                    "censored": round(censored, 4),
+                    "tol": 1e-8,
+                },
+            )
+        )
+    rel_diffs = [
+        abs(a - b) / abs(a) for a, b in zip(logliks["none"], logliks["squarem"], strict=True)
+    ]
+    emit(
+        {
+            "benchmark": "squarem",
+            "case": "tobit",
+            "seeds": args.seeds,
+            "median_passes_none": statistics.median(passes["none"]),
+            "median_passes_squarem": statistics.median(passes["squarem"]),
+            "median_pass_ratio": statistics.median(ratios),
+            "pass_ratios": ratios,
+            "max_loglik_rel_diff": max(rel_diffs),
+        }
+    )
 
 
 # --- (b) an overlapping two-component mixture --------------------------------------------
@@ -169,10 +195,12 @@ def tobit(args: argparse.Namespace) -> None:
 def overlapping(rows: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     half = rows // 2
-    x = np.vstack([
-        rng.normal(0.0, 1.0, (half, 2)),
-        rng.normal(0.0, 1.0, (rows - half, 2)) * [1.2, 0.8] + [1.8, 0.4],
-    ])
+    x = np.vstack(
+        [
+            rng.normal(0.0, 1.0, (half, 2)),
+            rng.normal(0.0, 1.0, (rows - half, 2)) * [1.2, 0.8] + [1.8, 0.4],
+        ]
+    )
     return x[rng.permutation(rows)]
 
 
@@ -192,15 +220,31 @@ def mixture(args: argparse.Namespace) -> None:
         data = da.from_array(x, chunks=(args.chunk_rows, 2))
         start = rough_start(x, seed)
         fits = {
-            method: (lambda m=method, data=data, start=start: dem.GaussianMixture(
-                2, tol=1e-8, max_iter=20_000, accelerate=m, **start
-            ).fit(data))
+            method: (
+                lambda m=method, data=data, start=start: dem.GaussianMixture(
+                    2, tol=1e-8, max_iter=20_000, accelerate=m, **start
+                ).fit(data)
+            )
             for method in ("none", "squarem")
         }
-        ratios.append(compare("mixture", fits, lambda m, x=x: float(m.score(x)), args.repeats,
-                              {"rows": args.rows, "seed": seed, "tol": 1e-8}))
-    emit({"benchmark": "squarem", "case": "mixture", "seeds": args.seeds,
-          "median_pass_ratio": statistics.median(ratios), "pass_ratios": ratios})
+        ratios.append(
+            compare(
+                "mixture",
+                fits,
+                lambda m, x=x: float(m.score(x)),
+                args.repeats,
+                {"rows": args.rows, "seed": seed, "tol": 1e-8},
+            )
+        )
+    emit(
+        {
+            "benchmark": "squarem",
+            "case": "mixture",
+            "seeds": args.seeds,
+            "median_pass_ratio": statistics.median(ratios),
+            "pass_ratios": ratios,
+        }
+    )
 
 
 # --- (c) PPCA with a small eigengap ----------------------------------------------------
@@ -220,8 +264,15 @@ def ppca_maximum(x: np.ndarray, components: int) -> float:
     centred = x - x.mean(axis=0)
     values = np.linalg.eigvalsh(centred.T @ centred / rows)[::-1]
     noise = values[components:].mean()
-    return float(-0.5 * (features * np.log(2 * np.pi) + np.log(values[:components]).sum()
-                         + (features - components) * np.log(noise) + features))
+    return float(
+        -0.5
+        * (
+            features * np.log(2 * np.pi)
+            + np.log(values[:components]).sum()
+            + (features - components) * np.log(noise)
+            + features
+        )
+    )
 
 
 def ppca(args: argparse.Namespace) -> None:
@@ -239,11 +290,19 @@ def ppca(args: argparse.Namespace) -> None:
         # (passes so far, mean log-likelihood) after each step of the last fit of a method
         traces: dict[str, list[tuple[int, float]]] = {"none": [], "squarem": []}
 
-        def fit(method: str, data: da.Array = data, seed: int = seed,
-                trace: dict[str, list[tuple[int, float]]] = traces) -> Any:
+        def fit(
+            method: str,
+            data: da.Array = data,
+            seed: int = seed,
+            trace: dict[str, list[tuple[int, float]]] = traces,
+        ) -> Any:
             trace[method].clear()
             return dem.PPCA(
-                latent, tol=1e-8, max_iter=20_000, init_params="random", random_state=seed,
+                latent,
+                tol=1e-8,
+                max_iter=20_000,
+                init_params="random",
+                random_state=seed,
                 accelerate=method,
                 callback=lambda info: trace[method].append((info.iteration, info.loglik)),
             ).fit(data)
@@ -255,36 +314,61 @@ def ppca(args: argparse.Namespace) -> None:
             passes[model.accelerate].append(int(model.n_iter_))
             return scores[model.accelerate]
 
-        ratios.append(compare("ppca", {m: (lambda m=m, fit=fit: fit(m)) for m in traces}, score,
-                              args.repeats, {
-            "rows": args.rows, "features": features, "seed": seed, "tol": 1e-8,
-            "signal_variances": [0.3, 0.2, 0.1], "noise_variance": 1.0,
-            "closed_form_loglik": maximum,
-        }))
+        ratios.append(
+            compare(
+                "ppca",
+                {m: (lambda m=m, fit=fit: fit(m)) for m in traces},
+                score,
+                args.repeats,
+                {
+                    "rows": args.rows,
+                    "features": features,
+                    "seed": seed,
+                    "tol": 1e-8,
+                    "signal_variances": [0.3, 0.2, 0.1],
+                    "noise_variance": 1.0,
+                    "closed_form_loglik": maximum,
+                },
+            )
+        )
         # passes until a point within 1e-6 (relative) of the closed-form maximum was reached
         target = maximum - within * abs(maximum)
         within_passes = {
             method: next((done for done, loglik in trace if loglik >= target), None)
             for method, trace in traces.items()
         }
-        emit({"benchmark": "squarem", "case": "ppca", "seed": seed,
-              "passes_to_within_1e-6_of_maximum": within_passes})
+        emit(
+            {
+                "benchmark": "squarem",
+                "case": "ppca",
+                "seed": seed,
+                "passes_to_within_1e-6_of_maximum": within_passes,
+            }
+        )
         if None not in within_passes.values():
             ratios_within.append(within_passes["none"] / within_passes["squarem"])
         gaps.append(max(abs(maximum - v) / abs(maximum) for v in scores.values()))
-    emit({"benchmark": "squarem", "case": "ppca", "seeds": args.seeds,
-          "median_passes_none": statistics.median(passes["none"]),
-          "median_passes_squarem": statistics.median(passes["squarem"]),
-          "median_pass_ratio": statistics.median(ratios), "pass_ratios": ratios,
-          "median_pass_ratio_to_within_1e-6": statistics.median(ratios_within or [math.nan]),
-          "max_rel_gap_to_closed_form": max(gaps)})
+    emit(
+        {
+            "benchmark": "squarem",
+            "case": "ppca",
+            "seeds": args.seeds,
+            "median_passes_none": statistics.median(passes["none"]),
+            "median_passes_squarem": statistics.median(passes["squarem"]),
+            "median_pass_ratio": statistics.median(ratios),
+            "pass_ratios": ratios,
+            "median_pass_ratio_to_within_1e-6": statistics.median(ratios_within or [math.nan]),
+            "max_rel_gap_to_closed_form": max(gaps),
+        }
+    )
 
 
 # --- fused restarts -------------------------------------------------------------------
 
 
-def blobs(rows: int, features: int, clusters: int, seed: int,
-          spread: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    rows: int, features: int, clusters: int, seed: int, spread: float = 4.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian clusters of unequal sizes (the smallest ~1% of the rows); (x, centres)."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0.0, spread, (clusters, features))
@@ -317,9 +401,9 @@ def _restarts(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as folder:
             store = f"{folder}/blobs.zarr"
             group = zarr.open_group(store, mode="w")
-            group.create_array(
-                "X", shape=x.shape, dtype="f8", chunks=(args.chunk_rows, features)
-            )[...] = x
+            group.create_array("X", shape=x.shape, dtype="f8", chunks=(args.chunk_rows, features))[
+                ...
+            ] = x
             sources = {
                 "memory": (da.from_array(x, chunks=(args.chunk_rows, features)), None),
                 "zarr": (store, False),
@@ -331,17 +415,24 @@ def _restarts(args: argparse.Namespace) -> None:
                     for n_init in (1, 8):
                         stamps: list[tuple[float, float]] = []
 
-                        def record(info: dem.IterationInfo,
-                                   stamps: list[tuple[float, float]] = stamps) -> None:
+                        def record(
+                            info: dem.IterationInfo, stamps: list[tuple[float, float]] = stamps
+                        ) -> None:
                             if info.run == 0:
                                 stamps.append((time.perf_counter(), time.process_time()))
 
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore", dem.ConvergenceWarning)
                             dem.GaussianMixture(
-                                clusters, covariance_type=covariance_type, n_init=n_init,
-                                max_iter=passes + 1, tol=0.0, init_params="random_from_data",
-                                random_state=0, persist=persist, callback=record,
+                                clusters,
+                                covariance_type=covariance_type,
+                                n_init=n_init,
+                                max_iter=passes + 1,
+                                tol=0.0,
+                                init_params="random_from_data",
+                                random_state=0,
+                                persist=persist,
+                                callback=record,
                             ).fit(data, variable="X" if source == "zarr" else None)
                         steps = np.diff(np.array(stamps), axis=0)
                         wall[n_init].append(float(np.median(steps[:, 0])))
@@ -350,18 +441,23 @@ def _restarts(args: argparse.Namespace) -> None:
                     kind: {n: statistics.median(values[n]) for n in (1, 8)}
                     for kind, values in (("wall", wall), ("cpu", cpu))
                 }
-                emit({
-                    "benchmark": "restarts", "source": source, "rows": args.restart_rows,
-                    "features": features, "components": clusters,
-                    "covariance_type": covariance_type,
-                    "seconds_per_pass_n_init_1": round(medians["wall"][1], 4),
-                    "seconds_per_pass_n_init_8": round(medians["wall"][8], 4),
-                    "ratio": round(medians["wall"][8] / medians["wall"][1], 2),
-                    "cpu_seconds_per_pass_n_init_1": round(medians["cpu"][1], 4),
-                    "cpu_seconds_per_pass_n_init_8": round(medians["cpu"][8], 4),
-                    "cpu_ratio": round(medians["cpu"][8] / medians["cpu"][1], 2),
-                    "blas_threads": 1,
-                })
+                emit(
+                    {
+                        "benchmark": "restarts",
+                        "source": source,
+                        "rows": args.restart_rows,
+                        "features": features,
+                        "components": clusters,
+                        "covariance_type": covariance_type,
+                        "seconds_per_pass_n_init_1": round(medians["wall"][1], 4),
+                        "seconds_per_pass_n_init_8": round(medians["wall"][8], 4),
+                        "ratio": round(medians["wall"][8] / medians["wall"][1], 2),
+                        "cpu_seconds_per_pass_n_init_1": round(medians["cpu"][1], 4),
+                        "cpu_seconds_per_pass_n_init_8": round(medians["cpu"][8], 4),
+                        "cpu_ratio": round(medians["cpu"][8] / medians["cpu"][1], 2),
+                        "blas_threads": 1,
+                    }
+                )
 
 
 # --- k-means‖ vs k-means on a sample ---------------------------------------------------------
@@ -371,8 +467,11 @@ def initialisation(args: argparse.Namespace) -> None:
     features, clusters = 6, 10
     sample = max(args.init_rows // 50, 1000)
     # (init_params, k-means‖ sampling rounds)
-    variants = {"kmeans": ("kmeans", None), "k-means||": ("k-means||", seeding.ROUNDS),
-                "k-means|| rounds=2": ("k-means||", 2)}
+    variants = {
+        "kmeans": ("kmeans", None),
+        "k-means||": ("k-means||", seeding.ROUNDS),
+        "k-means|| rounds=2": ("k-means||", 2),
+    }
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     default_rounds = seeding.ROUNDS
     for seed in range(args.seeds):
@@ -383,42 +482,62 @@ def initialisation(args: argparse.Namespace) -> None:
             try:
                 model, seconds, calls = measured(
                     lambda m=method, data=data, seed=seed: dem.GaussianMixture(
-                        clusters, init_params=m, init_sample_size=sample, random_state=seed,
-                        max_iter=1000, tol=1e-5, persist=False,
+                        clusters,
+                        init_params=m,
+                        init_sample_size=sample,
+                        random_state=seed,
+                        max_iter=1000,
+                        tol=1e-5,
+                        persist=False,
                     ).fit(data),
                     args.repeats,
                 )
             finally:
                 seeding.ROUNDS = default_rounds
             init_computes = calls - model.n_iter_  # persist=False: every compute is a pass
-            records[name].append({
-                "seed": seed,
-                # k-means‖ also reads one row (its first centre), counted apart
-                "init_passes": init_computes if method == "kmeans" else init_computes - 1,
-                "em_passes": int(model.n_iter_),
-                "seconds": round(seconds, 3),
-                "loglik": float(model.score(x)),
-            })
+            records[name].append(
+                {
+                    "seed": seed,
+                    # k-means‖ also reads one row (its first centre), counted apart
+                    "init_passes": init_computes if method == "kmeans" else init_computes - 1,
+                    "em_passes": int(model.n_iter_),
+                    "seconds": round(seconds, 3),
+                    "loglik": float(model.score(x)),
+                }
+            )
     for name, runs in records.items():
-        emit({
-            "benchmark": "init", "init_params": name, "rows": args.init_rows,
-            "features": features, "components": clusters, "init_sample_size": sample,
-            "median_init_passes": statistics.median(r["init_passes"] for r in runs),
-            "median_em_passes": statistics.median(r["em_passes"] for r in runs),
-            "median_total_passes": statistics.median(
-                r["init_passes"] + r["em_passes"] for r in runs
-            ),
-            "median_seconds": statistics.median(r["seconds"] for r in runs),
-            "median_loglik": statistics.median(r["loglik"] for r in runs),
-            "runs": runs,
-        })
+        emit(
+            {
+                "benchmark": "init",
+                "init_params": name,
+                "rows": args.init_rows,
+                "features": features,
+                "components": clusters,
+                "init_sample_size": sample,
+                "median_init_passes": statistics.median(r["init_passes"] for r in runs),
+                "median_em_passes": statistics.median(r["em_passes"] for r in runs),
+                "median_total_passes": statistics.median(
+                    r["init_passes"] + r["em_passes"] for r in runs
+                ),
+                "median_seconds": statistics.median(r["seconds"] for r in runs),
+                "median_loglik": statistics.median(r["loglik"] for r in runs),
+                "runs": runs,
+            }
+        )
 
 
 # --- online EM on a large store ------------------------------------------------------------
 
 
-def write_mixture_store(path: str, rows: int, features: int, clusters: int, chunk_rows: int,
-                        seed: int, spread: float = 1.5) -> None:
+def write_mixture_store(
+    path: str,
+    rows: int,
+    features: int,
+    clusters: int,
+    chunk_rows: int,
+    seed: int,
+    spread: float = 1.5,
+) -> None:
     """A Zarr store ``X`` of ``rows`` draws from a Gaussian mixture, written chunk by chunk.
 
     Overlapping components (centres ~N(0, spread²), random full covariances, weights
@@ -440,7 +559,7 @@ def write_mixture_store(path: str, rows: int, features: int, clusters: int, chun
         for k in range(clusters):
             members = labels == k
             out[members] = centres[k] + noise[members] @ mixing[k]
-        array[start:start + n] = out
+        array[start : start + n] = out
 
 
 def online(args: argparse.Namespace) -> None:
@@ -450,11 +569,19 @@ def online(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir="/tmp") as folder:
         store = f"{folder}/mixture.zarr"
         started = time.perf_counter()
-        write_mixture_store(store, args.online_rows, features, clusters,
-                            args.online_chunk_rows, seed=0)
-        emit({"benchmark": "online", "stage": "store written", "rows": args.online_rows,
-              "features": features, "chunk_rows": args.online_chunk_rows,
-              "seconds": round(time.perf_counter() - started, 1)})
+        write_mixture_store(
+            store, args.online_rows, features, clusters, args.online_chunk_rows, seed=0
+        )
+        emit(
+            {
+                "benchmark": "online",
+                "stage": "store written",
+                "rows": args.online_rows,
+                "features": features,
+                "chunk_rows": args.online_chunk_rows,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         variants = {
             "batch, k-means|| start": {"init_params": "k-means||"},
             "batch, k-means start": {"init_params": "kmeans"},
@@ -463,9 +590,14 @@ def online(args: argparse.Namespace) -> None:
         }
         summaries = []
         for seed in range(args.online_seeds):
-            common = {"tol": args.online_tol, "max_iter": 5000, "persist": False,
-                      "random_state": seed, "init_sample_size": 100_000,
-                      "step_exponent": args.step_exponent}
+            common = {
+                "tol": args.online_tol,
+                "max_iter": 5000,
+                "persist": False,
+                "random_state": seed,
+                "init_sample_size": 100_000,
+                "step_exponent": args.step_exponent,
+            }
             records = {}
             for name, options in variants.items():
                 model, seconds, computes = measured(
@@ -475,12 +607,15 @@ def online(args: argparse.Namespace) -> None:
                     1,
                 )
                 record = {
-                    "benchmark": "online", "variant": name, "seed": seed,
+                    "benchmark": "online",
+                    "variant": name,
+                    "seed": seed,
                     "rows": args.online_rows,
                     "chunks": -(-args.online_rows // args.online_chunk_rows),
                     "online_updates": int(model.n_online_updates_),
                     "batch_iterations": int(model.n_iter_),
-                    "computes": computes, "seconds": round(seconds, 1),
+                    "computes": computes,
+                    "seconds": round(seconds, 1),
                     "converged": bool(model.converged_),
                 }
                 if name == "online pass only":
@@ -492,23 +627,30 @@ def online(args: argparse.Namespace) -> None:
                 emit(record)
             optimum = max(r["loglik"] for n, r in records.items() if n != "online pass only")
             alone = records["online pass only"]["loglik"]
-            summaries.append({
-                "online_rel_gap": (optimum - alone) / abs(optimum),
-                **{n: r["batch_iterations"] for n, r in records.items()},
-                **{f"{n} computes": r["computes"] for n, r in records.items()},
-            })
-        emit({
-            "benchmark": "online", "what": "summary", "rows": args.online_rows,
-            "seeds": args.online_seeds, "step_exponent": args.step_exponent,
-            "tol": args.online_tol,
-            "max_online_rel_gap": max(s["online_rel_gap"] for s in summaries),
-            "median_batch_iterations": {
-                n: statistics.median(s[n] for s in summaries) for n in variants
-            },
-            "median_computes": {
-                n: statistics.median(s[f"{n} computes"] for s in summaries) for n in variants
-            },
-        })
+            summaries.append(
+                {
+                    "online_rel_gap": (optimum - alone) / abs(optimum),
+                    **{n: r["batch_iterations"] for n, r in records.items()},
+                    **{f"{n} computes": r["computes"] for n, r in records.items()},
+                }
+            )
+        emit(
+            {
+                "benchmark": "online",
+                "what": "summary",
+                "rows": args.online_rows,
+                "seeds": args.online_seeds,
+                "step_exponent": args.step_exponent,
+                "tol": args.online_tol,
+                "max_online_rel_gap": max(s["online_rel_gap"] for s in summaries),
+                "median_batch_iterations": {
+                    n: statistics.median(s[n] for s in summaries) for n in variants
+                },
+                "median_computes": {
+                    n: statistics.median(s[f"{n} computes"] for s in summaries) for n in variants
+                },
+            }
+        )
 
 
 def main() -> None:
@@ -526,7 +668,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument(
-        "--only", default="tobit,mixture,ppca,restarts,init,online",
+        "--only",
+        default="tobit,mixture,ppca,restarts,init,online",
         help="comma-separated parts",
     )
     args = parser.parse_args()
@@ -534,16 +677,24 @@ def main() -> None:
         args.rows, args.restart_rows, args.init_rows = 10_000, 40_000, 40_000
         args.chunk_rows, args.seeds, args.repeats = 10_000, 3, 1
         args.online_rows, args.online_chunk_rows = 1_000_000, 20_000
-    emit({
-        "benchmark": "setup",
-        "blas": [
-            f"{i['internal_api']}:{i['num_threads']}:{i.get('architecture')}"
-            for i in threadpool_info()
-        ],
-        "repeats": args.repeats,
-    })
-    parts = {"tobit": tobit, "mixture": mixture, "ppca": ppca, "restarts": restarts,
-             "init": initialisation, "online": online}
+    emit(
+        {
+            "benchmark": "setup",
+            "blas": [
+                f"{i['internal_api']}:{i['num_threads']}:{i.get('architecture')}"
+                for i in threadpool_info()
+            ],
+            "repeats": args.repeats,
+        }
+    )
+    parts = {
+        "tobit": tobit,
+        "mixture": mixture,
+        "ppca": ppca,
+        "restarts": restarts,
+        "init": initialisation,
+        "online": online,
+    }
     for name in args.only.split(","):
         parts[name](args)
 

@@ -85,8 +85,10 @@ def main() -> None:
             callback=report,
         )
         model.fit(args.store, variable=args.var)
-        print(f"converged={model.converged_} after {model.n_iter_} iterations; "
-              f"checkpoint {args.checkpoint} (inspect: dem show {args.checkpoint})")
+        print(
+            f"converged={model.converged_} after {model.n_iter_} iterations; "
+            f"checkpoint {args.checkpoint} (inspect: dem show {args.checkpoint})"
+        )
 
 
 if __name__ == "__main__":
