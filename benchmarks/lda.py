@@ -24,6 +24,7 @@ import tempfile
 import warnings
 from typing import Any
 
+import numpy as np
 from _common import emit, local_cluster, machine, median, timed
 
 BENCHMARK = "lda"
@@ -63,6 +64,46 @@ def dem_seconds(store: str, k: int, iterations: int) -> tuple[float, list[float]
     return median(seconds[1:]), seconds, float(model.bound_)
 
 
+def kernel_cpu(x: Any, k: int, warmup: int, repeats: int) -> dict[str, float]:
+    """CPU seconds of one E-step over the documents ``x`` (one thread, one process):
+    dem's kernel and scikit-learn's ``_e_step`` (``n_jobs=1``, the deterministic start)
+    at the same topics, those of ``warmup`` batch iterations from the same start (so
+    that documents need the number of steps of a fit under way). Medians of
+    ``repeats``; process CPU time, which a busy machine disturbs less than wall time."""
+    import time
+
+    from sklearn.decomposition import LatentDirichletAllocation
+    from threadpoolctl import threadpool_limits
+
+    import dem
+    from dem.models.lda import kernels
+
+    start = np.random.default_rng(0).gamma(100.0, 0.01, (k, x.shape[1]))
+    fitted = dem.LatentDirichletAllocation(k, max_iter=max(warmup, 1), components_init=start)
+    with threadpool_limits(limits=1):
+        fitted.fit(x)
+        peer = LatentDirichletAllocation(k, learning_method="batch", n_jobs=1)
+        peer._init_latent_vars(x.shape[1])
+        peer.components_ = fitted.components_.copy()
+        peer.exp_dirichlet_component_ = fitted.exp_dirichlet_component_.copy()
+        words = fitted.exp_dirichlet_component_
+        alpha = fitted.doc_topic_prior_
+        seconds: dict[str, list[float]] = {"dem": [], "sklearn": []}
+        for _ in range(repeats):
+            began = time.process_time()
+            ours = kernels.e_step(kernels.as_csr(x), words, alpha, 100, 1e-3)
+            seconds["dem"].append(time.process_time() - began)
+            began = time.process_time()
+            _, theirs = peer._e_step(x, cal_sstats=True, random_init=False)
+            seconds["sklearn"].append(time.process_time() - began)
+    difference = float(np.max(np.abs(ours["sstats"] - theirs)) / np.max(np.abs(theirs)))
+    return {
+        "dem_cpu_s": median(seconds["dem"]),
+        "sklearn_cpu_s": median(seconds["sklearn"]),
+        "statistics_max_diff_over_max": difference,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=float, default=1e6)
@@ -77,11 +118,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--store", default=None, help="corpus store (written if missing)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--kernel", type=float, default=0, help="only the one-thread E-step CPU time on this "
+        "many documents (no cluster, no store)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.docs, args.vocabulary, args.k, args.chunk_rows = 2e4, 5e3, 20, 2000
         args.sklearn_docs = min(args.sklearn_docs, 4e3)
     n, v, k = int(args.docs), int(args.vocabulary), args.k
+    if args.kernel:
+        from dem.synth import lda_draw_sparse, lda_truth
+
+        truth = lda_truth(v, np.random.default_rng(0), n_components=k, words=args.words)
+        x = lda_draw_sparse(truth, np.random.default_rng(1), int(args.kernel))[0]
+        found = kernel_cpu(x, k, warmup=3, repeats=args.repeats)
+        per_doc = {name: found[f"{name}_cpu_s"] / x.shape[0] for name in ("dem", "sklearn")}
+        emit(
+            BENCHMARK, "kernel", docs=x.shape[0], vocabulary=v, k=k, words=args.words,
+            dem_us_per_doc=1e6 * per_doc["dem"], sklearn_us_per_doc=1e6 * per_doc["sklearn"],
+            speedup=per_doc["sklearn"] / per_doc["dem"], **found, machine=machine(),
+        )  # fmt: skip
+        return
     config = {
         "docs": n, "vocabulary": v, "k": k, "words": args.words, "chunk_rows": args.chunk_rows,
         "workers": args.workers, "sklearn_docs": int(args.sklearn_docs), "machine": machine(),

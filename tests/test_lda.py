@@ -156,6 +156,27 @@ def test_trace_is_minus_the_perplexity_of_each_iterate(sklearn_psi):
     np.testing.assert_allclose(found.lower_bounds_, expected, rtol=1e-11)
 
 
+def test_online_updates_equal_scikit_learns_online_lda(sklearn_psi):
+    """One online update per pass (every chunk in the batch): dem's rates 1, 2^-κ, 3^-κ
+    are scikit-learn's with learning_offset=1 after a first, batch, step."""
+    x = counts(seed=8)
+    options = {"mean_change_tol": 0.0, "max_doc_update_iter": 25}
+    found = ours(
+        x, 3, learning_method="online", learning_decay=0.6, batch_chunks=10, chunk_rows=50,
+        **options,
+    )  # fmt: skip
+    assert found.n_batch_iter_ == 3 and found.n_iter_ == 3
+    first = reference(x, 1, **options).components_  # rate 1: the batch step
+    expected = reference(
+        x, 2, start=first, learning_method="online", learning_decay=0.6, learning_offset=1.0,
+        batch_size=N, total_samples=N, **options,
+    )  # fmt: skip
+    np.testing.assert_allclose(found.components_, expected.components_, rtol=1e-11)
+    np.testing.assert_allclose(found.bound_, expected.bound_, rtol=1e-11)
+    with pytest.raises(ValueError, match=r"online.*does not write checkpoints"):
+        ours(x, 1, learning_method="online", checkpoint="never.zarr")
+
+
 def test_perplexity_stopping_rule_is_scikit_learns():
     x = counts(seed=6)
     found = ours(x, 200, evaluate_every=1, perp_tol=1e-2)
@@ -308,6 +329,7 @@ def invoke(*args: str | os.PathLike[str]) -> tuple[int, str]:
 
 
 def test_command_line_on_worker_processes(process_client, tmp_path):
+    """(Last in the file: the module's cluster stays the default client after it.)"""
     data, fit, out = tmp_path / "c.zarr", tmp_path / "fit.zarr", tmp_path / "topics.zarr"
     code, output = invoke(
         "synth", "lda", data, "-n", "600", "-d", "50", "-k", "3", "--words", "30",
@@ -332,24 +354,3 @@ def test_command_line_on_worker_processes(process_client, tmp_path):
     np.testing.assert_allclose(written, local.transform(data, variable="X"), rtol=1e-12)
     code, output = invoke("show", fit)
     assert code == 0 and "latent_dirichlet_allocation" in output
-
-
-def test_online_updates_equal_scikit_learns_online_lda(sklearn_psi):
-    """One online update per pass (every chunk in the batch): dem's rates 1, 2^-κ, 3^-κ
-    are scikit-learn's with learning_offset=1 after a first, batch, step."""
-    x = counts(seed=8)
-    options = {"mean_change_tol": 0.0, "max_doc_update_iter": 25}
-    found = ours(
-        x, 3, learning_method="online", learning_decay=0.6, batch_chunks=10, chunk_rows=50,
-        **options,
-    )  # fmt: skip
-    assert found.n_batch_iter_ == 3 and found.n_iter_ == 3
-    first = reference(x, 1, **options).components_  # rate 1: the batch step
-    expected = reference(
-        x, 2, start=first, learning_method="online", learning_decay=0.6, learning_offset=1.0,
-        batch_size=N, total_samples=N, **options,
-    )  # fmt: skip
-    np.testing.assert_allclose(found.components_, expected.components_, rtol=1e-11)
-    np.testing.assert_allclose(found.bound_, expected.bound_, rtol=1e-11)
-    with pytest.raises(ValueError, match=r"online.*does not write checkpoints"):
-        ours(x, 1, learning_method="online", checkpoint="never.zarr")

@@ -221,7 +221,7 @@ def test_not_fitted_error_is_scikit_learns():
         (dem.CategoricalHMM, "n_features", hmm.MAX_SYMBOLS + 1),
         (dem.LatentDirichletAllocation, "doc_topic_prior", -1.0),
         (dem.LatentDirichletAllocation, "evaluate_every", 1.5),
-        (dem.LatentDirichletAllocation, "learning_method", "online"),  # not offered yet
+        (dem.LatentDirichletAllocation, "learning_decay", 0.4),
     ],
 )
 def test_invalid_parameters_are_refused_at_fit(estimator, name, value):

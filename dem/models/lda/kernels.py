@@ -139,24 +139,26 @@ def doc_topics(
     sub = matrix[work]
     words = np.ascontiguousarray(exp_topic_word[:, sub.indices].T)
     blocks = _blocks(sub.indptr, k)
-    moving = np.ones(len(work), dtype=bool)
+    moving = np.ones((len(work), 1), dtype=bool)
+    current, theta = gamma[work], exp_theta[work]  # the working set's, written back at the end
     for _ in range(max_iter):
-        theta = exp_theta[work]
         updated = _step(theta, sub, words, blocks)
         updated += doc_topic_prior
-        change = np.mean(np.abs(gamma[work] - updated), axis=1)
-        keep = work[moving]
-        gamma[keep] = updated[moving]
-        exp_theta[keep] = exp_dirichlet_expectation(updated[moving])
-        moving &= ~(change < mean_change_tol)
+        change = np.mean(np.abs(current - updated), axis=1)
+        np.copyto(current, updated, where=moving)  # documents that stopped keep theirs
+        np.copyto(theta, exp_dirichlet_expectation(updated), where=moving)
+        moving &= ~(change < mean_change_tol)[:, None]
         still = int(moving.sum())
         if still == 0:
             break
         if still < SHRINK * len(work):
-            work, sub = work[moving], sub[moving]
+            gamma[work], exp_theta[work] = current, theta
+            rows = moving[:, 0]
+            work, sub, current, theta = work[rows], sub[rows], current[rows], theta[rows]
             words = np.ascontiguousarray(exp_topic_word[:, sub.indices].T)
             blocks = _blocks(sub.indptr, k)
-            moving = np.ones(len(work), dtype=bool)
+            moving = np.ones((len(work), 1), dtype=bool)
+    gamma[work], exp_theta[work] = current, theta
     return gamma, exp_theta
 
 
