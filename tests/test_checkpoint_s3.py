@@ -28,6 +28,7 @@ import zarr
 from conftest import make_blobs
 
 import dem
+import dem.storage
 from dem.checkpoint import Checkpoint, CheckpointLockedError
 from dem.lease import Lease
 
@@ -147,6 +148,7 @@ def test_a_damaged_latest_iteration_on_s3_is_skipped_on_resume(s3_server, s3_dat
 KILLED_CLIENT = """
 import json, os, sys, time, warnings
 import dem
+import dem.storage
 options = json.loads(os.environ["DEM_TEST_S3_OPTIONS"])
 def slowly(info):
     time.sleep(0.4)
@@ -331,3 +333,77 @@ def test_storage_options_are_parameters_that_clone_keeps_and_repr_hides(s3_serve
     shown = repr(model) + model._repr_html_()
     assert s3_server.secret not in shown and s3_server.key not in shown
     assert "'secret': '***'" in repr(model) and s3_server.endpoint in repr(model)
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from dem.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_the_cli_fits_shows_and_predicts_on_s3_and_never_prints_a_credential(
+    s3_server, s3_data, reference, caplog
+):
+    from dem.cli.options import storage_options
+
+    secret = s3_server.secret
+    given = [
+        f"endpoint_url={s3_server.endpoint}",
+        f"key={s3_server.key}",
+        f"secret={secret}",
+    ]
+    assert storage_options([*given, "anon=false", "n=1", "x=a=b"], "--storage-option") == {
+        **s3_server.options,
+        "anon": False,
+        "n": 1,
+        "x": "a=b",
+    }  # JSON where it parses, else text
+    options = [word for item in given for word in ("--storage-option", item)]
+    checkpoint = s3_server.url("ckpt-tests/cli.zarr")
+    fit = ["fit", "gmm", s3_data, "--var", "X", "-k", "3", "--max-iter", "4", "--tol", "0"]
+    code, fitted = _cli(*fit, "--checkpoint", checkpoint, *options, "--local-workers", "1")
+    assert code == 0, fitted
+    assert "Stopped without converging after 4 iteration(s)" in fitted
+    assert f"Checkpoint: {checkpoint}" in fitted
+    # the command that continues it names the options, the credentials masked
+    assert "--storage-option 'secret=***'" in " ".join(fitted.split())
+    code, refused = _cli(*fit, "--checkpoint", checkpoint, *options, "--local-workers", "1")
+    assert code != 0 and "already exists" in refused
+
+    code, shown = _cli("show", checkpoint, *options)
+    assert code == 0, shown
+    assert f"{checkpoint}: model gaussian_mixture" in shown and "means" in shown
+
+    out = s3_server.url("ckpt-tests/labels.zarr")
+    predict = ["predict", checkpoint, s3_data, "--var", "X", "--out", out, *options]
+    code, predicted = _cli(*predict, "--output", "labels", "--local-workers", "1")
+    assert code == 0, predicted
+    group = zarr.open_group(dem.storage.open_store(out, s3_server.options), mode="r")
+    assert group.attrs["dem_output"] == {"writer": "dem predict", "complete": True}
+    with pytest.warns(UserWarning, match="without converging"):
+        restored = dem.from_checkpoint(checkpoint, storage_options=s3_server.options)
+    restored.set_params(storage_options=s3_server.options)
+    expected = restored.predict(s3_data, variable="X")
+    np.testing.assert_array_equal(group["labels"][...], np.asarray(expected))
+    code, exists = _cli(*predict, "--local-workers", "1")
+    assert code != 0 and "pass --overwrite" in exists
+    code, again = _cli(*predict, "--overwrite", "--output", "labels", "--local-workers", "1")
+    assert code == 0, again
+
+    foreign = s3_server.url("ckpt-tests/not-dem.zarr")
+    s3_server.filesystem().pipe_file(foreign.removeprefix("s3://") + "/zarr.json", b"{}")
+    code, unsafe = _cli(*predict[:6], foreign, *options, "--overwrite", "--local-workers", "1")
+    assert code != 0 and "was not written by dem" in unsafe
+
+    stored = everything_under(s3_server, "ckpt-tests/cli.zarr") + everything_under(
+        s3_server, "ckpt-tests/labels.zarr"
+    )
+    logged = caplog.text
+    for output in (fitted, refused, shown, predicted, exists, again, unsafe, logged):
+        assert secret not in output and s3_server.key not in output
+    assert secret.encode() not in stored and s3_server.key.encode() not in stored

@@ -22,11 +22,13 @@ from dem.cli.console import (
     make_console,
     user_errors,
 )
+from dem.cli.options import STORAGE_OPTION_HELP, storage_options
 from dem.outputs import (
     UnsafeOutputError,
     is_remote,
 )
 from dem.paths import overlaps
+from dem.storage import location
 
 # --- dem show ---------------------------------------------------------------------------
 
@@ -38,7 +40,11 @@ def _fmt(value: float) -> str:
 @app.command()
 def show(
     checkpoint: Annotated[
-        Path, typer.Argument(help="Checkpoint store written by `dem fit`.", show_default=False)
+        str,
+        typer.Argument(
+            help="Checkpoint store written by `dem fit`: a path or a URL (s3://...).",
+            show_default=False,
+        ),
     ],
     run: Annotated[int | None, typer.Option(help="Restart to show (default: the best).")] = None,
     plot: Annotated[
@@ -56,6 +62,14 @@ def show(
             "(e.g. 'shift', 'mean_xxT') included.",
         ),
     ] = False,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            help=STORAGE_OPTION_HELP.format(what="the checkpoint"),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Model, configuration, data, log-likelihood trace and parameters of a checkpoint."""
     import json
@@ -65,12 +79,13 @@ def show(
     console = make_console()
     with user_errors(console):
         path = os.fspath(checkpoint)
+        options = storage_options(storage_option, "--storage-option")
         if not is_remote(path) and not os.path.exists(path):
             raise UsageError(missing_checkpoint(path))
         if plot is not None:
             _check_plot_target(plot, path)
-        header = checkpoint_header(path)
-        runs = load_runs(path)
+        header = checkpoint_header(path, options)
+        runs = load_runs(path, options)
         if run is not None and run not in runs:
             raise fail(
                 console,
@@ -79,7 +94,8 @@ def show(
             )
         best = best_run(runs)
         chosen = best if run is None else run
-    console.print(f"[bold]{escape(path)}[/]: model [bold]{escape(header['model'])}[/]")
+    shown_path = location(path) if is_remote(path) else path
+    console.print(f"[bold]{escape(shown_path)}[/]: model [bold]{escape(header['model'])}[/]")
     config = Table(title="configuration", show_header=False)
     for name, value in header["config"].items():
         config.add_row(name, escape(json.dumps(value)))
@@ -130,7 +146,7 @@ def show(
         )
         previous = i
     console.print(lines)
-    shown_names = None if all_arrays else user_facing(path, list(dataset.data_vars))
+    shown_names = None if all_arrays else user_facing(path, list(dataset.data_vars), options)
     hidden = (
         []
         if shown_names is None
@@ -160,7 +176,7 @@ def show(
     for name, values in small.items():
         console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
     if plot is not None:
-        _plot_trace(console, path, plot)
+        _plot_trace(console, path, plot, options)
 
 
 def missing_checkpoint(path: str) -> str:
@@ -171,7 +187,9 @@ def missing_checkpoint(path: str) -> str:
     )
 
 
-def user_facing(path: str, names: list[Any]) -> set[str] | None:
+def user_facing(
+    path: str, names: list[Any], options: dict[str, Any] | None = None
+) -> set[str] | None:
     """The checkpoint arrays that are fitted parameters of the restored estimator (an
     array ``means`` is shown when the estimator has ``means_``); None when the estimator
     cannot be restored, and then every array is shown."""
@@ -182,7 +200,7 @@ def user_facing(path: str, names: list[Any]) -> set[str] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            estimator = from_checkpoint(path)
+            estimator = from_checkpoint(path, storage_options=options)
     except Exception:  # show what the checkpoint holds even when it cannot be restored
         return None
     return {str(n) for n in names if hasattr(estimator, f"{n}_")}
@@ -209,7 +227,9 @@ def _check_plot_target(target: Path, checkpoint: str) -> None:
         )
 
 
-def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
+def _plot_trace(
+    console: Console, checkpoint: str, target: Path, options: dict[str, Any] | None
+) -> None:
     try:
         import matplotlib
 
@@ -222,7 +242,16 @@ def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
     from dem.plot import loglik_trace
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    loglik_trace(checkpoint, ax=axes)
+    if is_remote(checkpoint):  # the best restart, read with the storage options
+        import warnings
+
+        from dem.restore import from_checkpoint
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loglik_trace(from_checkpoint(checkpoint, storage_options=options), ax=axes)
+    else:
+        loglik_trace(checkpoint, ax=axes)
     axes.legend()
     figure.tight_layout()
     figure.savefig(target, dpi=120)
