@@ -257,12 +257,26 @@ def _checked_fit(
             f"store {location(store)!r}; dem never writes there. Choose a --checkpoint "
             "outside it."
         )
-    if not is_remote(checkpoint) and os.path.exists(checkpoint) and not values["resume"]:
+    exists = (
+        _remote_checkpoint_exists(checkpoint, estimator._checkpoint_options())
+        if is_remote(checkpoint)
+        else os.path.exists(checkpoint)
+    )
+    if exists and not values["resume"]:
         raise FileExistsError(
-            f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
+            f"Checkpoint {location(checkpoint) if is_remote(checkpoint) else checkpoint!r} "
+            "already exists. Add --resume to continue that fit, or "
             "pass another --checkpoint."
         )
     return estimator, arguments
+
+
+def _remote_checkpoint_exists(url: str, options: dict[str, Any]) -> bool:
+    """Whether a checkpoint (its root metadata) exists at the URL ``url``."""
+    from dem.storage import writable
+
+    fs, where, _ = writable(url, options)
+    return bool(fs.exists(f"{where}/zarr.json"))
 
 
 def _fit_and_report(
