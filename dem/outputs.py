@@ -8,6 +8,10 @@ write is known to be incomplete.
 
 An output never contains, and never lies inside, the data it is computed from or a
 checkpoint: paths are compared resolved (absolute, symbolic links followed).
+
+An output may be an fsspec URL (``s3://...``), written with ``storage_options``: the
+same rules hold there (an existing store is replaced only with ``overwrite`` and only
+when it carries the attribute), named in messages without credentials.
 """
 
 from __future__ import annotations
@@ -36,7 +40,16 @@ def marker(writer: str, *, complete: bool) -> dict[str, Any]:
     return {"writer": writer, "complete": complete}
 
 
-def mark_complete(path: str | os.PathLike[str]) -> None:
+def _group(path: str | os.PathLike[str], mode: Any, storage_options: Any = None) -> Any:
+    """The Zarr group at ``path`` (a local path or a URL opened with ``storage_options``)."""
+    import zarr
+
+    if storage.is_remote(path):
+        return zarr.open_group(storage.writable(os.fspath(path), storage_options)[2], mode=mode)
+    return zarr.open_group(os.fspath(path), mode=mode)
+
+
+def mark_complete(path: str | os.PathLike[str], storage_options: Any = None) -> None:
     """Set ``complete`` in the ``dem_output`` attribute, then consolidate the store's
     metadata: the last writes of an output store.
 
@@ -44,16 +57,14 @@ def mark_complete(path: str | os.PathLike[str]) -> None:
     ``xarray.open_zarr`` open the store in one read, without its warning about
     unconsolidated stores.
     """
-    import zarr
-
-    group = zarr.open_group(os.fspath(path), mode="r+")
+    group = _group(path, "r+", storage_options)
     found = group.attrs.get(ATTRIBUTE)
     writer = found.get("writer", "dem") if isinstance(found, dict) else "dem"
     group.attrs[ATTRIBUTE] = marker(str(writer), complete=True)
-    consolidate(path)
+    consolidate(path, storage_options)
 
 
-def consolidate(path: str | os.PathLike[str]) -> None:
+def consolidate(path: str | os.PathLike[str], storage_options: Any = None) -> None:
     """Write the consolidated metadata of the Zarr store at ``path``.
 
     Zarr format 3 has no consolidated metadata in its specification yet; zarr-python
@@ -66,15 +77,18 @@ def consolidate(path: str | os.PathLike[str]) -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Consolidated metadata", ZarrUserWarning)
-        zarr.consolidate_metadata(os.fspath(path))
+        if storage.is_remote(path):
+            zarr.consolidate_metadata(storage.writable(os.fspath(path), storage_options)[2])
+        else:
+            zarr.consolidate_metadata(os.fspath(path))
 
 
-def output_marker(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+def output_marker(
+    path: str | os.PathLike[str], storage_options: Any = None
+) -> dict[str, Any] | None:
     """The ``dem_output`` attribute of the Zarr group at ``path``; None when there is none."""
-    import zarr
-
     try:
-        found = zarr.open_group(os.fspath(path), mode="r").attrs.get(ATTRIBUTE)
+        found = _group(path, "r", storage_options).attrs.get(ATTRIBUTE)
     except Exception:  # not a Zarr group, unreadable: not dem's
         return None
     return found if isinstance(found, dict) else None
@@ -95,6 +109,7 @@ def check_output(
     protected: dict[str, str | os.PathLike[str]],
     overwrite: bool,
     option: str = "--out",
+    storage_options: Any = None,
 ) -> None:
     """Refuse an output path that could touch what dem did not write.
 
@@ -110,6 +125,8 @@ def check_output(
         dem wrote as output (it has the ``dem_output`` attribute).
     option : str
         The command-line option that named ``out``, for the messages.
+    storage_options : dict, optional
+        Options of ``out``'s filesystem when it is a URL.
 
     Raises
     ------
@@ -121,6 +138,7 @@ def check_output(
         and another path as the ways out).
     """
     if is_remote(out):
+        _check_remote_output(out, protected, overwrite, option, storage_options)
         return
     for what, path in protected.items():
         if not is_remote(path) and overlaps(out, path):
@@ -160,8 +178,55 @@ def _refuse_inside_a_store(out: str | os.PathLike[str], option: str) -> None:
             )
 
 
-def remove_output(out: str | os.PathLike[str]) -> None:
+def remove_output(out: str | os.PathLike[str], storage_options: Any = None) -> None:
     """Delete an output store that :func:`check_output` allowed to be replaced."""
-    if output_marker(out) is None:
-        raise UnsafeOutputError(f"{os.fspath(out)!r} is not a dem output store; not deleting it.")
+    if output_marker(out, storage_options) is None:
+        raise UnsafeOutputError(f"{_shown(out)!r} is not a dem output store; not deleting it.")
+    if is_remote(out):
+        fs, where, _ = storage.writable(os.fspath(out), storage_options)
+        fs.rm(where, recursive=True)
+        return
     shutil.rmtree(out)
+
+
+def output_exists(out: str | os.PathLike[str], storage_options: Any = None) -> bool:
+    """Whether anything is at ``out`` (a path, or any object under a URL's prefix)."""
+    if not is_remote(out):
+        return os.path.lexists(out)
+    fs, where, _ = storage.writable(os.fspath(out), storage_options)
+    fs.invalidate_cache()
+    return bool(fs.exists(where) or fs.find(where, maxdepth=1))
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    return storage.location(path) if is_remote(path) else os.fspath(path)
+
+
+def _check_remote_output(
+    out: str | os.PathLike[str],
+    protected: dict[str, str | os.PathLike[str]],
+    overwrite: bool,
+    option: str,
+    storage_options: Any,
+) -> None:
+    """:func:`check_output` for an output at a URL."""
+    shown = _shown(out)
+    for what, path in protected.items():
+        if is_remote(path) and overlaps(out, path):
+            raise UnsafeOutputError(
+                f"{option} {shown!r} is, contains or lies inside {what} {_shown(path)!r}; dem "
+                f"never writes there. Choose an {option} outside it."
+            )
+    if not output_exists(out, storage_options):
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"{shown!r} exists; pass --overwrite to replace it (only a store dem wrote is "
+            f"replaced), or choose another {option}."
+        )
+    if output_marker(out, storage_options) is None:
+        raise UnsafeOutputError(
+            f"{option} {shown!r} exists and was not written by dem (no {ATTRIBUTE!r} "
+            f"attribute), so --overwrite will not delete it. Choose another {option}, or delete "
+            "it yourself if it is not needed."
+        )

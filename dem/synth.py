@@ -441,13 +441,14 @@ def write_store(
     threads: int = 2,
     options: dict[str, Any] | None = None,
     on_chunk: Callable[[int, int], Any] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Truth:
     """Write a synthetic store for ``model`` chunk by chunk; return its ground truth.
 
     Parameters
     ----------
     path : str or path-like
-        The Zarr store to create (it must not exist).
+        The Zarr store to create (it must not exist): a path or an fsspec URL.
     model : str
         A key of :data:`GENERATORS` (``"gmm"``, ``"ppca"``, ``"fa"``, ``"tobit"``,
         ``"hmm"``, ``"categorical-hmm"``, ``"mfa"``).
@@ -467,6 +468,8 @@ def write_store(
         Model-specific options passed to the generator's ``truth`` function.
     on_chunk : callable, optional
         Called as ``on_chunk(rows_done, n_samples)`` after each chunk is written.
+    storage_options : dict, optional
+        Options of the URL's fsspec filesystem (credentials, endpoint).
 
     Returns
     -------
@@ -484,9 +487,13 @@ def write_store(
         raise ValueError("n_samples, n_features and chunk_rows must be at least 1.")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
-    if os.path.exists(path):
+    from dem import outputs, storage
+
+    remote = storage.is_remote(path)
+    if outputs.output_exists(path, storage_options) if remote else os.path.exists(path):
         raise FileExistsError(
-            f"{os.fspath(path)!r} already exists; choose a new path or delete it."
+            f"{storage.location(path) if storage.is_remote(path) else os.fspath(path)!r} "
+            "already exists; choose a new path or delete it."
         )
     generator = GENERATORS[model]
     truth_seed, chunk_seeds = np.random.SeedSequence(seed).spawn(2)
@@ -496,11 +503,14 @@ def write_store(
     n_chunks = -(-n_samples // chunk_rows)
     seeds = chunk_seeds.spawn(n_chunks)
 
-    group = zarr.open_group(os.fspath(path), mode="w-")
+    where = storage.writable(os.fspath(path), storage_options)[2] if remote else os.fspath(path)
+    group = zarr.open_group(where, mode="w-")
     group.attrs[OUTPUT_ATTRIBUTE] = marker("dem synth", complete=False)  # first: not yet whole
     if generator.writer is not None:
         generator.writer(group, truth, seeds, n_samples, chunk_rows, dtype, threads, on_chunk)
-        return _finish(path, group, model, seed, n_samples, n_features, options, truth)
+        return _finish(
+            path, group, model, seed, n_samples, n_features, options, truth, storage_options
+        )
     # One draw of one row tells the variables' shapes and dtypes.
     probe = generator.draw(truth, np.random.default_rng(0), 1)
     arrays = {}
@@ -528,7 +538,7 @@ def write_store(
             done += rows
             if on_chunk is not None:
                 on_chunk(done, n_samples)
-    return _finish(path, group, model, seed, n_samples, n_features, options, truth)
+    return _finish(path, group, model, seed, n_samples, n_features, options, truth, storage_options)
 
 
 def _finish(
@@ -540,6 +550,7 @@ def _finish(
     n_features: int,
     options: dict[str, Any] | None,
     truth: Truth,
+    storage_options: dict[str, Any] | None,
 ) -> Truth:
     """The truth in the attributes (what a writer stored as arrays left out), then the
     store marked complete."""
@@ -552,7 +563,7 @@ def _finish(
         "options": options or {},
         "truth": {name: value.tolist() for name, value in truth.items() if name not in stored},
     }
-    mark_complete(path)  # last: every chunk and the truth are written
+    mark_complete(path, storage_options)  # last: every chunk and the truth are written
     return truth
 
 

@@ -28,6 +28,7 @@ import zarr
 from conftest import make_blobs
 
 import dem
+import dem.storage
 from dem.checkpoint import Checkpoint, CheckpointLockedError
 from dem.lease import Lease
 
@@ -111,10 +112,13 @@ def test_a_fit_from_s3_checkpointed_on_s3_resumes_with_the_bits_of_an_uninterrup
     key = "ckpt-tests/resumed.zarr"
     url = s3_server.url(key)
     with pytest.raises(Interrupt):
-        s3_fit(s3_server, s3_data, url, callback=stop_after(2))
+        s3_fit(s3_server, s3_data, url, callback=stop_after(3))
     assert lock_objects(s3_server, key) == []  # released when the fit stopped
-    assert dem.load_checkpoint(url, storage_options=s3_server.options).attrs["last_iteration"] == 2
-    resumed = s3_fit(s3_server, s3_data, url, resume=True)
+    assert dem.load_checkpoint(url, storage_options=s3_server.options).attrs["last_iteration"] == 3
+    # a lost chunk damages iteration 3: the resume falls back to iteration 2
+    s3_server.filesystem().rm(f"{s3_server.bucket}/{key}/run-0/iter-000003/means/c/0/0")
+    with pytest.warns(UserWarning, match=r"iteration 3 of run 0 is incomplete or damaged"):
+        resumed = s3_fit(s3_server, s3_data, url, resume=True)
     same_bits(resumed, reference)
     with pytest.warns(UserWarning, match=r"s3://dem-test/ckpt-tests/resumed.zarr'.*without"):
         restored = dem.from_checkpoint(url, storage_options=s3_server.options)
@@ -132,21 +136,10 @@ def test_a_fit_from_s3_checkpointed_on_s3_resumes_with_the_bits_of_an_uninterrup
         assert secret not in repr(dataset.attrs)
 
 
-def test_a_damaged_latest_iteration_on_s3_is_skipped_on_resume(s3_server, s3_data, reference):
-    key = "ckpt-tests/damaged.zarr"
-    url = s3_server.url(key)
-    with pytest.raises(Interrupt):
-        s3_fit(s3_server, s3_data, url, callback=stop_after(3))
-    fs = s3_server.filesystem()
-    fs.rm(f"{s3_server.bucket}/{key}/run-0/iter-000003/means/c/0/0")  # a lost chunk
-    with pytest.warns(UserWarning, match=r"iteration 3 of run 0 is incomplete or damaged"):
-        resumed = s3_fit(s3_server, s3_data, url, resume=True)
-    same_bits(resumed, reference)
-
-
 KILLED_CLIENT = """
 import json, os, sys, time, warnings
 import dem
+import dem.storage
 options = json.loads(os.environ["DEM_TEST_S3_OPTIONS"])
 def slowly(info):
     time.sleep(0.4)
@@ -168,7 +161,7 @@ def test_a_client_killed_mid_fit_is_taken_over_after_its_lease_and_resumed_to_th
     environment = {
         **os.environ,
         "DEM_TEST_S3_OPTIONS": json.dumps(s3_server.options),
-        "DEM_CHECKPOINT_LEASE_S": "3",
+        "DEM_CHECKPOINT_LEASE_S": "2",
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
     }
     client = subprocess.Popen(
@@ -199,10 +192,10 @@ def test_a_client_killed_mid_fit_is_taken_over_after_its_lease_and_resumed_to_th
         warnings.simplefilter("ignore")  # killed while writing an iteration: it is skipped
         killed_at = dem.load_checkpoint(url, storage_options=s3_server.options)
     assert 1 <= killed_at.attrs["last_iteration"] < 4
-    # its lease (3 s, renewed every 0.75 s) has not run out yet: refused
+    # its lease (2 s, renewed every 0.5 s) has not run out yet: refused
     with pytest.raises(CheckpointLockedError, match=r"is in use by process \d+ on .*expires in"):
         s3_fit(s3_server, s3_data, url, resume=True)
-    time.sleep(3.2)
+    time.sleep(2.2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         resumed = s3_fit(s3_server, s3_data, url, resume=True)
@@ -331,3 +324,91 @@ def test_storage_options_are_parameters_that_clone_keeps_and_repr_hides(s3_serve
     shown = repr(model) + model._repr_html_()
     assert s3_server.secret not in shown and s3_server.key not in shown
     assert "'secret': '***'" in repr(model) and s3_server.endpoint in repr(model)
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from dem.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+# Last: the cluster becomes the default scheduler of the tests after it (module scope).
+def test_the_cli_fits_shows_and_predicts_on_s3_and_never_prints_a_credential(
+    s3_server, s3_data, reference, caplog, process_client
+):
+    from dem.cli.options import storage_options
+
+    secret = s3_server.secret
+    given = [
+        f"endpoint_url={s3_server.endpoint}",
+        f"key={s3_server.key}",
+        f"secret={secret}",
+    ]
+    assert storage_options([*given, "anon=false", "n=1", "x=a=b"], "--storage-option") == {
+        **s3_server.options,
+        "anon": False,
+        "n": 1,
+        "x": "a=b",
+    }  # JSON where it parses, else text
+    options = [word for item in given for word in ("--storage-option", item)]
+    cluster = ("--scheduler", process_client.scheduler.address)
+    checkpoint = s3_server.url("ckpt-tests/cli.zarr")
+    fit = ["fit", "gmm", s3_data, "--var", "X", "-k", "3", "--max-iter", "4", "--tol", "0"]
+    code, fitted = _cli(*fit, "--checkpoint", checkpoint, *options, *cluster)
+    assert code == 0, fitted
+    assert "Stopped without converging after 4 iteration(s)" in fitted
+    assert f"Checkpoint: {checkpoint}" in fitted
+    # the command that continues it names the options, the credentials masked
+    assert "--storage-option 'secret=***'" in " ".join(fitted.split())
+    code, refused = _cli(*fit, "--checkpoint", checkpoint, *options, *cluster)
+    assert code != 0 and "already exists" in refused
+
+    code, shown = _cli("show", checkpoint, *options)
+    assert code == 0, shown
+    assert f"{checkpoint}: model gaussian_mixture" in shown and "means" in shown
+
+    out = s3_server.url("ckpt-tests/labels.zarr")
+    predict = ["predict", checkpoint, s3_data, "--var", "X", "--out", out, *options]
+    code, predicted = _cli(*predict, "--output", "labels", *cluster)
+    assert code == 0, predicted
+    group = zarr.open_group(dem.storage.open_store(out, s3_server.options), mode="r")
+    assert group.attrs["dem_output"] == {"writer": "dem predict", "complete": True}
+    with pytest.warns(UserWarning, match="without converging"):
+        restored = dem.from_checkpoint(checkpoint, storage_options=s3_server.options)
+    restored.set_params(storage_options=s3_server.options)
+    expected = restored.predict(s3_data, variable="X")
+    np.testing.assert_array_equal(group["labels"][...], np.asarray(expected))
+    code, exists = _cli(*predict, *cluster)
+    assert code != 0 and "pass --overwrite" in exists
+    code, again = _cli(*predict, "--overwrite", "--output", "labels", *cluster)
+    assert code == 0, again
+
+    foreign = s3_server.url("ckpt-tests/not-dem.zarr")
+    s3_server.filesystem().pipe_file(foreign.removeprefix("s3://") + "/zarr.json", b"{}")
+    code, unsafe = _cli(*predict[:6], foreign, *options, "--overwrite", *cluster)
+    assert code != 0 and "was not written by dem" in unsafe
+
+    synthetic = s3_server.url("ckpt-tests/synth.zarr")
+    code, synthesised = _cli(
+        "synth", "gmm", synthetic, "-n", "600", "-d", "2", "--chunk-rows", "200", *options
+    )
+    assert code == 0, synthesised
+    assert f"Wrote {synthetic}" in synthesised
+    written = zarr.open_group(dem.storage.open_store(synthetic, s3_server.options), mode="r")
+    assert written["X"].shape == (600, 2) and written.attrs["dem_output"]["complete"] is True
+    code, again_synth = _cli("synth", "gmm", synthetic, "-n", "600", *options)
+    assert code != 0 and "pass --overwrite" in again_synth
+
+    stored = everything_under(s3_server, "ckpt-tests/cli.zarr") + everything_under(
+        s3_server, "ckpt-tests/labels.zarr"
+    )
+    logged = caplog.text
+    outputs = (fitted, refused, shown, predicted, exists, again, unsafe, synthesised, logged)
+    for output in outputs:
+        assert secret not in output and s3_server.key not in output
+    assert secret.encode() not in stored and s3_server.key.encode() not in stored

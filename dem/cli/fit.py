@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import inspect
 import os
 import shlex
@@ -10,7 +11,6 @@ import statistics
 import time
 import warnings
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -44,15 +44,19 @@ from dem.cli.options import (
     input_parameter,
     input_values,
     keyword_parameter,
+    masked_storage_options,
     option_parameter,
     option_value,
     optional_data_input,
+    storage_option_parameter,
+    storage_options,
     validate_parameters,
     with_signature,
 )
-from dem.outputs import UnsafeOutputError, is_remote
+from dem.outputs import UnsafeOutputError
 from dem.paths import overlaps
 from dem.registry import REGISTRY, ModelEntry, Opt
+from dem.storage import is_remote, location
 
 
 def _fit_parameters(
@@ -61,11 +65,12 @@ def _fit_parameters(
     parameters = [
         keyword_parameter(
             "store",
-            Path,
+            str,
             typer.Argument(
                 ...,
                 help="Zarr store holding the data, or Parquet data (a .parquet file, a folder "
-                "of them or a glob; see --columns).",
+                "of them or a glob; see --columns): a path or a URL (s3://, gs://, az://, "
+                "file://; see --storage-option).",
                 show_default=False,
             ),
         ),
@@ -78,12 +83,12 @@ def _fit_parameters(
     parameters += [
         keyword_parameter(
             "checkpoint",
-            Path | None,
+            str | None,
             typer.Option(
                 None,
                 "--checkpoint",
-                help="Zarr store for the per-iteration checkpoint (default: "
-                f"dem-{key}-<date>.zarr here).",
+                help="Zarr store for the per-iteration checkpoint, a path or a URL "
+                f"(default: dem-{key}-<date>.zarr here).",
             ),
         ),
         keyword_parameter(
@@ -95,6 +100,12 @@ def _fit_parameters(
                 help="Continue from the checkpoint's latest complete iteration "
                 "(starts afresh when it does not exist yet).",
             ),
+        ),
+        storage_option_parameter("storage_option", "--storage-option", "the data"),
+        storage_option_parameter(
+            "checkpoint_storage_option",
+            "--checkpoint-storage-option",
+            "the checkpoint (default: those of --storage-option)",
         ),
     ]
     return parameters + cluster_parameters()
@@ -122,18 +133,35 @@ def _run_fit(
     console = make_console()
     store = absolute_location(values["store"])
     if values["checkpoint"] is None:
-        values["checkpoint"] = Path(f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr")
+        values["checkpoint"] = f"dem-{key}-{datetime.now():%Y%m%d-%H%M%S}.zarr"
     checkpoint = absolute_location(values["checkpoint"])
-    values["store"], values["checkpoint"] = Path(store), Path(checkpoint)
+    values["store"], values["checkpoint"] = store, checkpoint
 
     with user_errors(console):  # everything a fit needs is checked before any cluster starts
         estimator, arguments = _checked_fit(console, spec, cls, opts, store, checkpoint, values)
-        resume_command = command_line(["fit", key], parameters, {**values, "resume": True})
+        shown = {
+            **values,
+            "resume": True,
+            "store": location(store) if is_remote(store) else store,
+            "checkpoint": location(checkpoint) if is_remote(checkpoint) else checkpoint,
+            "storage_option": masked_storage_options(values["storage_option"]),
+            "checkpoint_storage_option": masked_storage_options(
+                values["checkpoint_storage_option"]
+            ),
+        }
+        resume_command = command_line(["fit", key], parameters, shown)
+        checkpoint = shown["checkpoint"]  # named without credentials from here on
         latest = None
-        if values["resume"] and os.path.exists(checkpoint):
+        if values["resume"] and (is_remote(checkpoint) or os.path.exists(checkpoint)):
             from dem.restore import checkpoint_header
 
-            latest = checkpoint_header(checkpoint).get("latest") or {}
+            with contextlib.suppress(FileNotFoundError):
+                latest = (
+                    checkpoint_header(values["checkpoint"], estimator._checkpoint_options()).get(
+                        "latest"
+                    )
+                    or {}
+                )
     with Interrupts(console) as interrupts:
         connection = None
         try:
@@ -150,7 +178,7 @@ def _run_fit(
                     console, spec, estimator, arguments, interrupts, resume_command, values
                 )
                 if not estimator.converged_:
-                    more = {**values, "resume": True, "max_iter": 2 * values["max_iter"]}
+                    more = {**shown, "max_iter": 2 * values["max_iter"]}
                     console.print("Continue it with more iterations:", soft_wrap=True)
                     console.print(
                         escape(command_line(["fit", key], parameters, more)), soft_wrap=True
@@ -198,30 +226,57 @@ def _checked_fit(
 ) -> tuple[Any, dict[str, Any]]:
     """The estimator and the ``fit`` arguments, every option, input and path checked
     from the options and the store's metadata (no data is read, no cluster started)."""
+    data_options = storage_options(values["storage_option"], "--storage-option")
+    checkpoint_options = storage_options(
+        values["checkpoint_storage_option"], "--checkpoint-storage-option"
+    )
     for data in spec.inputs:
         if data.argument == "variable" and values[data.option] is None:
             option, ndim = f"--{data.option}", data_ndim(spec)
-            values[data.option] = infer_variable(store, ndim, option)
+            values[data.option] = infer_variable(store, ndim, option, data_options)
             console.print(
-                escape(inferred_data(store, values[data.option], ndim, option)), soft_wrap=True
-            )
+                escape(inferred_data(location(store) if is_remote(store) else store,
+                                     values[data.option], ndim, option)),
+                soft_wrap=True,
+            )  # fmt: skip
     options = {o.param: option_value(o, values[o.param]) for o in opts}
-    estimator = cls(**options, checkpoint=checkpoint, resume=values["resume"])
+    estimator = cls(
+        **options,
+        checkpoint=checkpoint,
+        resume=values["resume"],
+        storage_options=data_options,
+        checkpoint_storage_options=checkpoint_options,
+    )
     validate_parameters(
         estimator, {o.param: (o.flags or ("--" + o.param.replace("_", "-"),))[0] for o in opts}
     )
-    arguments = input_values(store, spec.inputs, values)
-    if not (is_remote(store) or is_remote(checkpoint)) and overlaps(checkpoint, store):
+    arguments = input_values(store, spec.inputs, values, data_options)
+    if is_remote(store) == is_remote(checkpoint) and overlaps(checkpoint, store):
         raise UnsafeOutputError(
-            f"--checkpoint {checkpoint!r} is, contains or lies inside the input store "
-            f"{store!r}; dem never writes there. Choose a --checkpoint outside it."
+            f"--checkpoint {location(checkpoint)!r} is, contains or lies inside the input "
+            f"store {location(store)!r}; dem never writes there. Choose a --checkpoint "
+            "outside it."
         )
-    if os.path.exists(checkpoint) and not values["resume"]:
+    exists = (
+        _remote_checkpoint_exists(checkpoint, estimator._checkpoint_options())
+        if is_remote(checkpoint)
+        else os.path.exists(checkpoint)
+    )
+    if exists and not values["resume"]:
         raise FileExistsError(
-            f"Checkpoint {checkpoint!r} already exists. Add --resume to continue that fit, or "
+            f"Checkpoint {location(checkpoint) if is_remote(checkpoint) else checkpoint!r} "
+            "already exists. Add --resume to continue that fit, or "
             "pass another --checkpoint."
         )
     return estimator, arguments
+
+
+def _remote_checkpoint_exists(url: str, options: dict[str, Any]) -> bool:
+    """Whether a checkpoint (its root metadata) exists at the URL ``url``."""
+    from dem.storage import writable
+
+    fs, where, _ = writable(url, options)
+    return bool(fs.exists(f"{where}/zarr.json"))
 
 
 def _fit_and_report(
@@ -235,6 +290,7 @@ def _fit_and_report(
 ) -> None:
     """Fit with a live report, then print the outcome and the model's summary."""
     checkpoint = os.fspath(values["checkpoint"])
+    checkpoint = location(checkpoint) if is_remote(checkpoint) else checkpoint
     tol = getattr(estimator, "tol", None)
     reporter = Reporter(
         console,

@@ -257,6 +257,9 @@ def command_line(
             words.append(on if value else off)
         elif isinstance(value, bool):
             words.append(flag)
+        elif isinstance(value, list | tuple):  # a repeatable option
+            for item in value:
+                words += [flag, str(item)]
         else:
             words += [
                 flag,
@@ -339,6 +342,8 @@ ENGINE_OPTIONS: dict[str, Opt] = {
 NOT_OPTIONS: dict[str, str] = {
     "checkpoint": "--checkpoint, with a default name",
     "resume": "--resume",
+    "storage_options": "--storage-option KEY=VALUE, repeatable",
+    "checkpoint_storage_options": "--checkpoint-storage-option KEY=VALUE, repeatable",
     "callback": "the command's own progress report",
     "warm_start": "each command is a fresh process: --resume continues a fit instead",
 }
@@ -412,7 +417,12 @@ def input_parameter(
     )
 
 
-def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) -> dict[str, Any]:
+def input_values(
+    store: str,
+    inputs: tuple[Input, ...],
+    values: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Estimator keyword → value of each input given, after checking its variable exists."""
     arguments: dict[str, Any] = {}
     for data in inputs:
@@ -421,26 +431,30 @@ def input_values(store: str, inputs: tuple[Input, ...], values: dict[str, Any]) 
             continue
         number = parse_number(text) if data.kind == "limit" else None
         if number is None:
-            variable_shape(store, text)
+            variable_shape(store, text, storage_options)
         arguments[data.argument] = text if number is None else number
     return arguments
 
 
-def variable_shape(store: str, variable: str) -> tuple[int, ...]:
+def variable_shape(
+    store: str, variable: str, storage_options: dict[str, Any] | None = None
+) -> tuple[int, ...]:
     """The shape of ``variable`` in ``store`` (a Zarr array, or for Parquet data the
     comma-separated columns: rows × columns), from metadata only."""
     from dem.data import open_zarr_variable
 
-    if is_parquet(store):
-        table = open_parquet(store, variable)
+    if is_parquet(store, storage_options):
+        table = open_parquet(store, variable, storage_options=storage_options)
         return (table.n_rows, len(table.columns))
     from dem.models.lda.corpus import csr_group
 
-    sparse = csr_group(store, variable)  # a sparse matrix in the CSR layout: its shape
+    sparse = csr_group(
+        store, variable, storage_options
+    )  # a sparse matrix in the CSR layout: its shape
     if sparse is not None:
         shape: list[int] = sparse.attrs["shape"]  # type: ignore[assignment]
         return tuple(int(size) for size in shape)
-    return tuple(open_zarr_variable(store, variable).shape)
+    return tuple(open_zarr_variable(store, variable, storage_options=storage_options).shape)
 
 
 def inferred_data(store: str, variable: str, ndim: int, option: str) -> str:
@@ -505,7 +519,9 @@ def optional_data_input(entry: ModelEntry) -> tuple[Input, ...]:
     )
 
 
-def infer_variable(store: str, ndim: int, option: str = "--var") -> str:
+def infer_variable(
+    store: str, ndim: int, option: str = "--var", storage_options: dict[str, Any] | None = None
+) -> str:
     """The name of the only ``ndim``-dimensional array in ``store`` (metadata only); for
     Parquet data, its numeric columns (comma-separated).
 
@@ -517,21 +533,26 @@ def infer_variable(store: str, ndim: int, option: str = "--var") -> str:
     """
     import zarr
 
-    if is_parquet(store):
+    from dem import storage
+
+    if is_parquet(store, storage_options):
         if ndim != 2:
             raise UsageError(
                 f"{store!r} holds Parquet data, a table; this model needs {ndim}-D arrays "
                 "(sequences × time × features): write them to Zarr."
             )
-        return ",".join(open_parquet(store).columns)
+        return ",".join(open_parquet(store, storage_options=storage_options).columns)
     refuse_text_table(store)
     if "://" not in store and not os.path.exists(store):
         raise FileNotFoundError(f"Zarr store {store!r} does not exist.")
     try:
-        group = zarr.open_group(store, mode="r")
+        group = zarr.open_group(storage.open_store(store, storage_options), mode="r")
         arrays = {name: array.ndim for name, array in group.arrays()}
     except Exception as exc:  # zarr raises several types for unreadable stores
-        raise ValueError(f"{store!r} is not a readable Zarr group: {exc}") from exc
+        raise ValueError(
+            f"{storage.location(store)!r} is not a readable Zarr group: "
+            f"{storage.redact(str(exc), storage_options, store)}"
+        ) from exc
     candidates = sorted(name for name, n in arrays.items() if n == ndim)
     if len(candidates) == 1:
         return candidates[0]
@@ -542,3 +563,57 @@ def infer_variable(store: str, ndim: int, option: str = "--var") -> str:
         + (f" ({', '.join(candidates)})" if candidates else "")
         + f"; it holds {found}. Pass {option} NAME."
     )
+
+
+STORAGE_OPTION_HELP = (
+    "KEY=VALUE of the fsspec filesystem of {what} when it is a URL (s3://, gs://, az://, "
+    "...): an endpoint_url, key, secret, token, anon=true... Repeatable; a VALUE that "
+    "parses as JSON (true, 1, {{...}}) is that, else text. Without it, credentials come "
+    "from the environment. Never printed nor written into the checkpoint."
+)
+
+
+def storage_option_parameter(name: str, flag: str, what: str) -> inspect.Parameter:
+    """A repeatable ``--...storage-option KEY=VALUE`` (see :func:`storage_options`)."""
+    return keyword_parameter(
+        name,
+        list[str] | None,
+        typer.Option(None, flag, help=STORAGE_OPTION_HELP.format(what=what), show_default=False),
+    )
+
+
+def storage_options(items: list[str] | None, flag: str) -> dict[str, Any] | None:
+    """``KEY=VALUE`` items as ``storage_options``: each VALUE parsed as JSON where it
+    parses (``true``, ``1``, ``{"a": 1}``), else kept as text; None when none is given.
+
+    Raises UsageError for an item without ``=`` (its value is not shown: it may be a
+    secret).
+    """
+    import json
+
+    if not items:
+        return None
+    found: dict[str, Any] = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"{flag} takes KEY=VALUE; got an item without a KEY=.")
+        try:
+            found[key.strip()] = json.loads(text)
+        except ValueError:
+            found[key.strip()] = text
+    return found
+
+
+def masked_storage_options(items: list[str] | None) -> list[str] | None:
+    """``KEY=VALUE`` items with each VALUE that may be a credential shown as ``***``
+    (what a printed command holds)."""
+    from dem.storage import secrets
+
+    if not items:
+        return items
+    shown = []
+    for item in items:
+        key = item.partition("=")[0]
+        shown.append(f"{key}=***" if secrets(storage_options([item], "")) else item)
+    return shown

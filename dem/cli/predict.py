@@ -6,7 +6,6 @@ import inspect
 import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,8 @@ from dem.cli.options import (
     input_values,
     keyword_parameter,
     overwrite_parameter,
+    storage_option_parameter,
+    storage_options,
     variable_shape,
     with_signature,
 )
@@ -44,10 +45,12 @@ from dem.outputs import (
     check_output,
     is_remote,
     mark_complete,
+    output_exists,
     remove_output,
 )
 from dem.outputs import marker as output_marker
 from dem.registry import REGISTRY, Input, ModelEntry, by_estimator
+from dem.storage import location
 
 # --- dem predict -----------------------------------------------------------------------
 
@@ -65,15 +68,21 @@ def _predict_parameters() -> list[inspect.Parameter]:
     return [
         keyword_parameter(
             "checkpoint",
-            Path,
-            typer.Argument(..., help="Checkpoint store written by `dem fit`.", show_default=False),
+            str,
+            typer.Argument(
+                ...,
+                help="Checkpoint store written by `dem fit`: a path or a URL "
+                "(see --checkpoint-storage-option).",
+                show_default=False,
+            ),
         ),
         keyword_parameter(
             "store",
-            Path,
+            str,
             typer.Argument(
                 ...,
-                help="Zarr store holding the data, or Parquet data (--var a,b,c: its columns).",
+                help="Zarr store holding the data, or Parquet data (--var a,b,c: its columns): "
+                "a path or a URL (see --storage-option).",
                 show_default=False,
             ),
         ),
@@ -90,11 +99,12 @@ def _predict_parameters() -> list[inspect.Parameter]:
         ),
         keyword_parameter(
             "out",
-            Path,
+            str,
             typer.Option(
                 ...,
                 "--out",
-                help="Zarr store to write (must not exist, or be one dem wrote, with --overwrite); "
+                help="Zarr store to write, a path or a URL written with --storage-option (must "
+                "not exist, or be one dem wrote, with --overwrite); "
                 "never inside the input or the checkpoint. The workers write it, so it must be "
                 "reachable from them.",
                 show_default=False,
@@ -112,6 +122,12 @@ def _predict_parameters() -> list[inspect.Parameter]:
             ),
         ),
         overwrite_parameter(),
+        storage_option_parameter("storage_option", "--storage-option", "the data and OUT"),
+        storage_option_parameter(
+            "checkpoint_storage_option",
+            "--checkpoint-storage-option",
+            "the checkpoint (default: those of --storage-option)",
+        ),
         *_predict_input_parameters(),
         *cluster_parameters(),
     ]
@@ -139,19 +155,29 @@ def predict(**values: Any) -> None:
 
     console = make_console()
     store, out = absolute_location(values["store"]), absolute_location(values["out"])
+    shown_store, shown_out = (location(p) if is_remote(p) else p for p in (store, out))
     with user_errors(console):
+        options = storage_options(values["storage_option"], "--storage-option")
+        checkpoint_options = storage_options(
+            values["checkpoint_storage_option"], "--checkpoint-storage-option"
+        )
+        if checkpoint_options is None:
+            checkpoint_options = options
         if not is_remote(values["checkpoint"]) and not os.path.exists(values["checkpoint"]):
             raise UsageError(missing_checkpoint(os.fspath(values["checkpoint"])))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            estimator = from_checkpoint(values["checkpoint"])
+            estimator = from_checkpoint(values["checkpoint"], storage_options=checkpoint_options)
         print_warnings(console, caught)
+        if "storage_options" in estimator.get_params():
+            estimator.set_params(storage_options=options)
         key, spec = _spec_for(estimator)
         if values["var"] is None:
-            variable = infer_variable(store, data_ndim(spec))
+            variable = infer_variable(store, data_ndim(spec), "--var", options)
             values["var"] = variable
             console.print(
-                escape(inferred_data(store, variable, data_ndim(spec), "--var")), soft_wrap=True
+                escape(inferred_data(shown_store, variable, data_ndim(spec), "--var")),
+                soft_wrap=True,
             )
         wanted = values["output"] or list(spec.outputs)
         unknown = sorted(set(wanted) - set(spec.outputs))
@@ -167,8 +193,8 @@ def predict(**values: Any) -> None:
                 raise fail(
                     console, ExitCode.USAGE, f"--{option} does not apply to {key} checkpoints."
                 )
-        shape = variable_shape(store, values["var"])
-        arguments = input_values(store, spec.predict_inputs, values)
+        shape = variable_shape(store, values["var"], options)
+        arguments = input_values(store, spec.predict_inputs, values, options)
         axis, expected = spec.feature_axis, getattr(estimator, "n_features_in_", None)
         # a sequence model (features on axis 2) takes a 2-D variable as one long sequence
         one_sequence = axis == 2 and len(shape) == 2
@@ -181,13 +207,14 @@ def predict(**values: Any) -> None:
             and (len(shape) != axis + 1 or shape[axis] != expected)
         ):
             raise ValueError(
-                f"{values['var']!r} in {store!r} has shape {shape}, but the model was fitted "
+                f"{values['var']!r} in {shown_store!r} has shape {shape}, but the model was fitted "
                 f"to {expected} features."
             )
         check_output(
             out,
             protected={"the input store": store, "the checkpoint": values["checkpoint"]},
             overwrite=values["overwrite"],
+            storage_options=options,
         )
         import xarray as xr
 
@@ -214,30 +241,36 @@ def predict(**values: Any) -> None:
             attrs={
                 OUTPUT_ATTRIBUTE: output_marker("dem predict", complete=False),
                 "dem_predict": {
-                    "checkpoint": absolute_location(values["checkpoint"]),
-                    "source": f"{store}::{values['var']}",
+                    "checkpoint": location(values["checkpoint"]),
+                    "source": f"{location(store)}::{values['var']}",
                 },
             },
         )
         started = time.perf_counter()
-        if os.path.lexists(out):
-            remove_output(out)  # check_output allowed it: a dem output store
+        if output_exists(out, options):
+            remove_output(out, options)  # check_output allowed it: a dem output store
         # the metadata (marker included, complete=false) is written here, the chunks below
-        write = dataset.to_zarr(out, mode="w-", compute=False, consolidated=False)
-        with Status(f"Writing {', '.join(wanted)} to {escape(out)}", console=console):
+        write = dataset.to_zarr(
+            out,
+            mode="w-",
+            compute=False,
+            consolidated=False,
+            storage_options=options if is_remote(out) else None,
+        )
+        with Status(f"Writing {', '.join(wanted)} to {escape(shown_out)}", console=console):
             try:
                 dask.compute(write)
             except KeyboardInterrupt as exc:
                 console.print(
-                    f"[yellow]Interrupted[/]; {escape(out)} is incomplete: delete it or rerun "
-                    "with --overwrite."
+                    f"[yellow]Interrupted[/]; {escape(shown_out)} is incomplete: delete it or "
+                    "rerun with --overwrite."
                 )
                 raise typer.Exit(int(ExitCode.INTERRUPTED)) from exc
-        mark_complete(out)
+        mark_complete(out, options)
         chunks = len(next(iter(variables.values())).data.chunks[0])
         console.print(
-            f"Wrote {', '.join(f'{n} {variables[n].shape}' for n in wanted)} to {escape(out)} "
-            f"in {chunks} chunk(s), {time.perf_counter() - started:.1f} s.",
+            f"Wrote {', '.join(f'{n} {variables[n].shape}' for n in wanted)} to "
+            f"{escape(shown_out)} in {chunks} chunk(s), {time.perf_counter() - started:.1f} s.",
             soft_wrap=True,
         )
 

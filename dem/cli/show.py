@@ -22,11 +22,13 @@ from dem.cli.console import (
     make_console,
     user_errors,
 )
+from dem.cli.options import STORAGE_OPTION_HELP, storage_options
 from dem.outputs import (
     UnsafeOutputError,
     is_remote,
 )
 from dem.paths import overlaps
+from dem.storage import location
 
 # --- dem show ---------------------------------------------------------------------------
 
@@ -38,7 +40,11 @@ def _fmt(value: float) -> str:
 @app.command()
 def show(
     checkpoint: Annotated[
-        Path, typer.Argument(help="Checkpoint store written by `dem fit`.", show_default=False)
+        str,
+        typer.Argument(
+            help="Checkpoint store written by `dem fit`: a path or a URL (s3://...).",
+            show_default=False,
+        ),
     ],
     run: Annotated[int | None, typer.Option(help="Restart to show (default: the best).")] = None,
     plot: Annotated[
@@ -56,6 +62,14 @@ def show(
             "(e.g. 'shift', 'mean_xxT') included.",
         ),
     ] = False,
+    storage_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--storage-option",
+            help=STORAGE_OPTION_HELP.format(what="the checkpoint"),
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Model, configuration, data, log-likelihood trace and parameters of a checkpoint."""
     import json
@@ -65,12 +79,13 @@ def show(
     console = make_console()
     with user_errors(console):
         path = os.fspath(checkpoint)
+        options = storage_options(storage_option, "--storage-option")
         if not is_remote(path) and not os.path.exists(path):
             raise UsageError(missing_checkpoint(path))
         if plot is not None:
             _check_plot_target(plot, path)
-        header = checkpoint_header(path)
-        runs = load_runs(path)
+        header = checkpoint_header(path, options)
+        runs = load_runs(path, options)
         if run is not None and run not in runs:
             raise fail(
                 console,
@@ -79,7 +94,8 @@ def show(
             )
         best = best_run(runs)
         chosen = best if run is None else run
-    console.print(f"[bold]{escape(path)}[/]: model [bold]{escape(header['model'])}[/]")
+    shown_path = location(path) if is_remote(path) else path
+    console.print(f"[bold]{escape(shown_path)}[/]: model [bold]{escape(header['model'])}[/]")
     config = Table(title="configuration", show_header=False)
     for name, value in header["config"].items():
         config.add_row(name, escape(json.dumps(value)))
@@ -130,7 +146,7 @@ def show(
         )
         previous = i
     console.print(lines)
-    estimator = restored(path)
+    estimator = restored(path, options)
     shown_names = (
         None
         if all_arrays or estimator is None
@@ -166,7 +182,7 @@ def show(
         console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
     _print_summary(console, header["model"], estimator, run is None or run == best)
     if plot is not None:
-        _plot_trace(console, path, plot)
+        _plot_trace(console, path, plot, options)
 
 
 def _print_summary(console: Console, model: str, estimator: Any, best: bool) -> None:
@@ -196,7 +212,7 @@ def missing_checkpoint(path: str) -> str:
     )
 
 
-def restored(path: str) -> Any:
+def restored(path: str, options: dict[str, Any] | None = None) -> Any:
     """The estimator restored from the checkpoint, whose fitted attributes decide which
     arrays are shown (an array ``means`` when it has ``means_``); None when it cannot be
     restored, and then every array is shown."""
@@ -207,7 +223,7 @@ def restored(path: str) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return from_checkpoint(path)
+            return from_checkpoint(path, storage_options=options)
     except Exception:  # show what the checkpoint holds even when it cannot be restored
         return None
 
@@ -233,7 +249,9 @@ def _check_plot_target(target: Path, checkpoint: str) -> None:
         )
 
 
-def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
+def _plot_trace(
+    console: Console, checkpoint: str, target: Path, options: dict[str, Any] | None
+) -> None:
     try:
         import matplotlib
 
@@ -246,7 +264,16 @@ def _plot_trace(console: Console, checkpoint: str, target: Path) -> None:
     from dem.plot import loglik_trace
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    loglik_trace(checkpoint, ax=axes)
+    if is_remote(checkpoint):  # the best restart, read with the storage options
+        import warnings
+
+        from dem.restore import from_checkpoint
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loglik_trace(from_checkpoint(checkpoint, storage_options=options), ax=axes)
+    else:
+        loglik_trace(checkpoint, ax=axes)
     axes.legend()
     figure.tight_layout()
     figure.savefig(target, dpi=120)

@@ -6,7 +6,6 @@ import inspect
 import os
 import shlex
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,13 +26,17 @@ from dem.cli.options import (
     option_parameter,
     option_value,
     overwrite_parameter,
+    storage_option_parameter,
+    storage_options,
     with_signature,
 )
 from dem.outputs import (
     check_output,
+    output_exists,
     remove_output,
 )
 from dem.registry import REGISTRY, ModelEntry
+from dem.storage import is_remote, location, open_store
 from dem.synth import GENERATORS
 
 # --- dem synth ---------------------------------------------------------------------------
@@ -42,7 +45,13 @@ from dem.synth import GENERATORS
 def _synth_parameters(key: str, spec: ModelEntry) -> list[inspect.Parameter]:
     return [
         keyword_parameter(
-            "out", Path, typer.Argument(..., help="Zarr store to create.", show_default=False)
+            "out",
+            str,
+            typer.Argument(
+                ...,
+                help="Zarr store to create: a path or a URL (see --storage-option).",
+                show_default=False,
+            ),
         ),
         keyword_parameter(
             "samples",
@@ -85,6 +94,7 @@ def _synth_parameters(key: str, spec: ModelEntry) -> list[inspect.Parameter]:
             ),
         ),
         overwrite_parameter(),
+        storage_option_parameter("storage_option", "--storage-option", "OUT"),
     ]
 
 
@@ -118,6 +128,7 @@ def write_synthetic(
             threads=values["threads"],
             options=options,
             on_chunk=lambda done, total: bar.update(task, completed=done),
+            storage_options=storage_options(values["storage_option"], "--storage-option"),
         )
 
 
@@ -127,25 +138,33 @@ def _make_synth_command(key: str, spec: ModelEntry) -> None:
     def command(**values: Any) -> None:
         console = make_console()
         out = absolute_location(values["out"])
+        shown = location(out) if is_remote(out) else out
         with user_errors(console):
-            check_output(out, protected={}, overwrite=values["overwrite"], option="OUT")
-            if os.path.lexists(out):
-                remove_output(out)
+            options = storage_options(values["storage_option"], "--storage-option")
+            check_output(
+                out,
+                protected={},
+                overwrite=values["overwrite"],
+                option="OUT",
+                storage_options=options,
+            )
+            if output_exists(out, options):
+                remove_output(out, options)
             started = time.perf_counter()
             write_synthetic(console, key, spec, out, values)
         import zarr
 
-        group = zarr.open_group(out, mode="r")
+        group = zarr.open_group(open_store(out, options), mode="r")
         shapes = ", ".join(
             f"{name} {dict(group.arrays())[name].shape}"
             for name in GENERATORS[spec.synth or key].dims
         )
         console.print(
-            f"Wrote {escape(out)} in {time.perf_counter() - started:.1f} s: {shapes}; ground "
+            f"Wrote {escape(shown)} in {time.perf_counter() - started:.1f} s: {shapes}; ground "
             "truth in the attribute 'dem_synth'.",
             soft_wrap=True,
         )
-        fit_words = ["dem", "fit", key, out, *(w.format(**values) for w in spec.synth_fit)]
+        fit_words = ["dem", "fit", key, shown, *(w.format(**values) for w in spec.synth_fit)]
         console.print(f"Fit it with: {escape(shlex.join(fit_words))}", soft_wrap=True)
 
     variables = ", ".join(GENERATORS[spec.synth or key].dims)
