@@ -26,13 +26,16 @@ import collections
 import contextlib
 import functools
 import itertools
+import pickle
 import threading
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
@@ -327,6 +330,7 @@ def _map_task(
     split_every: int,
     prefetch: int,
     params: Params,
+    packed: bytes | None,
     store_keys: tuple[Any, ...],
     store_values: list[Any],
     *values: Any,
@@ -334,13 +338,14 @@ def _map_task(
     """``function`` on each of the chunks (``len(names)`` values each), summed in the
     tree's order (:class:`_Subtree`).
 
-    A value is an array, or a :class:`_Read` that reads it from ``stores``, ahead of
-    the computation (``prefetch`` chunks); ``stores`` are the values of the data nodes
-    the reads depend on (keys and values). With ``content``, the chunks are digested
+    A value is an array, or None for the next :class:`_Read` of ``packed``, which reads
+    it from the stores (the data nodes the reads depend on: keys and values), ahead of
+    the computation (``prefetch`` chunks). With ``content``, the chunks are digested
     (and, when the checkpoint recorded digests, all checked before any is computed) and
     the result is ``(statistics, digests)``.
     """
     width = len(names)
+    values = _unpack(packed, values)
     chunks = [values[i * width : (i + 1) * width] for i in range(len(first_rows))]
     stores = dict(zip(store_keys, store_values, strict=True))
     read: Iterable[tuple[np.ndarray, ...]] = _chunks_in_order(chunks, stores, prefetch)
@@ -418,13 +423,34 @@ Blocks = list[tuple[int, list[Delayed]]]
 
 @dataclass(frozen=True)
 class _Group:
-    """What one map task reads: its chunks' first rows, and per chunk and input either a
-    :class:`_Read` or a ``TaskRef`` to the chunk's key; the data nodes its reads need."""
+    """What one map task reads: its chunks' first rows; per chunk and input a ``TaskRef``
+    to the chunk's key, or None for a chunk the task reads itself; those reads
+    (:class:`_Read`, in order) packed into one compressed pickle, or None; the data nodes
+    the reads need.
+
+    The scheduler keeps recent messages to its workers (up to
+    ``distributed.admin.low-level-log-length`` batches each, those under 1 MB): one
+    small bytes object per task keeps that log a tenth of the size the reads' task
+    objects would make it.
+    """
 
     start: int
     first_rows: tuple[int, ...]
     values: tuple[Any, ...]
+    packed: bytes | None
     stores: tuple[Any, ...]
+
+
+def _pack(reads: list[_Read]) -> bytes | None:
+    return zlib.compress(cloudpickle.dumps(tuple(reads)), 1) if reads else None
+
+
+def _unpack(packed: bytes | None, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` with each None replaced by the next read of ``packed``."""
+    if packed is None:
+        return values
+    reads = iter(pickle.loads(zlib.decompress(packed)))  # written by _pack: the graph's own
+    return tuple(next(reads) if value is None else value for value in values)
 
 
 @dataclass(frozen=True)
@@ -482,7 +508,8 @@ def pass_plan(blocks: Blocks, chunks_per_task: int = 1) -> PassPlan:
             _Group(
                 start,
                 tuple(first_row for first_row, _ in group),
-                tuple(read for read, _ in entries),
+                tuple(None if isinstance(read, _Read) else read for read, _ in entries),
+                _pack([read for read, _ in entries if isinstance(read, _Read)]),
                 tuple(dict.fromkeys(key for _, needs in entries for key in needs)),
             )
         )
@@ -551,7 +578,8 @@ def map_reduce_graph(
         stores = List(*(TaskRef(store) for store in group.stores))
         layer[key] = Task(
             key, _map_task, check, function, combine, names, missing_ok, group.first_rows,
-            split_every, prefetch, TaskRef(params_key), group.stores, stores, *group.values,
+            split_every, prefetch, TaskRef(params_key), group.packed, group.stores, stores,
+            *group.values,
         )  # fmt: skip
         mapped.append(key)
     if content is not False:
