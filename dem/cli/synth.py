@@ -128,7 +128,7 @@ def write_synthetic(
             threads=values["threads"],
             options=options,
             on_chunk=lambda done, total: bar.update(task, completed=done),
-            storage_options=storage_options(values["storage_option"], "--storage-option"),
+            storage_options=storage_options(values.get("storage_option"), "--storage-option"),
         )
 
 
