@@ -19,7 +19,8 @@ import pytest
 import zarr
 
 import dem
-from dem.checkpoint import Checkpoint, _checksum, lock_path
+from dem.checkpoint import Checkpoint, _checksum
+from dem.lockfile import lock_path
 from dem.paths import overlaps, resolved_location
 from tests.conftest import make_blobs
 

@@ -22,7 +22,8 @@ import zarr
 from zarr.storage import LocalStore
 
 import dem
-from dem.checkpoint import _checksum, lock_path
+from dem.checkpoint import _checksum
+from dem.lockfile import lock_path
 from tests.conftest import make_blobs
 
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
