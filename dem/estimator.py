@@ -29,6 +29,7 @@ from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
 from dem.graph import check_block
 from dem.model import EMModel, Params
+from dem.weights import as_sample_weight
 
 RandomState = int | np.random.RandomState | np.random.Generator | None
 """What ``random_state`` may be: a seed (int >= 0), a numpy ``RandomState`` or
@@ -236,6 +237,14 @@ class EMEstimator(BaseEstimator):
             sample_dim=self.sample_dim,
             feature_dim=self.feature_dim,
             storage_options=getattr(self, "storage_options", None),
+        )
+
+    def _sample_weight(self, sample_weight: Any, X: Any, samples: Samples) -> Samples | None:
+        """``sample_weight`` validated and aligned with ``samples`` (see
+        :func:`dem.weights.as_sample_weight`; a string names a variable of ``X``'s store,
+        read with this estimator's ``storage_options``); None without weights."""
+        return as_sample_weight(
+            sample_weight, X, samples, storage_options=getattr(self, "storage_options", None)
         )
 
     def _set_features(self, X: Any, variable: str | None, n_features: int) -> None:

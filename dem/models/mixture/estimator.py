@@ -34,6 +34,7 @@ from dem.models.mixture.init import (
 from dem.models.mixture.kernels import mixture_mean
 from dem.models.mixture.model import MixtureModel
 from dem.online import blend, fit_online, step_rate
+from dem.weights import with_weights
 
 
 class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
@@ -208,7 +209,14 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> GaussianMixture:
         """Fit the mixture by EM.
 
         Parameters
@@ -218,6 +226,13 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         y : ignored
         variable : str, optional
             Name of the array in a Zarr store (or xarray Dataset).
+        sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+            Non-negative finite weight of each sample (a string: the name of a variable of
+            the same store). EM then maximises the weighted log-likelihood: integer
+            weights fit as if each row were repeated that many times, weight 0 as if the
+            row were absent; ``lower_bounds_`` are weighted means. The initialisation
+            draws its rows in proportion to the weights. A checkpoint records the
+            weights' fingerprint and content, so it resumes only with the same weights.
 
         Returns
         -------
@@ -227,6 +242,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         if self.max_iter == 0 and self.method == "batch":
             raise ValueError("max_iter must be >= 1 for method='batch' (0 is for online only).")
         samples = self._samples(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
         n_samples, n_features = samples.array.shape
         if n_samples < model.n_components:
             raise ValueError(
@@ -278,7 +294,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             return online.params
 
         online_stages: list[Any] = []  # in run order (runs resumed from a checkpoint skip this)
-        best, results = self._fit_restarts(model, {"X": samples}, make_init)
+        best, results = self._fit_restarts(model, with_weights({"X": samples}, weights), make_init)
         self._set_features(X, variable, n_features)
         stage = online_stages[results.index(best)] if len(online_stages) == len(results) else None
         self.n_online_updates_ = stage.n_iter if stage is not None else 0
