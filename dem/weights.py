@@ -8,8 +8,8 @@ chunks; the engine then receives them as one more input array, named
 weighted log-likelihood Σ_i w_i log p(x_i): integer weights give the fit of the data
 with each row repeated that many times, weight 0 that of the data without the row.
 
-:func:`weighted_sample_rows` draws the rows an initialisation works on in proportion to
-their weights.
+:func:`init_sample` draws the rows an initialisation works on in proportion to their
+weights.
 """
 
 from __future__ import annotations
@@ -210,55 +210,56 @@ def _check_values(weights: Samples) -> None:
         )
 
 
-def weighted_sample_rows(
-    array: da.Array, weights: da.Array | None, size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """At most ``size`` rows of ``array`` drawn in proportion to ``weights``, with their
-    weights in the draw (one compute of the weights' chunk sums, one of the rows).
+def init_sample(
+    array: da.Array, weights: Samples | da.Array | None, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """About ``size`` rows of ``array`` for an initialisation, drawn in proportion to
+    ``weights`` (:func:`dem.data.sample_rows` without weights).
 
-    Without weights: :func:`dem.data.sample_rows` and None. With weights: when the data
-    have at most ``size`` samples, every sample of positive weight and its weight;
-    otherwise ``size`` draws with replacement with probabilities proportional to the
-    weights, each distinct row returned once with the number of times it was drawn as
-    its weight (the draw of ``size`` rows from the data with each row repeated
-    ``w_i`` times, for integer weights). Rows keep their order in the data.
+    With weights, the rows are a sample of the data with each row repeated in
+    proportion to its weight, so that any initialisation computed from an unweighted
+    sample applies unchanged: integer weights summing to at most ``size`` (with at most
+    ``size`` samples) give exactly ``np.repeat(X, weights, axis=0)``, the sample a fit
+    of the repeated rows would draw; otherwise ``size`` draws with replacement with
+    probabilities proportional to the weights (one compute of the weights' chunk sums,
+    one of the rows drawn). Rows keep their order in the data.
     """
     if weights is None:
-        return sample_rows(array, size, rng), None
+        return sample_rows(array, size, rng)
+    w = weights.array if isinstance(weights, Samples) else weights
     n_samples = int(array.shape[0])
     if n_samples <= size:
-        values, w = dask.compute(array, weights)
-        keep = np.asarray(w) > 0
-        return np.asarray(values)[keep], np.asarray(w, dtype=np.float64)[keep]
+        values, w_values = dask.compute(array, w)
+        w_values = np.asarray(w_values, dtype=np.float64)
+        counts = np.round(w_values)
+        if np.array_equal(counts, w_values) and counts.sum() <= size:
+            return np.repeat(np.asarray(values), counts.astype(np.int64), axis=0)
+        picks = rng.multinomial(size, w_values / w_values.sum())
+        return np.repeat(np.asarray(values), picks, axis=0)
     sums = np.asarray(
-        dask.compute(*[dask.delayed(np.sum)(b) for b in weights.to_delayed().ravel()]),
+        dask.compute(*[dask.delayed(np.sum)(b) for b in w.to_delayed().ravel()]),
         dtype=np.float64,
     )
-    counts = rng.multinomial(size, sums / sums.sum())
+    per_chunk = rng.multinomial(size, sums / sums.sum())
     x_blocks = array.to_delayed().reshape(len(array.chunks[0]), -1)[:, 0]
-    w_blocks = weights.to_delayed().ravel()
-    seeds = rng.integers(0, 2**63, size=len(counts))
+    w_blocks = w.to_delayed().ravel()
+    seeds = rng.integers(0, 2**63, size=len(per_chunk))
     drawn = dask.compute(
         *[
             dask.delayed(_draw_in_chunk)(x_blocks[i], w_blocks[i], int(count), int(seeds[i]))
-            for i, count in enumerate(counts)
+            for i, count in enumerate(per_chunk)
             if count > 0
         ]
     )
-    rows = np.concatenate([values for values, _ in drawn])
-    multiplicity = np.concatenate([times for _, times in drawn])
-    return rows, multiplicity
+    return np.concatenate(drawn)
 
 
-def _draw_in_chunk(
-    x: np.ndarray, w: np.ndarray, count: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` draws with replacement from the rows of one chunk, in proportion to ``w``:
-    the distinct rows drawn (in order) and how often each was."""
+def _draw_in_chunk(x: np.ndarray, w: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` draws with replacement from the rows of one chunk, in proportion to ``w``
+    (the rows drawn, in their order)."""
     w = np.asarray(w, dtype=np.float64)
-    picks = np.random.default_rng(seed).choice(len(w), size=count, p=w / w.sum())
-    rows, times = np.unique(picks, return_counts=True)
-    return np.asarray(x)[rows], times.astype(np.float64)
+    picks = np.random.default_rng(seed).multinomial(count, w / w.sum())
+    return np.repeat(np.asarray(x), picks, axis=0)
 
 
 def with_weights(inputs: Mapping[str, Samples], weights: Samples | None) -> dict[str, Samples]:
