@@ -51,6 +51,8 @@ from dem.cli.options import (
     storage_option_parameter,
     storage_options,
     validate_parameters,
+    variable_shape,
+    weights_parameter,
     with_signature,
 )
 from dem.outputs import UnsafeOutputError
@@ -80,6 +82,9 @@ def _fit_parameters(
         for i in optional_data_input(spec)
     ]
     parameters += [option_parameter(o, defaults, key) for o in options]
+    fit = getattr(spec.estimator_class(), "fit")  # noqa: B009 (a class of the registry)
+    if "sample_weight" in inspect.signature(fit).parameters:
+        parameters.append(weights_parameter())
     parameters += [
         keyword_parameter(
             "checkpoint",
@@ -251,6 +256,9 @@ def _checked_fit(
         estimator, {o.param: (o.flags or ("--" + o.param.replace("_", "-"),))[0] for o in opts}
     )
     arguments = input_values(store, spec.inputs, values, data_options)
+    if values.get("weights") is not None:
+        variable_shape(store, values["weights"], data_options)  # it exists: a clear error
+        arguments["sample_weight"] = values["weights"]
     if is_remote(store) == is_remote(checkpoint) and overlaps(checkpoint, store):
         raise UnsafeOutputError(
             f"--checkpoint {location(checkpoint)!r} is, contains or lies inside the input "

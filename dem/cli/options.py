@@ -116,6 +116,22 @@ def keyword_parameter(name: str, annotation: Any, info: Any) -> inspect.Paramete
     )
 
 
+def weights_parameter() -> inspect.Parameter:
+    """``--weights NAME``: the variable of the store holding one weight per sample."""
+    return keyword_parameter(
+        "weights",
+        str | None,
+        typer.Option(
+            None,
+            "--weights",
+            help="Variable (or Parquet column) of the same store holding one non-negative "
+            "weight per sample: the fit maximises the weighted log-likelihood (an integer "
+            "weight counts the sample that many times, 0 leaves it out).",
+            show_default=False,
+        ),
+    )
+
+
 def cluster_parameters() -> list[inspect.Parameter]:
     """The options that say where the work runs (scheduler, TLS, timeout)."""
     panel = "Cluster"
