@@ -84,15 +84,14 @@ def as_sample_weight(
                 "sample_weight is an xarray Dataset; pass one of its variables "
                 "(ds['w']), or its name as a string when X is that Dataset."
             )
-        if isinstance(sample_weight, Real) or np.ndim(sample_weight) == 0:
+        lazy = isinstance(sample_weight, da.Array | xr.DataArray | zarr.Array)
+        values = sample_weight if lazy else np.asarray(sample_weight)
+        if isinstance(sample_weight, Real) or values.ndim == 0:
             raise ValueError(
                 f"sample_weight must hold one weight per sample, got the scalar "
                 f"{sample_weight!r}; pass np.full(n_samples, value), or nothing for equal "
                 "weights."
             )
-        values = (
-            np.asarray(sample_weight) if isinstance(sample_weight, list | tuple) else sample_weight
-        )
         weights = _read(values, samples, "sample_weight")
     weights = _aligned(weights, samples)
     _check_values(weights)
