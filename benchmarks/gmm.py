@@ -19,6 +19,10 @@ Its E-step works with densities, not their logarithms, and adds machine epsilon 
 so where densities are small (d=16) its path departs from scikit-learn's and dem's
 (``means_max_abs_diff_vs_sklearn``): it is a peer for time, not for the result.
 
+With ``--weights``, each repetition also times dem (float64) with random sample weights
+(uniform in [0, 3), held on the workers like the data), reported as ``weighted`` and as
+``weighted_over_unweighted`` in the summary (issue 18's target: at most 1.1).
+
 Run ``python benchmarks/gmm.py`` (N=2e6, d=16, K=8, 2 workers: several minutes) or
 ``python benchmarks/gmm.py --quick``.
 """
@@ -168,6 +172,7 @@ def dem_iterations(
     covariance_type: str,
     inits: dict[str, np.ndarray],
     iterations: int,
+    sample_weight: Any = None,
 ) -> tuple[list[float], list[float]]:
     """Seconds of iterations 2 .. iterations + 1 (the first warms up), and all lower bounds."""
     from dem.engine import ConvergenceWarning
@@ -184,7 +189,7 @@ def dem_iterations(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(array)
+        model.fit(array, sample_weight=sample_weight)
     return seconds[1:], list(model.lower_bounds_)
 
 
@@ -211,6 +216,9 @@ def main() -> None:
         "--no-spark", action="store_true", help="skip Spark MLlib (run when pyspark and Java are)"
     )
     parser.add_argument("--quick", action="store_true", help="N=2e5 in 25k-row chunks")
+    parser.add_argument(
+        "--weights", action="store_true", help="also time dem with random sample weights"
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.chunk_rows = 2e5, 25_000
@@ -230,6 +238,10 @@ def main() -> None:
         spark_context(args.workers) if with_spark else contextlib.nullcontext() as spark,
     ):
         arrays = {dtype: scattered(client, x.astype(dtype), args.chunk_rows) for dtype in dtypes}
+        weights = None
+        if args.weights:
+            w = np.random.default_rng(4).uniform(0.0, 3.0, size=n)
+            weights = scattered(client, w, args.chunk_rows)
         spark_data = None if spark is None else spark_rows(spark, x, args.chunk_rows)
         for covariance_type in covariance_types:
             inits = initial_parameters(sample, k, covariance_type, seed=3)
@@ -254,6 +266,11 @@ def main() -> None:
                         arrays[dtype], k, covariance_type, inits, iterations
                     )
                     times.setdefault(dtype, []).append(median(seconds_list))
+                if weights is not None and "float64" in arrays:
+                    seconds_list, _ = dem_iterations(
+                        arrays["float64"], k, covariance_type, inits, iterations, weights
+                    )
+                    times.setdefault("weighted", []).append(median(seconds_list))
             report(covariance_type, times, bounds, means, args.sklearn_iterations, config)
 
 
@@ -276,12 +293,12 @@ def report(
         repeats=times["gemm_float64"],
     )
     summary: dict[str, Any] = {"covariance": covariance_type, **config}
-    for name in ("sklearn", "spark", "float64", "float32"):
+    for name in ("sklearn", "spark", "float64", "float32", "weighted"):
         if name not in times:
             continue
         line: dict[str, Any] = {
             "covariance": covariance_type,
-            "dtype": "float64" if name in ("sklearn", "spark") else name,
+            "dtype": "float64" if name in ("sklearn", "spark", "weighted") else name,
             "seconds_per_iter": median(times[name]),
             "repeats": times[name],
         }
@@ -296,7 +313,9 @@ def report(
             line["means_max_abs_diff_vs_sklearn"] = float(
                 np.max(np.abs(means["spark"] - means["sklearn"]))
             )
-        emit(BENCHMARK, name if name in ("sklearn", "spark") else "dem", **line, **config)
+        emit(
+            BENCHMARK, name if name in ("sklearn", "spark", "weighted") else "dem", **line, **config
+        )
     for peer in ("sklearn", "spark"):
         if "float64" in times and peer in times:
             summary[f"{peer}_over_dem"] = median(times[peer]) / median(times["float64"])
@@ -304,6 +323,8 @@ def report(
         floor = 4.0 * n * k * d * d / (rates["float64"] * 1e9)
         summary["floor_seconds"] = floor
         summary["dem_over_floor"] = median(times["float64"]) / floor
+    if "float64" in times and "weighted" in times:
+        summary["weighted_over_unweighted"] = median(times["weighted"]) / median(times["float64"])
     if "float64" in times and "float32" in times:
         summary["float32_speedup"] = median(times["float64"]) / median(times["float32"])
         summary["float32_lower_bound_max_rel_diff"] = max(

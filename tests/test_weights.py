@@ -272,12 +272,17 @@ def test_zarr_variable_and_checkpoint_refuses_other_weights(tmp_path: Path) -> N
         sample_weight="w",
     )
     _assert_same_fit(resumed, from_store)
+    # same data, same shapes and chunks, other weights: the content digests differ
+    options = {**options, "max_iter": 2}
+    _quiet_fit(
+        dem.GaussianMixture(2, checkpoint=tmp_path / "n.zarr", **options), X, sample_weight=w
+    )
     other = np.where(w > 0, w + 1, 0)
-    for weights in (other, None):
-        with pytest.raises(dem.CheckpointMismatchError):
+    for weights, message in ((other, "content"), (None, "fingerprint|input|data")):
+        with pytest.raises(dem.CheckpointMismatchError, match=message):
             _quiet_fit(
                 dem.GaussianMixture(
-                    2, checkpoint=tmp_path / "fit.zarr", resume=True, **{**options, "max_iter": 6}
+                    2, checkpoint=tmp_path / "n.zarr", resume=True, **{**options, "max_iter": 4}
                 ),
                 X,
                 sample_weight=weights,

@@ -148,7 +148,7 @@ class MixtureModel:
         blocks = gaussian.transposed_blocks(x, shift, dtype, kernels.BLOCK_ROWS, scratch)
         for start, xt in zip(range(0, len(x), kernels.BLOCK_ROWS), blocks, strict=True):
             w = None if weights is None else weights[start : start + xt.shape[1]]
-            if w is not None:
+            if w is not None and not w.all():
                 xt[:-1, w == 0] = 0.0  # rows of weight 0 add nothing, whatever they hold
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             log_prob = kernels.log_prob(constants, distances(xt, moments, scratch), scratch)
