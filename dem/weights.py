@@ -156,7 +156,8 @@ def _aligned(weights: Samples, samples: Samples) -> Samples:
 
 
 def _summary(block: np.ndarray, offset: int) -> np.ndarray:
-    """[sum of the finite weights, first non-finite index, first negative index] (-1: none)."""
+    """[sum of the finite weights, first non-finite and first negative sample (-1: none),
+    how many are non-finite, how many negative] of one chunk starting at sample ``offset``."""
     values = np.asarray(block, dtype=np.float64)
     finite = np.isfinite(values)
     bad = np.flatnonzero(~finite)
