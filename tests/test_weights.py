@@ -137,6 +137,19 @@ def test_weighted_score_bic_aic_equal_repeated_rows() -> None:
     np.testing.assert_allclose(pp.score(X, sample_weight=w), pp.score(repeated), rtol=1e-12)
 
 
+def test_weighted_component_selection_equals_repeated_rows() -> None:
+    X = _data(seed=15)
+    w = _weights(len(X), seed=16)
+    options = {"max_iter": 4, "tol": 0.0, "random_state": 0, "covariance_type": "diag"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        weighted = dem.select_n_components(X, [1, 2, 3], sample_weight=w, **options)
+        repeated = dem.select_n_components(np.repeat(X, w, axis=0), [1, 2, 3], **options)
+    for name in ("bic", "aic", "loglik"):
+        np.testing.assert_allclose(weighted.table[name], repeated.table[name], rtol=RTOL)
+    _assert_same_fit(weighted.best, repeated.best)
+
+
 def test_online_and_squarem_take_weights() -> None:
     """SQUAREM and online EM see the same weighted statistics as repeated rows."""
     X = _data(seed=8)

@@ -17,7 +17,6 @@ import xarray as xr
 from scipy.special import logsumexp
 
 from dem import engine
-from dem.data import sample_rows
 from dem.estimator import _child_rngs
 from dem.model import Block, Params, Stats
 from dem.models import gaussian
@@ -25,6 +24,8 @@ from dem.models.kmeans import add_pass
 from dem.models.mixture.estimator import GaussianMixture
 from dem.models.mixture.init import initial_params, kmeans_parallel_params, resolve_init
 from dem.models.mixture.model import MixtureModel
+from dem.models.sample_weight import block_weights, count, positive, weighted_sum
+from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
 
 CRITERIA = ("bic", "aic")
 
@@ -56,12 +57,13 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
 
 
 def loglik_pass(block: Block, fits: list[tuple[MixtureModel, Params]]) -> list[Stats]:
-    """Summed log-likelihood of one chunk under each (model, parameters)."""
-    x = block["X"]
+    """Summed log-likelihood of one chunk under each (model, parameters), weighted by the
+    block's sample weights when it has them."""
+    weights, (x,) = positive(block_weights(block), block["X"])
     return [
         {
-            "n": np.float64(len(x)),
-            "loglik": np.float64(logsumexp(model.weighted_log_prob(x, params), axis=1).sum()),
+            "n": count(len(x), weights),
+            "loglik": weighted_sum(logsumexp(model.weighted_log_prob(x, params), axis=1), weights),
         }
         for model, params in fits
     ]
@@ -87,6 +89,7 @@ def select_n_components(
     variable: str | None = None,
     sample_dim: str = "sample",
     feature_dim: str = "feature",
+    sample_weight: Any = None,
 ) -> ComponentSelection:
     """Fit a Gaussian mixture for every K in the same passes; keep the best by BIC or AIC.
 
@@ -110,6 +113,9 @@ init_sample_size, accelerate, sample_dim, feature_dim
         K by K in the order given, restarts of one K together.
     variable : str, optional
         Name of the array in a Zarr store (or xarray Dataset).
+    sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+        As for :meth:`GaussianMixture.fit`: every fit, the log-likelihoods and the
+        criteria are weighted (BIC's N is then the sum of the weights).
 
     Returns
     -------
@@ -142,6 +148,7 @@ init_sample_size, accelerate, sample_dim, feature_dim
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}; got {criterion!r}.")
     samples = template._samples(X, variable)
+    weights = template._sample_weight(sample_weight, X, samples)
     n_samples, n_features = (int(s) for s in samples.array.shape)
     counts = _checked_counts(n_components, n_samples)
 
@@ -149,12 +156,17 @@ init_sample_size, accelerate, sample_dim, feature_dim
         MixtureModel(k, covariance_type, float(reg_covar)) for k in counts for _ in range(n_init)
     ]
     rngs = _child_rngs(random_state, len(models) + 1)
-    arrays = engine.prepare({"X": samples.array}, persist)
+    arrays = engine.prepare(
+        {name: s.array for name, s in with_weights({"X": samples}, weights).items()}, persist
+    )
+    w = arrays.get(SAMPLE_WEIGHT)
     method = resolve_init(init_params, n_samples, int(init_sample_size))
     if method == "k-means||":
-        starts = kmeans_parallel_params(models, arrays["X"], rngs[1:], split_every=int(split_every))
+        starts = kmeans_parallel_params(
+            models, arrays["X"], rngs[1:], split_every=int(split_every), sample_weight=w
+        )
     else:  # one sample serves every K
-        sample = sample_rows(arrays["X"], int(init_sample_size), rngs[0])
+        sample = init_sample(arrays["X"], w, int(init_sample_size), rngs[0])
         starts = [
             initial_params(model, sample, rng, method)
             for model, rng in zip(models, rngs[1:], strict=True)
@@ -182,6 +194,7 @@ init_sample_size, accelerate, sample_dim, feature_dim
         ),
     )
     logliks = [float(stats["loglik"]) for stats in final]
+    total = float(final[0]["n"])  # the number of samples, or the sum of their weights
 
     fitted: dict[int, GaussianMixture] = {}
     rows: dict[str, list[Any]] = {
@@ -196,9 +209,9 @@ init_sample_size, accelerate, sample_dim, feature_dim
         runs = range(i * n_init, (i + 1) * n_init)
         best = max(runs, key=lambda r: logliks[r])
         p = n_parameters(k, n_features, covariance_type)
-        rows["bic"].append(-2.0 * logliks[best] + p * np.log(n_samples))
+        rows["bic"].append(-2.0 * logliks[best] + p * np.log(total))
         rows["aic"].append(-2.0 * logliks[best] + 2.0 * p)
-        rows["loglik"].append(logliks[best] / n_samples)
+        rows["loglik"].append(logliks[best] / total)
         rows["n_parameters"].append(p)
         rows["n_iter"].append(results[best].n_iter)
         rows["converged"].append(results[best].converged)
