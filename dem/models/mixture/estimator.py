@@ -487,13 +487,17 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self._check_features(X, variable, int(samples.array.shape[1]))
         weights = self._sample_weight(sample_weight, X, samples)
         model = self._model()
-        total, n = self._total_loglik(
-            samples,
-            weights,
-            lambda x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
-            params,
-            model.missing_ok,
-        )
+
+        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
+            loglik = logsumexp(model.weighted_log_prob(x, p), axis=1)
+            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing seen: not counted
+
+        total, n = self._total_loglik(samples, weights, row_loglik, params, model.missing_ok)
+        if n == 0:
+            raise ValueError(
+                "X has no observed value (every entry is NaN) in a sample of positive weight; "
+                "there is nothing to score."
+            )
         return total / n, n
 
     def _n_parameters(self) -> int:
