@@ -5,7 +5,9 @@ entry, in each variant): the model object the estimator builds satisfies ``EMMod
 EM never decreases the log-likelihood; the order of the samples (rows, or sequences)
 and their chunking change the fit by round-off only; a fit resumed after an
 interruption ends with the bits of an uninterrupted one; restarts run in lockstep give
-the bits of separate runs from the same starts; the statistics an E-step returns never
+the bits of separate runs from the same starts; integer sample weights give the fit of
+repeated samples (for every estimator whose ``fit`` takes ``sample_weight``); the
+statistics an E-step returns never
 share the buffers its thread keeps for the next chunk; the HTML summary shows the
 estimator; scikit-learn's checks (``tests/test_sklearn.py``) cover every registered
 estimator. The bad-input matrix is ``test_bad_input.py``.
@@ -211,6 +213,47 @@ def test_sample_order_and_chunking_change_results_by_round_off_only(case, seed, 
         assert np.all(np.isfinite(result.params[name])), name
         np.testing.assert_allclose(result.params[name], value, rtol=1e-7, atol=1e-10, err_msg=name)
     np.testing.assert_allclose(result.lower_bounds, expected.lower_bounds, rtol=1e-10)
+
+
+def takes_weights(case: Case) -> bool:
+    return "sample_weight" in inspect.signature(case.entry.estimator_class().fit).parameters
+
+
+@pytest.mark.parametrize("case", EVERY)
+def test_integer_weights_equal_repeated_samples(case):
+    """Integer sample weights (0 included) give the fit of the samples repeated that many
+    times, from the same start; the estimator hands its weights to the engine as the
+    input ``sample_weight`` (issue 18)."""
+    if not takes_weights(case):
+        pytest.skip(f"{case.entry.estimator}.fit takes no sample_weight")
+    _, call = reference(case)
+    block = computed(call.arrays)
+    n = len(next(iter(block.values())))
+    weights = np.random.default_rng(1).integers(0, 4, size=n)
+    chunk = max(1, n // 3)
+    weighted = {
+        **{
+            name: da.from_array(value, chunks=(chunk, *value.shape[1:]))
+            for name, value in block.items()
+        },
+        "sample_weight": da.from_array(weights.astype(np.float64), chunks=chunk),
+    }
+    repeated = {
+        name: da.from_array(np.repeat(value, weights, axis=0), chunks=(2 * chunk, *value.shape[1:]))
+        for name, value in block.items()
+    }
+    (found,) = call.rerun(weighted, call.starts[:1])
+    (expected,) = call.rerun(repeated, call.starts[:1])
+    for name, value in expected.params.items():
+        scale = float(np.max(np.abs(value))) if np.size(value) else 0.0
+        np.testing.assert_allclose(
+            found.params[name], value, rtol=1e-8, atol=1e-8 * scale, err_msg=name
+        )
+    np.testing.assert_allclose(found.lower_bounds, expected.lower_bounds, rtol=1e-8)
+    x, arguments = case.data()
+    with engine_calls() as calls:
+        quietly(lambda: case.estimator().fit(x, **arguments, sample_weight=weights))
+    assert "sample_weight" in calls[0].arrays
 
 
 def restarts(case: Case) -> dict[str, Any]:
