@@ -240,6 +240,15 @@ def test_bad_weights_are_refused(weights: Any, message: str) -> None:
         dem.GaussianMixture(2).fit(X, sample_weight=weights)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_weighted_estimator_refuses_negative_weights(name: str) -> None:
+    X = _data(n=60)
+    with pytest.raises(ValueError, match="negative"):
+        MODELS[name]().fit(X, sample_weight=np.r_[np.ones(59), -1.0])
+    with pytest.raises(ValueError, match="negative"):
+        dem.CensoredRegression().fit(X, X[:, 0], sample_weight=np.r_[np.ones(59), -1.0])
+
+
 def test_lazy_weights_are_checked_and_aligned() -> None:
     X = _data(n=100)
     samples = as_samples(da.from_array(X, chunks=30))
