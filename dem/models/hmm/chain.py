@@ -35,6 +35,8 @@ by a constant (which changes no decision).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Elements of the widest temporary of the max-product operators, per block of segments.
@@ -72,6 +74,16 @@ def _normalise_rows(matrices: np.ndarray, scale: np.ndarray) -> None:
 def forward_operators(log_b: np.ndarray, transmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The forward operator of each segment of a block.
 
+    Each segment's operator is its K forward recursions started from the rows of the
+    identity, renormalised at every step. Once the normalised rows of a segment agree
+    to ``COALESCED`` relative in every entry (the chain has forgotten its first state,
+    usually within tens of steps), the rest of the segment maps every row alike, so the
+    segment goes on as one vector (the cost of one forward pass instead of K) and only
+    the rows' scales differ; the rows then stay within that relative distance of each
+    other (a product of non-negative matrices keeps it), which is far below the
+    precision anything downstream reads. Rows that a segment makes impossible (scale
+    -inf) take no part in the comparison and stay zero.
+
     Parameters
     ----------
     log_b : ndarray of shape (n_times, n_states, n_segments)
@@ -85,38 +97,140 @@ def forward_operators(log_b: np.ndarray, transmat: np.ndarray) -> tuple[np.ndarr
     scale : ndarray of shape (n_segments, n_states)
         Logarithms of the rows' scales.
     """
-    n_times, n_states, n_segments = log_b.shape
-    factors, shift = emission_factors(log_b)
-    factors = np.ascontiguousarray(factors.transpose(0, 2, 1))  # (n_times, n_segments, K)
-    current = np.empty((n_segments, n_states, n_states))
-    current[...] = np.eye(n_states)
-    following = np.empty_like(current)
-    flat, flat_following = current.reshape(-1, n_states), following.reshape(-1, n_states)
-    ones = np.ones(n_states)
-    sums = np.empty(n_segments * n_states)
-    # the rows' scales: the product of the step's row sums since the last logarithm,
-    # taken (exactly, as a sum of logarithms) whenever it could fall below SCALE_FLOOR²
-    product = np.ones(n_segments * n_states)
-    scale = np.zeros(n_segments * n_states)
-    for t in range(n_times):
-        current *= factors[t][:, None, :]
-        np.matmul(flat, transmat, out=flat_following)  # one product for every segment
-        current, following = following, current
-        flat, flat_following = flat_following, flat
-        np.matmul(flat, ones, out=sums)  # row sums (a sum over a short last axis is slow)
-        if sums.min() < SCALE_FLOOR or product.min() < SCALE_FLOOR:
-            with np.errstate(divide="ignore"):
-                scale += np.log(product)
-                scale += np.log(sums)  # a row of zeros: -inf, and it stays zero
-            product[:] = 1.0
-            sums[sums <= 0.0] = 1.0
+    return operators_from_factors(*emission_factors(log_b), transmat)
+
+
+def operators_from_factors(
+    factors: np.ndarray, shift: np.ndarray, transmat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`forward_operators` from the emission factors and shifts of
+    :func:`emission_factors` (shapes (n_times, n_states, n_segments) and (n_times,
+    n_segments))."""
+    n_times, n_states, n_segments = factors.shape
+    operators = np.empty((n_segments, n_states, n_states))
+    scale = np.empty((n_segments, n_states))
+    full = _Rows(np.arange(n_segments), n_states, n_states)  # K recursions per segment
+    single = _Rows(np.arange(0), 1, n_states)  # one, after coalescing
+    row_scale = np.empty((0, n_states))  # the rows' log scales when they coalesced
+    check = COALESCE_FIRST_CHECK
+    t = 0
+    while t < n_times:
+        stop = n_times if len(full.segments) == 0 else min(n_times, check)
+        full.run(factors, t, stop, transmat)
+        single.run(factors, t, stop, transmat)
+        t = stop
+        check *= 2
+        if t < n_times and len(full.segments):
+            joined, logs = full.coalesce()
+            if len(joined):
+                row_scale = np.concatenate([row_scale, logs])
+                single.extend(full, joined)
+                full.drop(joined)
+    operators[full.segments], scale[full.segments] = full.result()
+    vector, common = single.result()
+    with np.errstate(invalid="ignore"):
+        rows_scale = row_scale + common
+    operators[single.segments] = np.where(
+        np.isfinite(rows_scale)[:, :, None], vector[:, 0, None, :], 0.0
+    )
+    scale[single.segments] = rows_scale
+    scale += shift.sum(axis=0)[:, None]
+    return operators, scale
+
+
+#: Segments are checked for coalesced rows after this many steps, then after twice as
+#: many, four times, ... (each check moves the coalesced ones to the one-vector group).
+COALESCE_FIRST_CHECK = 16
+#: Normalised rows that agree to this relative in every entry count as coalesced.
+COALESCED = 1e-14
+
+
+class _Rows:
+    """A group of segments whose forward recursions run side by side: ``width`` rows of
+    K states per segment, renormalised at every step, with the rows' log scales."""
+
+    def __init__(self, segments: np.ndarray, width: int, n_states: int) -> None:
+        self.segments = segments
+        self.current = np.zeros((len(segments), width, n_states))
+        if width == n_states:
+            self.current[...] = np.eye(n_states)
+        # the rows' scales: the product of the step's row sums since the last logarithm,
+        # taken (exactly, as a sum of logarithms) whenever it could fall below SCALE_FLOOR²
+        self.product = np.ones(len(segments) * width)
+        self.scale = np.zeros(len(segments) * width)
+
+    def run(self, factors: np.ndarray, start: int, stop: int, transmat: np.ndarray) -> None:
+        """Steps ``start`` to ``stop`` of the recursions."""
+        n, width, n_states = self.current.shape
+        if n == 0 or start >= stop:
+            return
+        block = factors[start:stop].transpose(0, 2, 1)  # (steps, n_segments, K)
+        if np.array_equal(self.segments, np.arange(factors.shape[2])):
+            block = np.ascontiguousarray(block)
         else:
-            product *= sums
-        flat /= sums[:, None]
-    with np.errstate(divide="ignore"):
-        scale += np.log(product)
-    scale = scale.reshape(n_segments, n_states) + shift.sum(axis=0)[:, None]
-    return current, scale
+            block = block[:, self.segments]
+        current = self.current
+        following = np.empty_like(current)
+        flat, flat_following = current.reshape(-1, n_states), following.reshape(-1, n_states)
+        ones = np.ones(n_states)
+        sums = np.empty(n * width)
+        product, scale = self.product, self.scale
+        for step in block:
+            current *= step[:, None, :]
+            np.matmul(flat, transmat, out=flat_following)  # one product for every segment
+            current, following = following, current
+            flat, flat_following = flat_following, flat
+            np.matmul(flat, ones, out=sums)  # row sums (a sum over a short last axis is slow)
+            if sums.min() < SCALE_FLOOR or product.min() < SCALE_FLOOR:
+                with np.errstate(divide="ignore"):
+                    scale += np.log(product)
+                    scale += np.log(sums)  # a row of zeros: -inf, and it stays zero
+                product[:] = 1.0
+                sums[sums <= 0.0] = 1.0
+            else:
+                product *= sums
+            flat /= sums[:, None]
+        self.current = current
+
+    def logs(self) -> np.ndarray:
+        """The rows' log scales so far, shape (n, width)."""
+        with np.errstate(divide="ignore"):
+            return (self.scale + np.log(self.product)).reshape(self.current.shape[:2])
+
+    def coalesce(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the segments whose live rows agree, and those rows' log scales."""
+        logs = self.logs()
+        live = np.isfinite(logs)
+        reference = np.take_along_axis(
+            self.current, np.argmax(logs, axis=1)[:, None, None], axis=1
+        )  # (n, 1, K): the row of a live state
+        close = np.abs(self.current - reference) <= COALESCED * reference
+        agree = (close.all(axis=2) | ~live).all(axis=1) & live.any(axis=1)
+        joined = np.flatnonzero(agree)
+        return joined, logs[joined]
+
+    def extend(self, other: _Rows, positions: np.ndarray) -> None:
+        """Take over ``other``'s segments at ``positions`` as one vector each."""
+        logs = other.logs()[positions]
+        first = np.argmax(logs, axis=1)
+        rows = other.current[positions, first][:, None, :]
+        self.segments = np.concatenate([self.segments, other.segments[positions]])
+        self.current = np.concatenate([self.current, rows])
+        self.product = np.concatenate([self.product, np.ones(len(positions))])
+        self.scale = np.concatenate([self.scale, np.zeros(len(positions))])
+
+    def drop(self, positions: np.ndarray) -> None:
+        keep = np.ones(len(self.segments), dtype=bool)
+        keep[positions] = False
+        width = self.current.shape[1]
+        self.segments = self.segments[keep]
+        self.current = self.current[keep]
+        self.product = self.product.reshape(-1, width)[keep].ravel()
+        self.scale = self.scale.reshape(-1, width)[keep].ravel()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """The normalised rows (n, width, K) and their log scales (n, width)."""
+        return self.current, self.logs()
 
 
 def compose(
@@ -158,6 +272,11 @@ def scan(
     """The messages of consecutive stretches, from those entering the first and leaving
     the last.
 
+    The stretches are taken in groups of about √n: each group's operator is composed
+    (all groups side by side), the groups' messages are scanned one group at a time,
+    then every group passes its messages through its own stretches (all groups side by
+    side), so the loops run about 4√n steps rather than 2n.
+
     Parameters
     ----------
     operators, scale : ndarrays of shape (n, n_states, n_states) and (n, n_states)
@@ -178,31 +297,74 @@ def scan(
         data are impossible).
     """
     n, n_states = scale.shape
-    predicted = np.empty((n, n_states))
-    backward = np.empty((n, n_states))
-    loglik = np.empty(n)
-    message = entering / entering.sum()
+    width = max(1, math.isqrt(n - 1) + 1) if n > SCAN_GROUPS_FROM else n
+    if width == n:
+        predicted, backward, loglik = _scan_groups(
+            operators[None], scale[None], entering[None], leaving[None]
+        )
+        return predicted[0], backward[0], _impossible_onwards(loglik[0])
+    groups = -(-n // width)
+    padded = groups * width
+    ops = np.empty((padded, n_states, n_states))
+    ops[:n] = operators
+    ops[n:] = np.eye(n_states)  # stretches of nothing: identity, scale zero
+    sc = np.zeros((padded, n_states))
+    sc[:n] = scale
+    ops, sc = ops.reshape(groups, width, n_states, n_states), sc.reshape(groups, width, n_states)
+    joined = ops[:, 0].copy(), sc[:, 0].copy()
+    for i in range(1, width):
+        joined = compose(joined, (ops[:, i], sc[:, i]))
+    entering_groups, leaving_groups, _ = _scan_groups(
+        joined[0][None], joined[1][None], entering[None], leaving[None]
+    )
+    predicted, backward, loglik = _scan_groups(ops, sc, entering_groups[0], leaving_groups[0])
+    return (
+        predicted.reshape(padded, n_states)[:n],
+        backward.reshape(padded, n_states)[:n],
+        _impossible_onwards(loglik.reshape(padded)[:n]),
+    )
+
+
+def _impossible_onwards(loglik: np.ndarray) -> np.ndarray:
+    """-inf from the first impossible stretch on."""
+    return np.where(np.isneginf(np.minimum.accumulate(loglik)), -np.inf, loglik)
+
+
+#: :func:`scan` walks more stretches than this in groups.
+SCAN_GROUPS_FROM = 16
+
+
+def _scan_groups(
+    operators: np.ndarray, scale: np.ndarray, entering: np.ndarray, leaving: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`scan` of many groups of stretches side by side: ``operators`` (groups,
+    n, K, K), ``scale`` (groups, n, K), ``entering`` and ``leaving`` (groups, K)."""
+    groups, n, n_states = scale.shape
+    predicted = np.empty((groups, n, n_states))
+    backward = np.empty((groups, n, n_states))
+    loglik = np.empty((groups, n))
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        message = entering / entering.sum(axis=1, keepdims=True)
         for s in range(n):
-            predicted[s] = message
-            weights = np.log(message) + scale[s]
-            top = np.max(weights)
-            if not np.isfinite(top):
-                loglik[s:] = -np.inf
-                predicted[s:] = message
-                break
-            following = np.exp(weights - top) @ operators[s]
-            total = following.sum()
-            loglik[s] = top + np.log(total)
-            message = following / total
-        message = leaving / np.max(leaving)
+            predicted[:, s] = message
+            weights = np.log(message) + scale[:, s]
+            top = np.max(weights, axis=1, keepdims=True)
+            possible = np.isfinite(top)
+            following = np.matmul(
+                np.exp(weights - np.where(possible, top, 0.0))[:, None, :], operators[:, s]
+            )[:, 0]
+            total = following.sum(axis=1, keepdims=True)
+            loglik[:, s] = np.where(possible, top + np.log(total), -np.inf)[:, 0]
+            # an impossible stretch: -inf from there on, the message kept
+            message = np.where(possible, following / np.where(possible, total, 1.0), message)
+        message = leaving / np.max(leaving, axis=1, keepdims=True)
         for s in range(n - 1, -1, -1):
-            backward[s] = message
-            top = np.max(scale[s])
-            weights = np.exp(scale[s] - (top if np.isfinite(top) else 0.0))
-            earlier = weights * (operators[s] @ message)
-            largest = np.max(earlier)
-            message = earlier / largest if largest > 0.0 else np.ones(n_states)
+            backward[:, s] = message
+            top = np.max(scale[:, s], axis=1, keepdims=True)
+            weights = np.exp(scale[:, s] - np.where(np.isfinite(top), top, 0.0))
+            earlier = weights * np.matmul(operators[:, s], message[:, :, None])[:, :, 0]
+            largest = np.max(earlier, axis=1, keepdims=True)
+            message = np.where(largest > 0.0, earlier / np.where(largest > 0.0, largest, 1.0), 1.0)
     return predicted, backward, loglik
 
 
@@ -225,6 +387,17 @@ def fold_messages(
     ahead[:, last] = 0.0
     log_b[-1] += ahead
     return log_b
+
+
+def refresh_ends(log_b: np.ndarray, factors: np.ndarray, shift: np.ndarray) -> None:
+    """Recompute the emission factors and shifts (see :func:`emission_factors`) of the
+    first and last steps from ``log_b``, in place (after :func:`fold_messages`)."""
+    for t in {0, len(log_b) - 1}:
+        with np.errstate(invalid="ignore", over="ignore"):
+            top = np.max(log_b[t], axis=0)
+            top[~np.isfinite(top)] = 0.0
+            shift[t] = top
+            np.exp(log_b[t] - top, out=factors[t])
 
 
 def boundary_transitions(

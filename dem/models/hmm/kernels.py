@@ -158,20 +158,51 @@ def forward_backward(
         then one of them: read it before the next call with the same buffers.
     """
     scratch = Scratch() if scratch is None else scratch
+    factors, shift = emission_factors(log_b, valid, scratch)
+    return forward_backward_factors(
+        log_b, factors, shift, startprob, transmat, valid, posteriors=posteriors, scratch=scratch
+    )
+
+
+def emission_factors(
+    log_b: np.ndarray, valid: np.ndarray | None, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray]:
+    """Emission probabilities relative to each step's largest, and the log shifts.
+
+    ``log_b`` has shape (n_times, n_states, n_sequences); the factors (same shape) and
+    the shifts (n_times, n_sequences) are in ``scratch`` ("factors", "shift"). A shift
+    is zero where the step's largest is not finite, and at padding.
+    """
     n_times, _, n_sequences = log_b.shape
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        # emission probabilities relative to each step's largest (0 where that is not finite)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         finite_peak = np.max(log_b, axis=1, out=scratch("shift", (n_times, n_sequences)))
         infinite = np.isfinite(finite_peak, out=scratch("infinite", finite_peak.shape, np.bool_))
         np.copyto(finite_peak, 0.0, where=np.logical_not(infinite, out=infinite))
         factors = np.subtract(log_b, finite_peak[:, None, :], out=scratch("factors", log_b.shape))
         np.exp(factors, out=factors)
-        if valid is not None:
-            np.copyto(finite_peak, 0.0, where=padding_mask(valid, scratch))
-        result = _scaled(
-            factors, finite_peak, startprob, transmat, valid, posteriors, scratch=scratch
+    if valid is not None:
+        np.copyto(finite_peak, 0.0, where=padding_mask(valid, scratch))
+    return factors, finite_peak
+
+
+def forward_backward_factors(
+    log_b: np.ndarray,
+    factors: np.ndarray,
+    shift: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    valid: np.ndarray | None,
+    *,
+    posteriors: bool = True,
+    scratch: Scratch | None = None,
+) -> Posteriors:
+    """:func:`forward_backward` given the block's :func:`emission_factors` (which it may
+    overwrite); ``log_b`` serves the sequences whose scaled pass fails."""
+    scratch = Scratch() if scratch is None else scratch
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        scaled, failed = _scaled(
+            factors, shift, startprob, transmat, valid, posteriors, scratch=scratch
         )
-        scaled, failed = result
         if not failed.any():
             return scaled
         exact = _log_space(

@@ -56,23 +56,24 @@ from dem.models.hmm.chain import (
     boundary_transitions,
     chain,
     fold_messages,
-    forward_operators,
     max_backtrack,
     max_chain,
     max_operators,
     max_scan,
+    operators_from_factors,
     pin,
+    refresh_ends,
     scan,
 )
-from dem.models.hmm.kernels import forward_backward, viterbi
+from dem.models.hmm.kernels import emission_factors, forward_backward_factors, viterbi
 from dem.models.hmm.model import HMMModel
 from dem.models.scratch import thread_scratch
 
 #: Most time steps of a segment. The forward loops run as many steps as a segment has,
-#: per block of segments, and a chunk's scan over its segments as many as it has
-#: segments, so a chunk of n steps is cut into segments of about √n steps (16 to
-#: ``SEGMENT``).
-SEGMENT = 512
+#: per block of segments, over all the block's segments at once; the scans over
+#: segments run in groups (see :func:`dem.models.hmm.chain.scan`), so short segments
+#: keep the loops short without a long scan.
+SEGMENT = 128
 #: Fewest time steps of a segment (but a chunk shorter than that is one segment).
 MIN_SEGMENT = 16
 
@@ -111,16 +112,37 @@ def _segments(
         first_segment += count
 
 
-def _operators(model: HMMModel, x: np.ndarray, params: Params) -> tuple[np.ndarray, np.ndarray]:
-    """The forward operators of the chunk's segments, in order."""
+def _block_operator(
+    factors: np.ndarray, shift: np.ndarray, transmat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The forward operators of a block's segments, and the block's own."""
+    operators, scale = operators_from_factors(factors, shift, transmat)
+    return operators, scale, chain(operators, scale)
+
+
+def chunk_operators(
+    model: HMMModel, params: Params, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The forward operators (n_blocks, K, K) of the chunk's blocks of segments, in time
+    order, and their rows' log scales (n_blocks, K).
+
+    The messages travel per block (each a few hundred thousand steps), so that the
+    second pass meets each block's data once: its emission densities and its segments'
+    operators are computed once there, and serve both the scan over its segments and
+    its forward–backward.
+    """
     transmat = params["transmat"]
-    found = [forward_operators(log_b, transmat) for _, _, _, log_b in _segments(model, x, params)]
-    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+    scratch = thread_scratch("hmm")
+    found = []
+    for _, _, _, log_b in _segments(model, x, params):
+        factors, shift = emission_factors(log_b, None, scratch)
+        found.append(_block_operator(factors, shift, transmat)[2])
+    return np.stack([f[0] for f in found]), np.stack([f[1] for f in found])
 
 
 def chunk_operator(model: HMMModel, params: Params, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The chunk's forward operator (K × K, rows normalised) and its rows' log scales."""
-    return chain(*_operators(model, x, params))
+    return chain(*chunk_operators(model, params, x))
 
 
 def _messages_walk(
@@ -131,26 +153,30 @@ def _messages_walk(
     leaving: np.ndarray,
     ends: bool,
 ) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray, np.ndarray, float]]:
-    """Forward–backward on each block of the chunk's segments, given the chunk's messages.
+    """Forward–backward on each block of the chunk's segments, given the messages
+    entering and leaving each block (shape (n_blocks, K) each).
 
     Yields (rows, segments, data, gamma, within-segment transitions + boundary
-    transitions, the chunk's log-likelihood given the past) per block; ``ends`` says
+    transitions, the block's log-likelihood given the past) per block; ``ends`` says
     the chunk ends the sequence.
     """
     transmat = params["transmat"]
-    operators, scale = _operators(model, x, params)
-    predicted, backward, loglik = scan(operators, scale, entering, leaving)
-    last = np.zeros(len(operators), dtype=bool)
-    last[-1] = ends
     ones = np.ones(model.n_components)
     scratch = thread_scratch("hmm")
-    for rows, segments, data, log_b in _segments(model, x, params):
-        fold_messages(log_b, predicted[segments], backward[segments], transmat, last[segments])
-        found = forward_backward(log_b, ones, transmat, None, scratch=scratch)
-        assert found.gamma is not None and found.trans is not None
-        trans = found.trans + boundary_transitions(
-            found.gamma[-1], backward[segments], transmat, last[segments]
+    blocks = _segments(model, x, params)
+    for b, (rows, segments, data, log_b) in enumerate(blocks):
+        factors, shift = emission_factors(log_b, None, scratch)
+        operators, scale, _ = _block_operator(factors, shift, transmat)
+        predicted, backward, loglik = scan(operators, scale, entering[b], leaving[b])
+        last = np.zeros(len(operators), dtype=bool)
+        last[-1] = ends and b == len(entering) - 1
+        fold_messages(log_b, predicted, backward, transmat, last)
+        refresh_ends(log_b, factors, shift)
+        found = forward_backward_factors(
+            log_b, factors, shift, ones, transmat, None, scratch=scratch
         )
+        assert found.gamma is not None and found.trans is not None
+        trans = found.trans + boundary_transitions(found.gamma[-1], backward, transmat, last)
         yield rows, segments, data, found.gamma, trans, float(loglik.sum())
 
 
@@ -163,7 +189,8 @@ def chunk_stats(
     starts: bool,
     ends: bool,
 ) -> Stats:
-    """The chunk's additive statistics (those of ``model``'s E-step) given its messages.
+    """The chunk's additive statistics (those of ``model``'s E-step) given the messages
+    entering and leaving its blocks (see :func:`chunk_operators`).
 
     ``starts``/``ends`` say whether the chunk begins/ends the sequence.
     """
@@ -178,7 +205,7 @@ def chunk_stats(
     for _, segments, data, gamma, trans, loglik in _messages_walk(
         model, params, x, entering, leaving, ends
     ):
-        stats["loglik"] = np.float64(loglik)
+        stats["loglik"] += loglik
         stats["trans"] += trans
         if starts and segments.start == 0:
             stats["start"] += gamma[0, :, 0]
@@ -249,12 +276,16 @@ def chunk_path(
 
 def sequence_messages(
     params: Params, operators: list[tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Messages entering and leaving each chunk, and each chunk's log-likelihood given
-    the ones before (see :func:`dem.models.hmm.chain.scan`)."""
-    stacked = np.stack([o[0] for o in operators]), np.stack([o[1] for o in operators])
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Messages entering and leaving each block of each chunk (one array of shape
+    (n_blocks, K) per chunk each), and each block's log-likelihood given the ones
+    before, in order (see :func:`dem.models.hmm.chain.scan`); ``operators`` holds each
+    chunk's :func:`chunk_operators`."""
+    stacked = np.concatenate([o[0] for o in operators]), np.concatenate([o[1] for o in operators])
     k = len(params["startprob"])
-    return scan(*stacked, params["startprob"], np.ones(k))
+    predicted, backward, loglik = scan(*stacked, params["startprob"], np.ones(k))
+    cuts = np.cumsum([len(o[0]) for o in operators])[:-1]
+    return np.split(predicted, cuts), np.split(backward, cuts), loglik
 
 
 def sequence_bounds(params: Params, operators: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +329,7 @@ def _operator_task(
     x: np.ndarray,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, ...]]:
     _checked(names, missing_ok, first_row, x)
-    found = _located(chunk_operator, first_row, x, model, params, x)
+    found = _located(chunk_operators, first_row, x, model, params, x)
     return found, ((chunk_digest(x),) if digest else ())
 
 
@@ -352,7 +383,7 @@ def operators_pass(
     missing_ok: frozenset[str] | None = None,
     digest: bool = False,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], Digests]:
-    """First pass: every chunk's forward operator (and content digest)."""
+    """First pass: the forward operators of every chunk's blocks (and content digests)."""
     tasks = [
         (_operator_task, model, names, missing_ok, digest, first_row) for first_row, _ in blocks
     ]
@@ -435,8 +466,7 @@ class LongHMMModel:
     def e_step(self, block: Block, params: Params) -> Stats:
         """Statistics of a block holding the whole sequence."""
         x = block["X"]
-        operator = chunk_operator(self.hmm, params, x)
-        predicted, backward, _ = sequence_messages(params, [operator])
+        predicted, backward, _ = sequence_messages(params, [chunk_operators(self.hmm, params, x)])
         return chunk_stats(self.hmm, params, x, predicted[0], backward[0], True, True)
 
     def combine(self, a: Stats, b: Stats) -> Stats:
@@ -505,7 +535,7 @@ def lazy_posteriors(model: HMMModel, params: Params, array: da.Array) -> da.Arra
     """The state posteriors of the sequence ``array``, lazily, shape (n_times, K)."""
     first, second, sizes = _lazy_chunks(array)
     delayed = dask.delayed
-    operators = [delayed(chunk_operator)(model, params, chunk) for chunk in first]
+    operators = [delayed(chunk_operators)(model, params, chunk) for chunk in first]
     messages = delayed(sequence_messages, nout=3)(params, operators)
     last = len(sizes) - 1
     parts = [
@@ -534,6 +564,7 @@ __all__ = [
     "SEGMENT",
     "LongHMMModel",
     "chunk_operator",
+    "chunk_operators",
     "chunk_path",
     "chunk_posteriors",
     "chunk_stats",
