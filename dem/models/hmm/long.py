@@ -465,6 +465,7 @@ class LongHMMModel:
 
     def e_step(self, block: Block, params: Params) -> Stats:
         """Statistics of a block holding the whole sequence."""
+        _refuse_weights(block)
         x = block["X"]
         predicted, backward, _ = sequence_messages(params, [chunk_operators(self.hmm, params, x)])
         return chunk_stats(self.hmm, params, x, predicted[0], backward[0], True, True)
@@ -492,6 +493,7 @@ class LongHMMModel:
         content: Digests | bool,
     ) -> tuple[Stats, Digests | None]:
         """One EM evaluation: the operators pass, the client's scan, the statistics pass."""
+        _refuse_weights(names)
         operators, digests = operators_pass(
             self.hmm, params, names, blocks, missing_ok=missing_ok, digest=content is not False
         )
@@ -499,6 +501,15 @@ class LongHMMModel:
             _check_content(digests, content)
         stats = stats_pass(self.hmm, params, names, blocks, operators, split_every=split_every)
         return stats, (digests if content is not False else None)
+
+
+def _refuse_weights(names: Any) -> None:
+    if "sample_weight" in names:
+        raise ValueError(
+            "sample_weight weighs whole sequences, and this HMM's input is one long "
+            "sequence: a single weight changes nothing. Fit without weights, or pass many "
+            "sequences (sequences × time × features) to weigh them."
+        )
 
 
 # --- lazy per-step results ------------------------------------------------------------------
