@@ -140,7 +140,7 @@ def operators_from_factors(
 
 #: Segments are checked for coalesced rows after this many steps, then after twice as
 #: many, four times, ... (each check moves the coalesced ones to the one-vector group).
-COALESCE_FIRST_CHECK = 16
+COALESCE_FIRST_CHECK = 8
 #: Normalised rows that agree to this relative in every entry count as coalesced.
 COALESCED = 1e-14
 
@@ -311,9 +311,7 @@ def scan(
     sc = np.zeros((padded, n_states))
     sc[:n] = scale
     ops, sc = ops.reshape(groups, width, n_states, n_states), sc.reshape(groups, width, n_states)
-    joined = ops[:, 0].copy(), sc[:, 0].copy()
-    for i in range(1, width):
-        joined = compose(joined, (ops[:, i], sc[:, i]))
+    joined = chain(ops.swapaxes(0, 1), sc.swapaxes(0, 1))  # every group's, side by side
     entering_groups, leaving_groups, _ = _scan_groups(
         joined[0][None], joined[1][None], entering[None], leaving[None]
     )
@@ -338,7 +336,49 @@ def _scan_groups(
     operators: np.ndarray, scale: np.ndarray, entering: np.ndarray, leaving: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`scan` of many groups of stretches side by side: ``operators`` (groups,
-    n, K, K), ``scale`` (groups, n, K), ``entering`` and ``leaving`` (groups, K)."""
+    n, K, K), ``scale`` (groups, n, K), ``entering`` and ``leaving`` (groups, K).
+
+    The rows' scales are taken relative to each stretch's largest once, before the
+    loops; where a message then falls below ``SCAN_FLOOR`` (its mass on rows far below
+    the largest, or the data impossible), the groups are walked again in logarithms.
+    """
+    with np.errstate(invalid="ignore", under="ignore"):
+        top = np.max(scale, axis=2, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        relative = np.exp(scale - top)  # (groups, n, K), largest one (or all zero)
+    groups, n, n_states = scale.shape
+    predicted = np.empty((groups, n, n_states))
+    backward = np.empty((groups, n, n_states))
+    totals = np.empty((groups, n))
+    message = entering / entering.sum(axis=1, keepdims=True)
+    for s in range(n):
+        predicted[:, s] = message
+        following = np.matmul((message * relative[:, s])[:, None, :], operators[:, s])[:, 0]
+        total = following.sum(axis=1, out=totals[:, s])
+        message = following / np.maximum(total, SCAN_FLOOR)[:, None]
+    message = leaving / np.max(leaving, axis=1, keepdims=True)
+    smallest = np.inf
+    for s in range(n - 1, -1, -1):
+        backward[:, s] = message
+        earlier = relative[:, s] * np.matmul(operators[:, s], message[:, :, None])[:, :, 0]
+        largest = np.max(earlier, axis=1, keepdims=True)
+        smallest = min(smallest, float(largest.min()))
+        message = earlier / np.maximum(largest, SCAN_FLOOR)
+    if totals.min() < SCAN_FLOOR or smallest < SCAN_FLOOR:
+        return _scan_groups_log(operators, scale, entering, leaving)
+    with np.errstate(divide="ignore"):
+        loglik = top[:, :, 0] + np.log(totals)
+    return predicted, backward, loglik
+
+
+#: :func:`_scan_groups` redoes its groups in logarithms where a message falls below this.
+SCAN_FLOOR = 1e-250
+
+
+def _scan_groups_log(
+    operators: np.ndarray, scale: np.ndarray, entering: np.ndarray, leaving: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_scan_groups` with the scales in logarithms at every step."""
     groups, n, n_states = scale.shape
     predicted = np.empty((groups, n, n_states))
     backward = np.empty((groups, n, n_states))
