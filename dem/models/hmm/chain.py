@@ -106,9 +106,27 @@ def operators_from_factors(
     """:func:`forward_operators` from the emission factors and shifts of
     :func:`emission_factors` (shapes (n_times, n_states, n_segments) and (n_times,
     n_segments))."""
+    operators, scale, _ = operators_and_states(factors, shift, transmat, None)
+    return operators, scale
+
+
+def operators_and_states(
+    factors: np.ndarray, shift: np.ndarray, transmat: np.ndarray, states: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`operators_from_factors`, and the forward pass of the segments' coalesced
+    steps.
+
+    Once a segment's rows have coalesced (from its step ``first``), its one vector is
+    the normalised forward message P(z_t | its observations before t) of any message
+    entering the segment: the predicted state distributions that forward–backward
+    needs. They are written in ``states`` (n_times, n_segments, n_states) at steps
+    ``first`` on; ``first`` (n_segments,) is returned, n_times for a segment whose rows
+    never coalesced (see :func:`fill_states` for the steps before).
+    """
     n_times, n_states, n_segments = factors.shape
     operators = np.empty((n_segments, n_states, n_states))
     scale = np.empty((n_segments, n_states))
+    first = np.full(n_segments, n_times)
     full = _Rows(np.arange(n_segments), n_states, n_states)  # K recursions per segment
     single = _Rows(np.arange(0), 1, n_states)  # one, after coalescing
     row_scale = np.empty((0, n_states))  # the rows' log scales when they coalesced
@@ -117,13 +135,19 @@ def operators_from_factors(
     while t < n_times:
         stop = n_times if len(full.segments) == 0 else min(n_times, check)
         full.run(factors, t, stop, transmat)
-        single.run(factors, t, stop, transmat)
+        if states is not None and len(single.segments) and stop > t:
+            found = np.empty((stop - t, len(single.segments), n_states))
+            single.run(factors, t, stop, transmat, found)
+            states[t:stop, single.segments] = found
+        else:
+            single.run(factors, t, stop, transmat)
         t = stop
         check *= 2
         if t < n_times and len(full.segments):
             joined, logs = full.coalesce()
             if len(joined):
                 row_scale = np.concatenate([row_scale, logs])
+                first[full.segments[joined]] = t
                 single.extend(full, joined)
                 full.drop(joined)
     operators[full.segments], scale[full.segments] = full.result()
@@ -135,7 +159,26 @@ def operators_from_factors(
     )
     scale[single.segments] = rows_scale
     scale += shift.sum(axis=0)[:, None]
-    return operators, scale
+    return operators, scale, first
+
+
+def fill_states(
+    states: np.ndarray, factors: np.ndarray, transmat: np.ndarray, first: np.ndarray
+) -> None:
+    """The predicted state distributions of each segment's steps before ``first`` (see
+    :func:`operators_and_states`), from ``states[0]`` (the distribution at its first
+    step), in place: ``states[t + 1] ∝ (states[t] · factors[t]) A``, normalised."""
+    for start in np.unique(first):
+        if start <= 1:
+            continue
+        columns = np.flatnonzero(first == start)
+        current = states[0, columns]
+        step = factors[: start - 1, :, columns].transpose(0, 2, 1)  # (steps, m, K)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            for t in range(start - 1):
+                current = (current * step[t]) @ transmat
+                current /= current.sum(axis=1, keepdims=True)
+                states[t + 1, columns] = current
 
 
 #: Segments are checked for coalesced rows after this many steps, then after twice as
@@ -159,8 +202,16 @@ class _Rows:
         self.product = np.ones(len(segments) * width)
         self.scale = np.zeros(len(segments) * width)
 
-    def run(self, factors: np.ndarray, start: int, stop: int, transmat: np.ndarray) -> None:
-        """Steps ``start`` to ``stop`` of the recursions."""
+    def run(
+        self,
+        factors: np.ndarray,
+        start: int,
+        stop: int,
+        transmat: np.ndarray,
+        states: np.ndarray | None = None,
+    ) -> None:
+        """Steps ``start`` to ``stop`` of the recursions; ``states`` (steps, n, K), when
+        given, receives the first row before each step."""
         n, width, n_states = self.current.shape
         if n == 0 or start >= stop:
             return
@@ -175,7 +226,9 @@ class _Rows:
         ones = np.ones(n_states)
         sums = np.empty(n * width)
         product, scale = self.product, self.scale
-        for step in block:
+        for i, step in enumerate(block):
+            if states is not None:
+                states[i] = current[:, 0]
             current *= step[:, None, :]
             np.matmul(flat, transmat, out=flat_following)  # one product for every segment
             current, following = following, current

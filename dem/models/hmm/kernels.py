@@ -346,6 +346,16 @@ def _backward(
     return gamma, trans, overflowed
 
 
+def scaled_backward(
+    alpha: np.ndarray, factors: np.ndarray, norm: np.ndarray, transmat: np.ndarray, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward pass of scaled forward–backward on sequences without padding, given
+    the normalised forward variables ``alpha`` and their normalisers ``norm``: the state
+    posteriors, Σ_t alpha_t ahead_{t+1}ᵀ (times ``transmat``: the expected transitions)
+    and which sequences' backward variables overflowed."""
+    return _backward(alpha, factors, norm, transmat, None, None, scratch)
+
+
 def _skipped(
     alpha: np.ndarray, padding: np.ndarray | None, failed: np.ndarray, scratch: Scratch
 ) -> np.ndarray:

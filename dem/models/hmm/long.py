@@ -55,17 +55,25 @@ from dem.models.hmm.chain import (
     MAX_ELEMENTS,
     boundary_transitions,
     chain,
+    fill_states,
     fold_messages,
     max_backtrack,
     max_chain,
     max_operators,
     max_scan,
+    operators_and_states,
     operators_from_factors,
     pin,
     refresh_ends,
     scan,
 )
-from dem.models.hmm.kernels import emission_factors, forward_backward_factors, viterbi
+from dem.models.hmm.kernels import (
+    TINY,
+    emission_factors,
+    forward_backward_factors,
+    scaled_backward,
+    viterbi,
+)
 from dem.models.hmm.model import HMMModel
 from dem.models.scratch import thread_scratch
 
@@ -161,23 +169,60 @@ def _messages_walk(
     the chunk ends the sequence.
     """
     transmat = params["transmat"]
-    ones = np.ones(model.n_components)
     scratch = thread_scratch("hmm")
     blocks = _segments(model, x, params)
     for b, (rows, segments, data, log_b) in enumerate(blocks):
         factors, shift = emission_factors(log_b, None, scratch)
-        operators, scale, _ = _block_operator(factors, shift, transmat)
+        n_times, n_states, n_segments = factors.shape
+        states = scratch("states", (n_times, n_segments, n_states))
+        operators, scale, first = operators_and_states(factors, shift, transmat, states)
         predicted, backward, loglik = scan(operators, scale, entering[b], leaving[b])
         last = np.zeros(len(operators), dtype=bool)
         last[-1] = ends and b == len(entering) - 1
         fold_messages(log_b, predicted, backward, transmat, last)
         refresh_ends(log_b, factors, shift)
-        found = forward_backward_factors(
-            log_b, factors, shift, ones, transmat, None, scratch=scratch
-        )
-        assert found.gamma is not None and found.trans is not None
+        found = _forward_backward(log_b, factors, shift, states, first, transmat, scratch)
         trans = found.trans + boundary_transitions(found.gamma[-1], backward, transmat, last)
         yield rows, segments, data, found.gamma, trans, float(loglik.sum())
+
+
+@dataclass(frozen=True)
+class _Found:
+    gamma: np.ndarray
+    trans: np.ndarray
+
+
+def _forward_backward(
+    log_b: np.ndarray,
+    factors: np.ndarray,
+    shift: np.ndarray,
+    states: np.ndarray,
+    first: np.ndarray,
+    transmat: np.ndarray,
+    scratch: Any,
+) -> _Found:
+    """Forward–backward on a block of segments whose messages are folded into their
+    ends (``log_b``, ``factors`` and ``shift`` refreshed), reusing the predicted state
+    distributions that the operators' pass left in ``states`` from each segment's step
+    ``first`` on: only the steps before are walked forward again, the rest of the
+    forward pass is a few whole-block products. Blocks where the scaled pass would fail
+    go to :func:`dem.models.hmm.kernels.forward_backward_factors` (its log-space path)."""
+    n_times, n_states, n_segments = factors.shape
+    ones = np.ones(n_states)
+    states[0] = 1.0  # the entering message is folded into the first step's factors
+    fill_states(states, factors, transmat, first)
+    alpha = scratch("alpha", factors.shape)
+    np.multiply(states.transpose(0, 2, 1), factors, out=alpha)
+    norm = np.sum(alpha, axis=1, out=scratch("norm", (n_times, n_segments)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha /= norm[:, None, :]
+    if np.all(norm >= TINY):  # (False where NaN)
+        gamma, trans, overflowed = scaled_backward(alpha, factors, norm, transmat, scratch)
+        if not overflowed.any():
+            return _Found(gamma, transmat * trans)
+    found = forward_backward_factors(log_b, factors, shift, ones, transmat, None, scratch=scratch)
+    assert found.gamma is not None and found.trans is not None
+    return _Found(found.gamma, found.trans)
 
 
 def chunk_stats(
