@@ -119,7 +119,7 @@ def operators_and_states(
     Once a segment's rows have coalesced (from its step ``first``), its one vector is
     the normalised forward message P(z_t | its observations before t) of any message
     entering the segment: the predicted state distributions that forward–backward
-    needs. They are written in ``states`` (n_times, n_segments, n_states) at steps
+    needs. They are written in ``states`` (n_times, n_states, n_segments) at steps
     ``first`` on; ``first`` (n_segments,) is returned, n_times for a segment whose rows
     never coalesced (see :func:`fill_states` for the steps before).
     """
@@ -129,16 +129,19 @@ def operators_and_states(
     first = np.full(n_segments, n_times)
     full = _Rows(np.arange(n_segments), n_states, n_states)  # K recursions per segment
     single = _Rows(np.arange(0), 1, n_states)  # one, after coalescing
-    row_scale = np.empty((0, n_states))  # the rows' log scales when they coalesced
+    row_scale = np.zeros((n_segments, n_states))  # the rows' log scales when they coalesced
     check = COALESCE_FIRST_CHECK
     t = 0
     while t < n_times:
         stop = n_times if len(full.segments) == 0 else min(n_times, check)
         full.run(factors, t, stop, transmat)
         if states is not None and len(single.segments) and stop > t:
-            found = np.empty((stop - t, len(single.segments), n_states))
-            single.run(factors, t, stop, transmat, found)
-            states[t:stop, single.segments] = found
+            if single.every(n_segments):
+                single.run(factors, t, stop, transmat, states[t:stop])
+            else:
+                found = np.empty((stop - t, n_states, len(single.segments)))
+                single.run(factors, t, stop, transmat, found)
+                states[t:stop, :, single.segments] = found
         else:
             single.run(factors, t, stop, transmat)
         t = stop
@@ -146,14 +149,14 @@ def operators_and_states(
         if t < n_times and len(full.segments):
             joined, logs = full.coalesce()
             if len(joined):
-                row_scale = np.concatenate([row_scale, logs])
+                row_scale[full.segments[joined]] = logs
                 first[full.segments[joined]] = t
                 single.extend(full, joined)
                 full.drop(joined)
     operators[full.segments], scale[full.segments] = full.result()
     vector, common = single.result()
     with np.errstate(invalid="ignore"):
-        rows_scale = row_scale + common
+        rows_scale = row_scale[single.segments] + common
     operators[single.segments] = np.where(
         np.isfinite(rows_scale)[:, :, None], vector[:, 0, None, :], 0.0
     )
@@ -165,20 +168,23 @@ def operators_and_states(
 def fill_states(
     states: np.ndarray, factors: np.ndarray, transmat: np.ndarray, first: np.ndarray
 ) -> None:
-    """The predicted state distributions of each segment's steps before ``first`` (see
-    :func:`operators_and_states`), from ``states[0]`` (the distribution at its first
-    step), in place: ``states[t + 1] ∝ (states[t] · factors[t]) A``, normalised."""
+    """The predicted state distributions (n_times, K, n_segments) of each segment's
+    steps before ``first`` (see :func:`operators_and_states`), from ``states[0]`` (the
+    distribution at its first step), in place: ``states[t + 1] ∝ Aᵀ (states[t] ·
+    factors[t])``, normalised."""
+    transposed = np.ascontiguousarray(transmat.T)
     for start in np.unique(first):
         if start <= 1:
             continue
-        columns = np.flatnonzero(first == start)
-        current = states[0, columns]
-        step = factors[: start - 1, :, columns].transpose(0, 2, 1)  # (steps, m, K)
+        columns: slice | np.ndarray = (
+            slice(None) if np.all(first == start) else np.flatnonzero(first == start)
+        )
+        current = states[0][:, columns]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             for t in range(start - 1):
-                current = (current * step[t]) @ transmat
-                current /= current.sum(axis=1, keepdims=True)
-                states[t + 1, columns] = current
+                current = transposed @ (current * factors[t][:, columns])
+                current /= current.sum(axis=0)
+                states[t + 1][:, columns] = current
 
 
 #: Segments are checked for coalesced rows after this many steps, then after twice as
@@ -190,17 +196,26 @@ COALESCED = 1e-14
 
 class _Rows:
     """A group of segments whose forward recursions run side by side: ``width`` rows of
-    K states per segment, renormalised at every step, with the rows' log scales."""
+    K states per segment, renormalised at every step, with the rows' log scales.
+
+    The rows are held as (width, K, n): the segments along the last, contiguous axis,
+    as the emission factors (n_times, K, n_segments) are, so a group holding every
+    segment in order reads each step's factors as they lie. The segments stay sorted.
+    """
 
     def __init__(self, segments: np.ndarray, width: int, n_states: int) -> None:
         self.segments = segments
-        self.current = np.zeros((len(segments), width, n_states))
+        self.current = np.zeros((width, n_states, len(segments)))
         if width == n_states:
-            self.current[...] = np.eye(n_states)
+            self.current[np.arange(width), np.arange(width)] = 1.0
         # the rows' scales: the product of the step's row sums since the last logarithm,
         # taken (exactly, as a sum of logarithms) whenever it could fall below SCALE_FLOOR²
-        self.product = np.ones(len(segments) * width)
-        self.scale = np.zeros(len(segments) * width)
+        self.product = np.ones((width, len(segments)))
+        self.scale = np.zeros((width, len(segments)))
+
+    def every(self, n_segments: int) -> bool:
+        """Whether the group holds every one of ``n_segments`` segments."""
+        return len(self.segments) == n_segments
 
     def run(
         self,
@@ -210,30 +225,27 @@ class _Rows:
         transmat: np.ndarray,
         states: np.ndarray | None = None,
     ) -> None:
-        """Steps ``start`` to ``stop`` of the recursions; ``states`` (steps, n, K), when
+        """Steps ``start`` to ``stop`` of the recursions; ``states`` (steps, K, n), when
         given, receives the first row before each step."""
-        n, width, n_states = self.current.shape
+        width, n_states, n = self.current.shape
         if n == 0 or start >= stop:
             return
-        block = factors[start:stop].transpose(0, 2, 1)  # (steps, n_segments, K)
-        if np.array_equal(self.segments, np.arange(factors.shape[2])):
-            block = np.ascontiguousarray(block)
-        else:
-            block = block[:, self.segments]
+        block = factors[start:stop]  # (steps, K, n_segments)
+        if not self.every(factors.shape[2]):
+            block = block[:, :, self.segments]
+        transposed = np.ascontiguousarray(transmat.T)
         current = self.current
         following = np.empty_like(current)
-        flat, flat_following = current.reshape(-1, n_states), following.reshape(-1, n_states)
+        sums = np.empty((width, n))
         ones = np.ones(n_states)
-        sums = np.empty(n * width)
         product, scale = self.product, self.scale
         for i, step in enumerate(block):
             if states is not None:
-                states[i] = current[:, 0]
-            current *= step[:, None, :]
-            np.matmul(flat, transmat, out=flat_following)  # one product for every segment
+                states[i] = current[0]
+            current *= step
+            np.matmul(transposed, current, out=following)  # every row of every segment
             current, following = following, current
-            flat, flat_following = flat_following, flat
-            np.matmul(flat, ones, out=sums)  # row sums (a sum over a short last axis is slow)
+            np.matmul(ones, current, out=sums)  # (faster than a sum over the short axis)
             if sums.min() < SCALE_FLOOR or product.min() < SCALE_FLOOR:
                 with np.errstate(divide="ignore"):
                     scale += np.log(product)
@@ -242,48 +254,50 @@ class _Rows:
                 sums[sums <= 0.0] = 1.0
             else:
                 product *= sums
-            flat /= sums[:, None]
+            current /= sums[:, None, :]
         self.current = current
 
     def logs(self) -> np.ndarray:
         """The rows' log scales so far, shape (n, width)."""
         with np.errstate(divide="ignore"):
-            return (self.scale + np.log(self.product)).reshape(self.current.shape[:2])
+            return (self.scale + np.log(self.product)).T
 
     def coalesce(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the segments whose live rows agree, and those rows' log scales."""
-        logs = self.logs()
-        live = np.isfinite(logs)
+        logs = self.logs()  # (n, width)
+        live = np.isfinite(logs).T  # (width, n)
         reference = np.take_along_axis(
-            self.current, np.argmax(logs, axis=1)[:, None, None], axis=1
-        )  # (n, 1, K): the row of a live state
+            self.current, np.argmax(logs, axis=1)[None, None, :], axis=0
+        )  # (1, K, n): the row of a live state
         close = np.abs(self.current - reference) <= COALESCED * reference
-        agree = (close.all(axis=2) | ~live).all(axis=1) & live.any(axis=1)
+        agree = (close.all(axis=1) | ~live).all(axis=0) & live.any(axis=0)
         joined = np.flatnonzero(agree)
         return joined, logs[joined]
 
     def extend(self, other: _Rows, positions: np.ndarray) -> None:
         """Take over ``other``'s segments at ``positions`` as one vector each."""
-        logs = other.logs()[positions]
-        first = np.argmax(logs, axis=1)
-        rows = other.current[positions, first][:, None, :]
-        self.segments = np.concatenate([self.segments, other.segments[positions]])
-        self.current = np.concatenate([self.current, rows])
-        self.product = np.concatenate([self.product, np.ones(len(positions))])
-        self.scale = np.concatenate([self.scale, np.zeros(len(positions))])
+        first = np.argmax(other.logs()[positions], axis=1)
+        rows = other.current[first, :, positions].T[None]  # (1, K, m)
+        segments = np.concatenate([self.segments, other.segments[positions]])
+        order = np.argsort(segments, kind="stable")
+        self.segments = segments[order]
+        self.current = np.concatenate([self.current, rows], axis=2)[:, :, order]
+        self.product = np.concatenate([self.product, np.ones((1, len(positions)))], axis=1)[
+            :, order
+        ]
+        self.scale = np.concatenate([self.scale, np.zeros((1, len(positions)))], axis=1)[:, order]
 
     def drop(self, positions: np.ndarray) -> None:
         keep = np.ones(len(self.segments), dtype=bool)
         keep[positions] = False
-        width = self.current.shape[1]
         self.segments = self.segments[keep]
-        self.current = self.current[keep]
-        self.product = self.product.reshape(-1, width)[keep].ravel()
-        self.scale = self.scale.reshape(-1, width)[keep].ravel()
+        self.current = self.current[:, :, keep]
+        self.product = self.product[:, keep]
+        self.scale = self.scale[:, keep]
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """The normalised rows (n, width, K) and their log scales (n, width)."""
-        return self.current, self.logs()
+        return self.current.transpose(2, 0, 1), self.logs()
 
 
 def compose(

@@ -174,7 +174,7 @@ def _messages_walk(
     for b, (rows, segments, data, log_b) in enumerate(blocks):
         factors, shift = emission_factors(log_b, None, scratch)
         n_times, n_states, n_segments = factors.shape
-        states = scratch("states", (n_times, n_segments, n_states))
+        states = scratch("states", (n_times, n_states, n_segments))
         operators, scale, first = operators_and_states(factors, shift, transmat, states)
         predicted, backward, loglik = scan(operators, scale, entering[b], leaving[b])
         last = np.zeros(len(operators), dtype=bool)
@@ -212,7 +212,7 @@ def _forward_backward(
     states[0] = 1.0  # the entering message is folded into the first step's factors
     fill_states(states, factors, transmat, first)
     alpha = scratch("alpha", factors.shape)
-    np.multiply(states.transpose(0, 2, 1), factors, out=alpha)
+    np.multiply(states, factors, out=alpha)
     norm = np.sum(alpha, axis=1, out=scratch("norm", (n_times, n_segments)))
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha /= norm[:, None, :]
