@@ -6,20 +6,22 @@ by side as the sequences of a block are (:mod:`dem.models.hmm.chain` has the mat
 
 One EM iteration is two passes over the data (two computes):
 
-1. **Operators.** Each chunk's task computes the forward operators of its segments
-   and composes them (pairwise, in a fixed tree) into the chunk's K × K forward
-   operator (rows normalised, log scales beside). Only those K² + K numbers per
-   chunk come back to the client (and the chunks' content digests in the first
-   pass of a checkpointed fit).
-2. **Statistics.** On the client, a scan over the chunks' operators (in chunk
-   order, so its result depends on nothing but the data) gives the forward
-   message entering each chunk and the backward message leaving it. Each chunk's
-   task gets its two messages (2K numbers), recomputes its segments' operators,
-   scans them to get every segment's messages, and runs forward–backward on its
-   segments with the messages folded into their ends; the segments' boundary
-   transitions are added, and the chunk returns the additive statistics of the
-   many-sequence model, summed in the same fixed-shape tree. The M-step is that
-   model's.
+1. **Operators.** Each chunk's task computes, for each of its blocks of segments, the
+   forward operators of the segments (:func:`dem.models.hmm.chain.operators_from_factors`:
+   K recursions per segment until they coalesce, then one) and composes them (pairwise,
+   in a fixed tree) into the block's K × K forward operator (rows normalised, log scales
+   beside). Only those K² + K numbers per block (of about ``BLOCK_ELEMENTS`` values)
+   come back to the client (and the chunks' content digests in the first pass of a
+   checkpointed fit).
+2. **Statistics.** On the client, a scan over the blocks' operators (in order, so its
+   result depends on nothing but the data) gives the forward message entering each
+   block and the backward message leaving it. Each block gets its two messages (2K
+   numbers), computes its emission densities and its segments' operators once, scans
+   them to get every segment's messages, and runs forward–backward on its segments with
+   the messages folded into their ends, reusing the operators' coalesced vectors as its
+   forward pass; the segments' boundary transitions are added, and the chunk returns
+   the additive statistics of the many-sequence model, summed in the same fixed-shape
+   tree. The M-step is that model's.
 
 Two passes are the fewest for exact EM: a chunk's posteriors depend on every other
 chunk's data through the messages, which the first pass must compute at the
