@@ -37,6 +37,9 @@ stretch; the fit sees one sequence), then:
 - ``hmmlearn_long_prefix``: hmmlearn (scaling) on the first ``--long-prefix`` steps in
   memory, per observation, extrapolated linearly to the whole sequence.
 
+``--long --gmm N_MIX`` runs the same with a GMMHMM of N_MIX diagonal components per state
+(dem's and hmmlearn's), started around the same means.
+
 Seconds are wall-clock; CPU seconds add this process's and every worker's user and
 system time, which moves less than wall-clock time when other processes share the
 machine. Medians of ``--repeats`` repetitions. Run ``python benchmarks/hmm.py`` (1e6 × 100
@@ -162,6 +165,22 @@ def initial(model: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+def mixture_initial(model: dict[str, np.ndarray], n_mix: int) -> dict[str, np.ndarray]:
+    """Starting parameters of a GMMHMM with ``n_mix`` diagonal components per state
+    around :func:`initial`'s means (the same for dem and hmmlearn)."""
+    base = initial(model)
+    rng = np.random.default_rng(2)
+    n_states, n_features = base["means"].shape
+    spread = rng.normal(0.0, 0.5, (n_states, n_mix, n_features))
+    return {
+        "startprob": base["startprob"],
+        "transmat": base["transmat"],
+        "weights": np.full((n_states, n_mix), 1.0 / n_mix),
+        "means": base["means"][:, None, :] + spread,
+        "covars": np.repeat(base["covars"][:, None, :], n_mix, axis=1),
+    }
+
+
 def cpu_seconds(client: Any) -> float:
     """CPU seconds used so far by this process (client, scheduler) and every worker."""
     import psutil
@@ -177,7 +196,8 @@ def cpu_seconds(client: Any) -> float:
 def dem_seconds(
     data: Any, init: dict[str, np.ndarray], iterations: int, client: Any = None, **options: Any
 ) -> tuple[list[float], list[float], Any]:
-    """Wall and CPU seconds of each iteration after one warm-up iteration, and the model."""
+    """Wall and CPU seconds of each iteration after one warm-up iteration, and the model
+    (a GMMHMM when ``init`` has mixture ``weights``)."""
     import dem
 
     wall: list[float] = []
@@ -187,18 +207,24 @@ def dem_seconds(
         wall.append(info.seconds)
         cpu.append(cpu_seconds(client))
 
-    model = dem.GaussianHMM(
-        len(init["startprob"]),
-        covariance_type="diag",
-        max_iter=1 + iterations,
-        tol=0.0,
-        startprob_init=init["startprob"],
-        transmat_init=init["transmat"],
-        means_init=init["means"],
-        covars_init=init["covars"],
-        callback=record,
+    common = {
+        "covariance_type": "diag",
+        "max_iter": 1 + iterations,
+        "tol": 0.0,
+        "startprob_init": init["startprob"],
+        "transmat_init": init["transmat"],
+        "means_init": init["means"],
+        "covars_init": init["covars"],
+        "callback": record,
         **options,
-    )
+    }
+    n_states = len(init["startprob"])
+    if "weights" in init:
+        model: Any = dem.GMMHMM(
+            n_states, init["weights"].shape[1], weights_init=init["weights"], **common
+        )
+    else:
+        model = dem.GaussianHMM(n_states, **common)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dem.ConvergenceWarning)
         model.fit(data, **({"variable": "X"} if isinstance(data, str) else {}))
@@ -215,14 +241,13 @@ def hmmlearn_seconds(
     lengths = np.full(len(x), x.shape[1])
 
     def fit(n_iter: int) -> Any:
-        model = hmm.GaussianHMM(
-            len(init["startprob"]),
-            covariance_type="diag",
-            n_iter=n_iter,
-            tol=-np.inf,
-            init_params="",
-            implementation=implementation,
-        )
+        options = {"n_iter": n_iter, "tol": -np.inf, "init_params": ""}
+        n_states = len(init["startprob"])
+        if "weights" in init:
+            model = hmm.GMMHMM(n_states, init["weights"].shape[1], "diag", **options)
+            model.weights_ = init["weights"]
+        else:
+            model = hmm.GaussianHMM(n_states, "diag", implementation=implementation, **options)
         model.startprob_, model.transmat_ = init["startprob"], init["transmat"]
         model.means_, model.covars_ = init["means"], init["covars"]
         return model.fit(concatenated, lengths)
@@ -263,12 +288,13 @@ def run_long(args: argparse.Namespace, truth: dict[str, np.ndarray], workdir: st
 
     if args.long_times % args.times or args.long_chunk % args.times:
         raise SystemExit("--long-times and --long-chunk must be multiples of --times")
-    init = initial(truth)
+    init = initial(truth) if not args.gmm else mixture_initial(truth, args.gmm)
     store = args.store or os.path.join(workdir, "long.zarr")
     seconds = write_long_store(store, truth, args)
     observations = args.long_times
     emit(
         "long_data",
+        model=f"GMMHMM (n_mix={args.gmm}, diag)" if args.gmm else "GaussianHMM (diag)",
         times=args.long_times,
         features=args.features,
         states=args.states,
@@ -318,6 +344,7 @@ def run_long(args: argparse.Namespace, truth: dict[str, np.ndarray], workdir: st
     peer_cpu = statistics.median(c for _, c, _ in peers)
     emit(
         "hmmlearn_long_prefix",
+        model="GMMHMM" if args.gmm else "GaussianHMM",
         implementation="scaling",
         steps=prefix,
         seconds_per_iteration=peer_wall,
@@ -352,6 +379,14 @@ def main() -> None:
     parser.add_argument(
         "--long-prefix", type=int, default=1_000_000, help="steps hmmlearn fits in memory"
     )
+    parser.add_argument(
+        "--gmm",
+        type=int,
+        default=0,
+        metavar="N_MIX",
+        help="with --long: a GMMHMM with N_MIX diagonal components per state (default: "
+        "a GaussianHMM)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.sequences, args.repeats, args.subset = 20_000, 2, 500
@@ -362,6 +397,8 @@ def main() -> None:
     truth = true_model(args.states, args.features)
     init = initial(truth)
     workdir = tempfile.mkdtemp(prefix="dem-hmm-bench-")
+    if args.gmm and not args.long:
+        raise SystemExit("--gmm goes with --long")
     if args.long:
         try:
             run_long(args, truth, workdir)

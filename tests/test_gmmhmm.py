@@ -366,6 +366,37 @@ def test_cli_synth_fit_show_predict(process_client, tmp_path):
     np.testing.assert_array_equal(states, reference_fit.predict(x, lengths))
 
 
+def test_cli_fit_predict_one_long_sequence(process_client, long_sequence, tmp_path):
+    """`dem fit gmmhmm` on one 2-D sequence in a Zarr store spanning several chunks, and
+    `dem predict` writing its Viterbi path, as the Python API gives them."""
+    scheduler = ("--scheduler", process_client.scheduler.address)
+    data = tmp_path / "long.zarr"
+    group = zarr.open_group(str(data), mode="w")
+    group.create_array("X", data=long_sequence[:6_000], chunks=(1_000, D))
+    checkpoint = tmp_path / "fit.zarr"
+    code, output = invoke(
+        "fit", "gmmhmm", data, "--var", "X", "-k", "3", "--n-mix", "2", "--max-iter", "3",
+        "--checkpoint", checkpoint, *scheduler,
+    )  # fmt: skip
+    assert code == 0, output
+    reference_fit = dem.GMMHMM(3, 2, max_iter=3, random_state=0)
+    with pytest.warns(dem.ConvergenceWarning):
+        reference_fit.fit(str(data), variable="X")
+    with pytest.warns(UserWarning, match="without converging"):
+        restored = from_checkpoint(checkpoint)
+    for name in ("startprob_", "transmat_", "weights_", "means_", "covars_"):
+        np.testing.assert_allclose(
+            getattr(restored, name), getattr(reference_fit, name), rtol=1e-10, atol=1e-12
+        )
+    out = tmp_path / "predicted.zarr"
+    code, output = invoke("predict", checkpoint, data, "--var", "X", "--out", out, *scheduler)
+    assert code == 0, output
+    states = zarr.open_group(str(out), mode="r")["states"]
+    assert states.shape == (6_000,)
+    expected = reference_fit.predict(da.from_array(long_sequence[:6_000], chunks=(1_000, D)))
+    np.testing.assert_array_equal(states[:], expected.compute())
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 

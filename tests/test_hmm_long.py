@@ -381,3 +381,32 @@ def test_segment_messages_are_tiny():
     hmm_model = model._model(D)
     operator, scale = long.chunk_operator(hmm_model, model._params(), x)
     assert operator.shape == (K, K) and scale.shape == (K,)
+
+
+@pytest.mark.parametrize(
+    "transmat",
+    [
+        np.array([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]),  # forgets: coalesces
+        np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]]),  # never forgets state 2
+    ],
+)
+def test_coalescing_operators_against_log_space_products(transmat):
+    """Segments of 300 steps (rows coalesce after 8–16 steps where the chain forgets):
+    every operator entry against the product of the per-step matrices in log space."""
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(23)
+    n_times, k, n_segments = 300, 3, 4
+    log_b = rng.normal(size=(n_times, k, n_segments)) * 2.0
+    operators, scale = chain.forward_operators(log_b, transmat)
+    with np.errstate(divide="ignore"):
+        log_a = np.log(transmat)
+    for s in range(n_segments):
+        log_g = np.where(np.eye(k) > 0, 0.0, -np.inf)
+        for t in range(n_times):  # G ← G diag(b_t) A, in logarithms
+            log_g = logsumexp((log_g + log_b[t, :, s])[:, :, None] + log_a[None], axis=1)
+        with np.errstate(divide="ignore"):
+            ours = scale[s][:, None] + np.log(operators[s])
+        finite = np.isfinite(log_g)
+        np.testing.assert_array_equal(np.isfinite(ours), finite)
+        np.testing.assert_allclose(ours[finite], log_g[finite], rtol=1e-12)

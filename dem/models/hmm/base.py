@@ -36,6 +36,7 @@ from dem.models.hmm.init import uniform
 from dem.models.hmm.kernels import checked_lengths, valid_lengths
 from dem.models.hmm.long import LongHMMModel
 from dem.models.hmm.model import HMMModel
+from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
 
 #: Values (time steps × features) per chunk when numpy input is chunked.
 CHUNK_ELEMENTS = 2**20
@@ -254,12 +255,12 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         if self._is_long(inputs):
             x = sample_rows(inputs["X"].array, int(self.init_sample_size), rng)
             return x[:, None], np.ones((len(x), 1), dtype=bool)
-        x = sample_rows(inputs["X"].array, int(self.init_sample_size), np.random.default_rng(seed))
+        weights = inputs.get(SAMPLE_WEIGHT)  # sequences drawn in proportion to their weights
+        size = int(self.init_sample_size)
+        x = init_sample(inputs["X"].array, weights, size, np.random.default_rng(seed))
         n_times = x.shape[1]
-        if "lengths" in inputs:
-            found = sample_rows(
-                inputs["lengths"].array, int(self.init_sample_size), np.random.default_rng(seed)
-            )
+        if "lengths" in inputs:  # the same draws (the same weights and seed)
+            found = init_sample(inputs["lengths"].array, weights, size, np.random.default_rng(seed))
             # sequences of invalid lengths are left out, for the first pass to name
             lengths = np.where(valid_lengths(found, n_times), found, 0).astype(np.int64)
         else:
@@ -269,7 +270,14 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
     # --- fitting ---------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> BaseHMM:
+    def fit(
+        self,
+        X: Any,
+        lengths: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> BaseHMM:
         """Fit the HMM by Baum–Welch (EM) over the sequences' chunks.
 
         Parameters
@@ -284,12 +292,28 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
             A string names a variable of the same Zarr store or Dataset as ``X``.
         variable : str, optional
             Name of ``X`` in a Zarr store or Dataset.
+        sample_weight : array-like of shape (n_sequences,), dask array, or str, optional
+            Non-negative finite weight of each sequence (a string: the name of a variable
+            of the same store). Baum–Welch then maximises the weighted log-likelihood
+            Σ_i w_i log p(sequence i): integer weights fit as if each sequence were
+            repeated that many times, weight 0 as if it were absent; ``lower_bounds_``
+            are the weighted log-likelihood per weighted time step. The initialisation
+            draws its sequences in proportion to the weights, and a checkpoint resumes
+            only with the same weights. Not for one long sequence (2-D ``X`` for
+            :class:`GaussianHMM`), whose single weight would change nothing.
 
         Returns
         -------
         self
         """
         inputs = self._inputs(X, lengths, variable)
+        if sample_weight is not None and self._is_long(inputs):
+            raise ValueError(
+                "sample_weight weighs whole sequences, and X is one long sequence: a single "
+                "weight changes nothing. Leave sample_weight out, or pass many sequences "
+                f"({self._ndim}-D X) to weigh them."
+            )
+        inputs = with_weights(inputs, self._sample_weight(sample_weight, X, inputs["X"]))
         n_features = self._n_features(inputs)
         model = self._model(n_features)
         transitions = self._checked_transition_inits()

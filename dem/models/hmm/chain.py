@@ -35,6 +35,8 @@ by a constant (which changes no decision).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: Elements of the widest temporary of the max-product operators, per block of segments.
@@ -72,6 +74,16 @@ def _normalise_rows(matrices: np.ndarray, scale: np.ndarray) -> None:
 def forward_operators(log_b: np.ndarray, transmat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The forward operator of each segment of a block.
 
+    Each segment's operator is its K forward recursions started from the rows of the
+    identity, renormalised at every step. Once the normalised rows of a segment agree
+    to ``COALESCED`` relative in every entry (the chain has forgotten its first state,
+    usually within tens of steps), the rest of the segment maps every row alike, so the
+    segment goes on as one vector (the cost of one forward pass instead of K) and only
+    the rows' scales differ; the rows then stay within that relative distance of each
+    other (a product of non-negative matrices keeps it), which is far below the
+    precision anything downstream reads. Rows that a segment makes impossible (scale
+    -inf) take no part in the comparison and stay zero.
+
     Parameters
     ----------
     log_b : ndarray of shape (n_times, n_states, n_segments)
@@ -85,38 +97,207 @@ def forward_operators(log_b: np.ndarray, transmat: np.ndarray) -> tuple[np.ndarr
     scale : ndarray of shape (n_segments, n_states)
         Logarithms of the rows' scales.
     """
-    n_times, n_states, n_segments = log_b.shape
-    factors, shift = emission_factors(log_b)
-    factors = np.ascontiguousarray(factors.transpose(0, 2, 1))  # (n_times, n_segments, K)
-    current = np.empty((n_segments, n_states, n_states))
-    current[...] = np.eye(n_states)
-    following = np.empty_like(current)
-    flat, flat_following = current.reshape(-1, n_states), following.reshape(-1, n_states)
-    ones = np.ones(n_states)
-    sums = np.empty(n_segments * n_states)
-    # the rows' scales: the product of the step's row sums since the last logarithm,
-    # taken (exactly, as a sum of logarithms) whenever it could fall below SCALE_FLOOR²
-    product = np.ones(n_segments * n_states)
-    scale = np.zeros(n_segments * n_states)
-    for t in range(n_times):
-        current *= factors[t][:, None, :]
-        np.matmul(flat, transmat, out=flat_following)  # one product for every segment
-        current, following = following, current
-        flat, flat_following = flat_following, flat
-        np.matmul(flat, ones, out=sums)  # row sums (a sum over a short last axis is slow)
-        if sums.min() < SCALE_FLOOR or product.min() < SCALE_FLOOR:
-            with np.errstate(divide="ignore"):
-                scale += np.log(product)
-                scale += np.log(sums)  # a row of zeros: -inf, and it stays zero
-            product[:] = 1.0
-            sums[sums <= 0.0] = 1.0
+    return operators_from_factors(*emission_factors(log_b), transmat)
+
+
+def operators_from_factors(
+    factors: np.ndarray, shift: np.ndarray, transmat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`forward_operators` from the emission factors and shifts of
+    :func:`emission_factors` (shapes (n_times, n_states, n_segments) and (n_times,
+    n_segments))."""
+    operators, scale, _ = operators_and_states(factors, shift, transmat, None)
+    return operators, scale
+
+
+def operators_and_states(
+    factors: np.ndarray, shift: np.ndarray, transmat: np.ndarray, states: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`operators_from_factors`, and the forward pass of the segments' coalesced
+    steps.
+
+    Once a segment's rows have coalesced (from its step ``first``), its one vector is
+    the normalised forward message P(z_t | its observations before t) of any message
+    entering the segment: the predicted state distributions that forward–backward
+    needs. They are written in ``states`` (n_times, n_states, n_segments) at steps
+    ``first`` on; ``first`` (n_segments,) is returned, n_times for a segment whose rows
+    never coalesced (see :func:`fill_states` for the steps before).
+    """
+    n_times, n_states, n_segments = factors.shape
+    operators = np.empty((n_segments, n_states, n_states))
+    scale = np.empty((n_segments, n_states))
+    first = np.full(n_segments, n_times)
+    full = _Rows(np.arange(n_segments), n_states, n_states)  # K recursions per segment
+    single = _Rows(np.arange(0), 1, n_states)  # one, after coalescing
+    row_scale = np.zeros((n_segments, n_states))  # the rows' log scales when they coalesced
+    check = COALESCE_FIRST_CHECK
+    t = 0
+    while t < n_times:
+        stop = n_times if len(full.segments) == 0 else min(n_times, check)
+        full.run(factors, t, stop, transmat)
+        if states is not None and len(single.segments) and stop > t:
+            if single.every(n_segments):
+                single.run(factors, t, stop, transmat, states[t:stop])
+            else:
+                found = np.empty((stop - t, n_states, len(single.segments)))
+                single.run(factors, t, stop, transmat, found)
+                states[t:stop, :, single.segments] = found
         else:
-            product *= sums
-        flat /= sums[:, None]
-    with np.errstate(divide="ignore"):
-        scale += np.log(product)
-    scale = scale.reshape(n_segments, n_states) + shift.sum(axis=0)[:, None]
-    return current, scale
+            single.run(factors, t, stop, transmat)
+        t = stop
+        check *= 2
+        if t < n_times and len(full.segments):
+            joined, logs = full.coalesce()
+            if len(joined):
+                row_scale[full.segments[joined]] = logs
+                first[full.segments[joined]] = t
+                single.extend(full, joined)
+                full.drop(joined)
+    operators[full.segments], scale[full.segments] = full.result()
+    vector, common = single.result()
+    with np.errstate(invalid="ignore"):
+        rows_scale = row_scale[single.segments] + common
+    operators[single.segments] = np.where(
+        np.isfinite(rows_scale)[:, :, None], vector[:, 0, None, :], 0.0
+    )
+    scale[single.segments] = rows_scale
+    scale += shift.sum(axis=0)[:, None]
+    return operators, scale, first
+
+
+def fill_states(
+    states: np.ndarray, factors: np.ndarray, transmat: np.ndarray, first: np.ndarray
+) -> None:
+    """The predicted state distributions (n_times, K, n_segments) of each segment's
+    steps before ``first`` (see :func:`operators_and_states`), from ``states[0]`` (the
+    distribution at its first step), in place: ``states[t + 1] ∝ Aᵀ (states[t] ·
+    factors[t])``, normalised."""
+    transposed = np.ascontiguousarray(transmat.T)
+    for start in np.unique(first):
+        if start <= 1:
+            continue
+        columns: slice | np.ndarray = (
+            slice(None) if np.all(first == start) else np.flatnonzero(first == start)
+        )
+        current = states[0][:, columns]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            for t in range(start - 1):
+                current = transposed @ (current * factors[t][:, columns])
+                current /= current.sum(axis=0)
+                states[t + 1][:, columns] = current
+
+
+#: Segments are checked for coalesced rows after this many steps, then after twice as
+#: many, four times, ... (each check moves the coalesced ones to the one-vector group).
+COALESCE_FIRST_CHECK = 8
+#: Normalised rows that agree to this relative in every entry count as coalesced.
+COALESCED = 1e-14
+
+
+class _Rows:
+    """A group of segments whose forward recursions run side by side: ``width`` rows of
+    K states per segment, renormalised at every step, with the rows' log scales.
+
+    The rows are held as (width, K, n): the segments along the last, contiguous axis,
+    as the emission factors (n_times, K, n_segments) are, so a group holding every
+    segment in order reads each step's factors as they lie. The segments stay sorted.
+    """
+
+    def __init__(self, segments: np.ndarray, width: int, n_states: int) -> None:
+        self.segments = segments
+        self.current = np.zeros((width, n_states, len(segments)))
+        if width == n_states:
+            self.current[np.arange(width), np.arange(width)] = 1.0
+        # the rows' scales: the product of the step's row sums since the last logarithm,
+        # taken (exactly, as a sum of logarithms) whenever it could fall below SCALE_FLOOR²
+        self.product = np.ones((width, len(segments)))
+        self.scale = np.zeros((width, len(segments)))
+
+    def every(self, n_segments: int) -> bool:
+        """Whether the group holds every one of ``n_segments`` segments."""
+        return len(self.segments) == n_segments
+
+    def run(
+        self,
+        factors: np.ndarray,
+        start: int,
+        stop: int,
+        transmat: np.ndarray,
+        states: np.ndarray | None = None,
+    ) -> None:
+        """Steps ``start`` to ``stop`` of the recursions; ``states`` (steps, K, n), when
+        given, receives the first row before each step."""
+        width, n_states, n = self.current.shape
+        if n == 0 or start >= stop:
+            return
+        block = factors[start:stop]  # (steps, K, n_segments)
+        if not self.every(factors.shape[2]):
+            block = block[:, :, self.segments]
+        transposed = np.ascontiguousarray(transmat.T)
+        current = self.current
+        following = np.empty_like(current)
+        sums = np.empty((width, n))
+        ones = np.ones(n_states)
+        product, scale = self.product, self.scale
+        for i, step in enumerate(block):
+            if states is not None:
+                states[i] = current[0]
+            current *= step
+            np.matmul(transposed, current, out=following)  # every row of every segment
+            current, following = following, current
+            np.matmul(ones, current, out=sums)  # (faster than a sum over the short axis)
+            if sums.min() < SCALE_FLOOR or product.min() < SCALE_FLOOR:
+                with np.errstate(divide="ignore"):
+                    scale += np.log(product)
+                    scale += np.log(sums)  # a row of zeros: -inf, and it stays zero
+                product[:] = 1.0
+                sums[sums <= 0.0] = 1.0
+            else:
+                product *= sums
+            current /= sums[:, None, :]
+        self.current = current
+
+    def logs(self) -> np.ndarray:
+        """The rows' log scales so far, shape (n, width)."""
+        with np.errstate(divide="ignore"):
+            return (self.scale + np.log(self.product)).T
+
+    def coalesce(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the segments whose live rows agree, and those rows' log scales."""
+        logs = self.logs()  # (n, width)
+        live = np.isfinite(logs).T  # (width, n)
+        reference = np.take_along_axis(
+            self.current, np.argmax(logs, axis=1)[None, None, :], axis=0
+        )  # (1, K, n): the row of a live state
+        close = np.abs(self.current - reference) <= COALESCED * reference
+        agree = (close.all(axis=1) | ~live).all(axis=0) & live.any(axis=0)
+        joined = np.flatnonzero(agree)
+        return joined, logs[joined]
+
+    def extend(self, other: _Rows, positions: np.ndarray) -> None:
+        """Take over ``other``'s segments at ``positions`` as one vector each."""
+        first = np.argmax(other.logs()[positions], axis=1)
+        rows = other.current[first, :, positions].T[None]  # (1, K, m)
+        segments = np.concatenate([self.segments, other.segments[positions]])
+        order = np.argsort(segments, kind="stable")
+        self.segments = segments[order]
+        self.current = np.concatenate([self.current, rows], axis=2)[:, :, order]
+        self.product = np.concatenate([self.product, np.ones((1, len(positions)))], axis=1)[
+            :, order
+        ]
+        self.scale = np.concatenate([self.scale, np.zeros((1, len(positions)))], axis=1)[:, order]
+
+    def drop(self, positions: np.ndarray) -> None:
+        keep = np.ones(len(self.segments), dtype=bool)
+        keep[positions] = False
+        self.segments = self.segments[keep]
+        self.current = self.current[:, :, keep]
+        self.product = self.product[:, keep]
+        self.scale = self.scale[:, keep]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """The normalised rows (n, width, K) and their log scales (n, width)."""
+        return self.current.transpose(2, 0, 1), self.logs()
 
 
 def compose(
@@ -158,6 +339,11 @@ def scan(
     """The messages of consecutive stretches, from those entering the first and leaving
     the last.
 
+    The stretches are taken in groups of about √n: each group's operator is composed
+    (all groups side by side), the groups' messages are scanned one group at a time,
+    then every group passes its messages through its own stretches (all groups side by
+    side), so the loops run about 4√n steps rather than 2n.
+
     Parameters
     ----------
     operators, scale : ndarrays of shape (n, n_states, n_states) and (n, n_states)
@@ -178,31 +364,114 @@ def scan(
         data are impossible).
     """
     n, n_states = scale.shape
-    predicted = np.empty((n, n_states))
-    backward = np.empty((n, n_states))
-    loglik = np.empty(n)
-    message = entering / entering.sum()
+    width = max(1, math.isqrt(n - 1) + 1) if n > SCAN_GROUPS_FROM else n
+    if width == n:
+        predicted, backward, loglik = _scan_groups(
+            operators[None], scale[None], entering[None], leaving[None]
+        )
+        return predicted[0], backward[0], _impossible_onwards(loglik[0])
+    groups = -(-n // width)
+    padded = groups * width
+    ops = np.empty((padded, n_states, n_states))
+    ops[:n] = operators
+    ops[n:] = np.eye(n_states)  # stretches of nothing: identity, scale zero
+    sc = np.zeros((padded, n_states))
+    sc[:n] = scale
+    ops, sc = ops.reshape(groups, width, n_states, n_states), sc.reshape(groups, width, n_states)
+    joined = chain(ops.swapaxes(0, 1), sc.swapaxes(0, 1))  # every group's, side by side
+    entering_groups, leaving_groups, _ = _scan_groups(
+        joined[0][None], joined[1][None], entering[None], leaving[None]
+    )
+    predicted, backward, loglik = _scan_groups(ops, sc, entering_groups[0], leaving_groups[0])
+    return (
+        predicted.reshape(padded, n_states)[:n],
+        backward.reshape(padded, n_states)[:n],
+        _impossible_onwards(loglik.reshape(padded)[:n]),
+    )
+
+
+def _impossible_onwards(loglik: np.ndarray) -> np.ndarray:
+    """-inf from the first impossible stretch on."""
+    return np.where(np.isneginf(np.minimum.accumulate(loglik)), -np.inf, loglik)
+
+
+#: :func:`scan` walks more stretches than this in groups.
+SCAN_GROUPS_FROM = 16
+
+
+def _scan_groups(
+    operators: np.ndarray, scale: np.ndarray, entering: np.ndarray, leaving: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`scan` of many groups of stretches side by side: ``operators`` (groups,
+    n, K, K), ``scale`` (groups, n, K), ``entering`` and ``leaving`` (groups, K).
+
+    The rows' scales are taken relative to each stretch's largest once, before the
+    loops; where a message then falls below ``SCAN_FLOOR`` (its mass on rows far below
+    the largest, or the data impossible), the groups are walked again in logarithms.
+    """
+    with np.errstate(invalid="ignore", under="ignore"):
+        top = np.max(scale, axis=2, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        relative = np.exp(scale - top)  # (groups, n, K), largest one (or all zero)
+    groups, n, n_states = scale.shape
+    predicted = np.empty((groups, n, n_states))
+    backward = np.empty((groups, n, n_states))
+    totals = np.empty((groups, n))
+    message = entering / entering.sum(axis=1, keepdims=True)
+    for s in range(n):
+        predicted[:, s] = message
+        following = np.matmul((message * relative[:, s])[:, None, :], operators[:, s])[:, 0]
+        total = following.sum(axis=1, out=totals[:, s])
+        message = following / np.maximum(total, SCAN_FLOOR)[:, None]
+    message = leaving / np.max(leaving, axis=1, keepdims=True)
+    smallest = np.inf
+    for s in range(n - 1, -1, -1):
+        backward[:, s] = message
+        earlier = relative[:, s] * np.matmul(operators[:, s], message[:, :, None])[:, :, 0]
+        largest = np.max(earlier, axis=1, keepdims=True)
+        smallest = min(smallest, float(largest.min()))
+        message = earlier / np.maximum(largest, SCAN_FLOOR)
+    if totals.min() < SCAN_FLOOR or smallest < SCAN_FLOOR:
+        return _scan_groups_log(operators, scale, entering, leaving)
+    with np.errstate(divide="ignore"):
+        loglik = top[:, :, 0] + np.log(totals)
+    return predicted, backward, loglik
+
+
+#: :func:`_scan_groups` redoes its groups in logarithms where a message falls below this.
+SCAN_FLOOR = 1e-250
+
+
+def _scan_groups_log(
+    operators: np.ndarray, scale: np.ndarray, entering: np.ndarray, leaving: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_scan_groups` with the scales in logarithms at every step."""
+    groups, n, n_states = scale.shape
+    predicted = np.empty((groups, n, n_states))
+    backward = np.empty((groups, n, n_states))
+    loglik = np.empty((groups, n))
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        message = entering / entering.sum(axis=1, keepdims=True)
         for s in range(n):
-            predicted[s] = message
-            weights = np.log(message) + scale[s]
-            top = np.max(weights)
-            if not np.isfinite(top):
-                loglik[s:] = -np.inf
-                predicted[s:] = message
-                break
-            following = np.exp(weights - top) @ operators[s]
-            total = following.sum()
-            loglik[s] = top + np.log(total)
-            message = following / total
-        message = leaving / np.max(leaving)
+            predicted[:, s] = message
+            weights = np.log(message) + scale[:, s]
+            top = np.max(weights, axis=1, keepdims=True)
+            possible = np.isfinite(top)
+            following = np.matmul(
+                np.exp(weights - np.where(possible, top, 0.0))[:, None, :], operators[:, s]
+            )[:, 0]
+            total = following.sum(axis=1, keepdims=True)
+            loglik[:, s] = np.where(possible, top + np.log(total), -np.inf)[:, 0]
+            # an impossible stretch: -inf from there on, the message kept
+            message = np.where(possible, following / np.where(possible, total, 1.0), message)
+        message = leaving / np.max(leaving, axis=1, keepdims=True)
         for s in range(n - 1, -1, -1):
-            backward[s] = message
-            top = np.max(scale[s])
-            weights = np.exp(scale[s] - (top if np.isfinite(top) else 0.0))
-            earlier = weights * (operators[s] @ message)
-            largest = np.max(earlier)
-            message = earlier / largest if largest > 0.0 else np.ones(n_states)
+            backward[:, s] = message
+            top = np.max(scale[:, s], axis=1, keepdims=True)
+            weights = np.exp(scale[:, s] - np.where(np.isfinite(top), top, 0.0))
+            earlier = weights * np.matmul(operators[:, s], message[:, :, None])[:, :, 0]
+            largest = np.max(earlier, axis=1, keepdims=True)
+            message = np.where(largest > 0.0, earlier / np.where(largest > 0.0, largest, 1.0), 1.0)
     return predicted, backward, loglik
 
 
@@ -225,6 +494,17 @@ def fold_messages(
     ahead[:, last] = 0.0
     log_b[-1] += ahead
     return log_b
+
+
+def refresh_ends(log_b: np.ndarray, factors: np.ndarray, shift: np.ndarray) -> None:
+    """Recompute the emission factors and shifts (see :func:`emission_factors`) of the
+    first and last steps from ``log_b``, in place (after :func:`fold_messages`)."""
+    for t in {0, len(log_b) - 1}:
+        with np.errstate(invalid="ignore", over="ignore"):
+            top = np.max(log_b[t], axis=0)
+            top[~np.isfinite(top)] = 0.0
+            shift[t] = top
+            np.exp(log_b[t] - top, out=factors[t])
 
 
 def boundary_transitions(

@@ -140,6 +140,7 @@ def forward_backward(
     *,
     posteriors: bool = True,
     scratch: Scratch | None = None,
+    weights: np.ndarray | None = None,
 ) -> Posteriors:
     """Log-likelihoods, state posteriors and expected transitions of a block.
 
@@ -156,22 +157,66 @@ def forward_backward(
     scratch : Scratch, optional
         Buffers for the block's arrays (fresh ones when None). The returned ``gamma`` is
         then one of them: read it before the next call with the same buffers.
+    weights : ndarray of shape (n_sequences,), optional
+        Non-negative weights of the sequences: ``gamma`` and ``trans`` are then each
+        sequence's times its weight (``loglik`` stays per sequence, unweighted); a
+        sequence of weight 0 adds nothing, whatever its values.
     """
     scratch = Scratch() if scratch is None else scratch
+    factors, shift = emission_factors(log_b, valid, scratch)
+    return forward_backward_factors(
+        log_b,
+        factors,
+        shift,
+        startprob,
+        transmat,
+        valid,
+        posteriors=posteriors,
+        scratch=scratch,
+        weights=weights,
+    )
+
+
+def emission_factors(
+    log_b: np.ndarray, valid: np.ndarray | None, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray]:
+    """Emission probabilities relative to each step's largest, and the log shifts.
+
+    ``log_b`` has shape (n_times, n_states, n_sequences); the factors (same shape) and
+    the shifts (n_times, n_sequences) are in ``scratch`` ("factors", "shift"). A shift
+    is zero where the step's largest is not finite, and at padding.
+    """
     n_times, _, n_sequences = log_b.shape
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        # emission probabilities relative to each step's largest (0 where that is not finite)
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         finite_peak = np.max(log_b, axis=1, out=scratch("shift", (n_times, n_sequences)))
         infinite = np.isfinite(finite_peak, out=scratch("infinite", finite_peak.shape, np.bool_))
         np.copyto(finite_peak, 0.0, where=np.logical_not(infinite, out=infinite))
         factors = np.subtract(log_b, finite_peak[:, None, :], out=scratch("factors", log_b.shape))
         np.exp(factors, out=factors)
-        if valid is not None:
-            np.copyto(finite_peak, 0.0, where=padding_mask(valid, scratch))
-        result = _scaled(
-            factors, finite_peak, startprob, transmat, valid, posteriors, scratch=scratch
+    if valid is not None:
+        np.copyto(finite_peak, 0.0, where=padding_mask(valid, scratch))
+    return factors, finite_peak
+
+
+def forward_backward_factors(
+    log_b: np.ndarray,
+    factors: np.ndarray,
+    shift: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    valid: np.ndarray | None,
+    *,
+    posteriors: bool = True,
+    scratch: Scratch | None = None,
+    weights: np.ndarray | None = None,
+) -> Posteriors:
+    """:func:`forward_backward` given the block's :func:`emission_factors` (which it may
+    overwrite); ``log_b`` serves the sequences whose scaled pass fails."""
+    scratch = Scratch() if scratch is None else scratch
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        scaled, failed = _scaled(
+            factors, shift, startprob, transmat, valid, posteriors, scratch=scratch, weights=weights
         )
-        scaled, failed = result
         if not failed.any():
             return scaled
         exact = _log_space(
@@ -180,6 +225,7 @@ def forward_backward(
             transmat,
             None if valid is None else valid[:, failed],
             posteriors,
+            None if weights is None else weights[failed],
         )
     loglik = scaled.loglik.copy()
     loglik[failed] = exact.loglik
@@ -206,8 +252,10 @@ def _scaled(
     posteriors: bool,
     *,
     scratch: Scratch | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[Posteriors, np.ndarray]:
-    """Scaled forward–backward; returns the results and which sequences failed."""
+    """Scaled forward–backward; returns the results and which sequences failed
+    (``gamma`` and ``trans`` weighted by ``weights`` when given)."""
     scratch = Scratch() if scratch is None else scratch
     padding = None if valid is None else padding_mask(valid, scratch)
     alpha, norm = _forward(factors, startprob, transmat, padding, scratch)
@@ -220,6 +268,9 @@ def _scaled(
 
     # sequences that failed must not bring their NaN or infinity into the sums over sequences
     skip = padding if not failed.any() else _skipped(alpha, padding, failed, scratch)
+    if weights is not None:  # γ = α β and the transitions' sums are linear in α
+        np.copyto(alpha, 0.0, where=(weights == 0.0)[None, None, :])
+        alpha *= weights
     gamma, trans, overflowed = _backward(alpha, factors, norm, transmat, padding, skip, scratch)
     if overflowed.any():  # a backward variable overflowed: sum again without those sequences
         failed |= overflowed
@@ -295,6 +346,16 @@ def _backward(
     return gamma, trans, overflowed
 
 
+def scaled_backward(
+    alpha: np.ndarray, factors: np.ndarray, norm: np.ndarray, transmat: np.ndarray, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backward pass of scaled forward–backward on sequences without padding, given
+    the normalised forward variables ``alpha`` and their normalisers ``norm``: the state
+    posteriors, Σ_t alpha_t ahead_{t+1}ᵀ (times ``transmat``: the expected transitions)
+    and which sequences' backward variables overflowed."""
+    return _backward(alpha, factors, norm, transmat, None, None, scratch)
+
+
 def _skipped(
     alpha: np.ndarray, padding: np.ndarray | None, failed: np.ndarray, scratch: Scratch
 ) -> np.ndarray:
@@ -328,8 +389,10 @@ def _log_space(
     transmat: np.ndarray,
     valid: np.ndarray | None,
     posteriors: bool,
+    weights: np.ndarray | None = None,
 ) -> Posteriors:
-    """Forward–backward by log-sum-exp recursions (exact where scaling under/overflows)."""
+    """Forward–backward by log-sum-exp recursions (exact where scaling under/overflows);
+    ``gamma`` and ``trans`` weighted by ``weights`` when given."""
     n_times, n_states = log_b.shape[:2]
     padding = None if valid is None else ~valid
     log_transmat = np.log(transmat)
@@ -359,10 +422,15 @@ def _log_space(
             np.copyto(step, 0.0, where=padding[t + 1])
             np.copyto(log_xi, -np.inf, where=padding[t + 1])
         log_beta[t] = step
-        trans += np.exp(log_xi).sum(axis=2)
+        xi = np.exp(log_xi)
+        if weights is not None:
+            xi = np.where(weights > 0.0, xi * weights, 0.0)
+        trans += xi.sum(axis=2)
     gamma = np.exp(log_alpha + log_beta - loglik)
     if padding is not None:
         np.copyto(gamma, 0.0, where=padding[:, None, :])
+    if weights is not None:
+        gamma = np.where(weights > 0.0, gamma * weights, 0.0)
     return Posteriors(loglik, gamma, trans)
 
 

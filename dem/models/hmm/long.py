@@ -6,20 +6,22 @@ by side as the sequences of a block are (:mod:`dem.models.hmm.chain` has the mat
 
 One EM iteration is two passes over the data (two computes):
 
-1. **Operators.** Each chunk's task computes the forward operators of its segments
-   and composes them (pairwise, in a fixed tree) into the chunk's K × K forward
-   operator (rows normalised, log scales beside). Only those K² + K numbers per
-   chunk come back to the client (and the chunks' content digests in the first
-   pass of a checkpointed fit).
-2. **Statistics.** On the client, a scan over the chunks' operators (in chunk
-   order, so its result depends on nothing but the data) gives the forward
-   message entering each chunk and the backward message leaving it. Each chunk's
-   task gets its two messages (2K numbers), recomputes its segments' operators,
-   scans them to get every segment's messages, and runs forward–backward on its
-   segments with the messages folded into their ends; the segments' boundary
-   transitions are added, and the chunk returns the additive statistics of the
-   many-sequence model, summed in the same fixed-shape tree. The M-step is that
-   model's.
+1. **Operators.** Each chunk's task computes, for each of its blocks of segments, the
+   forward operators of the segments (:func:`dem.models.hmm.chain.operators_from_factors`:
+   K recursions per segment until they coalesce, then one) and composes them (pairwise,
+   in a fixed tree) into the block's K × K forward operator (rows normalised, log scales
+   beside). Only those K² + K numbers per block (of about ``BLOCK_ELEMENTS`` values)
+   come back to the client (and the chunks' content digests in the first pass of a
+   checkpointed fit).
+2. **Statistics.** On the client, a scan over the blocks' operators (in order, so its
+   result depends on nothing but the data) gives the forward message entering each
+   block and the backward message leaving it. Each block gets its two messages (2K
+   numbers), computes its emission densities and its segments' operators once, scans
+   them to get every segment's messages, and runs forward–backward on its segments with
+   the messages folded into their ends, reusing the operators' coalesced vectors as its
+   forward pass; the segments' boundary transitions are added, and the chunk returns
+   the additive statistics of the many-sequence model, summed in the same fixed-shape
+   tree. The M-step is that model's.
 
 Two passes are the fewest for exact EM: a chunk's posteriors depend on every other
 chunk's data through the messages, which the first pass must compute at the
@@ -55,24 +57,33 @@ from dem.models.hmm.chain import (
     MAX_ELEMENTS,
     boundary_transitions,
     chain,
+    fill_states,
     fold_messages,
-    forward_operators,
     max_backtrack,
     max_chain,
     max_operators,
     max_scan,
+    operators_and_states,
+    operators_from_factors,
     pin,
+    refresh_ends,
     scan,
 )
-from dem.models.hmm.kernels import forward_backward, viterbi
+from dem.models.hmm.kernels import (
+    TINY,
+    emission_factors,
+    forward_backward_factors,
+    scaled_backward,
+    viterbi,
+)
 from dem.models.hmm.model import HMMModel
 from dem.models.scratch import thread_scratch
 
 #: Most time steps of a segment. The forward loops run as many steps as a segment has,
-#: per block of segments, and a chunk's scan over its segments as many as it has
-#: segments, so a chunk of n steps is cut into segments of about √n steps (16 to
-#: ``SEGMENT``).
-SEGMENT = 512
+#: per block of segments, over all the block's segments at once; the scans over
+#: segments run in groups (see :func:`dem.models.hmm.chain.scan`), so short segments
+#: keep the loops short without a long scan.
+SEGMENT = 128
 #: Fewest time steps of a segment (but a chunk shorter than that is one segment).
 MIN_SEGMENT = 16
 
@@ -111,16 +122,37 @@ def _segments(
         first_segment += count
 
 
-def _operators(model: HMMModel, x: np.ndarray, params: Params) -> tuple[np.ndarray, np.ndarray]:
-    """The forward operators of the chunk's segments, in order."""
+def _block_operator(
+    factors: np.ndarray, shift: np.ndarray, transmat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """The forward operators of a block's segments, and the block's own."""
+    operators, scale = operators_from_factors(factors, shift, transmat)
+    return operators, scale, chain(operators, scale)
+
+
+def chunk_operators(
+    model: HMMModel, params: Params, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The forward operators (n_blocks, K, K) of the chunk's blocks of segments, in time
+    order, and their rows' log scales (n_blocks, K).
+
+    The messages travel per block (each a few hundred thousand steps), so that the
+    second pass meets each block's data once: its emission densities and its segments'
+    operators are computed once there, and serve both the scan over its segments and
+    its forward–backward.
+    """
     transmat = params["transmat"]
-    found = [forward_operators(log_b, transmat) for _, _, _, log_b in _segments(model, x, params)]
-    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+    scratch = thread_scratch("hmm")
+    found = []
+    for _, _, _, log_b in _segments(model, x, params):
+        factors, shift = emission_factors(log_b, None, scratch)
+        found.append(_block_operator(factors, shift, transmat)[2])
+    return np.stack([f[0] for f in found]), np.stack([f[1] for f in found])
 
 
 def chunk_operator(model: HMMModel, params: Params, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The chunk's forward operator (K × K, rows normalised) and its rows' log scales."""
-    return chain(*_operators(model, x, params))
+    return chain(*chunk_operators(model, params, x))
 
 
 def _messages_walk(
@@ -131,27 +163,68 @@ def _messages_walk(
     leaving: np.ndarray,
     ends: bool,
 ) -> Iterator[tuple[slice, slice, np.ndarray, np.ndarray, np.ndarray, float]]:
-    """Forward–backward on each block of the chunk's segments, given the chunk's messages.
+    """Forward–backward on each block of the chunk's segments, given the messages
+    entering and leaving each block (shape (n_blocks, K) each).
 
     Yields (rows, segments, data, gamma, within-segment transitions + boundary
-    transitions, the chunk's log-likelihood given the past) per block; ``ends`` says
+    transitions, the block's log-likelihood given the past) per block; ``ends`` says
     the chunk ends the sequence.
     """
     transmat = params["transmat"]
-    operators, scale = _operators(model, x, params)
-    predicted, backward, loglik = scan(operators, scale, entering, leaving)
-    last = np.zeros(len(operators), dtype=bool)
-    last[-1] = ends
-    ones = np.ones(model.n_components)
     scratch = thread_scratch("hmm")
-    for rows, segments, data, log_b in _segments(model, x, params):
-        fold_messages(log_b, predicted[segments], backward[segments], transmat, last[segments])
-        found = forward_backward(log_b, ones, transmat, None, scratch=scratch)
-        assert found.gamma is not None and found.trans is not None
-        trans = found.trans + boundary_transitions(
-            found.gamma[-1], backward[segments], transmat, last[segments]
-        )
+    blocks = _segments(model, x, params)
+    for b, (rows, segments, data, log_b) in enumerate(blocks):
+        factors, shift = emission_factors(log_b, None, scratch)
+        n_times, n_states, n_segments = factors.shape
+        states = scratch("states", (n_times, n_states, n_segments))
+        operators, scale, first = operators_and_states(factors, shift, transmat, states)
+        predicted, backward, loglik = scan(operators, scale, entering[b], leaving[b])
+        last = np.zeros(len(operators), dtype=bool)
+        last[-1] = ends and b == len(entering) - 1
+        fold_messages(log_b, predicted, backward, transmat, last)
+        refresh_ends(log_b, factors, shift)
+        found = _forward_backward(log_b, factors, shift, states, first, transmat, scratch)
+        trans = found.trans + boundary_transitions(found.gamma[-1], backward, transmat, last)
         yield rows, segments, data, found.gamma, trans, float(loglik.sum())
+
+
+@dataclass(frozen=True)
+class _Found:
+    gamma: np.ndarray
+    trans: np.ndarray
+
+
+def _forward_backward(
+    log_b: np.ndarray,
+    factors: np.ndarray,
+    shift: np.ndarray,
+    states: np.ndarray,
+    first: np.ndarray,
+    transmat: np.ndarray,
+    scratch: Any,
+) -> _Found:
+    """Forward–backward on a block of segments whose messages are folded into their
+    ends (``log_b``, ``factors`` and ``shift`` refreshed), reusing the predicted state
+    distributions that the operators' pass left in ``states`` from each segment's step
+    ``first`` on: only the steps before are walked forward again, the rest of the
+    forward pass is a few whole-block products. Blocks where the scaled pass would fail
+    go to :func:`dem.models.hmm.kernels.forward_backward_factors` (its log-space path)."""
+    n_times, n_states, n_segments = factors.shape
+    ones = np.ones(n_states)
+    states[0] = 1.0  # the entering message is folded into the first step's factors
+    fill_states(states, factors, transmat, first)
+    alpha = scratch("alpha", factors.shape)
+    np.multiply(states, factors, out=alpha)
+    norm = np.sum(alpha, axis=1, out=scratch("norm", (n_times, n_segments)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha /= norm[:, None, :]
+    if np.all(norm >= TINY):  # (False where NaN)
+        gamma, trans, overflowed = scaled_backward(alpha, factors, norm, transmat, scratch)
+        if not overflowed.any():
+            return _Found(gamma, transmat * trans)
+    found = forward_backward_factors(log_b, factors, shift, ones, transmat, None, scratch=scratch)
+    assert found.gamma is not None and found.trans is not None
+    return _Found(found.gamma, found.trans)
 
 
 def chunk_stats(
@@ -163,7 +236,8 @@ def chunk_stats(
     starts: bool,
     ends: bool,
 ) -> Stats:
-    """The chunk's additive statistics (those of ``model``'s E-step) given its messages.
+    """The chunk's additive statistics (those of ``model``'s E-step) given the messages
+    entering and leaving its blocks (see :func:`chunk_operators`).
 
     ``starts``/``ends`` say whether the chunk begins/ends the sequence.
     """
@@ -178,7 +252,7 @@ def chunk_stats(
     for _, segments, data, gamma, trans, loglik in _messages_walk(
         model, params, x, entering, leaving, ends
     ):
-        stats["loglik"] = np.float64(loglik)
+        stats["loglik"] += loglik
         stats["trans"] += trans
         if starts and segments.start == 0:
             stats["start"] += gamma[0, :, 0]
@@ -249,12 +323,16 @@ def chunk_path(
 
 def sequence_messages(
     params: Params, operators: list[tuple[np.ndarray, np.ndarray]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Messages entering and leaving each chunk, and each chunk's log-likelihood given
-    the ones before (see :func:`dem.models.hmm.chain.scan`)."""
-    stacked = np.stack([o[0] for o in operators]), np.stack([o[1] for o in operators])
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Messages entering and leaving each block of each chunk (one array of shape
+    (n_blocks, K) per chunk each), and each block's log-likelihood given the ones
+    before, in order (see :func:`dem.models.hmm.chain.scan`); ``operators`` holds each
+    chunk's :func:`chunk_operators`."""
+    stacked = np.concatenate([o[0] for o in operators]), np.concatenate([o[1] for o in operators])
     k = len(params["startprob"])
-    return scan(*stacked, params["startprob"], np.ones(k))
+    predicted, backward, loglik = scan(*stacked, params["startprob"], np.ones(k))
+    cuts = np.cumsum([len(o[0]) for o in operators])[:-1]
+    return np.split(predicted, cuts), np.split(backward, cuts), loglik
 
 
 def sequence_bounds(params: Params, operators: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -298,7 +376,7 @@ def _operator_task(
     x: np.ndarray,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, ...]]:
     _checked(names, missing_ok, first_row, x)
-    found = _located(chunk_operator, first_row, x, model, params, x)
+    found = _located(chunk_operators, first_row, x, model, params, x)
     return found, ((chunk_digest(x),) if digest else ())
 
 
@@ -352,7 +430,7 @@ def operators_pass(
     missing_ok: frozenset[str] | None = None,
     digest: bool = False,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], Digests]:
-    """First pass: every chunk's forward operator (and content digest)."""
+    """First pass: the forward operators of every chunk's blocks (and content digests)."""
     tasks = [
         (_operator_task, model, names, missing_ok, digest, first_row) for first_row, _ in blocks
     ]
@@ -434,9 +512,9 @@ class LongHMMModel:
 
     def e_step(self, block: Block, params: Params) -> Stats:
         """Statistics of a block holding the whole sequence."""
+        _refuse_weights(block)
         x = block["X"]
-        operator = chunk_operator(self.hmm, params, x)
-        predicted, backward, _ = sequence_messages(params, [operator])
+        predicted, backward, _ = sequence_messages(params, [chunk_operators(self.hmm, params, x)])
         return chunk_stats(self.hmm, params, x, predicted[0], backward[0], True, True)
 
     def combine(self, a: Stats, b: Stats) -> Stats:
@@ -462,6 +540,7 @@ class LongHMMModel:
         content: Digests | bool,
     ) -> tuple[Stats, Digests | None]:
         """One EM evaluation: the operators pass, the client's scan, the statistics pass."""
+        _refuse_weights(names)
         operators, digests = operators_pass(
             self.hmm, params, names, blocks, missing_ok=missing_ok, digest=content is not False
         )
@@ -469,6 +548,15 @@ class LongHMMModel:
             _check_content(digests, content)
         stats = stats_pass(self.hmm, params, names, blocks, operators, split_every=split_every)
         return stats, (digests if content is not False else None)
+
+
+def _refuse_weights(names: Any) -> None:
+    if "sample_weight" in names:
+        raise ValueError(
+            "sample_weight weighs whole sequences, and this HMM's input is one long "
+            "sequence: a single weight changes nothing. Fit without weights, or pass many "
+            "sequences (sequences × time × features) to weigh them."
+        )
 
 
 # --- lazy per-step results ------------------------------------------------------------------
@@ -505,7 +593,7 @@ def lazy_posteriors(model: HMMModel, params: Params, array: da.Array) -> da.Arra
     """The state posteriors of the sequence ``array``, lazily, shape (n_times, K)."""
     first, second, sizes = _lazy_chunks(array)
     delayed = dask.delayed
-    operators = [delayed(chunk_operator)(model, params, chunk) for chunk in first]
+    operators = [delayed(chunk_operators)(model, params, chunk) for chunk in first]
     messages = delayed(sequence_messages, nout=3)(params, operators)
     last = len(sizes) - 1
     parts = [
@@ -534,6 +622,7 @@ __all__ = [
     "SEGMENT",
     "LongHMMModel",
     "chunk_operator",
+    "chunk_operators",
     "chunk_path",
     "chunk_posteriors",
     "chunk_stats",

@@ -153,7 +153,12 @@ class HMMModel(ABC):
             yield rows, self.prepare(x[rows], valid, params, start, scratch), valid
 
     def e_step(self, block: Block, params: Params) -> Stats:
+        """The chunk's statistics; with ``block["sample_weight"]`` (one weight per
+        sequence) each sequence's statistics count its weight times: ``n`` is the
+        weighted number of time steps and ``loglik`` the weighted sum of the sequences'
+        log-likelihoods."""
         x = block["X"]
+        weights = block.get("sample_weight")  # absent: every sequence has weight 1
         stats: Stats = {
             "n": np.float64(0.0),
             "loglik": np.float64(0.0),
@@ -162,14 +167,20 @@ class HMMModel(ABC):
             **self.empty_emission_stats(x, params),
         }
         scratch = thread_scratch("hmm")
-        for _, data, valid in self.blocks(block, params, scratch):
+        for rows, data, valid in self.blocks(block, params, scratch):
+            w = None if weights is None else np.asarray(weights[rows], dtype=np.float64)
             log_b = self.emission_log_prob(data, params, scratch)
             found = forward_backward(
-                log_b, params["startprob"], params["transmat"], valid, scratch=scratch
+                log_b, params["startprob"], params["transmat"], valid, scratch=scratch, weights=w
             )
             assert found.gamma is not None and found.trans is not None
-            stats["n"] += log_b.shape[0] * log_b.shape[2] if valid is None else valid.sum()
-            stats["loglik"] += found.loglik.sum()
+            steps = np.full(log_b.shape[2], log_b.shape[0]) if valid is None else valid.sum(axis=0)
+            if w is None:
+                stats["n"] += steps.sum()
+                stats["loglik"] += found.loglik.sum()
+            else:  # (a sequence of weight 0 adds nothing, whatever its log-likelihood)
+                stats["n"] += np.where(w > 0.0, w * steps, 0.0).sum()
+                stats["loglik"] += np.where(w > 0.0, w * found.loglik, 0.0).sum()
             stats["start"] += found.gamma[0].sum(axis=1)
             stats["trans"] += found.trans
             for key, value in self.emission_stats(data, found.gamma, params, scratch).items():
