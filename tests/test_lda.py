@@ -138,6 +138,26 @@ def test_scikit_learns_document_stopping_rule_and_priors(sklearn_psi):
     assert_same_fit(found, expected, x, rtol=1e-10)
 
 
+@pytest.mark.parametrize(("block_entries", "tail"), [(100, 0.9), (40, 0.5), (10**6, 0.0)])
+def test_blocks_and_pooled_slow_documents_equal_scikit_learn(
+    sklearn_psi, monkeypatch, block_entries, tail
+):
+    """Documents run block by block (a few documents per block here), the slow ones of
+    several blocks pooled, each stopping after its own count of steps (mean_change_tol)
+    or at max_doc_update_iter: scikit-learn's per-document loop."""
+    monkeypatch.setattr(kernels, "BLOCK_ELEMENTS", block_entries * K)
+    monkeypatch.setattr(kernels, "TAIL", tail)
+    x = counts(seed=3)
+    options = {"mean_change_tol": 1e-3, "max_doc_update_iter": 12}
+    expected = reference(x, 3, **options)
+    found = ours(x, 3, chunk_rows=100, **options)
+    assert_same_fit(found, expected, x, rtol=1e-10)
+    # both limits bind on this corpus: some documents stop at the tolerance, some at 12
+    for other in ({"mean_change_tol": 0.0}, {"max_doc_update_iter": 100}):
+        changed = reference(x, 3, **{**options, **other}).components_
+        assert np.max(np.abs(changed - expected.components_)) > 1e-8
+
+
 def test_with_scipys_digamma_equals_scikit_learn_to_its_series_accuracy():
     x = counts()
     options = {"mean_change_tol": 0.0, "max_doc_update_iter": 30}  # no stopping to flip
