@@ -341,6 +341,28 @@ def test_checkpoint_resume_gives_the_same_bits(store, tmp_path):
     assert restored.doc_topic_prior_ == whole.doc_topic_prior_ == 0.25
 
 
+def test_show_prints_each_topics_most_probable_words(store, tmp_path):
+    """`dem show` names each topic's ten most probable terms by the store's vocabulary
+    (written by `dem synth lda`), as term indices when the store has none."""
+    group = zarr.open_group(store, mode="r")
+    vocabulary = [str(word) for word in group["vocabulary"][:].tolist()]
+    assert vocabulary[:3] == ["w00", "w01", "w02"] and len(vocabulary) == 80
+    checkpoint = tmp_path / "fit.zarr"
+    fitted = dem.LatentDirichletAllocation(4, max_iter=3, random_state=0, checkpoint=checkpoint)
+    fitted.fit(store, variable="X")
+    code, output = invoke("show", checkpoint)
+    assert code == 0, output
+    assert "top words per topic" in output
+    for topic in fitted.components_:
+        expected = [vocabulary[i] for i in sorted(range(80), key=lambda i: -topic[i])[:10]]
+        assert " ".join(expected) in output
+    del zarr.open_group(store, mode="r+")["vocabulary"]  # a corpus without one
+    code, output = invoke("show", checkpoint)
+    assert code == 0 and "term indices" in output
+    top = sorted(range(80), key=lambda i: -fitted.components_[0][i])[:10]
+    assert " ".join(map(str, top)) in output
+
+
 def invoke(*args: str | os.PathLike[str]) -> tuple[int, str]:
     result = CliRunner().invoke(app, [os.fspath(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
