@@ -298,6 +298,41 @@ def store(tmp_path: Path) -> Path:
     return path
 
 
+def test_persist_none_sizes_a_sparse_corpus_by_its_csr_arrays(monkeypatch, store):
+    """persist=None persists a sparse corpus when its data, indices and indptr fit the
+    engine's budget (its dense size is far larger); persist=True/False are kept."""
+    from dem import engine
+    from dem.models.lda import estimator as lda_estimator
+
+    asked: list[bool | None] = []
+    real = engine.prepare
+    monkeypatch.setattr(
+        engine, "prepare", lambda a, persist: asked.append(persist) or real(a, persist)
+    )
+
+    def decisions(x, budget: int, **options) -> list[bool | None]:
+        monkeypatch.setattr(lda_estimator, "memory_budget", lambda: budget)
+        asked.clear()
+        dem.LatentDirichletAllocation(4, max_iter=1, random_state=0, **options).fit(
+            x, variable="X" if not sp.issparse(x) else None
+        )
+        return list(asked)
+
+    x = counts()
+    stored = x.nnz * 8 + x.nnz * 4 + (x.shape[0] + 1) * 4  # float64 counts, int32 indices
+    assert 3 * stored < x.shape[0] * x.shape[1] * 8
+    assert decisions(x, stored) == [True] and decisions(x, stored - 1) == [False]
+    assert decisions(x, 10**12, persist=False) == [False]
+    assert decisions(x, 0, persist=True) == [True]
+    group = zarr.open_group(store, mode="r")["X"]
+    on_disk = sum(
+        group[p].shape[0] * group[p].dtype.itemsize for p in ("data", "indices", "indptr")
+    )
+    assert decisions(store, on_disk) == [True] and decisions(store, on_disk - 1) == [False]
+    chunked = da.from_array(x, chunks=(100, V), asarray=False)  # estimated from a chunk
+    assert abs(corpus.estimated_bytes(chunked) - stored) < 0.1 * stored
+
+
 def test_zarr_csr_layout_reads_as_the_matrix_it_holds(store):
     group = zarr.open_group(store, mode="r")
     assert group["X"].attrs["format"] == "csr" and group["X"].attrs["shape"] == [500, 80]

@@ -102,6 +102,34 @@ def top_words(
     return [[str(vocabulary[term]) for term in row] for row in order]
 
 
+def csr_bytes(matrix: Any) -> int:
+    """Bytes of a CSR matrix's three arrays (``data``, ``indices``, ``indptr``)."""
+    return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
+
+
+def scipy_bytes(matrix: Any) -> int:
+    """Bytes of any scipy.sparse matrix once float64 CSR (:func:`from_scipy`): its
+    counts, and scipy's int32 indices and row pointers (int64 past 2**31)."""
+    nnz, rows = int(matrix.nnz), int(matrix.shape[0])
+    index = 4 if max(nnz, *matrix.shape) < 2**31 else 8
+    return nnz * 8 + (nnz + rows + 1) * index
+
+
+def group_bytes(group: zarr.Group) -> int:
+    """Bytes of a CSR group's three arrays once read (uncompressed)."""
+    return sum(int(_array(group, part).nbytes) for part in ("data", "indices", "indptr"))
+
+
+def estimated_bytes(array: da.Array) -> int:
+    """Bytes of a dask array of sparse chunks held in memory, estimated from its first
+    chunk (its CSR arrays' bytes per document times the documents); its dense size
+    when the array is empty."""
+    if not array.shape[0] or not array.chunks[0][0]:
+        return int(array.nbytes)
+    first = sparse.csr_matrix(array.blocks[0].compute())
+    return int(csr_bytes(first) * array.shape[0] / array.chunks[0][0])
+
+
 def csr_group(
     path: Any, variable: str, storage_options: Mapping[str, Any] | None = None
 ) -> zarr.Group | None:

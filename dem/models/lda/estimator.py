@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from dem.data import Samples, as_samples
 from dem.display import HTMLRepr
-from dem.engine import ConvergenceWarning, map_reduce
+from dem.engine import ConvergenceWarning, map_reduce, memory_budget
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -196,18 +196,39 @@ callback, sample_dim, feature_dim
     def _samples(self, X: Any, variable: str | None) -> Samples:
         """The documents as :class:`~dem.data.Samples`: sparse input stays sparse (CSR
         chunks), dense input is read as dem reads any input."""
+        return self._corpus(X, variable)[0]
+
+    def _corpus(self, X: Any, variable: str | None) -> tuple[Samples, int | None]:
+        """:meth:`_samples` and, for sparse input, the bytes its CSR chunks take in
+        memory (None for dense input, which the engine sizes itself)."""
         if corpus.is_sparse(X):
             if X.ndim != 2 or 0 in X.shape:
                 raise ValueError(
                     f"X is empty or not 2-D (shape {X.shape}); it needs documents × terms."
                 )
             array = corpus.from_scipy(X, self.chunk_rows)
-            return dataclasses.replace(as_samples(array, name="X"), kind="numpy")
+            samples = dataclasses.replace(as_samples(array, name="X"), kind="numpy")
+            return samples, corpus.scipy_bytes(X)
         if isinstance(variable, str):
             group = corpus.csr_group(X, variable, self.storage_options)
             if group is not None:
                 where = f"{os.fspath(X)}" if isinstance(X, str | os.PathLike) else None
-                return corpus.read_csr(group, variable, where and f"{where}::{variable}")
+                samples = corpus.read_csr(group, variable, where and f"{where}::{variable}")
+                return samples, corpus.group_bytes(group)
+        samples = self._dense_samples(X, variable)
+        if corpus.is_sparse_dask(samples.array):
+            return samples, corpus.estimated_bytes(samples.array)
+        return samples, None
+
+    def _persist(self, stored: int | None) -> bool | None:
+        """``persist`` for the engine: the estimator's, or with ``persist=None`` and
+        sparse input, whether its CSR chunks (not its dense size) fit the engine's
+        memory budget."""
+        if self.persist is not None or stored is None:
+            return self.persist
+        return stored <= memory_budget()
+
+    def _dense_samples(self, X: Any, variable: str | None) -> Samples:
         return as_samples(
             in_memory_array(X, self),
             variable=variable,
@@ -264,7 +285,8 @@ callback, sample_dim, feature_dim
         -------
         self
         """
-        samples = self._samples(X, variable)
+        samples, stored = self._corpus(X, variable)
+        persist = self._persist(stored)
         n_features = int(samples.array.shape[1])
         model = self._model()
         start = self._components_init(n_features)
@@ -275,7 +297,7 @@ callback, sample_dim, feature_dim
             return model.initial(components)
 
         if self.learning_method == "online":
-            self._fit_online(model, samples, make_init)
+            self._fit_online(model, samples, make_init, persist)
             self._set_features(X, variable, n_features)
             stats = self._pass(samples)
             self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
@@ -296,7 +318,7 @@ callback, sample_dim, feature_dim
                 checkpoint=self.checkpoint,
                 resume=self.resume,
                 callback=self.callback,
-                persist=self.persist,
+                persist=persist,
                 checkpoint_storage_options=self._checkpoint_options(),
             )
         self._set_params(best.params)
@@ -310,7 +332,11 @@ callback, sample_dim, feature_dim
         return self
 
     def _fit_online(
-        self, model: LDAModel, samples: Samples, make_init: Callable[..., Params]
+        self,
+        model: LDAModel,
+        samples: Samples,
+        make_init: Callable[..., Params],
+        persist: bool | None,
     ) -> None:
         """``max_iter`` passes of online EM (no checkpoint: each update is too short)."""
         if self.checkpoint is not None:
@@ -329,7 +355,7 @@ callback, sample_dim, feature_dim
             random_state=rng,
             split_every=int(self.split_every),
             callback=self.callback,
-            persist=self.persist,
+            persist=persist,
         )
         self._set_params(result.params)
         self.converged_ = False
