@@ -367,13 +367,21 @@ def test_checkpoint_resume_gives_the_same_bits(store, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "cut.zarr", callback=stop)
+    with pytest.warns(UserWarning, match="after iteration 2 without converging"):
+        from_checkpoint(tmp_path / "cut.zarr")  # interrupted: resume to finish it
     resumed = fit(tmp_path / "cut.zarr", resume=True)
     assert np.array_equal(resumed.components_, whole.components_)
     assert resumed.lower_bounds_ == whole.lower_bounds_ and resumed.bound_ == whole.bound_
-    with pytest.warns(UserWarning, match="without converging"):  # max_iter ended it
+    with warnings.catch_warnings():  # evaluate_every=-1: max_iter passes, nothing to test
+        warnings.simplefilter("error")
         restored = from_checkpoint(tmp_path / "whole.zarr")
     assert np.array_equal(restored.components_, whole.components_)
     assert restored.doc_topic_prior_ == whole.doc_topic_prior_ == 0.25
+    assert restored.bound_ == whole.bound_ and restored.n_iter_ == 5
+    with pytest.warns(dem.ConvergenceWarning):  # perp_tol tested, max_iter came first
+        fit(tmp_path / "capped.zarr", evaluate_every=1, perp_tol=1e-12)
+    with pytest.warns(UserWarning, match="after iteration 5 without converging"):
+        from_checkpoint(tmp_path / "capped.zarr")
 
 
 def test_show_prints_each_topics_most_probable_words(store, tmp_path):
@@ -421,8 +429,7 @@ def test_command_line_on_worker_processes(process_client, tmp_path):
     )  # fmt: skip
     assert code == 0, output
     local = dem.LatentDirichletAllocation(3, max_iter=4, random_state=0).fit(data, variable="X")
-    with pytest.warns(UserWarning, match="without converging"):
-        restored = from_checkpoint(fit)
+    restored = from_checkpoint(fit)
     assert isinstance(restored, dem.LatentDirichletAllocation)
     assert np.array_equal(restored.components_, local.components_)  # workers: the same bits
     code, output = invoke("predict", fit, data, "--var", "X", "--out", out, *scheduler)

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from dem.data import Samples, as_samples
 from dem.display import HTMLRepr
-from dem.engine import ConvergenceWarning, map_reduce, memory_budget
+from dem.engine import ConvergenceWarning, EMResult, map_reduce, memory_budget
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -303,6 +303,16 @@ callback, sample_dim, feature_dim
             self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
             return self
         tol, tested = self._stopping()
+
+        def finish(best: EMResult) -> tuple[Params, dict[str, Any]]:
+            """``bound_`` (one more pass, as in scikit-learn), recorded in the checkpoint
+            with whether the fit tested convergence (for :meth:`_set_final`)."""
+            self._set_params(best.params)
+            stats = self._pass(samples)
+            self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
+            self._planned_passes = not tested
+            return {}, {"bound": self.bound_, "stopping_tested": tested}
+
         with warnings.catch_warnings():
             if not tested:  # max_iter iterations is the plan, as in scikit-learn
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -319,17 +329,29 @@ callback, sample_dim, feature_dim
                 resume=self.resume,
                 callback=self.callback,
                 persist=persist,
+                finish=finish,
                 checkpoint_storage_options=self._checkpoint_options(),
             )
-        self._set_params(best.params)
         self.converged_ = best.converged
         self.n_iter_ = best.n_iter
         self.lower_bounds_ = list(best.lower_bounds)
         self.lower_bound_ = best.lower_bound
         self._set_features(X, variable, n_features)
-        stats = self._pass(samples)
-        self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
         return self
+
+    def _set_final(self, final: dict[str, Any]) -> None:
+        """What :func:`dem.from_checkpoint` restores of a finished fit: ``bound_``, and
+        whether the fit made its ``max_iter`` iterations without a stopping test."""
+        self.bound_ = float(final["bound"])
+        self._planned_passes = not bool(final["stopping_tested"])
+
+    def _finished_unconverged(self) -> bool:
+        """Whether a fit that did not converge finished as planned: with
+        ``evaluate_every <= 0`` and ``tol=None`` (scikit-learn's default) a fit makes
+        ``max_iter`` iterations and tests nothing, so it has nothing to converge to and
+        :func:`dem.from_checkpoint` does not warn; it warns about an interrupted fit,
+        or one stopped by ``max_iter`` before ``perp_tol``."""
+        return bool(getattr(self, "_planned_passes", False))
 
     def _fit_online(
         self,
