@@ -28,7 +28,9 @@ from dem.accelerate import STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
 from dem.graph import check_block
-from dem.model import EMModel, Params
+from dem.model import Block, EMModel, Params, Stats, add_stats
+from dem.models.sample_weight import block_weights, positive, weighted_sum
+from dem.weights import as_sample_weight, with_weights
 
 RandomState = int | np.random.RandomState | np.random.Generator | None
 """What ``random_state`` may be: a seed (int >= 0), a numpy ``RandomState`` or
@@ -237,6 +239,48 @@ class EMEstimator(BaseEstimator):
             feature_dim=self.feature_dim,
             storage_options=getattr(self, "storage_options", None),
         )
+
+    def _sample_weight(self, sample_weight: Any, X: Any, samples: Samples) -> Samples | None:
+        """``sample_weight`` validated and aligned with ``samples`` (see
+        :func:`dem.weights.as_sample_weight`; a string names a variable of ``X``'s store,
+        read with this estimator's ``storage_options``); None without weights."""
+        return as_sample_weight(
+            sample_weight, X, samples, storage_options=getattr(self, "storage_options", None)
+        )
+
+    def _total_loglik(
+        self,
+        samples: Samples,
+        weights: Samples | None,
+        row_loglik: Callable[[np.ndarray, Params], np.ndarray],
+        params: Params,
+        missing_ok: frozenset[str] | None = None,
+    ) -> tuple[float, float]:
+        """One pass: the (weighted) sum of ``row_loglik(rows, params)`` over the samples,
+        and the (weighted) number of samples counted (a NaN row log-likelihood: a row not
+        counted). Rows of weight 0 are left out before ``row_loglik`` sees them; blocks
+        are checked for invalid values as :func:`dem.engine.map_reduce` does with
+        ``missing_ok`` (None: not checked)."""
+
+        def loglik(block: Block, p: Params) -> Stats:
+            w, (x,) = positive(block_weights(block), block["X"])
+            values = np.asarray(row_loglik(x, p), dtype=np.float64)
+            counted = ~np.isnan(values)
+            return {
+                "n": np.float64(counted.sum() if w is None else w[counted].sum()),
+                "loglik": weighted_sum(np.where(counted, values, 0.0), w),
+            }
+
+        inputs = {name: s.array for name, s in with_weights({"X": samples}, weights).items()}
+        stats = engine.map_reduce(
+            loglik,
+            add_stats,
+            inputs,
+            params,
+            split_every=int(self.split_every),
+            missing_ok=missing_ok,
+        )
+        return float(stats["loglik"]), float(stats["n"])
 
     def _set_features(self, X: Any, variable: str | None, n_features: int) -> None:
         """``n_features_in_`` and, when ``X`` names its features, ``feature_names_in_``

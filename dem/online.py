@@ -24,6 +24,7 @@ import numpy as np
 from dem.engine import EMResult, IterationInfo, prepare
 from dem.graph import DEFAULT_SPLIT_EVERY, chunk_blocks, map_reduce_graph
 from dem.model import EMModel, Params, Stats
+from dem.weights import SAMPLE_WEIGHT
 
 
 def blend(running: Stats | None, batch: Stats, rate: float) -> Stats:
@@ -85,7 +86,8 @@ def fit_online(
     params = init()
     arrays = prepare(arrays, persist)
     names, blocks = tuple(arrays), chunk_blocks(arrays)
-    n_total = float(next(iter(arrays.values())).shape[0])
+    weights = arrays.get(SAMPLE_WEIGHT)  # a weighted fit: the total weight stands for N
+    n_total = float(next(iter(arrays.values())).shape[0] if weights is None else weights.sum())
     rng = np.random.default_rng(random_state)
     result = EMResult(params=params)
     running: Stats | None = None
@@ -107,6 +109,8 @@ def fit_online(
             )
             (stats,) = dask.compute(graph)
             check = None if start + batch_chunks >= len(order) else check
+            if not stats["n"] > 0:  # a batch of weight 0 carries nothing to learn from
+                continue
             running = blend(running, stats, step_rate(result.n_iter, step_exponent))
             result.params = model.m_step(
                 {k: v * n_total for k, v in running.items()}, result.params

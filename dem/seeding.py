@@ -34,10 +34,10 @@ from typing import Any, cast
 import dask.array as da
 import numpy as np
 
-from dem.data import sample_rows
 from dem.engine import DEFAULT_SPLIT_EVERY, map_reduce
 from dem.model import Stats
 from dem.models import kmeans
+from dem.weights import SAMPLE_WEIGHT, init_sample
 
 ROUNDS = 5
 OVERSAMPLING = 2.0
@@ -103,6 +103,7 @@ def kmeans_parallel(
     rounds: int | None = None,
     oversampling: float | None = None,
     split_every: int = DEFAULT_SPLIT_EVERY,
+    weights: da.Array | None = None,
 ) -> list[Seeding]:
     """k-means‖ seedings of ``array``, one per (K, generator), sharing every pass.
 
@@ -121,6 +122,10 @@ def kmeans_parallel(
         Rows drawn per round, as a multiple of K; default ``OVERSAMPLING`` (2).
     split_every : int, default=8
         Fan-in of the tree reductions.
+    weights : dask.array.Array of shape (n_samples,), optional
+        Sample weights, chunked like ``array``: the seeding of the data with each row
+        repeated in proportion to its weight (the first centre and every draw in
+        proportion to them; each candidate weighs the weights of the rows it attracts).
 
     Returns
     -------
@@ -134,7 +139,9 @@ def kmeans_parallel(
         raise ValueError(f"rounds must be >= 1 and oversampling > 0; got {rounds}, {oversampling}.")
     n_features = int(array.shape[1])
     arrays = {"X": array, "row": row_numbers(array)}
-    shifts = [sample_rows(array, 1, rng)[0].astype(np.float64) for rng in rngs]
+    if weights is not None:
+        arrays[SAMPLE_WEIGHT] = weights
+    shifts = [init_sample(array, weights, 1, rng)[0].astype(np.float64) for rng in rngs]
     seeds = [rng.integers(0, 2**64, size=rounds, dtype=np.uint64) for rng in rngs]
     ells = [max(1, math.ceil(oversampling * k)) for k in n_clusters]
     candidates = [np.zeros((1, n_features)) for _ in rngs]

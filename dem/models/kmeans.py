@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from dem.model import Block, Stats, add_stats
+from dem.models.sample_weight import block_weights, count, positive, weighted_sum
 
 BLOCK_ROWS = 2048
 # a squared distance below this fraction of |x|² + |c|² is round-off: the row is a centre
@@ -79,8 +80,17 @@ def nearest_centres(xc: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np
     return d2, labels
 
 
-def _centred(block: Block, state: dict[str, Any]) -> np.ndarray:
-    return np.asarray(block["X"], dtype=np.float64) - state["shift"]
+def _centred(block: Block, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The block's rows about the shift and their weights (None: all 1), rows of weight 0
+    left out."""
+    weights, (x,) = positive(block_weights(block), np.asarray(block["X"]))
+    return np.asarray(x, dtype=np.float64) - state["shift"], weights
+
+
+def _row_numbers(block: Block) -> np.ndarray:
+    """The block's global row numbers, those of weight 0 left out."""
+    _, (rows,) = positive(block_weights(block), np.asarray(block["row"]))
+    return rows
 
 
 # --- sampling rounds ---------------------------------------------------------------
@@ -95,9 +105,11 @@ def _smallest(keys: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
 
 def sample_candidates(block: Block, state: dict[str, Any]) -> Candidates:
     """One chunk's part of a sampling round: its cost and its ``ell`` smallest keys."""
-    xc = _centred(block, state)
-    rows = np.asarray(block["row"])
+    xc, weights = _centred(block, state)
+    rows = _row_numbers(block)
     d2, _ = nearest_centres(xc, state["centres"])
+    if weights is not None:
+        d2 *= weights  # drawn in proportion to w d²: as if each row were repeated w times
     eligible = np.flatnonzero(d2 > 0.0)
     keys = -np.log(row_uniforms(state["seed"], rows[eligible])) / d2[eligible]
     if len(keys) > state["ell"]:  # a partial sort first: only a few rows survive
@@ -105,7 +117,7 @@ def sample_candidates(block: Block, state: dict[str, Any]) -> Candidates:
         keys, eligible = keys[part], eligible[part]
     kept = _smallest(keys, rows[eligible], state["ell"])
     return {
-        "n": np.float64(len(xc)),
+        "n": count(len(xc), weights),
         "cost": np.float64(d2.sum()),
         "keys": keys[kept],
         "rows": rows[eligible[kept]],
@@ -148,32 +160,34 @@ def attraction(block: Block, state: dict[str, Any]) -> Stats:
     ``"full"`` (per centre, d × d), ``"diag"`` or ``"spherical"`` (per centre, d),
     ``"tied"`` (all rows, d × d), or None (none).
     """
-    xc = _centred(block, state)
+    xc, weights = _centred(block, state)
     centres = state["centres"]
     size, n_features = centres.shape
     d2, labels = nearest_centres(xc, centres)
     counts = np.bincount(labels, minlength=size)
     order = np.argsort(labels, kind="stable")
     ordered = xc[order]
+    w = np.ones(len(xc)) if weights is None else weights[order]
+    weighted = ordered if weights is None else ordered * w[:, None]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     nonempty = counts > 0
     stats: Stats = {
-        "n": np.float64(len(xc)),
-        "cost": np.float64(d2.sum()),
-        "resp_sum": counts.astype(np.float64),
-        "sum_x": _segment_sums(ordered, starts, nonempty, size),
+        "n": count(len(xc), weights),
+        "cost": weighted_sum(d2, weights),
+        "resp_sum": _segment_sums(w, starts, nonempty, size),
+        "sum_x": _segment_sums(weighted, starts, nonempty, size),
     }
     kind = state["scatter"]
     if kind == "full":
         scatter = np.zeros((size, n_features, n_features))
         for k in np.flatnonzero(nonempty):
-            members = ordered[starts[k] : starts[k] + counts[k]]
-            scatter[k] = members.T @ members
+            members = slice(starts[k], starts[k] + counts[k])
+            scatter[k] = weighted[members].T @ ordered[members]
         stats["scatter"] = scatter
     elif kind in ("diag", "spherical"):
-        stats["scatter"] = _segment_sums(ordered * ordered, starts, nonempty, size)
+        stats["scatter"] = _segment_sums(weighted * ordered, starts, nonempty, size)
     elif kind == "tied":
-        stats["scatter"] = xc.T @ xc
+        stats["scatter"] = weighted.T @ ordered
     return stats
 
 

@@ -12,9 +12,8 @@ from scipy.special import logsumexp
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 
-from dem.data import sample_rows
 from dem.display import HTMLRepr
-from dem.engine import map_reduce, prepare
+from dem.engine import prepare
 from dem.estimator import (
     EMEstimator,
     NonNegativeArray,
@@ -25,11 +24,12 @@ from dem.estimator import (
     per_sample,
     reals,
 )
-from dem.model import Block, Params, Stats, add_stats
+from dem.model import Params
 from dem.models import gaussian
 from dem.models.bayesian_mixture import init, kernels
 from dem.models.bayesian_mixture.model import BayesianMixtureModel
 from dem.models.mixture.init import INIT_METHODS, resolve_init
+from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
 
 
 class BayesianGaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
@@ -262,7 +262,14 @@ init_sample_size, callback, sample_dim, feature_dim
         return resp.astype(np.float64).rechunk((samples.array.chunks[0], shape[1]))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> BayesianGaussianMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> BayesianGaussianMixture:
         """Fit the variational posterior.
 
         Parameters
@@ -272,12 +279,19 @@ init_sample_size, callback, sample_dim, feature_dim
         y : ignored
         variable : str, optional
             Name of the array in a Zarr store (or xarray Dataset).
+        sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+            Non-negative finite weight of each sample (a string: a variable of the same
+            store): the posterior of the data with each row repeated that many times
+            (for integer weights; weight 0 drops the row), its data-dependent default
+            priors (mean and covariance) and initialisation included. A checkpoint
+            resumes only with the same weights.
 
         Returns
         -------
         self
         """
         samples = self._samples(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
         n_samples, n_features = samples.array.shape
         model = self._model(n_features)
         if n_samples < max(2, model.n_components):
@@ -289,8 +303,12 @@ init_sample_size, callback, sample_dim, feature_dim
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         split_every = int(self.split_every)
         if method == "k-means||" and resp is None:  # passes before EM: persist now if at all
-            persisted = prepare({"X": samples.array}, self.persist)["X"]
-            samples = dataclasses.replace(samples, array=persisted)
+            inputs = {name: s.array for name, s in with_weights({"X": samples}, weights).items()}
+            persisted = prepare(inputs, self.persist)
+            samples = dataclasses.replace(samples, array=persisted["X"])
+            if weights is not None:
+                weights = dataclasses.replace(weights, array=persisted[SAMPLE_WEIGHT])
+        w = None if weights is None else weights.array
         shared: dict[str, Any] = {}
 
         def data_priors() -> Params:
@@ -299,7 +317,9 @@ init_sample_size, callback, sample_dim, feature_dim
                 data = None
                 needs = model.mean_prior is None or model.covariance_prior is None
                 if needs or resp is not None:
-                    data = init.data_priors(model, samples.array, split_every=split_every)
+                    data = init.data_priors(
+                        model, samples.array, split_every=split_every, weights=w
+                    )
                     shared["shift"] = data[0]  # the data mean: the restarts' reference
                 shared["priors"] = init.priors(model, n_features, data)
             return dict(shared["priors"])
@@ -308,22 +328,23 @@ init_sample_size, callback, sample_dim, feature_dim
             prior = data_priors()
             if resp is not None:
                 stats = init.resp_statistics(
-                    model, samples.array, resp, shared["shift"], split_every=split_every
+                    model, samples.array, resp, shared["shift"], split_every=split_every, weights=w
                 )
                 shift = shared["shift"]
             elif method == "k-means||":
                 stats, shift = init.kmeans_parallel_statistics(
-                    model, samples.array, rng, split_every=split_every
+                    model, samples.array, rng, split_every=split_every, weights=w
                 )
             else:
-                sample = sample_rows(samples.array, self.init_sample_size, rng)
-                stats, shift = init.sample_statistics(model, sample, n_samples, rng, method)
+                sample = init_sample(samples.array, w, self.init_sample_size, rng)
+                total = n_samples if w is None else float(w.sum().compute())
+                stats, shift = init.sample_statistics(model, sample, total, rng, method)
             start = init.from_statistics(model, stats, shift, prior)
             # restarts share one reference point, so each pass evaluates them together
             start["shift"] = shared.setdefault("shift", start["shift"])
             return start
 
-        self._fit_restarts(model, {"X": samples}, make_init)
+        self._fit_restarts(model, with_weights({"X": samples}, weights), make_init)
         self._set_features(X, variable, n_features)
         return self
 
@@ -405,30 +426,28 @@ init_sample_size, callback, sample_dim, feature_dim
         """Fit, then label the same data with the fitted parameters."""
         return self.fit(X, variable=variable).predict(X, variable=variable)
 
-    def score(self, X: Any, y: Any = None, *, variable: str | None = None) -> float:
-        """Mean of :meth:`score_samples` (one pass over the data)."""
+    def score(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Mean of :meth:`score_samples` (one pass over the data); with ``sample_weight``
+        (as for :meth:`fit`), the weighted mean Σ w_i log p(x_i) / Σ w_i."""
         params = self._params()
         samples = self._samples(X, variable)
         self._check_features(X, variable, int(samples.array.shape[1]))
         model = self._model()
-
-        def loglik(block: Block, p: Params) -> Stats:
-            return {
-                "n": np.float64(len(block["X"])),
-                "loglik": np.float64(
-                    logsumexp(model.weighted_log_prob(block["X"], p), axis=1).sum()
-                ),
-            }
-
-        stats = map_reduce(
-            loglik,
-            add_stats,
-            {"X": samples.array},
+        total, n = self._total_loglik(
+            samples,
+            self._sample_weight(sample_weight, X, samples),
+            lambda x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
             params,
-            split_every=int(self.split_every),
-            missing_ok=model.missing_ok,
+            model.missing_ok,
         )
-        return float(stats["loglik"] / stats["n"])
+        return total / n
 
     def sample(
         self, n_samples: int = 1, *, random_state: RandomState = None

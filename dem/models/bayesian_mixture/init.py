@@ -24,11 +24,13 @@ from dem.models.bayesian_mixture import kernels
 from dem.models.bayesian_mixture.model import BayesianMixtureModel
 from dem.models.mixture.init import INIT_RESPONSIBILITIES
 from dem.models.mixture.kernels import BLOCK_ROWS
+from dem.models.sample_weight import SAMPLE_WEIGHT, block_weights, positive
 from dem.seeding import kmeans_parallel
 
 
 def _moments(block: Block, params: Params) -> Stats:
-    return kernels.data_moments(block["X"], bool(params["diagonal"]))
+    weights, (x,) = positive(block_weights(block), block["X"])
+    return kernels.data_moments(x, bool(params["diagonal"]), weights)
 
 
 def _combine_moments(a: Stats, b: Stats) -> Stats:
@@ -36,15 +38,20 @@ def _combine_moments(a: Stats, b: Stats) -> Stats:
 
 
 def data_priors(
-    model: BayesianMixtureModel, array: da.Array, *, split_every: int
+    model: BayesianMixtureModel,
+    array: da.Array,
+    *,
+    split_every: int,
+    weights: da.Array | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The data's mean and covariance as scikit-learn's default priors take them: one pass
-    (the moments of each chunk about its own mean, merged exactly in the tree)."""
+    (the moments of each chunk about its own mean, merged exactly in the tree); with
+    sample ``weights``, those of the rows repeated as often as their weights say."""
     diagonal = model.covariance_type in ("diag", "spherical")
     moments = map_reduce(
         _moments,
         _combine_moments,
-        {"X": array},
+        _with_weights({"X": array}, weights),
         {"diagonal": np.asarray(diagonal)},
         split_every=split_every,
         missing_ok=model.missing_ok,
@@ -86,12 +93,13 @@ def from_statistics(
 def sample_statistics(
     model: BayesianMixtureModel,
     sample: np.ndarray,
-    n_samples: int,
+    n_samples: float,
     rng: np.random.Generator,
     method: str,
 ) -> tuple[Stats, np.ndarray]:
     """Statistics of the responsibilities ``method`` gives on a row sample, about the
-    sample's mean, scaled to ``n_samples`` rows (unchanged when the sample is the data)."""
+    sample's mean, scaled to ``n_samples`` rows (unchanged when the sample is the data;
+    for a weighted fit, ``n_samples`` is the total weight)."""
     x = sample.astype(np.float64)
     resp = INIT_RESPONSIBILITIES[method](x, model.n_components, rng)
     shift = x.mean(axis=0)
@@ -107,18 +115,32 @@ def sample_statistics(
 
 
 def kmeans_parallel_statistics(
-    model: BayesianMixtureModel, array: da.Array, rng: np.random.Generator, *, split_every: int
+    model: BayesianMixtureModel,
+    array: da.Array,
+    rng: np.random.Generator,
+    *,
+    split_every: int,
+    weights: da.Array | None = None,
 ) -> tuple[Stats, np.ndarray]:
-    """Statistics of the hard assignment to k-means‖ clusters over all the data."""
+    """Statistics of the hard assignment to k-means‖ clusters over all the data (weighted
+    by the sample ``weights``, when given)."""
     (seeding,) = kmeans_parallel(
-        array, [model.n_components], [rng], scatter=model.covariance_type, split_every=split_every
+        array,
+        [model.n_components],
+        [rng],
+        scatter=model.covariance_type,
+        split_every=split_every,
+        weights=weights,
     )
     return seeding.stats, seeding.shift
 
 
 def _resp_statistics(block: Block, params: Params) -> Stats:
-    x = np.asarray(block["X"], dtype=np.float64)
-    resp = np.asarray(block["resp"], dtype=np.float64)
+    weights, (x, resp) = positive(block_weights(block), block["X"], block["resp"])
+    x = np.asarray(x, dtype=np.float64)
+    resp = np.asarray(resp, dtype=np.float64)
+    if weights is not None:
+        resp = resp * weights[:, None]
     xc = x - params["shift"]
     return {
         "resp_sum": resp.sum(axis=0),
@@ -134,14 +156,19 @@ def resp_statistics(
     shift: np.ndarray,
     *,
     split_every: int,
+    weights: da.Array | None = None,
 ) -> Stats:
     """Statistics of the given responsibilities of every row (one pass, ``resp``
-    chunked as ``array``), about ``shift``."""
+    chunked as ``array``), about ``shift``; each row's times its sample weight."""
     return map_reduce(
         _resp_statistics,
         add_stats,
-        {"X": array, "resp": resp},
+        _with_weights({"X": array, "resp": resp}, weights),
         {"shift": shift, "ctype": np.asarray(model.covariance_type)},
         split_every=split_every,
         missing_ok=model.missing_ok,
     )
+
+
+def _with_weights(arrays: dict[str, da.Array], weights: da.Array | None) -> dict[str, da.Array]:
+    return arrays if weights is None else {**arrays, SAMPLE_WEIGHT: weights}

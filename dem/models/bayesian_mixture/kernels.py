@@ -239,14 +239,19 @@ def lower_bound(resp_entropy: float, params: Params, ctype: str, prior_type: str
 # --- the data priors' defaults ---------------------------------------------------------------
 
 
-def data_moments(x: np.ndarray, diagonal: bool) -> Stats:
+def data_moments(x: np.ndarray, diagonal: bool, weights: np.ndarray | None = None) -> Stats:
     """Count, mean and centred second moments (M2: the scatter about the chunk's own mean,
-    or its diagonal) of the rows ``x``, combined across chunks by :func:`combine_moments`."""
+    or its diagonal) of the rows ``x``, combined across chunks by :func:`combine_moments`;
+    with ``weights`` (no zeros), those of the rows repeated as often as their weights say."""
     x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    mean = x.mean(axis=0) if n else np.zeros(x.shape[1])
+    n = float(len(x) if weights is None else weights.sum())
+    if weights is None:
+        mean = x.mean(axis=0) if n else np.zeros(x.shape[1])
+    else:
+        mean = weights @ x / n if n else np.zeros(x.shape[1])
     centred = x - mean
-    m2 = np.einsum("ij,ij->j", centred, centred) if diagonal else centred.T @ centred
+    scaled = centred if weights is None else centred * weights[:, None]
+    m2 = np.einsum("ij,ij->j", scaled, centred) if diagonal else scaled.T @ centred
     return {"n": np.float64(n), "mean": mean, "m2": m2}
 
 

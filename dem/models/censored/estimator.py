@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any, ClassVar
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 from scipy import linalg, stats
@@ -39,6 +40,7 @@ from dem.models.censored.init import initial_params
 from dem.models.censored.kernels import as_lower, as_upper, standard_moments, truncated_normal
 from dem.models.censored.model import CHECKS, CensoredModel, combine_checks
 from dem.models.censored.summary import CensoredSummary, MarginalEffects
+from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
 
 
 def _real_limit(v: Any) -> bool:
@@ -317,6 +319,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         left: Any = None,
         right: Any = None,
         variable: str | None = None,
+        sample_weight: Any = None,
     ) -> CensoredRegression:
         """Fit by EM, then compute standard errors in one more pass.
 
@@ -334,6 +337,13 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
             the same sample chunks as X (in-memory arrays are chunked to match).
         variable : str, optional
             Name of X in a Zarr store or xarray Dataset.
+        sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+            Non-negative finite weight of each row (a string: a variable of X's store).
+            EM maximises the weighted log-likelihood: integer weights fit as if each row
+            were repeated that many times, weight 0 as if it were absent; ``loglik_``
+            and the standard errors (the weighted observed information) are those of
+            the repeated rows. The initial sample is drawn in proportion to the
+            weights; a checkpoint resumes only with the same weights.
 
         Returns
         -------
@@ -346,6 +356,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
             every row left- or right-censored, collinear columns of X.
         """
         model, x, inputs = self._inputs(X, y, left, right, variable)
+        inputs = with_weights(inputs, self._sample_weight(sample_weight, X, x))
         n_samples, n_features = (int(n) for n in x.array.shape)
         n_coef = n_features + int(model.fit_intercept)
         if n_samples <= n_coef:
@@ -366,12 +377,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
             )
 
         def make_init(rng: np.random.Generator) -> Params:
-            seed = int(rng.integers(2**63))
-            block = {
-                name: sample_rows(array, int(self.init_sample_size), np.random.default_rng(seed))
-                for name, array in arrays.items()
-            }
-            return initial_params(model, block)
+            return initial_params(model, _init_block(arrays, int(self.init_sample_size), rng))
 
         def finish(best: EMResult) -> tuple[Params, dict[str, Any]]:
             self._at_optimum(model, arrays, best.params, counts)
@@ -390,6 +396,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         left: Any = None,
         right: Any = None,
         variable: str | None = None,
+        sample_weight: Any = None,
     ) -> CensoredRegression:
         """Standard errors and the other results of the fit's last pass, from its data.
 
@@ -401,8 +408,8 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
 
         Parameters
         ----------
-        X, y, left, right, variable
-            The data and limits of the fit, as :meth:`fit` takes them.
+        X, y, left, right, variable, sample_weight
+            The data, limits and weights of the fit, as :meth:`fit` takes them.
 
         Returns
         -------
@@ -410,6 +417,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         """
         params = self._params()
         model, x, inputs = self._inputs(X, y, left, right, variable)
+        inputs = with_weights(inputs, self._sample_weight(sample_weight, X, x))
         n_features = int(x.array.shape[1])
         if n_features != self.n_features_in_:
             raise ValueError(
@@ -623,10 +631,13 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         left: Any = None,
         right: Any = None,
         variable: str | None = None,
+        sample_weight: Any = None,
     ) -> float:
-        """Mean log-likelihood per row of (X, y) with the given limits (as in :meth:`fit`)."""
+        """Mean log-likelihood per row of (X, y) with the given limits (as in :meth:`fit`);
+        with ``sample_weight``, the weighted mean Σ w_i log p_i / Σ w_i."""
         params = self._params()
-        model, _, inputs = self._inputs(X, y, left, right, variable)
+        model, x, inputs = self._inputs(X, y, left, right, variable)
+        inputs = with_weights(inputs, self._sample_weight(sample_weight, X, x))
         self._check_features(X, variable, int(inputs["X"].array.shape[1]))
         arrays = {name: s.array for name, s in inputs.items()}
         self._check_rows(model, arrays)
@@ -687,6 +698,28 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
             wald_df=wald_df,
             wald_p_value=float(stats.chi2.sf(wald, wald_df)) if wald_df else math.nan,
         )
+
+
+def _init_block(
+    arrays: Mapping[str, Any], size: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The same rows of every input for the initialisation (drawn in proportion to the
+    sample weights, when the fit has them: :func:`dem.weights.init_sample`)."""
+    if SAMPLE_WEIGHT not in arrays:
+        seed = int(rng.integers(2**63))
+        return {
+            name: sample_rows(array, size, np.random.default_rng(seed))
+            for name, array in arrays.items()
+        }
+    names = [name for name in arrays if name != SAMPLE_WEIGHT]
+    columns = [arrays[n] if arrays[n].ndim == 2 else arrays[n][:, None] for n in names]
+    stacked = da.concatenate([c.astype(np.float64) for c in columns], axis=1)
+    sample = init_sample(stacked, arrays.get(SAMPLE_WEIGHT), size, rng)
+    edges = np.cumsum([0, *(c.shape[1] for c in columns)])
+    return {
+        name: sample[:, a:b] if arrays[name].ndim == 2 else sample[:, a]
+        for name, a, b in zip(names, edges[:-1], edges[1:], strict=True)
+    }
 
 
 def _covariance(hessian: np.ndarray) -> np.ndarray:

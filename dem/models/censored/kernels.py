@@ -228,12 +228,13 @@ def conditional_moments(
     scale: float,
     *,
     scratch: Scratch | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """E[y* - μ], E[(y* - μ)²] given ``lower <= y* <= upper``, and the summed log-likelihood.
 
     Exact rows (``lower == upper``) contribute their normal log density; censored rows
-    log P(lower < y* < upper). The moments are in the buffers "resid" and
-    "resid_sq" of ``scratch`` when it is given.
+    log P(lower < y* < upper); with ``weights``, each row's times its weight. The
+    moments are in the buffers "resid" and "resid_sq" of ``scratch`` when it is given.
     """
     s = Scratch() if scratch is None else scratch
     n = len(mu)
@@ -242,15 +243,19 @@ def conditional_moments(
     resid = np.subtract(lower, mu, out=s("resid", (n,)))
     if n_exact < n:
         np.copyto(resid, 0.0, where=np.logical_not(exact, out=s("censored", (n,), np.bool_)))
-    loglik = -n_exact * (LOG_SQRT_2PI + math.log(scale)) - 0.5 * float(resid @ resid) / scale**2
     resid_sq = np.multiply(resid, resid, out=s("resid_sq", (n,)))
+    if weights is None:
+        n_exact_weighted, sum_sq = float(n_exact), float(resid_sq.sum())
+    else:
+        n_exact_weighted, sum_sq = float(weights[exact].sum()), float(weights @ resid_sq)
+    loglik = -n_exact_weighted * (LOG_SQRT_2PI + math.log(scale)) - 0.5 * sum_sq / scale**2
     if n_exact == n:
         return resid, resid_sq, loglik
     censored = np.flatnonzero(s("censored", (n,), np.bool_))
     a, b = _standardised(lower, upper, mu, scale, censored, s)
     log_prob, pa, pb = truncated_normal(a, b, scratch=s)
     mean, second = standard_moments(a, b, pa, pb, scratch=s)
-    loglik += float(log_prob.sum())
+    loglik += float(log_prob.sum() if weights is None else weights[censored] @ log_prob)
     resid[censored] = np.multiply(mean, scale, out=mean)
     resid_sq[censored] = np.multiply(second, scale * scale, out=second)
     return resid, resid_sq, loglik

@@ -25,6 +25,7 @@ from dem.models.censored.kernels import (
     interval_bounds,
     limit_rows,
 )
+from dem.models.sample_weight import block_weights, count, positive_block, weighted_sum
 from dem.models.scratch import Scratch, thread_scratch
 
 # Rows per block of the kernels: their buffers (in this thread's scratch "censored",
@@ -154,12 +155,16 @@ class CensoredModel:
         out[1:, 1:] = inner
         return out
 
-    def _rows(self, block: Block, scratch: Scratch) -> Iterator[tuple[np.ndarray, ...]]:
-        """(x, lower, upper) for each row block, in float64.
+    def _rows(
+        self, block: Block, scratch: Scratch
+    ) -> Iterator[tuple[np.ndarray, Any, Any, np.ndarray | None]]:
+        """(x, lower, upper, weights) for each row block, in float64 (weights None
+        without sample weights; rows of weight 0 left out).
 
         Each block's arrays are in the buffers of ``scratch`` (or views of the chunk),
         valid until the next block.
         """
+        weights, block = positive_block(block)
         x_all = block["X"]
         for start in range(0, len(x_all), BLOCK_ROWS):
             rows = slice(start, start + BLOCK_ROWS)
@@ -180,7 +185,7 @@ class CensoredModel:
                 else self.right
             )
             lower, upper = interval_bounds(y, left, right, scratch=scratch)
-            yield x, lower, upper
+            yield x, lower, upper, None if weights is None else weights[rows]
 
     # --- the EM protocol ---------------------------------------------------------------
 
@@ -188,7 +193,7 @@ class CensoredModel:
         coef, scale = params["coef"], float(params["scale"])
         first_pass = "mean_xxT" not in params
         stats: Stats = {
-            "n": np.float64(len(block["X"])),
+            "n": count(len(block["X"]), block_weights(block)),
             "loglik": np.float64(0.0),
             "sum_x_resid": np.zeros(len(coef)),
             "sum_resid_sq": np.float64(0.0),
@@ -196,14 +201,16 @@ class CensoredModel:
         if first_pass:
             stats["sum_xxT"] = np.zeros((len(coef), len(coef)))
         scratch = thread_scratch(SCRATCH)
-        for x, lower, upper in self._rows(block, scratch):
+        for x, lower, upper, w in self._rows(block, scratch):
             mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
-            resid, resid_sq, loglik = conditional_moments(lower, upper, mu, scale, scratch=scratch)
+            resid, resid_sq, loglik = conditional_moments(
+                lower, upper, mu, scale, scratch=scratch, weights=w
+            )
             stats["loglik"] += loglik
-            stats["sum_x_resid"] += self.cross(x, resid)
-            stats["sum_resid_sq"] += resid_sq.sum()
+            stats["sum_x_resid"] += self.cross(x, resid if w is None else resid * w)
+            stats["sum_resid_sq"] += weighted_sum(resid_sq, w)
             if first_pass:
-                stats["sum_xxT"] += self.gram(x)
+                stats["sum_xxT"] += self.gram(x, w, scratch)
         return stats
 
     def combine(self, a: Stats, b: Stats) -> Stats:
@@ -269,18 +276,28 @@ class CensoredModel:
         coef, scale = params["coef"], float(params["scale"])
         k = len(coef)
         stats: Stats = {
-            "n": np.float64(len(block["X"])),
+            "n": count(len(block["X"]), block_weights(block)),
             "loglik": np.float64(0.0),
             "grad": np.zeros(k + 1),
             "hessian": np.zeros((k + 1, k + 1)),
         }
         scratch = thread_scratch(SCRATCH)
-        for x, lower, upper in self._rows(block, scratch):
+        for x, lower, upper, w in self._rows(block, scratch):
             mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
-            stats["loglik"] += conditional_moments(lower, upper, mu, scale, scratch=scratch)[2]
+            stats["loglik"] += conditional_moments(
+                lower, upper, mu, scale, scratch=scratch, weights=w
+            )[2]
             g_mu, g_tau, h_mumu, h_mutau, h_tautau = hessian_weights(
                 lower, upper, mu, scale, scratch=scratch
             )
+            if w is not None:  # each row's terms times its weight
+                g_mu, g_tau, h_mumu, h_mutau, h_tautau = (
+                    g_mu * w,
+                    g_tau * w,
+                    h_mumu * w,
+                    h_mutau * w,
+                    h_tautau * w,
+                )
             stats["grad"][:k] += self.cross(x, g_mu) / scale
             stats["grad"][k] += g_tau.sum()
             stats["hessian"][:k, :k] += self.gram(x, h_mumu, scratch) / scale**2
@@ -295,10 +312,10 @@ class CensoredModel:
         coef, scale = params["coef"], float(params["scale"])
         total = 0.0
         scratch = thread_scratch(SCRATCH)
-        for x, lower, upper in self._rows(block, scratch):
+        for x, lower, upper, w in self._rows(block, scratch):
             mu = self.linear(x, coef, out=scratch("mu", (len(x),)))
-            total += conditional_moments(lower, upper, mu, scale, scratch=scratch)[2]
-        return {"n": np.float64(len(block["X"])), "loglik": np.float64(total)}
+            total += conditional_moments(lower, upper, mu, scale, scratch=scratch, weights=w)[2]
+        return {"n": count(len(block["X"]), block_weights(block)), "loglik": np.float64(total)}
 
     def check(self, block: Block, params: Params) -> Stats:
         """Counts of each kind of row, and the first invalid row of each kind (``inf`` if none).

@@ -17,9 +17,9 @@ from sklearn.base import (
 from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
-from dem.data import Samples, sample_rows
+from dem.data import Samples
 from dem.display import HTMLRepr
-from dem.engine import map_reduce, prepare
+from dem.engine import prepare
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -29,7 +29,7 @@ from dem.estimator import (
     per_sample,
     reals,
 )
-from dem.model import Block, Params, Stats, add_stats
+from dem.model import Params
 from dem.models.factor_mixture.init import (
     INIT_METHODS,
     initial_params,
@@ -37,6 +37,7 @@ from dem.models.factor_mixture.init import (
     resolve_init,
 )
 from dem.models.factor_mixture.model import NOISE_TYPES, FactorMixtureModel
+from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
 
 
 class MixtureOfFactorAnalyzers(
@@ -201,7 +202,9 @@ class MixtureOfFactorAnalyzers(
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
+    def fit(
+        self, X: Any, y: Any = None, *, variable: str | None = None, sample_weight: Any = None
+    ) -> Any:
         """Fit the mixture by EM; NaN entries of ``X`` are treated as missing.
 
         Parameters
@@ -211,6 +214,12 @@ class MixtureOfFactorAnalyzers(
         y : ignored
         variable : str, optional
             Name of the array in a Zarr store (or xarray Dataset).
+        sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+            Non-negative finite weight of each sample (a string: a variable of the same
+            store). EM maximises the weighted log-likelihood: integer weights fit as if
+            each row were repeated that many times, weight 0 as if it were absent; the
+            initial sample is drawn in proportion to the weights. A checkpoint resumes
+            only with the same weights.
 
         Returns
         -------
@@ -218,6 +227,7 @@ class MixtureOfFactorAnalyzers(
         """
         model = self._model()
         samples = self._samples(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
         n_samples, n_features = (int(s) for s in samples.array.shape)
         if model.n_factors >= n_features:
             raise ValueError(
@@ -237,24 +247,31 @@ class MixtureOfFactorAnalyzers(
             )
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         if method == "k-means||":  # passes before EM: persist now if at all
-            persisted = prepare({"X": samples.array}, self.persist)["X"]
-            samples = dataclasses.replace(samples, array=persisted)
+            inputs = {name: s.array for name, s in with_weights({"X": samples}, weights).items()}
+            persisted = prepare(inputs, self.persist)
+            samples = dataclasses.replace(samples, array=persisted["X"])
+            if weights is not None:
+                weights = dataclasses.replace(weights, array=persisted[SAMPLE_WEIGHT])
 
         def make_init(rng: np.random.Generator) -> Params:
             if method == "k-means||":
                 try:
                     return kmeans_parallel_params(
-                        model, samples.array, rng, split_every=int(self.split_every)
+                        model,
+                        samples.array,
+                        rng,
+                        split_every=int(self.split_every),
+                        weights=None if weights is None else weights.array,
                     )
                 except ValueError:
                     if self.init_params != "auto":
                         raise
                     # NaN (missing values) somewhere: k-means on a sample instead
-            sample = sample_rows(samples.array, int(self.init_sample_size), rng)
+            sample = init_sample(samples.array, weights, int(self.init_sample_size), rng)
             return initial_params(model, sample, rng, "kmeans" if method == "k-means||" else method)
 
         self._set_features(X, variable, n_features)
-        self._fit_restarts(model, {"X": samples}, make_init)
+        self._fit_restarts(model, with_weights({"X": samples}, weights), make_init)
         return self
 
     def _set_params(self, params: Params) -> None:
@@ -373,28 +390,31 @@ class MixtureOfFactorAnalyzers(
             X, variable, lambda w, z: z.reshape(len(z), -1), self.n_components * q
         )
 
-    def score(self, X: Any, y: Any = None, *, variable: str | None = None) -> float:
-        """Mean per-sample log-likelihood (one pass over the data)."""
+    def score(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Mean per-sample log-likelihood (one pass over the data); with ``sample_weight``
+        (as for :meth:`fit`), the weighted mean Σ w_i log p(x_i) / Σ w_i."""
+        total, n = self._loglik(X, variable, sample_weight)
+        return total / n
+
+    def _loglik(self, X: Any, variable: str | None, sample_weight: Any) -> tuple[float, float]:
+        """The (weighted) total log-likelihood and (weighted) number of samples."""
         params = self._params()
         samples = self._checked_samples(X, variable)
         model = self._model()
-
-        def loglik(block: Block, p: Params) -> Stats:
-            log_prob, _ = model.posterior(block["X"], p)
-            return {
-                "n": np.float64(len(block["X"])),
-                "loglik": np.float64(logsumexp(log_prob, axis=1).sum()),
-            }
-
-        stats = map_reduce(
-            loglik,
-            add_stats,
-            {"X": samples.array},
+        return self._total_loglik(
+            samples,
+            self._sample_weight(sample_weight, X, samples),
+            lambda x, p: logsumexp(model.posterior(x, p)[0], axis=1),
             params,
-            split_every=int(self.split_every),
-            missing_ok=model.missing_ok,
+            model.missing_ok,
         )
-        return float(stats["loglik"] / stats["n"])
 
     def _n_parameters(self) -> int:
         """Weights, means, loadings (less the q(q−1)/2 of their rotation) and noise."""
@@ -402,15 +422,17 @@ class MixtureOfFactorAnalyzers(
         noise = k * d if self.noise_variance_.ndim == 2 else k
         return int(k - 1 + k * d + k * (d * q - q * (q - 1) // 2) + noise)
 
-    def bic(self, X: Any, *, variable: str | None = None) -> float:
-        """Bayesian information criterion (lower is better)."""
-        n = self._samples(X, variable).n_samples
-        return -2 * self.score(X, variable=variable) * n + self._n_parameters() * np.log(n)
+    def bic(self, X: Any, *, variable: str | None = None, sample_weight: Any = None) -> float:
+        """Bayesian information criterion (lower is better): -2 log L + p log n; with
+        ``sample_weight``, log L weighted and n the sum of the weights."""
+        total, n = self._loglik(X, variable, sample_weight)
+        return -2 * total + self._n_parameters() * np.log(n)
 
-    def aic(self, X: Any, *, variable: str | None = None) -> float:
-        """Akaike information criterion (lower is better)."""
-        n = self._samples(X, variable).n_samples
-        return -2 * self.score(X, variable=variable) * n + 2 * self._n_parameters()
+    def aic(self, X: Any, *, variable: str | None = None, sample_weight: Any = None) -> float:
+        """Akaike information criterion (lower is better): -2 log L + 2 p; with
+        ``sample_weight``, log L weighted."""
+        total, _ = self._loglik(X, variable, sample_weight)
+        return -2 * total + 2 * self._n_parameters()
 
     def sample(
         self, n_samples: int = 1, *, random_state: RandomState = None

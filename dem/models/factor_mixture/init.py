@@ -111,7 +111,12 @@ def initial_params(
 
 
 def kmeans_parallel_params(
-    model: FactorMixtureModel, array: Any, rng: np.random.Generator, *, split_every: int
+    model: FactorMixtureModel,
+    array: Any,
+    rng: np.random.Generator,
+    *,
+    split_every: int,
+    weights: Any = None,
 ) -> Params:
     """Starting parameters from k-means‖ over all the data (complete rows only: a NaN
     anywhere raises ``ValueError``): the clusters' hard-assignment statistics give each
@@ -126,6 +131,7 @@ def kmeans_parallel_params(
         [rng],
         scatter="full" if full else "diag",
         split_every=split_every,
+        weights=weights,
     )
     stats = seeding.stats
     counts = np.asarray(stats["resp_sum"], dtype=np.float64)

@@ -24,6 +24,7 @@ from dem.models.ppca.kernels import (
     observed_mask,
     packing,
 )
+from dem.models.sample_weight import count, weighted_sum
 from dem.models.scratch import Scratch
 
 BLOCK_ROWS = 2048
@@ -164,14 +165,23 @@ def empty_stats(n_components: int, n_features: int, n_factors: int) -> Stats:
     }
 
 
-def add_complete(stats: Stats, xs: np.ndarray, terms: MixtureTerms, scratch: Scratch) -> None:
-    """Add the statistics of complete rows (already minus the shift) to ``stats``."""
+def add_complete(
+    stats: Stats,
+    xs: np.ndarray,
+    terms: MixtureTerms,
+    scratch: Scratch,
+    weights: np.ndarray | None = None,
+) -> None:
+    """Add the statistics of complete rows (already minus the shift) to ``stats``, each
+    row counted ``weights`` times (once without weights: the responsibilities scaled)."""
     k, q = terms.n_components, terms.n_factors
     log_prob, ez, squares = complete_posterior(xs, terms, scratch)
     resp, log_norm = responsibilities(log_prob)  # resp overwrites log_prob
+    if weights is not None:
+        resp *= weights
     resp_sum = resp.sum(axis=1)
-    stats["n"] += len(xs)
-    stats["loglik"] += log_norm.sum()
+    stats["n"] += count(len(xs), weights)
+    stats["loglik"] += weighted_sum(log_norm, weights)
     stats["count"] += resp_sum[:, None]
     stats["sum_x2"] += resp @ squares
     weighted = np.multiply(ez, resp[:, None, :], out=scratch("weighted", ez.shape))
@@ -238,8 +248,10 @@ def add_incomplete(
     observed: np.ndarray,
     terms: MixtureTerms,
     scratch: Scratch,
+    weights: np.ndarray | None = None,
 ) -> None:
-    """Add the statistics of rows with missing values to ``stats``.
+    """Add the statistics of rows with missing values to ``stats``, each row counted
+    ``weights`` times (once without weights).
 
     ``missing_zz`` (K, d, packing(q + 1).size) accumulates, per component and feature,
     the packed Σ r E[z̃ z̃ᵀ] over the rows where that feature is missing.
@@ -250,13 +262,15 @@ def add_incomplete(
     )
     assert covariances is not None
     resp, log_norm = responsibilities(log_prob)
+    if weights is not None:
+        resp *= weights
     xs = centred_observed(x, observed, terms.shift, scratch)
     mask = observed_mask(observed, scratch)
     unobserved = np.subtract(1.0, mask, out=scratch("unobserved", mask.shape))
     squares = np.multiply(xs, xs, out=scratch("squares", xs.shape))
     augmented = packing(q + 1)
-    stats["n"] += len(x)
-    stats["loglik"] += log_norm.sum()
+    stats["n"] += count(len(x), weights)
+    stats["loglik"] += weighted_sum(log_norm, weights)
     stats["count"] += resp @ mask
     stats["sum_x2"] += resp @ squares
     for c in range(terms.n_components):

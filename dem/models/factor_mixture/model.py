@@ -21,6 +21,7 @@ from dem.models.factor_mixture.kernels import (
     incomplete_posterior_all,
 )
 from dem.models.ppca.kernels import packing
+from dem.models.sample_weight import block_weights, positive
 from dem.models.scratch import Scratch, thread_scratch
 
 NOISE_TYPES = ("per_feature", "isotropic")
@@ -73,7 +74,7 @@ class FactorMixtureModel:
     # --- EM ------------------------------------------------------------------------------
 
     def e_step(self, block: Block, params: Params) -> Stats:
-        x = block["X"]
+        weights, (x,) = positive(block_weights(block), block["X"])
         terms = MixtureTerms.of(params)
         n_features = x.shape[1]
         k, q = self.n_components, self.n_factors
@@ -83,22 +84,31 @@ class FactorMixtureModel:
         scratch = thread_scratch("factor_mixture")  # the statistics are fresh arrays
         for start in range(0, len(x), BLOCK_ROWS):
             rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
+            w = None if weights is None else weights[start : start + BLOCK_ROWS]
             missing = np.isnan(rows)
             incomplete = missing.any(axis=1)
             if not incomplete.any():
                 xs = np.subtract(rows, terms.shift, out=scratch("shifted", rows.shape))
-                add_complete(stats, xs, terms, scratch)
+                add_complete(stats, xs, terms, scratch, w)
                 continue
             partial = np.flatnonzero(incomplete & ~missing.all(axis=1))  # nothing seen: left out
             if len(partial):
                 any_missing = True
                 x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(stats, missing_zz, x_partial, ~missing[partial], terms, scratch)
+                add_incomplete(
+                    stats,
+                    missing_zz,
+                    x_partial,
+                    ~missing[partial],
+                    terms,
+                    scratch,
+                    None if w is None else w[partial],
+                )
             complete = np.flatnonzero(~incomplete)
             if len(complete):
                 xs = scratch.take("shifted", rows, complete)
                 xs -= terms.shift
-                add_complete(stats, xs, terms, scratch)
+                add_complete(stats, xs, terms, scratch, None if w is None else w[complete])
         if any_missing:
             stats["sum_zz_missing"] = packing(q + 1).unpack(missing_zz)
         return stats

@@ -23,7 +23,7 @@ from dem.estimator import (
     per_sample,
     reals,
 )
-from dem.model import Block, Params, Stats, add_stats
+from dem.model import Params
 from dem.models import gaussian
 from dem.models.mixture.init import (
     INIT_METHODS,
@@ -34,6 +34,7 @@ from dem.models.mixture.init import (
 from dem.models.mixture.kernels import mixture_mean
 from dem.models.mixture.model import MixtureModel
 from dem.online import blend, fit_online, step_rate
+from dem.weights import init_sample, with_weights
 
 
 class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
@@ -208,7 +209,14 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> GaussianMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> GaussianMixture:
         """Fit the mixture by EM.
 
         Parameters
@@ -218,6 +226,13 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         y : ignored
         variable : str, optional
             Name of the array in a Zarr store (or xarray Dataset).
+        sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+            Non-negative finite weight of each sample (a string: the name of a variable of
+            the same store). EM then maximises the weighted log-likelihood: integer
+            weights fit as if each row were repeated that many times, weight 0 as if the
+            row were absent; ``lower_bounds_`` are weighted means. The initialisation
+            draws its rows in proportion to the weights. A checkpoint records the
+            weights' fingerprint and content, so it resumes only with the same weights.
 
         Returns
         -------
@@ -227,6 +242,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         if self.max_iter == 0 and self.method == "batch":
             raise ValueError("max_iter must be >= 1 for method='batch' (0 is for online only).")
         samples = self._samples(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
         n_samples, n_features = samples.array.shape
         if n_samples < model.n_components:
             raise ValueError(
@@ -237,16 +253,26 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         needs_data = any(v is None for v in initial.values())
         if needs_data and method == "k-means||":  # passes before EM: persist now if at all
-            persisted = prepare({"X": samples.array}, self.persist)["X"]
-            samples = dataclasses.replace(samples, array=persisted)
+            inputs = {"X": samples.array}
+            if weights is not None:
+                inputs["w"] = weights.array
+            persisted = prepare(inputs, self.persist)
+            samples = dataclasses.replace(samples, array=persisted["X"])
+            if weights is not None:
+                weights = dataclasses.replace(weights, array=persisted["w"])
 
         def first_start(rng: np.random.Generator) -> Params:
             if needs_data and method == "k-means||":
                 return kmeans_parallel_params(
-                    [model], samples.array, [rng], split_every=int(self.split_every), **initial
+                    [model],
+                    samples.array,
+                    [rng],
+                    split_every=int(self.split_every),
+                    sample_weight=None if weights is None else weights.array,
+                    **initial,
                 )[0]
             sample = (
-                sample_rows(samples.array, self.init_sample_size, rng)
+                init_sample(samples.array, weights, self.init_sample_size, rng)
                 if needs_data
                 else np.empty((0, n_features))
             )
@@ -265,7 +291,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
                 return start
             online = fit_online(
                 model,
-                {"X": samples.array},
+                {name: s.array for name, s in with_weights({"X": samples}, weights).items()},
                 lambda: start,
                 n_passes=int(self.online_passes),
                 batch_chunks=int(self.batch_chunks),
@@ -278,7 +304,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             return online.params
 
         online_stages: list[Any] = []  # in run order (runs resumed from a checkpoint skip this)
-        best, results = self._fit_restarts(model, {"X": samples}, make_init)
+        best, results = self._fit_restarts(model, with_weights({"X": samples}, weights), make_init)
         self._set_features(X, variable, n_features)
         stage = online_stages[results.index(best)] if len(online_stages) == len(results) else None
         self.n_online_updates_ = stage.n_iter if stage is not None else 0
@@ -439,44 +465,57 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         """Fit, then label the same data with the fitted parameters."""
         return self.fit(X, variable=variable).predict(X, variable=variable)
 
-    def score(self, X: Any, y: Any = None, *, variable: str | None = None) -> float:
-        """Mean per-sample log-likelihood (one pass over the data)."""
+    def score(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Mean per-sample log-likelihood (one pass over the data).
+
+        With ``sample_weight`` (as for :meth:`fit`), the weighted mean
+        Σ w_i log p(x_i) / Σ w_i.
+        """
+        return self._loglik(X, variable, sample_weight)[0]
+
+    def _loglik(self, X: Any, variable: str | None, sample_weight: Any) -> tuple[float, float]:
+        """The (weighted) mean log-likelihood of ``X`` and the (weighted) number of samples."""
         params = self._params()
         samples = self._samples(X, variable)
         self._check_features(X, variable, int(samples.array.shape[1]))
+        weights = self._sample_weight(sample_weight, X, samples)
         model = self._model()
-
-        def loglik(block: Block, p: Params) -> Stats:
-            return {
-                "n": np.float64(len(block["X"])),
-                "loglik": np.float64(
-                    logsumexp(model.weighted_log_prob(block["X"], p), axis=1).sum()
-                ),
-            }
-
-        stats = map_reduce(
-            loglik,
-            add_stats,
-            {"X": samples.array},
+        total, n = self._total_loglik(
+            samples,
+            weights,
+            lambda x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
             params,
-            split_every=int(self.split_every),
-            missing_ok=model.missing_ok,
+            model.missing_ok,
         )
-        return float(stats["loglik"] / stats["n"])
+        return total / n, n
 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape
         return int(gaussian.n_covariance_parameters(self.covariance_type, k, d) + k * d + k - 1)
 
-    def bic(self, X: Any, *, variable: str | None = None) -> float:
-        """Bayesian information criterion (lower is better)."""
-        n = self._samples(X, variable).n_samples
-        return -2 * self.score(X, variable=variable) * n + self._n_parameters() * np.log(n)
+    def bic(self, X: Any, *, variable: str | None = None, sample_weight: Any = None) -> float:
+        """Bayesian information criterion (lower is better): -2 log L + p log n.
 
-    def aic(self, X: Any, *, variable: str | None = None) -> float:
-        """Akaike information criterion (lower is better)."""
-        n = self._samples(X, variable).n_samples
-        return -2 * self.score(X, variable=variable) * n + 2 * self._n_parameters()
+        With ``sample_weight``, log L is the weighted log-likelihood and n the sum of the
+        weights (the BIC of the data with each row repeated, for integer weights).
+        """
+        mean, n = self._loglik(X, variable, sample_weight)
+        return -2 * mean * n + self._n_parameters() * np.log(n)
+
+    def aic(self, X: Any, *, variable: str | None = None, sample_weight: Any = None) -> float:
+        """Akaike information criterion (lower is better): -2 log L + 2 p.
+
+        With ``sample_weight``, log L is the weighted log-likelihood Σ w_i log p(x_i).
+        """
+        mean, n = self._loglik(X, variable, sample_weight)
+        return -2 * mean * n + 2 * self._n_parameters()
 
     def sample(
         self, n_samples: int = 1, *, random_state: RandomState = None

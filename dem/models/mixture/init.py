@@ -131,6 +131,7 @@ def kmeans_parallel_params(
     rngs: list[np.random.Generator],
     *,
     split_every: int,
+    sample_weight: Any = None,
     weights_init: np.ndarray | None = None,
     means_init: np.ndarray | None = None,
     precisions_init: np.ndarray | None = None,
@@ -138,11 +139,17 @@ def kmeans_parallel_params(
     """Starting parameters from k-means‖ over all the data, one per (model, generator).
 
     The seedings share their passes (see :mod:`dem.seeding`); the parameters are those
-    of the hard assignment of the rows to the K clusters, as for ``"kmeans"``.
+    of the hard assignment of the rows to the K clusters, as for ``"kmeans"``, weighted
+    by ``sample_weight`` (a dask array chunked like ``array``) when given.
     """
     ctype = models[0].covariance_type
     seedings = kmeans_parallel(
-        array, [m.n_components for m in models], rngs, scatter=ctype, split_every=split_every
+        array,
+        [m.n_components for m in models],
+        rngs,
+        scatter=ctype,
+        split_every=split_every,
+        weights=sample_weight,
     )
     return [
         model.start(

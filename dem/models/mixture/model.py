@@ -29,6 +29,20 @@ def log_weights(params: Params) -> np.ndarray:
     return np.log(params["weights"])
 
 
+def _sums(
+    covariance_type: str,
+    xt: np.ndarray,
+    moments: np.ndarray,
+    resp: np.ndarray,
+    weights: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gaussian.SUMS`` with the responsibilities already scaled by the weights; the
+    tied scatter Σ w x xᵀ, which is no product with them, weighted here."""
+    if covariance_type == "tied" and weights is not None:
+        return resp.sum(axis=-1), resp @ xt[:-1].T, (moments * weights) @ moments.T
+    return gaussian.SUMS[covariance_type](xt, moments, resp)
+
+
 @dataclass(frozen=True)
 class MixtureModel:
     """The pure functions of a Gaussian mixture (see :mod:`dem.model`)."""
@@ -85,6 +99,7 @@ class MixtureModel:
         evaluated run by run.
         """
         x = block["X"]
+        weights = block.get("sample_weight")  # absent: every row has weight 1
         ctype = self.covariance_type
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, params in enumerate(runs):
@@ -101,18 +116,25 @@ class MixtureModel:
             groups.setdefault(key, []).append(index)
         stats: list[Stats] = [{} for _ in runs]
         for (_, dtype, _, _), members in groups.items():
-            stacked = self._stacked_e_step(x, [runs[i] for i in members], dtype)
+            stacked = self._stacked_e_step(x, [runs[i] for i in members], dtype, weights)
             for index, run_stats in zip(members, stacked, strict=True):
                 stats[index] = run_stats
         return stats
 
     def _stacked_e_step(
-        self, x: np.ndarray, runs: Sequence[Params], dtype: type[np.floating]
+        self,
+        x: np.ndarray,
+        runs: Sequence[Params],
+        dtype: type[np.floating],
+        weights: np.ndarray | None = None,
     ) -> list[Stats]:
         """:meth:`e_step_many` for runs sharing the shift: their components side by side.
 
         For float32 data of a full mixture the large products and the exponentials run
         in float32 on each block; log densities and every sum across blocks are float64.
+        With ``weights`` (one per row) every statistic is the weighted sum: the
+        responsibilities are scaled by the weights, and rows of weight 0 are zeroed
+        first so that no value of theirs reaches a sum.
         """
         n_runs, n_components, n_features = len(runs), self.n_components, x.shape[1]
         ctype = self.covariance_type
@@ -123,21 +145,29 @@ class MixtureModel:
         sum_x = np.zeros((n_runs * n_components, n_features))
         scatter = gaussian.scatter_zeros(ctype, n_runs * n_components, n_features)
         scratch = thread_scratch("mixture")  # every statistic below is a fresh array
-        for xt in gaussian.transposed_blocks(x, shift, dtype, kernels.BLOCK_ROWS, scratch):
+        blocks = gaussian.transposed_blocks(x, shift, dtype, kernels.BLOCK_ROWS, scratch)
+        for start, xt in zip(range(0, len(x), kernels.BLOCK_ROWS), blocks, strict=True):
+            w = None if weights is None else weights[start : start + xt.shape[1]]
+            if w is not None:
+                xt[:-1, w == 0] = 0.0  # rows of weight 0 add nothing, whatever they hold
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             log_prob = kernels.log_prob(constants, distances(xt, moments, scratch), scratch)
             shape = (n_runs, n_components, xt.shape[1])
             resp, log_norm = kernels.responsibilities(log_prob.reshape(shape), dtype, scratch)
-            loglik += log_norm.sum(axis=-1)
+            if w is None:
+                loglik += log_norm.sum(axis=-1)
+            else:
+                loglik += log_norm @ w
+                resp *= w.astype(resp.dtype, copy=False)
             # batched over runs (a product per run, see gaussian's DISTANCES notes)
-            block_resp, block_x, block_scatter = gaussian.SUMS[ctype](xt, moments, resp)
+            block_resp, block_x, block_scatter = _sums(ctype, xt, moments, resp, w)
             resp_sum += block_resp.reshape(resp_sum.shape)
             sum_x += block_x.reshape(sum_x.shape)
             scatter += block_scatter.reshape(scatter.shape)
         runs_of = [slice(run * n_components, (run + 1) * n_components) for run in range(n_runs)]
         return [
             {
-                "n": np.float64(len(x)),
+                "n": np.float64(len(x) if weights is None else np.sum(weights)),
                 "loglik": loglik[run],
                 "resp_sum": resp_sum[rows],
                 "sum_x": sum_x[rows],

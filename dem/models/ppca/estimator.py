@@ -10,9 +10,8 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit
 from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
-from dem.data import Samples, as_samples, sample_rows
+from dem.data import Samples, as_samples
 from dem.display import HTMLRepr
-from dem.engine import map_reduce
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -21,10 +20,11 @@ from dem.estimator import (
     counts,
     per_sample,
 )
-from dem.model import Block, Params, Stats, add_stats
+from dem.model import Params
 from dem.models.ppca.init import INIT_METHODS, initial_params
 from dem.models.ppca.kernels import Terms
 from dem.models.ppca.model import LinearGaussianModel
+from dem.weights import init_sample, with_weights
 
 
 class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixin, EMEstimator):
@@ -84,7 +84,9 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return LinearGaussianModel(int(self.n_components), self._noise)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
+    def fit(
+        self, X: Any, y: Any = None, *, variable: str | None = None, sample_weight: Any = None
+    ) -> Any:
         """Fit the model by EM; NaN entries of ``X`` are treated as missing.
 
         Parameters
@@ -94,6 +96,12 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         y : ignored
         variable : str, optional
             Name of the array in a Zarr store (or xarray Dataset).
+        sample_weight : array-like of shape (n_samples,), dask array, or str, optional
+            Non-negative finite weight of each sample (a string: a variable of the same
+            store). EM maximises the weighted log-likelihood: integer weights fit as if
+            each row were repeated that many times, weight 0 as if it were absent; the
+            initial sample is drawn in proportion to the weights. A checkpoint resumes
+            only with the same weights.
 
         Returns
         -------
@@ -101,6 +109,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         """
         model = self._model()
         samples = self._samples(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
         n_samples, n_features = samples.array.shape
         if model.n_components >= n_features:
             raise ValueError(
@@ -115,11 +124,11 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
             )
 
         def make_init(rng: np.random.Generator) -> Params:
-            sample = sample_rows(samples.array, int(self.init_sample_size), rng)
+            sample = init_sample(samples.array, weights, int(self.init_sample_size), rng)
             return initial_params(model, sample, rng, self.init_params)
 
         self._set_features(X, variable, n_features)
-        self._fit_restarts(model, {"X": samples}, make_init)
+        self._fit_restarts(model, with_weights({"X": samples}, weights), make_init)
         return self
 
     def _set_params(self, params: Params) -> None:
@@ -239,27 +248,33 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
             samples, lambda x: model.posterior(x, params)[1], columns=None, missing_ok=True
         )
 
-    def score(self, X: Any, y: Any = None, *, variable: str | None = None) -> float:
-        """Mean log-likelihood over the rows with at least one observed value (one pass)."""
+    def score(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Mean log-likelihood over the rows with at least one observed value (one pass);
+        with ``sample_weight`` (as for :meth:`fit`), the weighted mean over those rows."""
         params = self._params()
         samples = self._checked_samples(X, variable)
         model = self._model()
 
-        def loglik(block: Block, p: Params) -> Stats:
-            x = block["X"]
-            return {
-                "n": np.asarray(float((~np.isnan(x)).any(axis=1).sum())),
-                "loglik": np.asarray(model.posterior(x, p)[1].sum()),
-            }
+        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
+            loglik = model.posterior(x, p)[1]
+            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing observed
 
-        stats = map_reduce(
-            loglik, add_stats, {"X": samples.array}, params, split_every=int(self.split_every)
+        total, n = self._total_loglik(
+            samples, self._sample_weight(sample_weight, X, samples), row_loglik, params
         )
-        if stats["n"] == 0:
+        if n == 0:
             raise ValueError(
-                "X has no observed value (every entry is NaN); there is nothing to score."
+                "X has no observed value (every entry is NaN) in a row of positive weight; "
+                "there is nothing to score."
             )
-        return float(stats["loglik"] / stats["n"])
+        return total / n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
         """Fill each missing entry with its conditional expectation given the row's

@@ -254,23 +254,36 @@ def empty_stats(n_features: int, n_components: int) -> Stats:
     }
 
 
-def add_complete(stats: Stats, xc: np.ndarray, terms: Terms, scratch: Scratch) -> None:
-    """Add the statistics of complete rows (already minus the mean) to ``stats``."""
+def add_complete(
+    stats: Stats,
+    xc: np.ndarray,
+    terms: Terms,
+    scratch: Scratch,
+    weights: np.ndarray | None = None,
+) -> None:
+    """Add the statistics of complete rows (already minus the mean) to ``stats``,
+    each row counted ``weights`` times (once without weights)."""
     q = terms.n_components
     n = len(xc)
     u, ez = complete_posterior(xc, terms, scratch)
     z1 = scratch("latents", (n, q + 1))
     z1[:, :q] = ez
     z1[:, q] = 1.0
-    sum_squares = np.einsum("ij,ij->j", xc, xc)
     constant = terms.log_norm.sum() + terms.shared_logdet
-    stats["loglik"] += -0.5 * (n * constant + sum_squares @ terms.inv_noise - np.vdot(u, ez))
-    stats["n"] += n
-    stats["count"] += n
+    if weights is None:
+        total, sum_squares, zw = float(n), np.einsum("ij,ij->j", xc, xc), z1
+        u_ez = np.vdot(u, ez)
+    else:
+        total, sum_squares = float(weights.sum()), weights @ np.square(xc)
+        zw = np.multiply(z1, weights[:, None], out=scratch("weighted_latents", z1.shape))
+        u_ez = weights @ np.einsum("ij,ij->i", u, ez)
+    stats["loglik"] += -0.5 * (total * constant + sum_squares @ terms.inv_noise - u_ez)
+    stats["n"] += total
+    stats["count"] += total
     stats["sum_x2"] += sum_squares
-    stats["sum_xz"] += xc.T @ z1
-    stats["sum_zz"] += z1.T @ z1
-    stats["sum_zz"][:q, :q] += n * terms.shared_precision_inv
+    stats["sum_xz"] += xc.T @ zw
+    stats["sum_zz"] += z1.T @ zw
+    stats["sum_zz"][:q, :q] += total * terms.shared_precision_inv
 
 
 def centred_observed(
@@ -296,8 +309,10 @@ def add_incomplete(
     observed: np.ndarray,
     terms: Terms,
     scratch: Scratch,
+    weights: np.ndarray | None = None,
 ) -> None:
-    """Add the statistics of rows with missing values to ``stats``.
+    """Add the statistics of rows with missing values to ``stats``, each row counted
+    ``weights`` times (once without weights).
 
     ``missing_zz`` (d, packing(q + 1).size) accumulates, per feature, the packed
     Σ E[z̃ z̃ᵀ] over the rows where that feature is missing.
@@ -310,13 +325,22 @@ def add_incomplete(
     augmented = packing(q + 1)
     z1, second = augmented_moments(ez, covariances, scratch)
     unobserved = np.subtract(1.0, mask, out=scratch("unobserved", mask.shape))
-    stats["loglik"] += loglik.sum()
-    stats["n"] += n
-    stats["count"] += mask.sum(axis=0)
-    stats["sum_x2"] += np.einsum("ij,ij->j", xc, xc)
-    stats["sum_xz"] += xc.T @ z1.T
-    stats["sum_zz"] += augmented.unpack(second.sum(axis=1))
-    missing_zz += (second @ unobserved).T
+    if weights is None:
+        stats["loglik"] += loglik.sum()
+        stats["n"] += n
+        stats["count"] += mask.sum(axis=0)
+        stats["sum_x2"] += np.einsum("ij,ij->j", xc, xc)
+        stats["sum_xz"] += xc.T @ z1.T
+        stats["sum_zz"] += augmented.unpack(second.sum(axis=1))
+        missing_zz += (second @ unobserved).T
+        return
+    stats["loglik"] += loglik @ weights
+    stats["n"] += weights.sum()
+    stats["count"] += weights @ mask
+    stats["sum_x2"] += weights @ np.square(xc)
+    stats["sum_xz"] += xc.T @ (z1 * weights).T
+    stats["sum_zz"] += augmented.unpack(second @ weights)
+    missing_zz += (second @ (unobserved * weights[:, None])).T
 
 
 def augmented_moments(

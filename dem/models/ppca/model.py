@@ -24,6 +24,7 @@ from dem.models.ppca.kernels import (
     observed_mask,
     packing,
 )
+from dem.models.sample_weight import block_weights, positive
 from dem.models.scratch import Scratch, thread_scratch
 
 BLOCK_ROWS = 2048
@@ -62,7 +63,7 @@ class LinearGaussianModel:
         }
 
     def e_step(self, block: Block, params: Params) -> Stats:
-        x = block["X"]
+        weights, (x,) = positive(block_weights(block), block["X"])
         terms = Terms.of(params)
         n_features = x.shape[1]
         stats = empty_stats(n_features, self.n_components)
@@ -72,23 +73,32 @@ class LinearGaussianModel:
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
         for start in range(0, len(x), BLOCK_ROWS):
             rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
+            w = None if weights is None else weights[start : start + BLOCK_ROWS]
             missing = np.isnan(rows)
             incomplete = missing.any(axis=1)
             if not incomplete.any():
                 xc = np.subtract(rows, terms.mean, out=scratch("centred", rows.shape))
-                add_complete(stats, xc, terms, scratch)
+                add_complete(stats, xc, terms, scratch, w)
                 continue
             # rows with nothing observed are left out
             partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
             if len(partial):
                 any_missing = True
                 x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(stats, missing_zz, x_partial, ~missing[partial], terms, scratch)
+                add_incomplete(
+                    stats,
+                    missing_zz,
+                    x_partial,
+                    ~missing[partial],
+                    terms,
+                    scratch,
+                    None if w is None else w[partial],
+                )
             complete = np.flatnonzero(~incomplete)
             if len(complete):
                 xc = scratch.take("centred", rows, complete)
                 xc -= terms.mean
-                add_complete(stats, xc, terms, scratch)
+                add_complete(stats, xc, terms, scratch, None if w is None else w[complete])
         if any_missing:
             stats["sum_zz_missing"] = augmented.unpack(missing_zz)
         return stats

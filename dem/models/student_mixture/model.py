@@ -19,6 +19,7 @@ from dem.model import Block, Params, Stats
 from dem.models import gaussian
 from dem.models.mixture import kernels as mixture_kernels
 from dem.models.mixture.model import MixtureModel
+from dem.models.sample_weight import block_weights, count, positive
 from dem.models.scratch import thread_scratch
 from dem.models.student_mixture import kernels
 
@@ -59,6 +60,7 @@ class StudentMixtureModel(MixtureModel):
         statistics are the same bits whichever runs share the pass; tied covariances
         run by run.
         """
+        sample_weight, (x,) = positive(block_weights(block), block["X"])
         groups: dict[tuple[Any, ...], list[int]] = {}
         for index, params in enumerate(runs):
             key = (
@@ -74,12 +76,16 @@ class StudentMixtureModel(MixtureModel):
             groups.setdefault(key, []).append(index)
         stats: list[Stats] = [{} for _ in runs]
         for members in groups.values():
-            stacked = self._stacked_t_e_step(block["X"], [runs[i] for i in members])
+            stacked = self._stacked_t_e_step(x, [runs[i] for i in members], sample_weight)
             for index, run_stats in zip(members, stacked, strict=True):
                 stats[index] = run_stats
         return stats
 
-    def _stacked_t_e_step(self, x: np.ndarray, runs: Sequence[Params]) -> list[Stats]:
+    def _stacked_t_e_step(
+        self, x: np.ndarray, runs: Sequence[Params], sample_weight: np.ndarray | None = None
+    ) -> list[Stats]:
+        """The statistics of runs sharing the shift; with ``sample_weight`` (rows of
+        weight 0 already removed) every sum weighted, through the responsibilities."""
         n_runs, n_components, n_features = len(runs), self.n_components, x.shape[1]
         ctype = self.covariance_type
         shift = runs[0]["shift"]
@@ -95,9 +101,11 @@ class StudentMixtureModel(MixtureModel):
             np.zeros(n_runs * n_components),  # Σ r log1p(δ²/ν)
         ]
         scratch = thread_scratch("student_mixture")  # every statistic is a fresh array
-        for xt in gaussian.transposed_blocks(
+        blocks = gaussian.transposed_blocks(
             x, shift, np.float64, mixture_kernels.BLOCK_ROWS, scratch
-        ):
+        )
+        for start, xt in zip(range(0, len(x), mixture_kernels.BLOCK_ROWS), blocks, strict=True):
+            w = None if sample_weight is None else sample_weight[start : start + xt.shape[1]]
             moments = gaussian.MOMENTS[ctype](xt, scratch)
             squared = distances(xt, moments, scratch)
             log_prob, log_ratio = kernels.log_densities(
@@ -105,7 +113,11 @@ class StudentMixtureModel(MixtureModel):
             )
             shape = (n_runs, n_components, xt.shape[1])
             resp, log_norm = mixture_kernels.responsibilities(log_prob.reshape(shape))
-            loglik += log_norm.sum(axis=-1)
+            if w is None:
+                loglik += log_norm.sum(axis=-1)
+            else:
+                loglik += log_norm @ w
+                resp *= w
             weights = kernels.scale_weights(squared, dofs, n_features)
             block = kernels.block_sums(
                 ctype,
@@ -123,7 +135,7 @@ class StudentMixtureModel(MixtureModel):
         rows = [slice(run * n_components, (run + 1) * n_components) for run in range(n_runs)]
         return [
             {
-                "n": np.float64(len(x)),
+                "n": count(len(x), sample_weight),
                 "loglik": loglik[run],
                 "resp_sum": resp_sum[part],
                 "u_sum": u_sum[part],
