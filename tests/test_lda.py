@@ -158,6 +158,36 @@ def test_blocks_and_pooled_slow_documents_equal_scikit_learn(
         assert np.max(np.abs(changed - expected.components_)) > 1e-8
 
 
+def test_integer_document_weights_equal_repeated_documents():
+    """Weights (the engine's "sample_weight" input) 0, 1, 2, 3 give the fit of each
+    document repeated that many times (0: left out), through dem.engine.fit."""
+    from dem import engine
+    from dem.models.lda.model import LDAModel
+
+    x = counts(seed=6)
+    weights = np.random.default_rng(0).integers(0, 4, x.shape[0]).astype(float)
+    repeated = x[np.repeat(np.arange(x.shape[0]), weights.astype(int))]
+    model = LDAModel(K, 1.0 / K, 1.0 / K, 30, 1e-3)
+
+    def fit(arrays):
+        with warnings.catch_warnings():  # 4 iterations, no convergence test intended
+            warnings.simplefilter("ignore", dem.ConvergenceWarning)
+            return engine.fit(model, arrays, lambda: model.initial(START), tol=0.0, max_iter=4)
+
+    weighted = fit({
+        "X": da.from_array(x, chunks=(64, V), asarray=False),
+        "sample_weight": da.from_array(weights, chunks=64),
+    })  # fmt: skip
+    plain = fit({"X": da.from_array(repeated, chunks=(97, V), asarray=False)})
+    np.testing.assert_allclose(weighted.params["components"], plain.params["components"],
+                               rtol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(weighted.lower_bounds, plain.lower_bounds, rtol=1e-10)
+    assert (
+        weighted.lower_bounds
+        != fit({"X": da.from_array(x, chunks=(64, V), asarray=False)}).lower_bounds
+    )
+
+
 def test_with_scipys_digamma_equals_scikit_learn_to_its_series_accuracy():
     x = counts()
     options = {"mean_change_tol": 0.0, "max_doc_update_iter": 30}  # no stopping to flip

@@ -254,15 +254,21 @@ def e_step(
     doc_topic_prior: float,
     max_iter: int,
     mean_change_tol: float,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One block's statistics: the expected number of times each topic produced each
     word, ``sstats = exp(E[log β]) ⊙ Σ_d outer(exp(E[log θ_d]), x_d / norm_d)`` (K × V:
     scikit-learn's sufficient statistics after its product with ``exp(E[log β])``, so
     that they mean the same whatever the parameters), the block's part of the evidence
-    lower bound (``loglik``), its word count and its number of documents."""
+    lower bound (``loglik``), its word count and its number of documents. With
+    ``weights`` (one per document) every sum is weighted: an integer weight counts as
+    the document repeated, a zero weight as the document left out."""
     gamma, exp_theta, norm = _fixed_points(
         matrix, exp_topic_word, doc_topic_prior, max_iter, mean_change_tol
     )
+    if weights is not None:
+        return _weighted_stats(matrix, exp_topic_word, doc_topic_prior, gamma, exp_theta, norm,
+                               np.asarray(weights, dtype=np.float64))  # fmt: skip
     scaled = sparse.csr_matrix((matrix.data / (norm + EPS), matrix.indices, matrix.indptr),
                                shape=matrix.shape)  # fmt: skip
     sstats = (scaled.T @ exp_theta).T * exp_topic_word  # expected counts of each topic's words
@@ -275,6 +281,50 @@ def e_step(
         "n_words": np.float64(matrix.data.sum()),
         "n": np.float64(matrix.shape[0]),
     }
+
+
+def _weighted_stats(
+    matrix: sparse.csr_matrix,
+    exp_topic_word: np.ndarray,
+    doc_topic_prior: float,
+    gamma: np.ndarray,
+    exp_theta: np.ndarray,
+    norm: np.ndarray,
+    weights: np.ndarray,
+) -> dict[str, Any]:
+    """:func:`e_step`'s statistics with one weight per document (``np.where``: a
+    zero-weight document adds nothing, not even a ``-inf`` word bound)."""
+    entry = np.repeat(weights, _row_lengths(matrix.indptr))
+    kept = entry > 0
+    scaled = sparse.csr_matrix(
+        (np.where(kept, entry * matrix.data / (norm + EPS), 0.0), matrix.indices, matrix.indptr),
+        shape=matrix.shape,
+    )
+    sstats = (scaled.T @ exp_theta).T * exp_topic_word
+    with np.errstate(divide="ignore", invalid="ignore"):
+        words_bound = float(np.sum(np.where(kept, entry * matrix.data * np.log(norm), 0.0)))
+    per_doc = doc_bounds(gamma, doc_topic_prior)
+    bound = words_bound + float(np.sum(np.where(weights > 0, weights * per_doc, 0.0)))
+    return {
+        "sstats": sstats,
+        "loglik": np.float64(bound),
+        "n_words": np.float64(np.sum(np.where(kept, entry * matrix.data, 0.0))),
+        "n": np.float64(weights.sum()),
+    }
+
+
+def doc_bounds(gamma: np.ndarray, doc_topic_prior: float) -> np.ndarray:
+    """Each document's ``E[log p(θ_d | α) − log q(θ_d | γ_d)]`` (:func:`doc_bound`'s
+    terms)."""
+    k = gamma.shape[1]
+    elog = dirichlet_expectation(gamma)
+    terms = np.sum((doc_topic_prior - gamma) * elog + gammaln(gamma), axis=1)
+    return (
+        terms
+        - k * gammaln(doc_topic_prior)
+        + gammaln(doc_topic_prior * k)
+        - gammaln(gamma.sum(axis=1))
+    )
 
 
 def doc_bound(gamma: np.ndarray, doc_topic_prior: float) -> float:
