@@ -90,10 +90,12 @@ def reference(x, max_iter: int, start: np.ndarray = START, **options) -> SkLDA:
     ).fit(x)
 
 
-def ours(x, max_iter: int, start: np.ndarray = START, **options) -> dem.LatentDirichletAllocation:
+def ours(
+    x, max_iter: int, start: np.ndarray = START, sample_weight=None, **options
+) -> dem.LatentDirichletAllocation:
     return dem.LatentDirichletAllocation(
         len(start), max_iter=max_iter, components_init=start, **options
-    ).fit(x)
+    ).fit(x, sample_weight=sample_weight)
 
 
 def assert_same_fit(found, expected, x, rtol: float, atol: float = 1e-13) -> None:
@@ -182,10 +184,15 @@ def test_integer_document_weights_equal_repeated_documents():
     np.testing.assert_allclose(weighted.params["components"], plain.params["components"],
                                rtol=1e-10)  # fmt: skip
     np.testing.assert_allclose(weighted.lower_bounds, plain.lower_bounds, rtol=1e-10)
-    assert (
-        weighted.lower_bounds
-        != fit({"X": da.from_array(x, chunks=(64, V), asarray=False)}).lower_bounds
-    )
+    unweighted = fit({"X": da.from_array(x, chunks=(64, V), asarray=False)})
+    assert weighted.lower_bounds != unweighted.lower_bounds
+    # the estimator: fit(sample_weight=) is the fit of the repeated documents
+    found = ours(x, 4, sample_weight=weights, max_doc_update_iter=30)
+    expected = ours(repeated, 4, max_doc_update_iter=30)
+    np.testing.assert_allclose(found.components_, expected.components_, rtol=1e-10)
+    np.testing.assert_allclose(found.bound_, expected.bound_, rtol=1e-10)
+    with pytest.raises(ValueError, match="learning_method='batch'"):
+        ours(x, 1, sample_weight=weights, learning_method="online")
 
 
 def test_with_scipys_digamma_equals_scikit_learn_to_its_series_accuracy():

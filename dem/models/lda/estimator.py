@@ -31,6 +31,7 @@ from dem.model import Params
 from dem.models.lda import corpus, kernels
 from dem.models.lda.model import LDAModel
 from dem.online import fit_online
+from dem.weights import with_weights
 
 
 class LatentDirichletAllocation(
@@ -267,7 +268,7 @@ callback, sample_dim, feature_dim
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
-        self, X: Any, y: Any = None, *, variable: str | None = None
+        self, X: Any, y: Any = None, *, variable: str | None = None, sample_weight: Any = None
     ) -> LatentDirichletAllocation:
         """Fit the topics by batch variational EM.
 
@@ -280,12 +281,23 @@ callback, sample_dim, feature_dim
         variable : str, optional
             Name of the array or CSR group in a Zarr store (or of an xarray Dataset's
             variable).
+        sample_weight : array-like of shape (n_documents,), dask array, or str, optional
+            One non-negative weight per document (a string names a variable of ``X``'s
+            Zarr store): every statistic, the bound and the word count are weighted sums,
+            so an integer weight counts as the document repeated and a zero weight as
+            the document left out. Batch learning only.
 
         Returns
         -------
         self
         """
         samples, stored = self._corpus(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
+        if weights is not None and self.learning_method == "online":
+            raise ValueError(
+                "sample_weight is supported with learning_method='batch' only; use it, or "
+                "repeat the documents."
+            )
         persist = self._persist(stored)
         n_features = int(samples.array.shape[1])
         model = self._model()
@@ -308,7 +320,7 @@ callback, sample_dim, feature_dim
             """``bound_`` (one more pass, as in scikit-learn), recorded in the checkpoint
             with whether the fit tested convergence (for :meth:`_set_final`)."""
             self._set_params(best.params)
-            stats = self._pass(samples)
+            stats = self._pass(samples, weights)
             self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
             self._planned_passes = not tested
             return {}, {"bound": self.bound_, "stopping_tested": tested}
@@ -318,7 +330,7 @@ callback, sample_dim, feature_dim
                 warnings.simplefilter("ignore", ConvergenceWarning)
             best, _ = fit_restarts(
                 model,
-                {"X": samples},
+                with_weights({"X": samples}, weights),
                 make_init,
                 n_init=1,
                 random_state=self.random_state,
@@ -403,13 +415,14 @@ callback, sample_dim, feature_dim
         self._check_features(X, variable, int(samples.array.shape[1]))
         return samples
 
-    def _pass(self, samples: Samples) -> dict[str, Any]:
-        """The statistics of all the documents at the fitted parameters (one pass)."""
+    def _pass(self, samples: Samples, weights: Samples | None = None) -> dict[str, Any]:
+        """The statistics of all the documents at the fitted parameters (one pass),
+        weighted by ``weights`` when given."""
         model = self._model()
         return map_reduce(
             model.e_step,
             model.combine,
-            {"X": samples.array},
+            {name: s.array for name, s in with_weights({"X": samples}, weights).items()},
             self._params(),
             split_every=int(self.split_every),
             missing_ok=model.missing_ok,
