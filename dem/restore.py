@@ -187,7 +187,10 @@ def from_checkpoint(
     Warns
     -----
     UserWarning
-        When the chosen restart had not converged (an interrupted or capped fit).
+        When the chosen restart had not converged (an interrupted or capped fit), unless
+        its estimator's ``_finished_unconverged()`` says that it made every iteration it
+        was to make without testing convergence (scikit-learn's LDA with
+        ``evaluate_every <= 0``).
     """
     header = checkpoint_header(path, storage_options)
     cls = estimator_class(header["model"])
@@ -222,7 +225,8 @@ def from_checkpoint(
     final = load_final(path, chosen, estimator.n_iter_, storage_options)
     if final is not None and hasattr(estimator, "_set_final"):
         estimator._set_final(final)
-    if not estimator.converged_:
+    finished = getattr(estimator, "_finished_unconverged", None)  # a plan of max_iter passes
+    if not estimator.converged_ and not (finished is not None and finished()):
         warnings.warn(
             f"Checkpoint {_shown(path)!r}: restart {chosen} stopped after iteration "
             f"{estimator.n_iter_} without converging; its latest parameters are used. Resume the "

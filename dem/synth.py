@@ -686,12 +686,15 @@ def lda_write(
     on_chunk: Callable[[int, int], Any] | None,
 ) -> None:
     """The corpus as the CSR layout ``X`` (:mod:`dem.models.lda.corpus`), the documents'
-    topic proportions ``doc_topics`` and the ``topics``, chunk by chunk."""
-    from dem.models.lda.corpus import write_csr
+    topic proportions ``doc_topics``, the ``topics`` and the ``vocabulary`` (synthetic
+    words ``w00000``, ``w00001``, ...), chunk by chunk."""
+    from dem.models.lda.corpus import VOCABULARY, synthetic_vocabulary, write_csr
 
     topics = np.asarray(truth["topics"])
     k, v = topics.shape
     group.create_array("topics", data=topics, dimension_names=("component", "feature"))
+    vocabulary = group.create_array(VOCABULARY, shape=(v,), dtype=str, dimension_names=("feature",))
+    vocabulary[:] = synthetic_vocabulary(v)
     proportions = group.create_array(
         "doc_topics",
         shape=(n_samples, k),

@@ -90,10 +90,12 @@ def reference(x, max_iter: int, start: np.ndarray = START, **options) -> SkLDA:
     ).fit(x)
 
 
-def ours(x, max_iter: int, start: np.ndarray = START, **options) -> dem.LatentDirichletAllocation:
+def ours(
+    x, max_iter: int, start: np.ndarray = START, sample_weight=None, **options
+) -> dem.LatentDirichletAllocation:
     return dem.LatentDirichletAllocation(
         len(start), max_iter=max_iter, components_init=start, **options
-    ).fit(x)
+    ).fit(x, sample_weight=sample_weight)
 
 
 def assert_same_fit(found, expected, x, rtol: float, atol: float = 1e-13) -> None:
@@ -136,6 +138,61 @@ def test_scikit_learns_document_stopping_rule_and_priors(sklearn_psi):
     found = ours(x, 5, chunk_rows=50, **options)
     assert found.doc_topic_prior_ == 0.3 and found.topic_word_prior_ == 0.7
     assert_same_fit(found, expected, x, rtol=1e-10)
+
+
+@pytest.mark.parametrize(("block_entries", "tail"), [(100, 0.9), (40, 0.5), (10**6, 0.0)])
+def test_blocks_and_pooled_slow_documents_equal_scikit_learn(
+    sklearn_psi, monkeypatch, block_entries, tail
+):
+    """Documents run block by block (a few documents per block here), the slow ones of
+    several blocks pooled, each stopping after its own count of steps (mean_change_tol)
+    or at max_doc_update_iter: scikit-learn's per-document loop."""
+    monkeypatch.setattr(kernels, "BLOCK_ELEMENTS", block_entries * K)
+    monkeypatch.setattr(kernels, "TAIL", tail)
+    x = counts(seed=3)
+    options = {"mean_change_tol": 1e-3, "max_doc_update_iter": 12}
+    expected = reference(x, 3, **options)
+    found = ours(x, 3, chunk_rows=100, **options)
+    assert_same_fit(found, expected, x, rtol=1e-10)
+    # both limits bind on this corpus: some documents stop at the tolerance, some at 12
+    for other in ({"mean_change_tol": 0.0}, {"max_doc_update_iter": 100}):
+        changed = reference(x, 3, **{**options, **other}).components_
+        assert np.max(np.abs(changed - expected.components_)) > 1e-8
+
+
+def test_integer_document_weights_equal_repeated_documents():
+    """Weights (the engine's "sample_weight" input) 0, 1, 2, 3 give the fit of each
+    document repeated that many times (0: left out), through dem.engine.fit."""
+    from dem import engine
+    from dem.models.lda.model import LDAModel
+
+    x = counts(seed=6)
+    weights = np.random.default_rng(0).integers(0, 4, x.shape[0]).astype(float)
+    repeated = x[np.repeat(np.arange(x.shape[0]), weights.astype(int))]
+    model = LDAModel(K, 1.0 / K, 1.0 / K, 30, 1e-3)
+
+    def fit(arrays):
+        with warnings.catch_warnings():  # 4 iterations, no convergence test intended
+            warnings.simplefilter("ignore", dem.ConvergenceWarning)
+            return engine.fit(model, arrays, lambda: model.initial(START), tol=0.0, max_iter=4)
+
+    weighted = fit({
+        "X": da.from_array(x, chunks=(64, V), asarray=False),
+        "sample_weight": da.from_array(weights, chunks=64),
+    })  # fmt: skip
+    plain = fit({"X": da.from_array(repeated, chunks=(97, V), asarray=False)})
+    np.testing.assert_allclose(weighted.params["components"], plain.params["components"],
+                               rtol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(weighted.lower_bounds, plain.lower_bounds, rtol=1e-10)
+    unweighted = fit({"X": da.from_array(x, chunks=(64, V), asarray=False)})
+    assert weighted.lower_bounds != unweighted.lower_bounds
+    # the estimator: fit(sample_weight=) is the fit of the repeated documents
+    found = ours(x, 4, sample_weight=weights, max_doc_update_iter=30)
+    expected = ours(repeated, 4, max_doc_update_iter=30)
+    np.testing.assert_allclose(found.components_, expected.components_, rtol=1e-10)
+    np.testing.assert_allclose(found.bound_, expected.bound_, rtol=1e-10)
+    with pytest.raises(ValueError, match="learning_method='batch'"):
+        ours(x, 1, sample_weight=weights, learning_method="online")
 
 
 def test_with_scipys_digamma_equals_scikit_learn_to_its_series_accuracy():
@@ -278,6 +335,41 @@ def store(tmp_path: Path) -> Path:
     return path
 
 
+def test_persist_none_sizes_a_sparse_corpus_by_its_csr_arrays(monkeypatch, store):
+    """persist=None persists a sparse corpus when its data, indices and indptr fit the
+    engine's budget (its dense size is far larger); persist=True/False are kept."""
+    from dem import engine
+    from dem.models.lda import estimator as lda_estimator
+
+    asked: list[bool | None] = []
+    real = engine.prepare
+    monkeypatch.setattr(
+        engine, "prepare", lambda a, persist: asked.append(persist) or real(a, persist)
+    )
+
+    def decisions(x, budget: int, **options) -> list[bool | None]:
+        monkeypatch.setattr(lda_estimator, "memory_budget", lambda: budget)
+        asked.clear()
+        dem.LatentDirichletAllocation(4, max_iter=1, random_state=0, **options).fit(
+            x, variable="X" if not sp.issparse(x) else None
+        )
+        return list(asked)
+
+    x = counts()
+    stored = x.nnz * 8 + x.nnz * 4 + (x.shape[0] + 1) * 4  # float64 counts, int32 indices
+    assert 3 * stored < x.shape[0] * x.shape[1] * 8
+    assert decisions(x, stored) == [True] and decisions(x, stored - 1) == [False]
+    assert decisions(x, 10**12, persist=False) == [False]
+    assert decisions(x, 0, persist=True) == [True]
+    group = zarr.open_group(store, mode="r")["X"]
+    on_disk = sum(
+        group[p].shape[0] * group[p].dtype.itemsize for p in ("data", "indices", "indptr")
+    )
+    assert decisions(store, on_disk) == [True] and decisions(store, on_disk - 1) == [False]
+    chunked = da.from_array(x, chunks=(100, V), asarray=False)  # estimated from a chunk
+    assert abs(corpus.estimated_bytes(chunked) - stored) < 0.1 * stored
+
+
 def test_zarr_csr_layout_reads_as_the_matrix_it_holds(store):
     group = zarr.open_group(store, mode="r")
     assert group["X"].attrs["format"] == "csr" and group["X"].attrs["shape"] == [500, 80]
@@ -312,13 +404,43 @@ def test_checkpoint_resume_gives_the_same_bits(store, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "cut.zarr", callback=stop)
+    with pytest.warns(UserWarning, match="after iteration 2 without converging"):
+        from_checkpoint(tmp_path / "cut.zarr")  # interrupted: resume to finish it
     resumed = fit(tmp_path / "cut.zarr", resume=True)
     assert np.array_equal(resumed.components_, whole.components_)
     assert resumed.lower_bounds_ == whole.lower_bounds_ and resumed.bound_ == whole.bound_
-    with pytest.warns(UserWarning, match="without converging"):  # max_iter ended it
+    with warnings.catch_warnings():  # evaluate_every=-1: max_iter passes, nothing to test
+        warnings.simplefilter("error")
         restored = from_checkpoint(tmp_path / "whole.zarr")
     assert np.array_equal(restored.components_, whole.components_)
     assert restored.doc_topic_prior_ == whole.doc_topic_prior_ == 0.25
+    assert restored.bound_ == whole.bound_ and restored.n_iter_ == 5
+    with pytest.warns(dem.ConvergenceWarning):  # perp_tol tested, max_iter came first
+        fit(tmp_path / "capped.zarr", evaluate_every=1, perp_tol=1e-12)
+    with pytest.warns(UserWarning, match="after iteration 5 without converging"):
+        from_checkpoint(tmp_path / "capped.zarr")
+
+
+def test_show_prints_each_topics_most_probable_words(store, tmp_path):
+    """`dem show` names each topic's ten most probable terms by the store's vocabulary
+    (written by `dem synth lda`), as term indices when the store has none."""
+    group = zarr.open_group(store, mode="r")
+    vocabulary = [str(word) for word in group["vocabulary"][:].tolist()]
+    assert vocabulary[:3] == ["w00", "w01", "w02"] and len(vocabulary) == 80
+    checkpoint = tmp_path / "fit.zarr"
+    fitted = dem.LatentDirichletAllocation(4, max_iter=3, random_state=0, checkpoint=checkpoint)
+    fitted.fit(store, variable="X")
+    code, output = invoke("show", checkpoint)
+    assert code == 0, output
+    assert "top words per topic" in output
+    for topic in fitted.components_:
+        expected = [vocabulary[i] for i in sorted(range(80), key=lambda i: -topic[i])[:10]]
+        assert " ".join(expected) in output
+    del zarr.open_group(store, mode="r+")["vocabulary"]  # a corpus without one
+    code, output = invoke("show", checkpoint)
+    assert code == 0 and "term indices" in output
+    top = sorted(range(80), key=lambda i: -fitted.components_[0][i])[:10]
+    assert " ".join(map(str, top)) in output
 
 
 def invoke(*args: str | os.PathLike[str]) -> tuple[int, str]:
@@ -344,8 +466,7 @@ def test_command_line_on_worker_processes(process_client, tmp_path):
     )  # fmt: skip
     assert code == 0, output
     local = dem.LatentDirichletAllocation(3, max_iter=4, random_state=0).fit(data, variable="X")
-    with pytest.warns(UserWarning, match="without converging"):
-        restored = from_checkpoint(fit)
+    restored = from_checkpoint(fit)
     assert isinstance(restored, dem.LatentDirichletAllocation)
     assert np.array_equal(restored.components_, local.components_)  # workers: the same bits
     code, output = invoke("predict", fit, data, "--var", "X", "--out", out, *scheduler)

@@ -181,6 +181,7 @@ def show(
     for name, values in small.items():
         console.print(f"{name}: " + " ".join(f"{v:.4g}" for v in values.ravel()), soft_wrap=True)
     _print_summary(console, header["model"], estimator, run is None or run == best)
+    _print_topics(console, header, estimator, options)
     if plot is not None:
         _plot_trace(console, path, plot, options)
 
@@ -202,6 +203,35 @@ def _print_summary(console: Console, model: str, estimator: Any, best: bool) -> 
         )
         return
     console.print(escape(text), soft_wrap=True)
+
+
+def _print_topics(
+    console: Console, header: dict[str, Any], estimator: Any, options: dict[str, Any] | None
+) -> None:
+    """A topic model's ten most probable words of each topic: words of the vocabulary
+    array of the corpus store it was fitted on (its fingerprint's source; see
+    :mod:`dem.models.lda.corpus`) when that store has one, else term indices."""
+    from dem.models.lda.corpus import VOCABULARY, read_vocabulary, top_words
+    from dem.models.lda.model import LDAModel
+    from dem.paths import source_location
+
+    components = getattr(estimator, "components_", None)
+    if header["model"] != LDAModel.name or components is None:
+        return
+    fingerprint = header["fingerprint"].get("X")
+    store = source_location(fingerprint.get("source") if isinstance(fingerprint, dict) else None)
+    vocabulary = None if store is None else read_vocabulary(store, components.shape[1], options)
+    title = (
+        "top words per topic"
+        if vocabulary is not None
+        else f"top terms per topic (term indices: the corpus has no '{VOCABULARY}' array)"
+    )
+    table = Table(title=title)
+    table.add_column("topic", justify="right")
+    table.add_column("most probable first")
+    for topic, words in enumerate(top_words(components, vocabulary)):
+        table.add_row(str(topic), escape(" ".join(words)))
+    console.print(table)
 
 
 def missing_checkpoint(path: str) -> str:

@@ -13,9 +13,18 @@ attributes          ``{"format": "csr", "shape": [n_documents, n_terms],``
                     ``"chunk_rows": documents per chunk}``
 ==================  =========================================================
 
-(scipy's CSR arrays under one group). Each chunk of ``chunk_rows`` documents is read by
-its own task: its slice of ``indptr``, then the stretch of ``indices`` and ``data``
-between its first and last pointer. :func:`write_csr` appends chunks in order.
+(scipy's CSR arrays under one group). Beside it, the store may hold the vocabulary:
+
+==================  =========================================================
+``vocabulary``      strings, ``n_terms``: the word of each column (term)
+==================  =========================================================
+
+a 1-D array at the store's root; ``dem show`` prints each topic's most probable words
+with it (``dem synth lda`` writes synthetic words ``w00000``, ``w00001``, ...).
+
+Each chunk of ``chunk_rows`` documents is read by its own task: its slice of
+``indptr``, then the stretch of ``indices`` and ``data`` between its first and last
+pointer. :func:`write_csr` appends chunks in order.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from dem import storage
 from dem.data import DEFAULT_CHUNK_ROWS, Samples, _open_group, _refuse_incomplete_output
 
 FORMAT = "csr"
+VOCABULARY = "vocabulary"
+"""The name of the store's vocabulary array (one string per term)."""
 ENTRIES_PER_CHUNK = 1_000_000
 """Stored entries per Zarr chunk of ``indices`` and ``data``."""
 
@@ -57,6 +68,66 @@ def from_scipy(matrix: Any, chunk_rows: int | None = None) -> da.Array:
         matrix = matrix.astype(np.float64)
     rows = int(chunk_rows or DEFAULT_CHUNK_ROWS)
     return da.from_array(matrix, chunks=(rows, matrix.shape[1]), asarray=False, name=False)
+
+
+def synthetic_vocabulary(n_terms: int) -> np.ndarray:
+    """Words ``w0``... ``w{n_terms - 1}``, zero-padded to one width (``w00017``)."""
+    width = len(str(max(n_terms - 1, 0)))
+    return np.array([f"w{term:0{width}d}" for term in range(n_terms)], dtype=object)
+
+
+def read_vocabulary(
+    path: Any, n_terms: int, storage_options: Mapping[str, Any] | None = None
+) -> np.ndarray | None:
+    """The vocabulary array of the store at ``path`` (see the layout above) when it has
+    ``n_terms`` words, else None (no store, no such array, or one of another length)."""
+    try:
+        group, _, _ = _open_group(path, storage_options)
+    except (FileNotFoundError, ValueError, OSError):
+        return None
+    found = group.get(VOCABULARY)
+    if not isinstance(found, zarr.Array) or found.shape != (n_terms,):
+        return None
+    return np.array([str(word) for word in np.asarray(found[:]).tolist()], dtype=object)
+
+
+def top_words(
+    components: np.ndarray, vocabulary: np.ndarray | None, count: int = 10
+) -> list[list[str]]:
+    """The ``count`` most probable terms of each topic (rows of ``components``), most
+    probable first: words of ``vocabulary``, or term indices when it is None."""
+    order = np.argsort(-np.asarray(components), axis=1, kind="stable")[:, :count]
+    if vocabulary is None:
+        return [[str(term) for term in row] for row in order]
+    return [[str(vocabulary[term]) for term in row] for row in order]
+
+
+def csr_bytes(matrix: Any) -> int:
+    """Bytes of a CSR matrix's three arrays (``data``, ``indices``, ``indptr``)."""
+    return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)
+
+
+def scipy_bytes(matrix: Any) -> int:
+    """Bytes of any scipy.sparse matrix once float64 CSR (:func:`from_scipy`): its
+    counts, and scipy's int32 indices and row pointers (int64 past 2**31)."""
+    nnz, rows = int(matrix.nnz), int(matrix.shape[0])
+    index = 4 if max(nnz, *matrix.shape) < 2**31 else 8
+    return nnz * 8 + (nnz + rows + 1) * index
+
+
+def group_bytes(group: zarr.Group) -> int:
+    """Bytes of a CSR group's three arrays once read (uncompressed)."""
+    return sum(int(_array(group, part).nbytes) for part in ("data", "indices", "indptr"))
+
+
+def estimated_bytes(array: da.Array) -> int:
+    """Bytes of a dask array of sparse chunks held in memory, estimated from its first
+    chunk (its CSR arrays' bytes per document times the documents); its dense size
+    when the array is empty."""
+    if not array.shape[0] or not array.chunks[0][0]:
+        return int(array.nbytes)
+    first = sparse.csr_matrix(array.blocks[0].compute())
+    return int(csr_bytes(first) * array.shape[0] / array.chunks[0][0])
 
 
 def csr_group(

@@ -15,7 +15,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from dem.data import Samples, as_samples
 from dem.display import HTMLRepr
-from dem.engine import ConvergenceWarning, map_reduce
+from dem.engine import ConvergenceWarning, EMResult, map_reduce, memory_budget
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -31,6 +31,7 @@ from dem.model import Params
 from dem.models.lda import corpus, kernels
 from dem.models.lda.model import LDAModel
 from dem.online import fit_online
+from dem.weights import with_weights
 
 
 class LatentDirichletAllocation(
@@ -196,18 +197,39 @@ callback, sample_dim, feature_dim
     def _samples(self, X: Any, variable: str | None) -> Samples:
         """The documents as :class:`~dem.data.Samples`: sparse input stays sparse (CSR
         chunks), dense input is read as dem reads any input."""
+        return self._corpus(X, variable)[0]
+
+    def _corpus(self, X: Any, variable: str | None) -> tuple[Samples, int | None]:
+        """:meth:`_samples` and, for sparse input, the bytes its CSR chunks take in
+        memory (None for dense input, which the engine sizes itself)."""
         if corpus.is_sparse(X):
             if X.ndim != 2 or 0 in X.shape:
                 raise ValueError(
                     f"X is empty or not 2-D (shape {X.shape}); it needs documents × terms."
                 )
             array = corpus.from_scipy(X, self.chunk_rows)
-            return dataclasses.replace(as_samples(array, name="X"), kind="numpy")
+            samples = dataclasses.replace(as_samples(array, name="X"), kind="numpy")
+            return samples, corpus.scipy_bytes(X)
         if isinstance(variable, str):
             group = corpus.csr_group(X, variable, self.storage_options)
             if group is not None:
                 where = f"{os.fspath(X)}" if isinstance(X, str | os.PathLike) else None
-                return corpus.read_csr(group, variable, where and f"{where}::{variable}")
+                samples = corpus.read_csr(group, variable, where and f"{where}::{variable}")
+                return samples, corpus.group_bytes(group)
+        samples = self._dense_samples(X, variable)
+        if corpus.is_sparse_dask(samples.array):
+            return samples, corpus.estimated_bytes(samples.array)
+        return samples, None
+
+    def _persist(self, stored: int | None) -> bool | None:
+        """``persist`` for the engine: the estimator's, or with ``persist=None`` and
+        sparse input, whether its CSR chunks (not its dense size) fit the engine's
+        memory budget."""
+        if self.persist is not None or stored is None:
+            return self.persist
+        return stored <= memory_budget()
+
+    def _dense_samples(self, X: Any, variable: str | None) -> Samples:
         return as_samples(
             in_memory_array(X, self),
             variable=variable,
@@ -246,7 +268,7 @@ callback, sample_dim, feature_dim
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
-        self, X: Any, y: Any = None, *, variable: str | None = None
+        self, X: Any, y: Any = None, *, variable: str | None = None, sample_weight: Any = None
     ) -> LatentDirichletAllocation:
         """Fit the topics by batch variational EM.
 
@@ -259,12 +281,24 @@ callback, sample_dim, feature_dim
         variable : str, optional
             Name of the array or CSR group in a Zarr store (or of an xarray Dataset's
             variable).
+        sample_weight : array-like of shape (n_documents,), dask array, or str, optional
+            One non-negative weight per document (a string names a variable of ``X``'s
+            Zarr store): every statistic, the bound and the word count are weighted sums,
+            so an integer weight counts as the document repeated and a zero weight as
+            the document left out. Batch learning only.
 
         Returns
         -------
         self
         """
-        samples = self._samples(X, variable)
+        samples, stored = self._corpus(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
+        if weights is not None and self.learning_method == "online":
+            raise ValueError(
+                "sample_weight is supported with learning_method='batch' only; use it, or "
+                "repeat the documents."
+            )
+        persist = self._persist(stored)
         n_features = int(samples.array.shape[1])
         model = self._model()
         start = self._components_init(n_features)
@@ -275,18 +309,28 @@ callback, sample_dim, feature_dim
             return model.initial(components)
 
         if self.learning_method == "online":
-            self._fit_online(model, samples, make_init)
+            self._fit_online(model, samples, make_init, persist)
             self._set_features(X, variable, n_features)
             stats = self._pass(samples)
             self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
             return self
         tol, tested = self._stopping()
+
+        def finish(best: EMResult) -> tuple[Params, dict[str, Any]]:
+            """``bound_`` (one more pass, as in scikit-learn), recorded in the checkpoint
+            with whether the fit tested convergence (for :meth:`_set_final`)."""
+            self._set_params(best.params)
+            stats = self._pass(samples, weights)
+            self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
+            self._planned_passes = not tested
+            return {}, {"bound": self.bound_, "stopping_tested": tested}
+
         with warnings.catch_warnings():
             if not tested:  # max_iter iterations is the plan, as in scikit-learn
                 warnings.simplefilter("ignore", ConvergenceWarning)
             best, _ = fit_restarts(
                 model,
-                {"X": samples},
+                with_weights({"X": samples}, weights),
                 make_init,
                 n_init=1,
                 random_state=self.random_state,
@@ -296,21 +340,37 @@ callback, sample_dim, feature_dim
                 checkpoint=self.checkpoint,
                 resume=self.resume,
                 callback=self.callback,
-                persist=self.persist,
+                persist=persist,
+                finish=finish,
                 checkpoint_storage_options=self._checkpoint_options(),
             )
-        self._set_params(best.params)
         self.converged_ = best.converged
         self.n_iter_ = best.n_iter
         self.lower_bounds_ = list(best.lower_bounds)
         self.lower_bound_ = best.lower_bound
         self._set_features(X, variable, n_features)
-        stats = self._pass(samples)
-        self.bound_ = kernels.perplexity(model.bound(stats), float(stats["n_words"]))
         return self
 
+    def _set_final(self, final: dict[str, Any]) -> None:
+        """What :func:`dem.from_checkpoint` restores of a finished fit: ``bound_``, and
+        whether the fit made its ``max_iter`` iterations without a stopping test."""
+        self.bound_ = float(final["bound"])
+        self._planned_passes = not bool(final["stopping_tested"])
+
+    def _finished_unconverged(self) -> bool:
+        """Whether a fit that did not converge finished as planned: with
+        ``evaluate_every <= 0`` and ``tol=None`` (scikit-learn's default) a fit makes
+        ``max_iter`` iterations and tests nothing, so it has nothing to converge to and
+        :func:`dem.from_checkpoint` does not warn; it warns about an interrupted fit,
+        or one stopped by ``max_iter`` before ``perp_tol``."""
+        return bool(getattr(self, "_planned_passes", False))
+
     def _fit_online(
-        self, model: LDAModel, samples: Samples, make_init: Callable[..., Params]
+        self,
+        model: LDAModel,
+        samples: Samples,
+        make_init: Callable[..., Params],
+        persist: bool | None,
     ) -> None:
         """``max_iter`` passes of online EM (no checkpoint: each update is too short)."""
         if self.checkpoint is not None:
@@ -329,7 +389,7 @@ callback, sample_dim, feature_dim
             random_state=rng,
             split_every=int(self.split_every),
             callback=self.callback,
-            persist=self.persist,
+            persist=persist,
         )
         self._set_params(result.params)
         self.converged_ = False
@@ -355,13 +415,14 @@ callback, sample_dim, feature_dim
         self._check_features(X, variable, int(samples.array.shape[1]))
         return samples
 
-    def _pass(self, samples: Samples) -> dict[str, Any]:
-        """The statistics of all the documents at the fitted parameters (one pass)."""
+    def _pass(self, samples: Samples, weights: Samples | None = None) -> dict[str, Any]:
+        """The statistics of all the documents at the fitted parameters (one pass),
+        weighted by ``weights`` when given."""
         model = self._model()
         return map_reduce(
             model.e_step,
             model.combine,
-            {"X": samples.array},
+            {name: s.array for name, s in with_weights({"X": samples}, weights).items()},
             self._params(),
             split_every=int(self.split_every),
             missing_ok=model.missing_ok,

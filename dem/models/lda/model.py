@@ -80,6 +80,7 @@ class LDAModel:
             self.doc_topic_prior,
             self.max_doc_update_iter,
             self.mean_change_tol,
+            block.get("sample_weight"),
         )
         stats["topic_bound"] = np.float64(params["topic_bound"])
         return stats
