@@ -251,10 +251,12 @@ def statistics(
     n_components, n_features = params["means"].shape
     resp_sum = np.zeros(n_components)
     sum_x = np.zeros((n_components, n_features))
-    shape = (n_features, n_features) if covariance_type == "tied" else sum_x.shape
-    if covariance_type == "full":
-        shape = (n_components, n_features, n_features)
-    scatter = np.zeros(shape)
+    scatter = np.zeros(
+        {
+            "full": (n_components, n_features, n_features),
+            "tied": (n_features, n_features),
+        }.get(covariance_type, (n_components, n_features))
+    )
     loglik = 0.0
     total = 0.0
     for start in range(0, len(x), BLOCK_ROWS):
@@ -339,7 +341,8 @@ def conditional_means(x: np.ndarray, params: Params, covariance_type: str) -> np
             expected = np.matmul(resp.T[:, None, :], conditionals.filled.transpose(1, 0, 2))
             expected = expected[:, 0] + params["shift"]
         else:
-            resp, _ = kernels.responsibilities(diag_log_prob(rows, missing, params, covariance_type))
+            log_prob = diag_log_prob(rows, missing, params, covariance_type)
+            resp, _ = kernels.responsibilities(log_prob)
             expected = resp.T @ params["means"]
         rows[missing] = expected[missing]
     return out
@@ -392,7 +395,7 @@ class MarginalMixtureModel(MixtureModel):
         return results
 
     def m_step(self, stats: Stats, params: Params) -> Params:
-        unobserved = int(round(float(stats.get("n_unobserved", 0.0))))
+        unobserved = round(float(stats.get("n_unobserved", 0.0)))
         if unobserved and unobserved not in self._warned:
             self._warned.add(unobserved)
             warnings.warn(
