@@ -42,10 +42,11 @@ from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.models.mixture import kernels
 from dem.models.mixture.model import MixtureModel, log_weights
+from dem.models.scratch import thread_scratch
 
 LOG_2PI = float(np.log(2.0 * np.pi))
-BLOCK_ROWS = 1024
-"""Rows per block of the pattern kernels (a few (K, rows, d) float64 arrays in cache)."""
+BLOCK_ROWS = 8192
+"""Rows per block of the pattern kernels (a few (K, rows, d) float64 arrays)."""
 GATHER_BUDGET = 1 << 22
 """Most elements of the per-row conditional covariances (K, rows, q, q) held at once."""
 MISSING_OPTIONS = ("raise", "marginalize")
@@ -80,23 +81,75 @@ class PatternGroup:
 def pattern_groups(missing: np.ndarray) -> list[PatternGroup]:
     """Rows of a boolean mask (True = missing) grouped by pattern, patterns by their
     number of missing values; complete rows are in no group."""
-    packed = np.packbits(missing, axis=1)
-    _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
+    n_features = missing.shape[1]
+    if n_features < 63:  # each pattern as one integer: a fast one-dimensional unique
+        codes = missing @ (np.int64(1) << np.arange(n_features, dtype=np.int64))
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    else:
+        packed = np.packbits(missing, axis=1)
+        _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     patterns = missing[first]
     sizes = patterns.sum(axis=1)
     groups = []
     local = np.empty(len(patterns), dtype=np.intp)
+    row_sizes = sizes[inverse]
     for q in np.unique(sizes[sizes > 0]):
         members = np.flatnonzero(sizes == q)
         local[members] = np.arange(len(members))
-        rows = np.flatnonzero(sizes[inverse] == q)
+        rows = np.flatnonzero(row_sizes == q)
         columns = np.nonzero(patterns[members])[1].reshape(len(members), int(q))
         groups.append(PatternGroup(rows, columns, local[inverse[rows]]))
     return groups
 
 
 # --- full and tied covariances -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FullTerms:
+    """Per-component constants of full (or tied, repeated per component) covariances,
+    about the shift c: ``P`` (K, d, d), ``μ̃ = μ − c``, ``P μ̃``, ``μ̃ᵀ P μ̃``, the
+    coefficients of ``(x̃ − μ̃)ᵀ P (x̃ − μ̃)`` on the moments ``[x̃_a x̃_b (a <= b); x̃; 1]``
+    of :data:`dem.models.gaussian.MOMENTS` (``x̃ = x − c``), and
+    ``log w + log det U − (d/2) log 2π``."""
+
+    shift: np.ndarray
+    precision: np.ndarray
+    means: np.ndarray
+    precision_means: np.ndarray
+    quadratic_means: np.ndarray
+    coefficients: np.ndarray
+    log_constant: np.ndarray
+
+    @classmethod
+    def of(cls, params: Params, covariance_type: str) -> FullTerms:
+        n_components, n_features = params["means"].shape
+        prec_chol = params["precisions_cholesky"]
+        precision = gaussian.precisions_from_cholesky(prec_chol, covariance_type)
+        precision = np.broadcast_to(precision, (n_components, n_features, n_features))
+        means = params["means"] - params["shift"]
+        precision_means = np.einsum("kij,kj->ki", precision, means)
+        rows, cols = np.triu_indices(n_features)
+        quadratic_means = np.einsum("ki,ki->k", means, precision_means)
+        coefficients = np.concatenate(
+            [
+                precision[:, rows, cols] * np.where(rows == cols, 1.0, 2.0),
+                -2.0 * precision_means,
+                quadratic_means[:, None],
+            ],
+            axis=1,
+        )
+        log_det = gaussian.log_det_cholesky(prec_chol, covariance_type, n_features)
+        return cls(
+            params["shift"],
+            precision,
+            means,
+            precision_means,
+            quadratic_means,
+            coefficients,
+            log_weights(params) + log_det - 0.5 * n_features * LOG_2PI,
+        )
 
 
 @dataclass
@@ -107,15 +160,21 @@ class FullConditionals:
     ----------
     log_prob : ndarray of shape (K, n)
         ``log w_k + log N(x_o | μ_k,o, Σ_k,oo)``.
+    centred : ndarray of shape (n, d)
+        ``x̃``: the rows minus the shift, 0 where missing.
+    moments : ndarray of shape (d (d + 1) / 2 + d + 1, n)
+        ``[x̃_a x̃_b (a <= b); x̃; 1]`` of each row (a scratch buffer).
     filled : ndarray of shape (K, n, d)
-        The rows minus the shift, each missing entry replaced by ``x̂_k − c``.
+        ``x̂_k − c`` where missing (the conditional mean under component k), 0 where
+        observed: the rows' expected values are ``x̃ + filled[k]``.
     groups : list of PatternGroup
     covariances : list of ndarray
-        For each group, the conditional covariances ``C_k,m`` of its patterns,
-        (K, P, q, q) (leading axis 1 for tied).
+        For each group, the conditional covariances ``C_k,m`` of its patterns (K, P, q, q).
     """
 
     log_prob: np.ndarray
+    centred: np.ndarray
+    moments: np.ndarray
     filled: np.ndarray
     groups: list[PatternGroup]
     covariances: list[np.ndarray]
@@ -128,53 +187,95 @@ def _row_pieces(n_rows: int, per_row: int) -> Iterator[slice]:
 
 
 def full_conditionals(
-    x: np.ndarray, missing: np.ndarray, params: Params, covariance_type: str
+    x: np.ndarray, missing: np.ndarray, terms: FullTerms, scratch: gaussian.Scratch
 ) -> FullConditionals:
-    """:class:`FullConditionals` of rows ``x`` (n, d; any values where ``missing``)."""
-    means, shift = params["means"], params["shift"]
-    n_components, n_features = means.shape
-    prec_chol = params["precisions_cholesky"]
-    precision = gaussian.precisions_from_cholesky(prec_chol, covariance_type)
-    if covariance_type == "tied":
-        precision = precision[None]
-    log_det = gaussian.log_det_cholesky(prec_chol, covariance_type, n_features)
-    observed = ~missing
-    # y = x − μ_k where observed, 0 where missing; Y P gives yᵀPy and v = (P y)_m
-    centred = np.where(observed[None], x[None] - means[:, None, :], 0.0)
-    products = np.matmul(centred, precision)
-    quad = np.einsum("knd,knd->kn", centred, products)
-    log_prob = (
-        np.asarray(log_weights(params) + log_det)[:, None]
-        - 0.5 * quad
-        - 0.5 * n_features * LOG_2PI
-    )
-    filled = np.where(observed[None], x[None] - shift, (means - shift)[:, None, :])
+    """:class:`FullConditionals` of rows ``x`` (n, d; any values where ``missing``).
+
+    With ``u = x̃ − μ̃`` and ``e = μ̃`` on the missing coordinates (0 elsewhere), the
+    zero-filled ``y = u + e`` has ``yᵀPy = uᵀPu + 2 eᵀPu + eᵀPe``: ``uᵀPu`` is one
+    product of the moments with the coefficients of every component (as for complete
+    rows), and the rest needs ``P x̃`` only on the missing coordinates (a product per
+    feature over the rows missing it).
+    """
+    xt = next(gaussian.transposed_blocks(x, terms.shift, np.float64, len(x), scratch))
+    n_features = len(x[0])
+    np.copyto(xt[:n_features], 0.0, where=missing.T)
+    centred = xt[:n_features].T
+    moments = gaussian.MOMENTS["full"](xt, scratch)
+    log_prob = np.matmul(
+        terms.coefficients, moments, out=scratch("log_prob", (len(terms.means), len(x)))
+    )  # uᵀPu
+    log_prob *= -0.5
+    log_prob += terms.log_constant[:, None]
+    filled = scratch("filled", (len(terms.means), *x.shape))
+    filled.fill(0.0)
     groups = pattern_groups(missing)
+    if not groups:
+        return FullConditionals(log_prob, centred, moments, filled, groups, [])
+    # (P x̃)_j on the rows missing j, feature by feature
+    px = scratch("px", filled.shape)
+    for j in np.flatnonzero(missing.any(axis=0)):
+        rows = np.flatnonzero(missing[:, j])
+        px[:, rows, j] = terms.precision[:, j, :] @ centred[rows].T
     covariances = []
     for group in groups:
         q = group.columns.shape[1]
         columns = group.columns
-        block = precision[:, columns[:, :, None], columns[:, None, :]]  # (K|1, P, q, q)
+        block = terms.precision[:, columns[:, :, None], columns[:, None, :]]  # (K, P, q, q)
         factor = np.linalg.cholesky(block)
         log_det_mm = 2.0 * np.log(np.diagonal(factor, axis1=-2, axis2=-1)).sum(axis=-1)
         conditional = np.linalg.inv(block)
         covariances.append(conditional)
-        for piece in _row_pieces(len(group.rows), n_components * q * q):
+        means_m = terms.means[:, columns]  # μ̃_m (K, P, q)
+        precision_means_m = terms.precision_means[:, columns]  # (P μ̃)_m
+        block_means = np.matmul(block, means_m[..., None])[..., 0]  # P_mm μ̃_m = (P e)_m
+        quadratic_e = np.einsum("kpq,kpq->kp", means_m, block_means)  # eᵀPe
+        for piece in _row_pieces(len(group.rows), len(terms.means) * q * q):
             rows, pattern = group.rows[piece], group.pattern[piece]
-            where = columns[pattern][None]  # (1, n, q)
-            v = np.take_along_axis(products[:, rows], where, axis=2)  # (K, n, q)
-            delta = -np.matmul(conditional[:, pattern], v[..., None])[..., 0]
-            log_prob[:, rows] += (
-                -0.5 * np.einsum("knq,knq->kn", v, delta)
-                - 0.5 * log_det_mm[:, pattern]
-                + 0.5 * q * LOG_2PI
+            where = columns[pattern]  # (n, q)
+            pu = px[:, rows[:, None], where] - precision_means_m[:, pattern]  # (P u)_m
+            v = pu + block_means[:, pattern]  # (P y)_m
+            if q == 1:
+                delta = -conditional[:, pattern, 0] * v
+            else:
+                delta = -np.matmul(conditional[:, pattern], v[..., None])[..., 0]
+            # yᵀPy − vᵀ C v, with vᵀ C v = −v·δ
+            correction = (
+                2.0 * np.einsum("knq,knq->kn", means_m[:, pattern], pu)
+                + quadratic_e[:, pattern]
+                + np.einsum("knq,knq->kn", v, delta)
             )
-            target = filled[:, rows]
-            np.put_along_axis(
-                target, where, np.take_along_axis(target, where, axis=2) + delta, axis=2
+            log_prob[:, rows] -= (
+                0.5 * correction + 0.5 * log_det_mm[:, pattern] - 0.5 * q * LOG_2PI
             )
-            filled[:, rows] = target
-    return FullConditionals(log_prob, filled, groups, covariances)
+            filled[:, rows[:, None], where] = means_m[:, pattern] + delta
+    return FullConditionals(log_prob, centred, moments, filled, groups, covariances)
+
+
+def _full_statistics(
+    conditionals: FullConditionals, missing: np.ndarray, resp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σ r E[x − c] (K, d) and Σ r E[(x − c)(x − c)ᵀ] (K, d, d) of a block.
+
+    With ``E[x − c] = x̃ + f`` (``f`` = ``filled``, nonzero only where missing), the
+    scatter is ``Σ r x̃x̃ᵀ`` (one product with the packed moments) ``+ B + Bᵀ + Σ r f fᵀ``
+    with ``B = Σ r x̃ fᵀ`` (both a product per feature over the rows missing it) plus
+    the conditional covariances of the missing blocks.
+    """
+    centred, filled = conditionals.centred, conditionals.filled
+    n_components, n_features = len(resp), centred.shape[1]
+    sums = resp @ conditionals.moments.T
+    sum_x = sums[:, -1 - n_features : -1] + np.matmul(resp[:, None, :], filled)[:, 0]
+    scatter = gaussian.unpack_scatter(sums[:, : -1 - n_features], "full", n_features)
+    cross = np.zeros((n_components, n_features, n_features))
+    for j in np.flatnonzero(missing.any(axis=0)):
+        rows = np.flatnonzero(missing[:, j])
+        weighted = resp[:, rows] * filled[:, rows, j]  # (K, n_j)
+        cross[:, :, j] = weighted @ centred[rows]
+        scatter[:, :, j] += np.matmul(weighted[:, None, :], filled[:, rows, :])[:, 0]
+    scatter += cross + cross.transpose(0, 2, 1)
+    scatter += _conditional_scatter(conditionals, resp, n_features)
+    return sum_x, scatter
 
 
 def _conditional_scatter(
@@ -192,11 +293,9 @@ def _conditional_scatter(
         ).reshape(n_components, n_patterns)
         columns = group.columns
         flat = offsets + (columns[:, :, None] * n_features + columns[:, None, :])[None]
-        weighted = mass[:, :, None, None] * conditional  # tied: (1, ...) broadcast over K
+        weighted = mass[:, :, None, None] * conditional
         total += np.bincount(
-            np.broadcast_to(flat, weighted.shape).ravel(),
-            weighted.ravel(),
-            minlength=total.size,
+            np.broadcast_to(flat, weighted.shape).ravel(), weighted.ravel(), minlength=total.size
         )
     return total.reshape(n_components, n_features, n_features)
 
@@ -259,6 +358,8 @@ def statistics(
     )
     loglik = 0.0
     total = 0.0
+    terms = FullTerms.of(params, covariance_type) if covariance_type in ("full", "tied") else None
+    scratch = thread_scratch("mixture_missing")  # the statistics are fresh arrays
     for start in range(0, len(x), BLOCK_ROWS):
         rows = np.asarray(x[start : start + BLOCK_ROWS], dtype=np.float64)
         missing = np.isnan(rows)
@@ -267,8 +368,8 @@ def statistics(
             if sample_weight is None
             else np.asarray(sample_weight[start : start + BLOCK_ROWS], dtype=np.float64)
         )
-        if covariance_type in ("full", "tied"):
-            conditionals = full_conditionals(rows, missing, params, covariance_type)
+        if terms is not None:
+            conditionals = full_conditionals(rows, missing, terms, scratch)
             log_prob = conditionals.log_prob
         else:
             log_prob = diag_log_prob(rows, missing, params, covariance_type)
@@ -277,11 +378,9 @@ def statistics(
         loglik += float(weight @ log_norm)
         total += float(weight.sum())
         resp_sum += resp.sum(axis=1)
-        if covariance_type in ("full", "tied"):
-            filled = conditionals.filled
-            sum_x += np.matmul(resp[:, None, :], filled)[:, 0]
-            block = np.matmul(filled.transpose(0, 2, 1) * resp[:, None, :], filled)
-            block += _conditional_scatter(conditionals, resp, n_features)
+        if terms is not None:
+            block_x, block = _full_statistics(conditionals, missing, resp)
+            sum_x += block_x
             scatter += block.sum(axis=0) if covariance_type == "tied" else block
         else:
             means = params["means"] - params["shift"]
@@ -308,12 +407,14 @@ def log_prob(x: np.ndarray, params: Params, covariance_type: str) -> np.ndarray:
     """``log w_k + log N(x_o | μ_k,o, Σ_k,oo)`` of each row (n, K); a row with no
     observed value gets ``log w_k`` (the density of nothing is 1)."""
     params = _with_shift(params)
+    terms = FullTerms.of(params, covariance_type) if covariance_type in ("full", "tied") else None
+    scratch = gaussian.Scratch()
     out = np.empty((len(x), len(params["means"])))
     for start in range(0, len(x), BLOCK_ROWS):
         rows = np.asarray(x[start : start + BLOCK_ROWS], dtype=np.float64)
         missing = np.isnan(rows)
-        if covariance_type in ("full", "tied"):
-            block = full_conditionals(rows, missing, params, covariance_type).log_prob
+        if terms is not None:
+            block = full_conditionals(rows, missing, terms, scratch).log_prob
         else:
             block = diag_log_prob(rows, missing, params, covariance_type)
         out[start : start + len(rows)] = block.T
@@ -329,17 +430,18 @@ def conditional_means(x: np.ndarray, params: Params, covariance_type: str) -> np
     Returns a float64 copy.
     """
     params = _with_shift(params)
+    terms = FullTerms.of(params, covariance_type) if covariance_type in ("full", "tied") else None
+    scratch = gaussian.Scratch()
     out = np.array(x, dtype=np.float64, copy=True)
     for start in range(0, len(x), BLOCK_ROWS):
         rows = out[start : start + BLOCK_ROWS]
         missing = np.isnan(rows)
         if not missing.any():
             continue
-        if covariance_type in ("full", "tied"):
-            conditionals = full_conditionals(rows, missing, params, covariance_type)
+        if terms is not None:
+            conditionals = full_conditionals(rows, missing, terms, scratch)
             resp, _ = kernels.responsibilities(conditionals.log_prob)
-            expected = np.matmul(resp.T[:, None, :], conditionals.filled.transpose(1, 0, 2))
-            expected = expected[:, 0] + params["shift"]
+            expected = np.einsum("kn,knd->nd", resp, conditionals.filled) + params["shift"]
         else:
             log_prob = diag_log_prob(rows, missing, params, covariance_type)
             resp, _ = kernels.responsibilities(log_prob)
