@@ -245,9 +245,7 @@ def full_conditionals(
                 + quadratic_e[:, pattern]
                 + np.einsum("knq,knq->kn", v, delta)
             )
-            log_prob[:, rows] -= (
-                0.5 * correction + 0.5 * log_det_mm[:, pattern] - 0.5 * q * LOG_2PI
-            )
+            log_prob[:, rows] -= 0.5 * correction + 0.5 * log_det_mm[:, pattern] - 0.5 * q * LOG_2PI
             filled[:, rows[:, None], where] = means_m[:, pattern] + delta
     return FullConditionals(log_prob, centred, moments, filled, groups, covariances)
 
