@@ -22,6 +22,9 @@ so where densities are small (d=16) its path departs from scikit-learn's and dem
 With ``--weights``, each repetition also times dem (float64) with random sample weights
 (uniform in [0, 3), held on the workers like the data), reported as ``weighted`` and as
 ``weighted_over_unweighted`` in the summary (issue 18's target: at most 1.1).
+``--missing 0.1`` also times ``missing="marginalize"`` on the same rows with 10% of the
+entries NaN (missing completely at random), float64, in the same repetitions
+(``missing_over_complete`` in the summary).
 
 Run ``python benchmarks/gmm.py`` (N=2e6, d=16, K=8, 2 workers: several minutes) or
 ``python benchmarks/gmm.py --quick``.
@@ -173,6 +176,7 @@ def dem_iterations(
     inits: dict[str, np.ndarray],
     iterations: int,
     sample_weight: Any = None,
+    missing: str = "raise",
 ) -> tuple[list[float], list[float]]:
     """Seconds of iterations 2 .. iterations + 1 (the first warms up), and all lower bounds."""
     from dem.engine import ConvergenceWarning
@@ -185,6 +189,7 @@ def dem_iterations(
         max_iter=iterations + 1,
         tol=0.0,
         callback=lambda info: seconds.append(info.seconds),
+        missing=missing,
         **inits,
     )
     with warnings.catch_warnings():
@@ -217,7 +222,16 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="N=2e5 in 25k-row chunks")
     parser.add_argument(
-        "--weights", action="store_true", help="also time dem with random sample weights"
+        "--weights",
+        action="store_true",
+        help="also time dem with random sample weights",
+    )
+    parser.add_argument(
+        "--missing",
+        type=float,
+        default=0.0,
+        help="also time missing='marginalize' on the data with this fraction of entries NaN "
+        "(MCAR), float64, next to complete data",
     )
     args = parser.parse_args()
     if args.quick:
@@ -242,6 +256,10 @@ def main() -> None:
         if args.weights:
             w = np.random.default_rng(4).uniform(0.0, 3.0, size=n)
             weights = scattered(client, w, args.chunk_rows)
+        if args.missing > 0:
+            holed = x.copy()
+            holed[np.random.default_rng(4).random(x.shape) < args.missing] = np.nan
+            arrays["missing"] = scattered(client, holed, args.chunk_rows)
         spark_data = None if spark is None else spark_rows(spark, x, args.chunk_rows)
         for covariance_type in covariance_types:
             inits = initial_parameters(sample, k, covariance_type, seed=3)
@@ -271,6 +289,16 @@ def main() -> None:
                         arrays["float64"], k, covariance_type, inits, iterations, weights
                     )
                     times.setdefault("weighted", []).append(median(seconds_list))
+                if "missing" in arrays:
+                    seconds_list, bounds["missing"] = dem_iterations(
+                        arrays["missing"],
+                        k,
+                        covariance_type,
+                        inits,
+                        iterations,
+                        missing="marginalize",
+                    )
+                    times.setdefault("missing", []).append(median(seconds_list))
             report(covariance_type, times, bounds, means, args.sklearn_iterations, config)
 
 
@@ -293,12 +321,12 @@ def report(
         repeats=times["gemm_float64"],
     )
     summary: dict[str, Any] = {"covariance": covariance_type, **config}
-    for name in ("sklearn", "spark", "float64", "float32", "weighted"):
+    for name in ("sklearn", "spark", "float64", "float32", "weighted", "missing"):
         if name not in times:
             continue
         line: dict[str, Any] = {
             "covariance": covariance_type,
-            "dtype": "float64" if name in ("sklearn", "spark", "weighted") else name,
+            "dtype": name if name in ("float64", "float32") else "float64",
             "seconds_per_iter": median(times[name]),
             "repeats": times[name],
         }
@@ -313,12 +341,13 @@ def report(
             line["means_max_abs_diff_vs_sklearn"] = float(
                 np.max(np.abs(means["spark"] - means["sklearn"]))
             )
-        emit(
-            BENCHMARK, name if name in ("sklearn", "spark", "weighted") else "dem", **line, **config
-        )
+        what = {"missing": "dem_missing"}.get(name, "dem" if name.startswith("float") else name)
+        emit(BENCHMARK, what, **line, **config)
     for peer in ("sklearn", "spark"):
         if "float64" in times and peer in times:
             summary[f"{peer}_over_dem"] = median(times[peer]) / median(times["float64"])
+    if "float64" in times and "missing" in times:
+        summary["missing_over_complete"] = median(times["missing"]) / median(times["float64"])
     if "float64" in times and covariance_type == "full":
         floor = 4.0 * n * k * d * d / (rates["float64"] * 1e9)
         summary["floor_seconds"] = floor

@@ -148,6 +148,13 @@ _ENTRIES = (
             ),
             Opt("reg_covar", "Added to the diagonal of every covariance.", "float"),
             Opt(
+                "missing",
+                "What NaN entries are: 'raise' (an error) or 'marginalize' (values missing "
+                "at random, handled exactly by EM).",
+                "choice",
+                ("raise", "marginalize"),
+            ),
+            Opt(
                 "init_params",
                 "How the start is found: k-means|| over all the data, or a method on a row "
                 "sample ('auto': k-means|| when the data exceed the sample).",
@@ -169,6 +176,7 @@ _ENTRIES = (
             Opt(
                 "separation", "Spread of the true means (std per coordinate).", "float", default=1.0
             ),
+            Opt("missing", "Probability that an entry is missing (NaN).", "float", default=0.0),
         ),
     ),
     ModelEntry(

@@ -66,16 +66,25 @@ class Generator:
 
 
 def gmm_truth(
-    n_features: int, rng: np.random.Generator, *, n_components: int = 8, separation: float = 1.0
+    n_features: int,
+    rng: np.random.Generator,
+    *,
+    n_components: int = 8,
+    separation: float = 1.0,
+    missing: float = 0.0,
 ) -> Truth:
     """Weights, means and full covariances of a random Gaussian mixture.
 
     Means are drawn with standard deviation ``separation`` per coordinate, so two
     means lie about ``separation * sqrt(2 * n_features)`` apart; covariances have
-    random orientations and eigenvalues between 0.5 and 1.5.
+    random orientations and eigenvalues between 0.5 and 1.5. With ``missing`` > 0 each
+    entry of the drawn data is missing (NaN) with that probability (for
+    ``GaussianMixture(missing="marginalize")``).
     """
     if n_components < 1 or n_features < 1:
         raise ValueError("n_components and n_features must be at least 1.")
+    if not 0 <= missing < 1:
+        raise ValueError(f"missing must be in [0, 1); got {missing}.")
     weights = rng.dirichlet(np.full(n_components, 8.0))
     means = rng.normal(0.0, separation, size=(n_components, n_features))
     covariances = np.empty((n_components, n_features, n_features))
@@ -83,7 +92,10 @@ def gmm_truth(
         rotation, _ = np.linalg.qr(rng.standard_normal((n_features, n_features)))
         eigenvalues = rng.uniform(0.5, 1.5, size=n_features)
         covariances[k] = (rotation * eigenvalues) @ rotation.T
-    return {"weights": weights, "means": means, "covariances": covariances}
+    truth = {"weights": weights, "means": means, "covariances": covariances}
+    if missing > 0:  # complete data keep the truth (and the draws) they always had
+        truth["missing"] = np.asarray(missing, dtype=np.float64)
+    return truth
 
 
 def gmm_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, np.ndarray]:
@@ -95,6 +107,8 @@ def gmm_draw(truth: Truth, rng: np.random.Generator, n_rows: int) -> dict[str, n
     for k in range(len(weights)):
         rows = labels == k
         x[rows] = x[rows] @ factors[k].T + means[k]
+    if "missing" in truth:
+        x[rng.random(x.shape) < truth["missing"]] = np.nan
     return {"X": x, "labels": labels.astype(np.int32)}
 
 

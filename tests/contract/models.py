@@ -75,7 +75,16 @@ MODELS: dict[str, ContractModel] = {
         3,
         {"n_components": 3, "separation": 2.0},
         {"n_components": 3},
-        _covariances("full", "tied", "diag", "spherical"),
+        {
+            **_covariances("full", "tied", "diag", "spherical"),
+            **{
+                f"missing-{kind}": Variant(
+                    synth={"missing": 0.15},
+                    estimator={"covariance_type": kind, "missing": "marginalize"},
+                )
+                for kind in ("full", "diag")
+            },
+        },
     ),
     "ppca": ContractModel(
         200, 5, {"n_components": 2}, {"n_components": 2, "init_params": "random"}, _LINEAR_GAUSSIAN

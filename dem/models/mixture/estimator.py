@@ -29,9 +29,15 @@ from dem.models.mixture.init import (
     INIT_METHODS,
     initial_params,
     kmeans_parallel_params,
+    mean_filled_array,
     resolve_init,
 )
 from dem.models.mixture.kernels import mixture_mean
+from dem.models.mixture.missing import (
+    MISSING_OPTIONS,
+    MarginalMixtureModel,
+    conditional_means,
+)
 from dem.models.mixture.model import MixtureModel
 from dem.online import blend, fit_online, step_rate
 from dem.weights import init_sample, with_weights
@@ -53,6 +59,15 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         Convergence threshold on the change of the mean per-sample log-likelihood.
     reg_covar : float, default=1e-6
         Added to the diagonal of every covariance.
+    missing : {"raise", "marginalize"}, default="raise"
+        What NaN entries of ``X`` mean. ``"raise"``: invalid input (a ``ValueError``
+        naming the rows). ``"marginalize"``: values missing at random, handled exactly:
+        each row's responsibilities and log-likelihood use the marginal density of its
+        observed coordinates, and the M-step the conditional expectations of the
+        missing ones (see :mod:`dem.models.mixture.missing`). ``predict``,
+        ``predict_proba``, ``score_samples`` and ``score`` then take rows with NaN too.
+        Rows with no observed value contribute nothing (one ``UnobservedRowsWarning``
+        per fit counts them).
     max_iter : int, default=100
         Maximum number of EM iterations per initialisation.
     n_init : int, default=1
@@ -138,6 +153,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         covariance_type: str = "full",
         tol: float = 1e-3,
         reg_covar: float = 1e-6,
+        missing: str = "raise",
         max_iter: int = 100,
         n_init: int = 1,
         init_params: str = "auto",
@@ -166,6 +182,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self.covariance_type = covariance_type
         self.tol = tol
         self.reg_covar = reg_covar
+        self.missing = missing
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
@@ -195,6 +212,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         "n_components": counts(1),
         "covariance_type": [StrOptions(set(gaussian.COVARIANCE_TYPES))],
         "reg_covar": reals(0),
+        "missing": [StrOptions(set(MISSING_OPTIONS))],
         "max_iter": counts(0),
         "init_params": [StrOptions(set(INIT_METHODS))],
         "weights_init": ["array-like", None],
@@ -206,7 +224,17 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
 
     def _model(self) -> MixtureModel:
         self._validate_params()  # also for dem.select_n_components, which fits no template
-        return MixtureModel(int(self.n_components), self.covariance_type, float(self.reg_covar))
+        kind = MarginalMixtureModel if self._marginalize() else MixtureModel
+        return kind(int(self.n_components), self.covariance_type, float(self.reg_covar))
+
+    def _marginalize(self) -> bool:
+        """Whether NaN entries are missing values (``missing="marginalize"``)."""
+        return getattr(self, "missing", "raise") == "marginalize"
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._marginalize()
+        return tags
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
@@ -263,9 +291,12 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
 
         def first_start(rng: np.random.Generator) -> Params:
             if needs_data and method == "k-means||":
+                array = samples.array
+                if self._marginalize():
+                    array = mean_filled_array(array, int(self.split_every))
                 return kmeans_parallel_params(
                     [model],
-                    samples.array,
+                    array,
                     [rng],
                     split_every=int(self.split_every),
                     sample_weight=None if weights is None else weights.array,
@@ -445,6 +476,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             lambda x: function(model.weighted_log_prob(x, params)),
             columns=columns,
             dtype=dtype,
+            missing_ok=self._marginalize(),
         )
 
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
@@ -499,6 +531,39 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
                 "there is nothing to score."
             )
         return total / n, n
+
+    def impute(self, X: Any, *, variable: str | None = None) -> Any:
+        """``X`` with each NaN replaced by its conditional mean given the row's observed values.
+
+        ``E[x_m | x_o] = Σ_k r_k(x_o) (μ_k,m + Σ_k,mo Σ_k,oo⁻¹ (x_o − μ_k,o))``, where
+        ``r_k(x_o)`` are the row's responsibilities given its observed coordinates ``o``
+        (``predict_proba``) and the bracket is the conditional mean of the missing
+        coordinates ``m`` under component k (for diagonal and spherical covariances,
+        ``μ_k,m``). A row with no observed value gets the mixture mean ``Σ_k w_k μ_k``.
+        Works for a mixture fitted with either ``missing`` option.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), dask array, xarray.DataArray, or path
+        variable : str, optional
+            Name of the array in a Zarr store (or xarray Dataset).
+
+        Returns
+        -------
+        ndarray, dask array or xarray.DataArray of shape (n_samples, n_features)
+            Observed entries unchanged, float64; lazy for lazy input.
+        """
+        params = self._params()
+        samples = self._samples(X, variable)
+        self._check_features(X, variable, int(samples.array.shape[1]))
+        ctype = self.covariance_type
+        return per_sample(
+            samples,
+            lambda x: conditional_means(x, params, ctype),
+            columns=self.n_features_in_,
+            column_dim=self.feature_dim,
+            missing_ok=True,
+        )
 
     def _n_parameters(self) -> int:
         k, d = self.means_.shape

@@ -5,6 +5,12 @@ from k-means++ seeds (``"kmeans"``), k-means++ seeds alone, random responsibilit
 or random rows, as scikit-learn's ``_initialize`` computes them; or k-means‖ over all
 the data (``"k-means||"``, distributed passes, see :mod:`dem.seeding`). Any of the
 user's ``weights_init``/``means_init``/``precisions_init`` override what these give.
+
+With missing values (``missing="marginalize"``) every method runs on the data with each
+NaN replaced by its feature's mean over the observed values (of the sample, or, for
+k-means‖, of all the data: one more pass), rows with no observed value left out of the
+sample; the parameters of those responsibilities start EM, which then treats the
+values as missing.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import dask.array as da
 import numpy as np
 
-from dem.model import Params
+from dem.engine import map_reduce
+from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.models.mixture.kernels import BLOCK_ROWS, estimate_params, mixture_mean
 from dem.models.mixture.model import MixtureModel
@@ -101,6 +109,8 @@ def initial_params(
     params: Params = {}
     if weights_init is None or means_init is None or precisions_init is None:
         x = sample.astype(np.float64)
+        if "X" in model.missing_ok:  # missing="marginalize": NaN are missing values
+            x = mean_filled(x, model.n_components)
         resp = INIT_RESPONSIBILITIES[init_params](x, model.n_components, rng)
         shift = x.mean(axis=0)
         xc = x - shift
@@ -111,6 +121,57 @@ def initial_params(
         }
         params = estimate_params(stats, shift, ctype, model.reg_covar)
     return model.start(_overridden(params, ctype, weights_init, means_init, precisions_init))
+
+
+def observed_means(sums: np.ndarray, counts: np.ndarray, where: str) -> np.ndarray:
+    """Each feature's mean over its observed values; a feature with none is an error."""
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        raise ValueError(
+            f"Feature(s) {empty[:10].tolist()} have no observed value (all NaN) {where}, so "
+            "nothing can be estimated for them. Drop those columns (or, if the sample "
+            "missed their values, raise init_sample_size)."
+        )
+    return sums / counts
+
+
+def mean_filled(x: np.ndarray, n_components: int) -> np.ndarray:
+    """Initialisation rows with missing values: rows with no observed value dropped and
+    each missing entry replaced by its feature's mean over the sample's observed values
+    (so the k-means of the initialisation runs on the coordinates each row has, and
+    moves its rows towards the middle along the others)."""
+    missing = np.isnan(x)
+    if not missing.any():
+        return x
+    x = x[~missing.all(axis=1)]
+    missing = np.isnan(x)
+    if len(x) < n_components:
+        raise ValueError(
+            f"The initialisation sample has {len(x)} rows with an observed value, fewer than "
+            f"n_components={n_components}. Raise init_sample_size or pass more data."
+        )
+    sums, counts = np.where(missing, 0.0, x).sum(axis=0), (~missing).sum(axis=0)
+    means = observed_means(sums, counts, "in the initialisation sample")
+    return np.where(missing, means, x)
+
+
+def mean_filled_array(array: da.Array, split_every: int) -> da.Array:
+    """The data for k-means‖ with missing values: each NaN replaced (lazily) by its
+    feature's mean over all the observed values (one pass to find the means)."""
+
+    def sums(block: Block, _: Params) -> Stats:
+        x = block["X"]
+        missing = np.isnan(x)
+        return {
+            "sum": np.where(missing, 0.0, x).sum(axis=0, dtype=np.float64),
+            "count": (~missing).sum(axis=0).astype(np.float64),
+        }
+
+    totals = map_reduce(
+        sums, add_stats, {"X": array}, {}, split_every=split_every, missing_ok=frozenset({"X"})
+    )
+    means = observed_means(totals["sum"], totals["count"], "in X").astype(array.dtype)
+    return da.where(da.isnan(array), means, array)
 
 
 def resolve_init(init_params: str, n_samples: int, init_sample_size: int) -> str:
