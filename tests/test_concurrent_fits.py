@@ -6,7 +6,7 @@ of its own: a thread of this process (one connected by :func:`dem.cluster.connec
 other by a ``Client`` handed to :func:`dem.cluster.use_client`), or a ``dem fit``
 process. A fit run while another one shares the workers must give the bits it gives
 alone: the parameters and the log-likelihood of every iteration, compared exactly.
-How much one fit slows the other is measured by ``benchmarks/concurrent.py``, not here.
+How much one fit slows the other is measured by ``benchmarks/concurrent_fits.py``, not here.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ the workers" is ``slowdown <= workers / (workers / 2) = 2`` for both, which is w
 ``within_share`` says; ``vs_share`` near 1 says the scheduler split the workers fairly.
 It also says whether each concurrent fit ended with the bits of the same fit alone.
 
-Run ``python benchmarks/concurrent.py`` (4 workers, 10^6 rows × 16 features per store,
-K=8 full) or ``python benchmarks/concurrent.py --quick`` (2 workers, 2·10^5 rows).
+Run ``python benchmarks/concurrent_fits.py`` (4 workers, 10^6 rows × 16 features per store,
+K=8 full) or ``python benchmarks/concurrent_fits.py --quick`` (2 workers, 2·10^5 rows).
 """
 
 from __future__ import annotations
