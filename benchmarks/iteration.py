@@ -26,7 +26,8 @@ tasks: the parameters, once per worker) and ``transfer_stats`` (into combine tas
 ``kernel_alone`` (one chunk's E-step in this process, one thread, while the cluster
 idles: the difference with the per-chunk figure on the workers is the two kernels
 slowing each other), and scikit-learn's seconds per iteration with its default
-threads and with one, by ``(T(max_iter=1+m) - T(max_iter=1)) / m``.
+threads and with one (its ``_e_step`` plus ``_m_step`` per iteration, timed around
+the calls).
 
 Run ``python benchmarks/iteration.py`` (about 3 minutes on 2 cores) or with ``--n 2e6
 --covariance diag --no-sklearn``. Medians over the timed iterations of every repetition.
@@ -168,8 +169,19 @@ def budget(
             "tasks": len(mine),
         }
         row["other"] = row["wall"] - sum(row[p] for p in PHASES)
+        row["timeline"] = [_line(t, c0) for t in sorted(mine, key=lambda t: spans[id(t)][0])]
         rows.append(row)
     return rows
+
+
+def _line(task: dict[str, Any], origin: float) -> str:
+    """One task of the timeline: ms from the pass's ``dask.compute`` call."""
+    parts = [f"{_prefix(task):<14} {str(task['worker'])[-6:]:>6}"]
+    for s in task["startstops"]:
+        parts.append(
+            f"{s['action']} {1e3 * (s['start'] - origin):7.1f}-{1e3 * (s['stop'] - origin):7.1f}"
+        )
+    return "  ".join(parts)
 
 
 def _span_of(spans: dict[int, tuple[float, float]]) -> Callable[[dict[str, Any]], Any]:
@@ -223,28 +235,44 @@ def dem_fit(
 
 def sklearn_iteration(
     x: np.ndarray, k: int, covariance_type: str, inits: dict[str, np.ndarray], iterations: int
-) -> tuple[float, list[float]]:
-    """Seconds per iteration by the difference of two fits, and its lower bounds."""
+) -> tuple[list[float], float]:
+    """scikit-learn's seconds of each EM iteration (its ``_e_step`` plus ``_m_step``,
+    timed around the calls; the final E-step after the loop is left out), and its lower
+    bound after ``iterations`` iterations."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
-    def fit(max_iter: int) -> Any:
-        model = GaussianMixture(
-            k,
-            covariance_type=covariance_type,
-            max_iter=max_iter,
-            tol=0.0,
-            init_params="random_from_data",
-            random_state=0,
-            **inits,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return model.fit(x)
+    class Timed(GaussianMixture):  # type: ignore[misc]
+        def _e_step(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super()._e_step(*args, **kwargs)
+            finally:
+                e_steps.append(time.perf_counter() - started)
 
-    base, _ = timed(lambda: fit(1))
-    total, long = timed(lambda: fit(1 + iterations))
-    return (total - base) / iterations, [float(long.lower_bound_)]
+        def _m_step(self, *args: Any, **kwargs: Any) -> None:
+            started = time.perf_counter()
+            try:
+                super()._m_step(*args, **kwargs)
+            finally:
+                m_steps.append(time.perf_counter() - started)
+
+    e_steps: list[float] = []
+    m_steps: list[float] = []
+    model = Timed(
+        k,
+        covariance_type=covariance_type,
+        max_iter=iterations,
+        tol=0.0,
+        init_params="random_from_data",
+        random_state=0,
+        **inits,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x)
+    # the final E-step after the loop has no M-step: zip stops at the M-steps
+    return [e + m for e, m in zip(e_steps, m_steps, strict=False)], float(model.lower_bound_)
 
 
 def kernel_alone(x: np.ndarray, k: int, covariance_type: str, inits: dict[str, Any]) -> float:
@@ -320,8 +348,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=4, help="timed passes per fit")
     parser.add_argument("--repeats", type=int, default=2, help="fits with and without checkpoint")
-    parser.add_argument("--sklearn-iterations", type=int, default=2, help="m in the difference")
+    parser.add_argument("--sklearn-iterations", type=int, default=3, help="per repetition")
     parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the tasks of one pass (stderr)"
+    )
     args = parser.parse_args()
     n, d, k, ctype = int(args.n), args.d, args.k, args.covariance
 
@@ -343,14 +374,17 @@ def main() -> None:
                 found, bounds[name] = dem_fit(client, array, k, ctype, inits, passes, store)
                 rows[name].extend(found)
             if not args.no_sklearn:
-                seconds, bounds["sklearn"] = sklearn_iteration(
-                    x, k, ctype, inits, args.sklearn_iterations
-                )
-                sklearn["sklearn_threads"].append(seconds)
+                seconds, bound = sklearn_iteration(x, k, ctype, inits, args.sklearn_iterations)
+                sklearn["sklearn_threads"].extend(seconds)
+                bounds["sklearn"] = [bound]
                 with threadpool_limits(1):
                     seconds, _ = sklearn_iteration(x, k, ctype, inits, args.sklearn_iterations)
-                sklearn["sklearn_1_thread"].append(seconds)
+                sklearn["sklearn_1_thread"].extend(seconds)
         alone = kernel_alone(x[: args.chunk_rows], k, ctype, inits)
+    if args.timeline:
+        for name, found in rows.items():
+            print(f"one pass, {name} (ms from dask.compute):", file=sys.stderr)
+            print("\n".join(found[0]["timeline"]), file=sys.stderr)
     columns = {name: summarise(found) for name, found in rows.items()}
     for name, column in columns.items():
         emit(BENCHMARK, "budget", fit=name, **config, seconds=column)
@@ -364,7 +398,7 @@ def main() -> None:
             summary[f"{name}_repeats"] = seconds
             summary[f"{name}_over_dem"] = median(seconds) / columns["no checkpoint"]["wall"]
     if "sklearn" in bounds:
-        ours = bounds["no checkpoint"][args.sklearn_iterations]
+        ours = bounds["no checkpoint"][args.sklearn_iterations - 1]
         summary["lower_bound_rel_diff_vs_sklearn"] = abs(ours - bounds["sklearn"][0]) / abs(
             bounds["sklearn"][0]
         )
