@@ -1,0 +1,420 @@
+"""Where one EM iteration's time goes: the kernel on each worker and everything around it.
+
+A Gaussian mixture (N=1e6, d=16, K=8, full by default) on a LocalCluster of one-thread
+worker processes holding the data (scattered first, 100,000-row chunks), from the same
+start as scikit-learn. Each iteration is split, on one clock (the workers run on this
+machine, so their task-stream times and the client's ``time.time()`` compare):
+
+- ``graph``: building the pass's graph on the client (``map_reduce_graph``);
+- ``submit``: ``dask.compute`` until the first task of the pass starts on a worker
+  (the client's optimisation and packing, ``client_submit`` of it the client's
+  ``_graph_to_futures``, then the scheduler's);
+- ``kernel``: the map tasks' compute on the busiest worker (the E-step of its chunks;
+  every worker's figure is in the JSON), and ``map_idle`` the rest of the map phase
+  (first task start to last map task end: waiting for parameters, imbalance);
+- ``tree``: from the last map task's end to the root combine's end;
+- ``gather``: from the root's end to ``dask.compute`` returning on the client;
+- ``m_step``: the M-step and log-likelihood on the client (``_evaluations``);
+- ``checkpoint``: ``Checkpoint.write`` (only in the fit with a checkpoint);
+- ``other``: what is left of the wall time (the EM loop's own work).
+
+The kernel times come from the scheduler's task stream (``client.get_task_stream``:
+per task, its worker and the start and stop of its compute and of each transfer of its
+inputs), the client's from wrapping the engine's functions in this process: neither
+depends on the code measured. Also ``transfer_params`` (summed transfers into map
+tasks: the parameters, once per worker) and ``transfer_stats`` (into combine tasks),
+``kernel_alone`` (one chunk's E-step in this process, one thread, while the cluster
+idles: the difference with the per-chunk figure on the workers is the two kernels
+slowing each other), and scikit-learn's seconds per iteration with its default
+threads and with one (its ``_e_step`` plus ``_m_step`` per iteration, timed around
+the calls).
+
+Run ``python benchmarks/iteration.py`` (about 3 minutes on 2 cores) or with ``--n 2e6
+--covariance diag --no-sklearn``. Medians over the timed iterations of every repetition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from _common import (
+    emit,
+    initial_parameters,
+    local_cluster,
+    machine,
+    median,
+    mixture_rows,
+    scattered,
+    timed,
+)
+from threadpoolctl import threadpool_limits
+
+BENCHMARK = "iteration"
+
+PHASES = ("graph", "submit", "kernel", "map_idle", "tree", "gather", "m_step", "checkpoint")
+
+
+class Probe:
+    """Wall-clock intervals of wrapped functions: (name, start, stop), ``time.time()``."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float, float]] = []
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, owner: Any, attribute: str, name: str) -> None:
+        original = getattr(owner, attribute, None)
+        if original is None:  # the engine changed: that phase is then reported as 0
+            print(f"note: {owner.__name__}.{attribute} not found", file=sys.stderr)
+            return
+        events = self.events
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                events.append((name, start, time.time()))
+
+        setattr(owner, attribute, wrapper)
+        self._undo.append(lambda: setattr(owner, attribute, original))
+
+    def undo(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
+@contextlib.contextmanager
+def probed() -> Iterator[Probe]:
+    """The engine's functions wrapped for the duration (the client's side of a pass)."""
+    import distributed
+
+    import dem.checkpoint
+    import dem.engine
+
+    probe = Probe()
+    probe.wrap(dem.engine, "em_pass", "pass")
+    probe.wrap(dem.engine, "map_reduce_graph", "graph")
+    probe.wrap(dem.engine, "_compute", "compute")
+    probe.wrap(dem.engine, "_evaluations", "m_step")
+    probe.wrap(dem.checkpoint.Checkpoint, "write", "checkpoint")
+    probe.wrap(distributed.Client, "_graph_to_futures", "client_submit")
+    try:
+        yield probe
+    finally:
+        probe.undo()
+
+
+def _within(events: list[tuple[str, float, float]], name: str, start: float, stop: float) -> float:
+    return sum(b - a for n, a, b in events if n == name and start <= a < stop)
+
+
+def budget(
+    events: list[tuple[str, float, float]], tasks: list[dict[str, Any]], end: float
+) -> list[dict[str, Any]]:
+    """One budget per pass, from the probe's events and the task stream; a pass lasts
+    from its ``em_pass`` call to the next one (the last to ``end``)."""
+    starts = sorted(a for n, a, _ in events if n == "pass")
+    rows = []
+    for index, start in enumerate(starts):
+        stop = starts[index + 1] if index + 1 < len(starts) else end
+        compute = [(a, b) for n, a, b in events if n == "compute" and start <= a < stop]
+        if not compute:
+            continue
+        c0, c1 = compute[0]
+        mine = [t for t in tasks if c0 <= _compute_span(t)[0] <= c1]
+        if not mine:
+            continue
+        spans = {id(t): _compute_span(t) for t in mine}
+        maps = [t for t in mine if _prefix(t) == "_map_task"]
+        combines = [t for t in mine if _prefix(t) == "_combine_task"]
+        first = min(a for a, _ in spans.values())
+        map_end = max((spans[id(t)][1] for t in maps), default=first)
+        last = max(b for _, b in spans.values())
+        per_worker: dict[str, float] = {}
+        chunks: dict[str, int] = {}
+        for t in maps:
+            a, b = spans[id(t)]
+            per_worker[t["worker"]] = per_worker.get(t["worker"], 0.0) + (b - a)
+            chunks[t["worker"]] = chunks.get(t["worker"], 0) + 1
+        kernel = max(per_worker.values(), default=0.0)
+        row = {
+            "pass": index,
+            "wall": stop - start,
+            "graph": _within(events, "graph", start, stop),
+            "submit": first - c0,
+            "client_submit": _within(events, "client_submit", c0, c1),
+            "kernel": kernel,
+            "map_idle": (map_end - first) - kernel,
+            "tree": last - map_end,
+            "gather": c1 - last,
+            "m_step": _within(events, "m_step", start, stop),
+            "checkpoint": _within(events, "checkpoint", start, stop),
+            "kernel_per_worker": sorted(per_worker.values()),
+            "map_tasks_per_worker": sorted(chunks.values()),
+            "kernel_per_map_task": statistics.median(b - a for a, b in map(_span_of(spans), maps))
+            if maps
+            else 0.0,
+            "combine_compute": sum(spans[id(t)][1] - spans[id(t)][0] for t in combines),
+            "transfer_params": _transfers(maps),
+            "transfer_stats": _transfers(combines),
+            "tasks": len(mine),
+        }
+        row["other"] = row["wall"] - sum(row[p] for p in PHASES)
+        row["timeline"] = [_line(t, c0) for t in sorted(mine, key=lambda t: spans[id(t)][0])]
+        rows.append(row)
+    return rows
+
+
+def _line(task: dict[str, Any], origin: float) -> str:
+    """One task of the timeline: ms from the pass's ``dask.compute`` call."""
+    parts = [f"{_prefix(task):<14} {str(task['worker'])[-6:]:>6}"]
+    for s in task["startstops"]:
+        parts.append(
+            f"{s['action']} {1e3 * (s['start'] - origin):7.1f}-{1e3 * (s['stop'] - origin):7.1f}"
+        )
+    return "  ".join(parts)
+
+
+def _span_of(spans: dict[int, tuple[float, float]]) -> Callable[[dict[str, Any]], Any]:
+    return lambda t: spans[id(t)]
+
+
+def _prefix(task: dict[str, Any]) -> str:
+    key = task["key"]
+    name = key[0] if isinstance(key, tuple) else str(key)
+    return name.split("-", 1)[0]
+
+
+def _compute_span(task: dict[str, Any]) -> tuple[float, float]:
+    spans = [(s["start"], s["stop"]) for s in task["startstops"] if s["action"] == "compute"]
+    return (spans[0][0], spans[-1][1]) if spans else (np.inf, np.inf)
+
+
+def _transfers(tasks: list[dict[str, Any]]) -> float:
+    return sum(
+        s["stop"] - s["start"] for t in tasks for s in t["startstops"] if s["action"] == "transfer"
+    )
+
+
+def dem_fit(
+    client: Any,
+    array: Any,
+    k: int,
+    covariance_type: str,
+    inits: dict[str, np.ndarray],
+    passes: int,
+    checkpoint: str | None,
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """Budgets of the passes after the first (warm-up) and before the last, and the
+    lower bounds."""
+    from distributed import get_task_stream
+
+    from dem.engine import ConvergenceWarning
+    from dem.models.mixture import GaussianMixture
+
+    model = GaussianMixture(
+        k, covariance_type=covariance_type, max_iter=passes, tol=0.0, checkpoint=checkpoint, **inits
+    )
+    with probed() as probe, get_task_stream(client) as stream:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(array)
+        end = time.time()
+    rows = budget(probe.events, stream.data, end)
+    return rows[1:-1], list(model.lower_bounds_)
+
+
+def sklearn_iteration(
+    x: np.ndarray, k: int, covariance_type: str, inits: dict[str, np.ndarray], iterations: int
+) -> tuple[list[float], float]:
+    """scikit-learn's seconds of each EM iteration (its ``_e_step`` plus ``_m_step``,
+    timed around the calls; the final E-step after the loop is left out), and its lower
+    bound after ``iterations`` iterations."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
+    class Timed(GaussianMixture):  # type: ignore[misc]
+        def _e_step(self, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return super()._e_step(*args, **kwargs)
+            finally:
+                e_steps.append(time.perf_counter() - started)
+
+        def _m_step(self, *args: Any, **kwargs: Any) -> None:
+            started = time.perf_counter()
+            try:
+                super()._m_step(*args, **kwargs)
+            finally:
+                m_steps.append(time.perf_counter() - started)
+
+    e_steps: list[float] = []
+    m_steps: list[float] = []
+    model = Timed(
+        k,
+        covariance_type=covariance_type,
+        max_iter=iterations,
+        tol=0.0,
+        init_params="random_from_data",
+        random_state=0,
+        **inits,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x)
+    # the final E-step after the loop has no M-step: zip stops at the M-steps
+    return [e + m for e, m in zip(e_steps, m_steps, strict=False)], float(model.lower_bound_)
+
+
+def kernel_alone(x: np.ndarray, k: int, covariance_type: str, inits: dict[str, Any]) -> float:
+    """Seconds of one chunk's E-step in this process, one thread (fastest of 5)."""
+    from dem.models.mixture.init import initial_params
+    from dem.models.mixture.model import MixtureModel
+
+    model = MixtureModel(k, covariance_type)
+    params = initial_params(model, x[:0], np.random.default_rng(0), "kmeans", **inits)
+    with threadpool_limits(1):
+        return min(timed(lambda: model.e_step({"X": x}, params))[0] for _ in range(5))
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over passes of each phase (seconds), the per-worker figures by rank."""
+    out: dict[str, Any] = {}
+    for name in ("wall", *PHASES, "other", "client_submit", "combine_compute"):
+        out[name] = median([r[name] for r in rows])
+    for name in ("transfer_params", "transfer_stats", "kernel_per_map_task"):
+        out[name] = median([r[name] for r in rows])
+    workers = max(len(r["kernel_per_worker"]) for r in rows)
+    out["kernel_per_worker"] = [
+        median([r["kernel_per_worker"][i] for r in rows if len(r["kernel_per_worker"]) > i])
+        for i in range(workers)
+    ]
+    out["map_tasks_per_worker"] = rows[0]["map_tasks_per_worker"]
+    out["tasks_per_pass"] = rows[0]["tasks"]
+    out["wall_over_kernel"] = out["wall"] / out["kernel"]
+    out["passes"] = len(rows)
+    return out
+
+
+def table(columns: dict[str, dict[str, Any]], extra: dict[str, str]) -> str:
+    """The budgets side by side, in milliseconds."""
+    names = list(columns)
+    lines = [f"{'ms per iteration':<26}" + "".join(f"{n:>18}" for n in names)]
+    for phase in ("wall", *PHASES, "other"):
+        cells = "".join(f"{1e3 * columns[n][phase]:>18.1f}" for n in names)
+        lines.append(f"{phase:<26}{cells}")
+    lines.append(
+        f"{'  of submit: client':<26}"
+        + "".join(f"{1e3 * columns[n]['client_submit']:>18.1f}" for n in names)
+    )
+    for label, key in (
+        ("  transfers into maps", "transfer_params"),
+        ("  transfers into combines", "transfer_stats"),
+        ("  combine compute", "combine_compute"),
+        ("  per map task (median)", "kernel_per_map_task"),
+    ):
+        lines.append(f"{label:<26}" + "".join(f"{1e3 * columns[n][key]:>18.2f}" for n in names))
+    lines.append(
+        f"{'kernel per worker':<26}"
+        + "".join(
+            f"{'/'.join(f'{1e3 * v:.0f}' for v in columns[n]['kernel_per_worker']):>18}"
+            for n in names
+        )
+    )
+    lines.append(
+        f"{'wall / busiest kernel':<26}"
+        + "".join(f"{columns[n]['wall_over_kernel']:>18.2f}" for n in names)
+    )
+    lines.extend(f"{key}: {value}" for key, value in extra.items())
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=float, default=1e6, help="rows (default 1e6)")
+    parser.add_argument("--d", type=int, default=16)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--covariance", default="full")
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=4, help="timed passes per fit")
+    parser.add_argument("--repeats", type=int, default=2, help="fits with and without checkpoint")
+    parser.add_argument("--sklearn-iterations", type=int, default=3, help="per repetition")
+    parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the tasks of one pass (stderr)"
+    )
+    args = parser.parse_args()
+    n, d, k, ctype = int(args.n), args.d, args.k, args.covariance
+
+    emit(BENCHMARK, "machine", **machine())
+    x = mixture_rows(n, d, k, seed=1)
+    sample = x[np.random.default_rng(2).choice(n, size=min(n, 20_000), replace=False)]
+    inits = initial_parameters(sample, k, ctype, seed=3)
+    config = {"n": n, "d": d, "k": k, "covariance": ctype, "chunk_rows": args.chunk_rows,
+              "workers": args.workers}  # fmt: skip
+    rows: dict[str, list[dict[str, Any]]] = {"no checkpoint": [], "checkpoint": []}
+    bounds: dict[str, list[float]] = {}
+    sklearn: dict[str, list[float]] = {"sklearn_threads": [], "sklearn_1_thread": []}
+    with local_cluster(args.workers) as client, tempfile.TemporaryDirectory() as tmp:
+        array = scattered(client, x, args.chunk_rows)
+        passes = args.iterations + 2
+        for repeat in range(args.repeats):
+            for name in rows:
+                store = f"{tmp}/fit-{repeat}.zarr" if name == "checkpoint" else None
+                found, bounds[name] = dem_fit(client, array, k, ctype, inits, passes, store)
+                rows[name].extend(found)
+            if not args.no_sklearn:
+                seconds, bound = sklearn_iteration(x, k, ctype, inits, args.sklearn_iterations)
+                sklearn["sklearn_threads"].extend(seconds)
+                bounds["sklearn"] = [bound]
+                with threadpool_limits(1):
+                    seconds, _ = sklearn_iteration(x, k, ctype, inits, args.sklearn_iterations)
+                sklearn["sklearn_1_thread"].extend(seconds)
+        alone = kernel_alone(x[: args.chunk_rows], k, ctype, inits)
+    if args.timeline:
+        for name, found in rows.items():
+            print(f"one pass, {name} (ms from dask.compute):", file=sys.stderr)
+            print("\n".join(found[0]["timeline"]), file=sys.stderr)
+    columns = {name: summarise(found) for name, found in rows.items()}
+    for name, column in columns.items():
+        emit(BENCHMARK, "budget", fit=name, **config, seconds=column)
+    summary: dict[str, Any] = {**config, "kernel_alone_per_chunk": alone}
+    summary["kernel_per_map_task_over_alone"] = (
+        columns["no checkpoint"]["kernel_per_map_task"] / alone
+    )
+    for name, seconds in sklearn.items():
+        if seconds:
+            summary[name] = median(seconds)
+            summary[f"{name}_repeats"] = seconds
+            summary[f"{name}_over_dem"] = median(seconds) / columns["no checkpoint"]["wall"]
+    if "sklearn" in bounds:
+        ours = bounds["no checkpoint"][args.sklearn_iterations - 1]
+        summary["lower_bound_rel_diff_vs_sklearn"] = abs(ours - bounds["sklearn"][0]) / abs(
+            bounds["sklearn"][0]
+        )
+    summary["wall_over_kernel"] = columns["no checkpoint"]["wall_over_kernel"]
+    emit(BENCHMARK, "summary", **summary)
+    extra = {
+        "kernel alone, one chunk, this process (ms)": f"{1e3 * alone:.1f}",
+        **{
+            f"{name} (s per iteration)": f"{summary[name]:.3f} = "
+            f"{summary[f'{name}_over_dem']:.1f}x dem without checkpoint"
+            for name in sklearn
+            if name in summary
+        },
+    }
+    print(table(columns, extra), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
