@@ -18,14 +18,7 @@ from typing import Any
 
 import numpy as np
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-# benchmarks/concurrent.py would shadow the standard library's package of that name (the
-# script's folder comes first on sys.path): import the standard one before anything else
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-import concurrent.futures  # noqa: E402, F401
-
-sys.path.insert(0, _HERE)
-sys.path.insert(0, os.path.join(_HERE, os.pardir))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 
 def emit(benchmark: str, what: str, **fields: Any) -> dict[str, Any]:
