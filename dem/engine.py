@@ -283,6 +283,8 @@ def fit_runs(
     checkpoint: Checkpoint | None = None,
     callback: Callable[[IterationInfo], Any] | None = None,
     persist: bool | None = None,
+    method: str = "batch",
+    incremental_chunks: int = 1,
 ) -> list[EMResult]:
     """Fit several runs (restarts, or models with different settings) in lockstep.
 
@@ -311,12 +313,22 @@ def fit_runs(
         Called after each step of each run with an :class:`IterationInfo`.
     persist : bool, optional
         Keep the inputs in cluster memory; see the module docstring for the default.
+    method : {"batch", "incremental"}
+        ``"incremental"``: Neal & Hinton's incremental EM, an M-step after every
+        ``incremental_chunks`` chunks (see :mod:`dem.incremental`; ``max_iter`` counts
+        passes; ``accelerate`` must be ``"none"``).
+    incremental_chunks : int
+        Chunks per group of incremental EM.
 
     Returns
     -------
     list of EMResult
         One per run. Each read of a chunk serves every run still going.
     """
+    if method != "batch":
+        return _other_method(method, accelerate, incremental_chunks, models, arrays, inits,
+                             tol=tol, max_iter=max_iter, split_every=split_every,
+                             checkpoint=checkpoint, callback=callback, persist=persist)  # fmt: skip
     runs = [
         _start(index, model, init, checkpoint, arrays)
         for index, (model, init) in enumerate(zip(models, inits, strict=True))
@@ -367,6 +379,26 @@ def fit_runs(
     for run in runs:
         _warn_if_not_converged(run.model, run.result, max_iter)
     return [run.result for run in runs]
+
+
+def _other_method(
+    method: str,
+    accelerate: str,
+    incremental_chunks: int,
+    *args: Any,
+    **options: Any,
+) -> list[EMResult]:
+    """:func:`fit_runs` by a method other than batch EM (:mod:`dem.incremental`)."""
+    if method != "incremental":
+        raise ValueError(f"method must be 'batch' or 'incremental'; got {method!r}.")
+    if accelerate != "none":
+        raise ValueError(
+            f"accelerate={accelerate!r} extrapolates batch EM steps; incremental EM takes "
+            "accelerate='none'."
+        )
+    from dem.incremental import fit_runs as incremental  # it builds on this module
+
+    return incremental(*args, incremental_chunks=incremental_chunks, **options)
 
 
 def _recorded_digests(

@@ -54,6 +54,8 @@ def fit_restarts(
     accelerate: str = "none",
     finish: Callable[[engine.EMResult], tuple[Params, dict[str, Any]]] | None = None,
     checkpoint_storage_options: Mapping[str, Any] | None = None,
+    method: str = "batch",
+    incremental_chunks: int = 1,
 ) -> tuple[engine.EMResult, list[engine.EMResult]]:
     """Run ``n_init`` EM fits in lockstep; return the best (highest lower bound) and all.
 
@@ -70,6 +72,9 @@ def fit_restarts(
     the arrays and attributes it returns (fitted attributes such as standard errors,
     without their trailing underscore) are written to the checkpoint's ``final`` group,
     so that :func:`dem.from_checkpoint` restores them.
+
+    ``method="incremental"`` fits by incremental EM in groups of ``incremental_chunks``
+    chunks (:mod:`dem.incremental`); its checkpoint records both.
     """
     if resume and checkpoint is None:
         raise ValueError(
@@ -81,7 +86,16 @@ def fit_restarts(
         store = Checkpoint.open(
             checkpoint,
             model=model.name,
-            config={**model.config(), "n_init": n_init, "split_every": split_every},
+            config={
+                **model.config(),
+                "n_init": n_init,
+                "split_every": split_every,
+                **(
+                    {"method": method, "incremental_chunks": incremental_chunks}
+                    if method == "incremental"
+                    else {}
+                ),
+            },
             fingerprint={name: s.fingerprint() for name, s in inputs.items()},
             resume=resume,
             storage_options=dict(checkpoint_storage_options or {}),
@@ -99,6 +113,8 @@ def fit_restarts(
             checkpoint=store,
             callback=callback,
             persist=persist,
+            method=method,
+            incremental_chunks=incremental_chunks,
         )
         best = max(
             results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf
@@ -196,7 +212,8 @@ class EMEstimator(BaseEstimator):
         "accelerate": [StrOptions(set(STEPS))],
         "init_sample_size": counts(1),
         "callback": [callable, None],
-        "method": [StrOptions({"batch", "online"})],
+        "method": [StrOptions({"batch", "online", "incremental"})],
+        "incremental_chunks": counts(1),
         "online_passes": counts(1),
         "batch_chunks": counts(1),
         "step_exponent": reals(0.5, 1, closed="right"),
@@ -355,6 +372,8 @@ class EMEstimator(BaseEstimator):
             accelerate=self.accelerate,
             finish=finish,
             checkpoint_storage_options=self._checkpoint_options(),
+            method="incremental" if getattr(self, "method", None) == "incremental" else "batch",
+            incremental_chunks=int(getattr(self, "incremental_chunks", 1)),
         )
         self._set_params(best.params)
         self.converged_ = best.converged

@@ -344,10 +344,12 @@ ENGINE_OPTIONS: dict[str, Opt] = {
         ),
         Opt(
             "method",
-            "'online' starts with online-EM passes, then continues with batch EM.",
+            "'online' starts with online-EM passes, then continues with batch EM; "
+            "'incremental' is incremental EM (an M-step after every --incremental-chunks).",
             "choice",
-            ("batch", "online"),
+            ("batch", "online", "incremental"),
         ),
+        Opt("incremental_chunks", "Chunks per M-step of incremental EM (--method incremental)."),
         Opt("online_passes", "Online-EM passes over the data before batch EM (--method online)."),
         Opt("batch_chunks", "Chunks in each online-EM step (--method online)."),
         Opt("step_exponent", "Exponent of the online-EM step size (--method online).", "float"),

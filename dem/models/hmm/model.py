@@ -499,6 +499,7 @@ class CategoricalHMMModel(HMMModel):
     emissionprob_prior: Any = 1.0
 
     name: ClassVar[str] = "categorical_hmm"
+    comparable_stats: ClassVar[bool] = True  # counts, whatever the parameters
 
     def config(self) -> dict[str, Any]:
         return {

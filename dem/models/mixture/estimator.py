@@ -113,13 +113,16 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008), usually
         reaching the same optimum in far fewer passes over the data; ``max_iter``
         then counts passes and ``lower_bounds_`` has one entry per cycle.
-    method : {"batch", "online"}, default="batch"
+    method : {"batch", "online", "incremental"}, default="batch"
         ``"online"`` starts with ``online_passes`` passes of online (stepwise) EM
         (Cappé & Moulines 2009; see :mod:`dem.online`), updating the parameters after
         every ``batch_chunks`` chunks with rate ``(t + 1) ** -step_exponent``, then
         continues with batch EM for up to ``max_iter`` iterations (``max_iter=0``:
-        online only).
-    online_passes, batch_chunks : int
+        online only). ``"incremental"`` is Neal & Hinton's incremental EM (see
+        :mod:`dem.incremental`): an M-step after every ``incremental_chunks`` chunks,
+        each group's statistics replaced in the cached total; ``max_iter`` and
+        ``n_iter_`` count passes.
+    online_passes, batch_chunks, incremental_chunks : int
     step_exponent : float in (0.5, 1]
     warm_start : bool, default=False
         Start from the current fitted parameters when ``fit`` is called again.
@@ -173,6 +176,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         online_passes: int = 1,
         batch_chunks: int = 1,
         step_exponent: float = 0.6,
+        incremental_chunks: int = 1,
         warm_start: bool = False,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
@@ -202,6 +206,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self.online_passes = online_passes
         self.batch_chunks = batch_chunks
         self.step_exponent = step_exponent
+        self.incremental_chunks = incremental_chunks
         self.warm_start = warm_start
         self.callback = callback
         self.sample_dim = sample_dim
@@ -267,8 +272,10 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self
         """
         model = self._model()
-        if self.max_iter == 0 and self.method == "batch":
-            raise ValueError("max_iter must be >= 1 for method='batch' (0 is for online only).")
+        if self.max_iter == 0 and self.method != "online":
+            raise ValueError(
+                f"max_iter must be >= 1 for method={self.method!r} (0 is for online only)."
+            )
         samples = self._samples(X, variable)
         weights = self._sample_weight(sample_weight, X, samples)
         n_samples, n_features = samples.array.shape
@@ -318,7 +325,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             # restarts share one reference point (any point amid the data serves), so
             # that each pass evaluates them together (MixtureModel.e_step_many)
             start["shift"] = shared.setdefault("shift", start["shift"])
-            if self.method == "batch":
+            if self.method != "online":
                 return start
             online = fit_online(
                 model,

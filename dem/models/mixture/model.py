@@ -54,6 +54,7 @@ class MixtureModel:
     name: ClassVar[str] = "gaussian_mixture"
     inputs: ClassVar[tuple[str, ...]] = ("X",)
     missing_ok: ClassVar[frozenset[str]] = frozenset()
+    comparable_stats: ClassVar[bool] = True  # sums about a shift fixed for the fit
     remedy: ClassVar[str] = (
         "Decrease n_components, increase reg_covar, or scale the input data to unit variance."
     )
