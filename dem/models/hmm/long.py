@@ -77,6 +77,7 @@ from dem.models.hmm.kernels import (
     viterbi,
 )
 from dem.models.hmm.model import HMMModel
+from dem.models.hmm.one_pass import ChunkPass, Edge, chunk_pass, edges_stats
 from dem.models.scratch import thread_scratch
 
 #: Most time steps of a segment. The forward loops run as many steps as a segment has,
@@ -202,13 +203,16 @@ def _forward_backward(
     first: np.ndarray,
     transmat: np.ndarray,
     scratch: Any,
+    keep: np.ndarray | None = None,
 ) -> _Found:
     """Forward–backward on a block of segments whose messages are folded into their
     ends (``log_b``, ``factors`` and ``shift`` refreshed), reusing the predicted state
     distributions that the operators' pass left in ``states`` from each segment's step
     ``first`` on: only the steps before are walked forward again, the rest of the
     forward pass is a few whole-block products. Blocks where the scaled pass would fail
-    go to :func:`dem.models.hmm.kernels.forward_backward_factors` (its log-space path)."""
+    go to :func:`dem.models.hmm.kernels.forward_backward_factors` (its log-space path).
+    Segments where ``keep`` (bool, n_segments) is false add nothing to the posteriors
+    and transitions (as sequences of weight zero)."""
     n_times, n_states, n_segments = factors.shape
     ones = np.ones(n_states)
     states[0] = 1.0  # the entering message is folded into the first step's factors
@@ -219,10 +223,15 @@ def _forward_backward(
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha /= norm[:, None, :]
     if np.all(norm >= TINY):  # (False where NaN)
+        if keep is not None:
+            alpha[:, :, ~keep] = 0.0
         gamma, trans, overflowed = scaled_backward(alpha, factors, norm, transmat, scratch)
         if not overflowed.any():
             return _Found(gamma, transmat * trans)
-    found = forward_backward_factors(log_b, factors, shift, ones, transmat, None, scratch=scratch)
+    weights = None if keep is None else keep.astype(np.float64)
+    found = forward_backward_factors(
+        log_b, factors, shift, ones, transmat, None, scratch=scratch, weights=weights
+    )
     assert found.gamma is not None and found.trans is not None
     return _Found(found.gamma, found.trans)
 
@@ -449,18 +458,113 @@ def stats_pass(
     operators: list[tuple[np.ndarray, np.ndarray]],
     *,
     split_every: int,
+    chunks: list[int] | None = None,
 ) -> Stats:
-    """Second pass: every chunk's statistics from its messages, summed in a fixed tree."""
+    """Second pass: every chunk's statistics from its messages, summed in a fixed tree
+    (only those of ``chunks`` when given)."""
     predicted, backward, _ = sequence_messages(params, operators)
     last = len(blocks) - 1
+    which = range(len(blocks)) if chunks is None else chunks
     tasks = [
-        (_stats_task, model, first_row, predicted[c], backward[c], c == 0, c == last)
-        for c, (first_row, _) in enumerate(blocks)
+        (_stats_task, model, blocks[c][0], predicted[c], backward[c], c == 0, c == last)
+        for c in which
     ]
-    layer, keys, token = _graph(tasks, blocks, params)
+    layer, keys, token = _graph(tasks, [blocks[c] for c in which], params)
     tree, root = _tree_layer(keys, model.combine, split_every, token)
     layer.update(tree)
-    return _run(layer, root, token, names, blocks)
+    return _run(layer, root, token, names, [blocks[c] for c in which])
+
+
+def _one_pass_task(
+    model: HMMModel,
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    digest: bool,
+    first_row: int,
+    params: Params,
+    x: np.ndarray,
+) -> tuple[ChunkPass, tuple[int, ...]]:
+    _checked(names, missing_ok, first_row, x)
+    found = _located(chunk_pass, first_row, x, model, params, x)
+    return found, ((chunk_digest(x),) if digest else ())
+
+
+def one_pass(
+    model: HMMModel,
+    params: Params,
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    *,
+    split_every: int,
+    missing_ok: frozenset[str] | None = None,
+    content: Digests | bool = False,
+) -> tuple[Stats, Digests]:
+    """One EM evaluation in one pass over the data where the chunks' blocks coalesce
+    (see :mod:`dem.models.hmm.one_pass`): each chunk's operators, interior statistics
+    and edges; the client's scan; the edges finished on the client; the statistics
+    pass for the chunks that did not coalesce. Returns the statistics and the chunks'
+    content digests (empty unless ``content``)."""
+    tasks = [
+        (_one_pass_task, model, names, missing_ok, content is not False, first_row)
+        for first_row, _ in blocks
+    ]
+    layer, keys, token = _graph(tasks, blocks, params)
+    root = f"_long_gather-{token}"
+    layer[root] = Task(root, _gather, *(TaskRef(key) for key in keys))
+    found = _run(layer, root, token, names, blocks)
+    digests = tuple(d for _, d in found)
+    if content is not False and content is not True:
+        _check_content(digests, content)
+    passes: list[ChunkPass] = [f for f, _ in found]
+    operators = [f.operators for f in passes]
+    predicted, backward, loglik = sequence_messages(params, operators)
+    redo = [c for c, f in enumerate(passes) if f.interior is None]
+    if not np.isfinite(loglik.sum()):  # impossible data: the two-pass path says where
+        redo = list(range(len(blocks)))
+    stats = _sum_stats(model, [passes[c].interior for c in range(len(blocks)) if c not in redo])
+    edges: list[Edge] = []
+    entering: list[np.ndarray] = []
+    leaving: list[np.ndarray] = []
+    ends: list[bool] = []
+    first: int | None = None
+    for c, f in enumerate(passes):
+        if c in redo:
+            continue
+        for edge in f.edges:
+            if c == 0 and edge.start == 0:
+                first = len(edges)
+            edges.append(edge)
+            entering.append(predicted[c][edge.block] if edge.entering is None else edge.entering)
+            leaving.append(backward[c][edge.block] if edge.leaving is None else edge.leaving)
+            ends.append(
+                c == len(blocks) - 1
+                and edge.block == len(f.operators[0]) - 1
+                and edge.leaving is None
+            )
+    if edges:
+        found_edges = edges_stats(
+            model, params, edges, np.stack(entering), np.stack(leaving), np.array(ends), first
+        )
+        stats = found_edges if stats is None else model.combine(stats, found_edges)
+    if redo:
+        again = stats_pass(
+            model, params, names, blocks, operators, split_every=split_every, chunks=redo
+        )
+        stats = again if stats is None else model.combine(stats, again)
+    assert stats is not None
+    stats["loglik"] = np.float64(loglik.sum())
+    return stats, digests
+
+
+def _sum_stats(model: HMMModel, found: list[Stats | None]) -> Stats | None:
+    """The statistics summed pairwise in a fixed tree (None for an empty list)."""
+    values = [f for f in found if f is not None]
+    while len(values) > 1:
+        values = [
+            model.combine(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
+            for i in range(0, len(values), 2)
+        ]
+    return values[0] if values else None
 
 
 def _check_content(found: Digests, expected: Digests) -> None:
@@ -539,14 +643,17 @@ class LongHMMModel:
         missing_ok: frozenset[str] | None,
         content: Digests | bool,
     ) -> tuple[Stats, Digests | None]:
-        """One EM evaluation: the operators pass, the client's scan, the statistics pass."""
+        """One EM evaluation (see :func:`one_pass`)."""
         _refuse_weights(names)
-        operators, digests = operators_pass(
-            self.hmm, params, names, blocks, missing_ok=missing_ok, digest=content is not False
+        stats, digests = one_pass(
+            self.hmm,
+            params,
+            names,
+            blocks,
+            split_every=split_every,
+            missing_ok=missing_ok,
+            content=content,
         )
-        if content is not False and content is not True:
-            _check_content(digests, content)
-        stats = stats_pass(self.hmm, params, names, blocks, operators, split_every=split_every)
         return stats, (digests if content is not False else None)
 
 
