@@ -456,7 +456,7 @@ def test_one_pass_against_forward_backward_in_log_space(gaussian_sequence):
         "precisions_cholesky": 1.0 / np.sqrt(init["covars"]),
     }
     found = long.chunk_pass(model, params, x)
-    assert found.interior is not None and len(found.edges) == 2
+    assert found.interior is not None and found.interior["n"] > 0.9 * len(x)
     entering, leaving = np.array([0.2, 0.5, 0.3]), np.array([1.0, 0.1, 0.4])
     predicted, backward, _ = chain.scan(*found.operators, entering, leaving)
     edges = found.edges
@@ -486,11 +486,12 @@ def test_one_pass_against_forward_backward_in_log_space(gaussian_sequence):
     log_beta[-1] = logsumexp(log_a + np.log(leaving)[None], axis=1)
     for t in range(n - 2, -1, -1):
         log_beta[t] = logsumexp(log_a + (log_b[t + 1] + log_beta[t + 1])[None], axis=1)
-    log_total = logsumexp(log_alpha[-1] + log_beta[-1])
-    gamma = np.exp(log_alpha + log_beta - log_total)
-    xi = np.exp(
-        log_alpha[:-1, :, None] + log_a[None] + (log_b[1:] + log_beta[1:])[:, None, :] - log_total
-    ).sum(axis=0)
+    # each step normalised by its own total (the sequence's, up to the round-off that
+    # log-space sums accumulate over thousands of steps)
+    log_gamma = log_alpha + log_beta
+    gamma = np.exp(log_gamma - logsumexp(log_gamma, axis=1, keepdims=True))
+    log_xi = log_alpha[:-1, :, None] + log_a[None] + (log_b[1:] + log_beta[1:])[:, None, :]
+    xi = np.exp(log_xi - logsumexp(log_xi, axis=(1, 2), keepdims=True)).sum(axis=0)
     # the transition out of the chunk: γ_last(i) A_ij r_j / (A r)_i
     last = (
         gamma[-1][:, None]

@@ -77,7 +77,7 @@ from dem.models.hmm.kernels import (
     viterbi,
 )
 from dem.models.hmm.model import HMMModel
-from dem.models.hmm.one_pass import ChunkPass, Edge, chunk_pass, edges_stats
+from dem.models.hmm.one_pass import ChunkPass, chunk_pass, edges_stats, empty_stats
 from dem.models.scratch import thread_scratch
 
 #: Most time steps of a segment. The forward loops run as many steps as a segment has,
@@ -479,14 +479,53 @@ def _one_pass_task(
     model: HMMModel,
     names: tuple[str, ...],
     missing_ok: frozenset[str] | None,
-    digest: bool,
     first_row: int,
     params: Params,
     x: np.ndarray,
-) -> tuple[ChunkPass, tuple[int, ...]]:
+) -> ChunkPass:
     _checked(names, missing_ok, first_row, x)
-    found = _located(chunk_pass, first_row, x, model, params, x)
-    return found, ((chunk_digest(x),) if digest else ())
+    found: ChunkPass = _located(chunk_pass, first_row, x, model, params, x)
+    return found
+
+
+def _summary_task(
+    digest: bool, found: ChunkPass, x: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], bool, tuple[int, ...]]:
+    """What the scan and the client need of a chunk's pass: its operators, whether it
+    needs the statistics pass, its content digest."""
+    return found.operators, found.interior is None, ((chunk_digest(x),) if digest else ())
+
+
+def _scan_task(params: Params, *summaries: Any) -> tuple[Any, ...]:
+    return sequence_messages(params, [operators for operators, _, _ in summaries])
+
+
+def _finish_task(
+    model: HMMModel, chunk: int, n_chunks: int, messages: Any, params: Params, found: ChunkPass
+) -> Stats:
+    """A chunk's interior statistics plus its edges' (zero for a chunk that needs the
+    statistics pass, or if the data are impossible: the client redoes those)."""
+    predicted, backward, loglik = messages
+    if found.interior is None or not np.isfinite(loglik.sum()):
+        return empty_stats(model, found.like, params)
+    edges = found.edges
+    last_block = len(found.operators[0]) - 1
+    ends = [chunk == n_chunks - 1 and e.block == last_block and e.leaving is None for e in edges]
+    starts = [i for i, e in enumerate(edges) if chunk == 0 and e.start == 0]
+    finished = edges_stats(
+        model,
+        params,
+        edges,
+        np.stack([predicted[chunk][e.block] if e.entering is None else e.entering for e in edges]),
+        np.stack([backward[chunk][e.block] if e.leaving is None else e.leaving for e in edges]),
+        np.array(ends),
+        starts[0] if starts else None,
+    )
+    return model.combine(found.interior, finished)
+
+
+def _root_task(stats: Stats, messages: Any, *summaries: Any) -> tuple[Any, ...]:
+    return stats, float(messages[2].sum()), summaries
 
 
 def one_pass(
@@ -500,71 +539,61 @@ def one_pass(
     content: Digests | bool = False,
 ) -> tuple[Stats, Digests]:
     """One EM evaluation in one pass over the data where the chunks' blocks coalesce
-    (see :mod:`dem.models.hmm.one_pass`): each chunk's operators, interior statistics
-    and edges; the client's scan; the edges finished on the client; the statistics
-    pass for the chunks that did not coalesce. Returns the statistics and the chunks'
-    content digests (empty unless ``content``)."""
-    tasks = [
-        (_one_pass_task, model, names, missing_ok, content is not False, first_row)
-        for first_row, _ in blocks
-    ]
+    (see :mod:`dem.models.hmm.one_pass`), one graph: each chunk's operators, interior
+    statistics and edges; a task that scans all the operators; each chunk's edges
+    finished beside its interior (so the edges stay where they were computed), summed
+    in the fixed-shape tree. Then the statistics pass for the chunks that did not
+    coalesce, if any. Returns the statistics and the chunks' content digests (empty
+    unless ``content``)."""
+    tasks = [(_one_pass_task, model, names, missing_ok, first_row) for first_row, _ in blocks]
     layer, keys, token = _graph(tasks, blocks, params)
-    root = f"_long_gather-{token}"
-    layer[root] = Task(root, _gather, *(TaskRef(key) for key in keys))
-    found = _run(layer, root, token, names, blocks)
-    digests = tuple(d for _, d in found)
+    params_key = f"_long_params-{token}"
+    summaries, finished = [], []
+    for c, (key, (_, values)) in enumerate(zip(keys, blocks, strict=True)):
+        summary = f"_long_summary-{token}-{c}"
+        layer[summary] = Task(
+            summary, _summary_task, content is not False, TaskRef(key), TaskRef(values[0].key)
+        )
+        summaries.append(summary)
+    scan_key = f"_long_scan-{token}"
+    layer[scan_key] = Task(
+        scan_key, _scan_task, TaskRef(params_key), *(TaskRef(k) for k in summaries)
+    )
+    for c, key in enumerate(keys):
+        finish = f"_long_finish-{token}-{c}"
+        layer[finish] = Task(
+            finish,
+            _finish_task,
+            model,
+            c,
+            len(blocks),
+            TaskRef(scan_key),
+            TaskRef(params_key),
+            TaskRef(key),
+        )
+        finished.append(finish)
+    tree, tree_root = _tree_layer(finished, model.combine, split_every, token)
+    layer.update(tree)
+    root = f"_long_root-{token}"
+    layer[root] = Task(
+        root, _root_task, TaskRef(tree_root), TaskRef(scan_key), *(TaskRef(k) for k in summaries)
+    )
+    stats, loglik, found = _run(layer, root, token, names, blocks)
+    digests = tuple(d for _, _, d in found)
     if content is not False and content is not True:
         _check_content(digests, content)
-    passes: list[ChunkPass] = [f for f, _ in found]
-    operators = [f.operators for f in passes]
-    predicted, backward, loglik = sequence_messages(params, operators)
-    redo = [c for c, f in enumerate(passes) if f.interior is None]
-    if not np.isfinite(loglik.sum()):  # impossible data: the two-pass path says where
-        redo = list(range(len(blocks)))
-    stats = _sum_stats(model, [passes[c].interior for c in range(len(blocks)) if c not in redo])
-    edges: list[Edge] = []
-    entering: list[np.ndarray] = []
-    leaving: list[np.ndarray] = []
-    ends: list[bool] = []
-    first: int | None = None
-    for c, f in enumerate(passes):
-        if c in redo:
-            continue
-        for edge in f.edges:
-            if c == 0 and edge.start == 0:
-                first = len(edges)
-            edges.append(edge)
-            entering.append(predicted[c][edge.block] if edge.entering is None else edge.entering)
-            leaving.append(backward[c][edge.block] if edge.leaving is None else edge.leaving)
-            ends.append(
-                c == len(blocks) - 1
-                and edge.block == len(f.operators[0]) - 1
-                and edge.leaving is None
-            )
-    if edges:
-        found_edges = edges_stats(
-            model, params, edges, np.stack(entering), np.stack(leaving), np.array(ends), first
-        )
-        stats = found_edges if stats is None else model.combine(stats, found_edges)
+    operators = [o for o, _, _ in found]
+    redo = [c for c, (_, again, _) in enumerate(found) if again]
+    if not np.isfinite(loglik):  # impossible data: the two-pass path, as before
+        stats, redo = None, list(range(len(blocks)))
     if redo:
         again = stats_pass(
             model, params, names, blocks, operators, split_every=split_every, chunks=redo
         )
         stats = again if stats is None else model.combine(stats, again)
     assert stats is not None
-    stats["loglik"] = np.float64(loglik.sum())
+    stats["loglik"] = np.float64(loglik)
     return stats, digests
-
-
-def _sum_stats(model: HMMModel, found: list[Stats | None]) -> Stats | None:
-    """The statistics summed pairwise in a fixed tree (None for an empty list)."""
-    values = [f for f in found if f is not None]
-    while len(values) > 1:
-        values = [
-            model.combine(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
-            for i in range(0, len(values), 2)
-        ]
-    return values[0] if values else None
 
 
 def _check_content(found: Digests, expected: Digests) -> None:

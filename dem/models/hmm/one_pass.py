@@ -64,11 +64,13 @@ class Edge:
 class ChunkPass:
     """What a chunk's task returns: its blocks' operators and scales (as
     :func:`dem.models.hmm.long.chunk_operators`), its edges and its interior's
-    statistics (None when the chunk needs the statistics pass)."""
+    statistics (None when the chunk needs the statistics pass); ``like`` has no rows
+    and the chunk's other dimensions."""
 
     operators: tuple[np.ndarray, np.ndarray]
     edges: list[Edge]
     interior: Stats | None
+    like: np.ndarray
 
 
 def rank_one(operator: np.ndarray, scale: np.ndarray) -> bool:
@@ -184,7 +186,7 @@ def chunk_pass(model: HMMModel, params: Params, x: np.ndarray) -> ChunkPass:
         for key, value in model.emission_stats(data, posteriors.gamma, params, scratch).items():
             interior[key] += value
     operators_found = np.stack([f[0] for f in found]), np.stack([f[1] for f in found])
-    return ChunkPass(operators_found, edges if interior is not None else [], interior)
+    return ChunkPass(operators_found, edges if interior is not None else [], interior, x[:0].copy())
 
 
 def edges_stats(
