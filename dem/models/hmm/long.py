@@ -4,30 +4,41 @@ A 2-D input (time × features; 1-D symbols for a categorical HMM) chunked along 
 is one sequence. Each chunk is cut into segments of :data:`SEGMENT` steps, walked side
 by side as the sequences of a block are (:mod:`dem.models.hmm.chain` has the maths).
 
-One EM iteration is two passes over the data (two computes):
+One EM iteration is **one pass over the data** (one compute, :func:`one_pass`) wherever
+the chain forgets its state within a few segments, which is the usual case:
 
-1. **Operators.** Each chunk's task computes, for each of its blocks of segments, the
-   forward operators of the segments (:func:`dem.models.hmm.chain.operators_from_factors`:
-   K recursions per segment until they coalesce, then one) and composes them (pairwise,
-   in a fixed tree) into the block's K × K forward operator (rows normalised, log scales
-   beside). Only those K² + K numbers per block (of about ``BLOCK_ELEMENTS`` values)
-   come back to the client (and the chunks' content digests in the first pass of a
-   checkpointed fit).
-2. **Statistics.** On the client, a scan over the blocks' operators (in order, so its
-   result depends on nothing but the data) gives the forward message entering each
-   block and the backward message leaving it. Each block gets its two messages (2K
-   numbers), computes its emission densities and its segments' operators once, scans
-   them to get every segment's messages, and runs forward–backward on its segments with
-   the messages folded into their ends, reusing the operators' coalesced vectors as its
-   forward pass; the segments' boundary transitions are added, and the chunk returns
-   the additive statistics of the many-sequence model, summed in the same fixed-shape
-   tree. The M-step is that model's.
+1. **Operators, interiors, edges.** Each chunk's task computes, for each of its blocks of
+   segments, the forward operators of the segments
+   (:func:`dem.models.hmm.chain.operators_and_states`: K recursions per segment until
+   they coalesce, then one) and composes them (pairwise, in a fixed tree) into the
+   block's K × K forward operator (rows normalised, log scales beside). From the same
+   densities and operators it finishes forward–backward on the block's **interior**:
+   every segment after the first few whose product has coalesced and before the last
+   few (see :mod:`dem.models.hmm.one_pass`), whose messages are then the same whatever
+   enters and leaves the block. It keeps the raw rows of those few segments (the
+   **edges**) and the messages linking them to the interior.
+2. **Scan.** One task scans all the blocks' operators in order (so its result depends on
+   nothing but the data) into the message entering each block and the one leaving it:
+   K² + K numbers per block travel to it, 2K per block back.
+3. **Edges.** Each chunk's edges are finished beside its interior, as a block of short
+   sequences with the messages folded into their ends, and the chunk's statistics (those
+   of the many-sequence model) are summed in the fixed-shape tree. The M-step is that
+   model's.
 
-Two passes are the fewest for exact EM: a chunk's posteriors depend on every other
-chunk's data through the messages, which the first pass must compute at the
-parameters of this iteration before any statistics can be formed. Viterbi is the same
-scheme with max-product operators: a scan over the chunks' max operators decides the
-state at each chunk's first and last step, and each chunk's backtrack stays local.
+A chunk with a block that does not coalesce within
+:data:`dem.models.hmm.one_pass.MAX_EDGE_STEPS` steps from either end (a chain that
+forgets very slowly, or never: periodic, or with closed classes) contributes only its
+operators to that compute, and gets a second pass (:func:`stats_pass`): each block gets
+its two messages (2K numbers), computes its emission densities and its segments'
+operators again, scans them to get every segment's messages, and runs forward–backward
+on its segments with the messages folded into their ends, reusing the operators'
+coalesced vectors as its forward pass. Two passes are the fewest for such a chain: a
+chunk's posteriors depend on every other chunk's data through the messages, which must
+be computed at the parameters of this iteration before any statistics can be formed.
+What reaches the client: the statistics, and K² + K numbers per block (the operators,
+for that second pass). Viterbi is the same scheme with max-product operators: a scan
+over the chunks' max operators decides the state at each chunk's first and last step,
+and each chunk's backtrack stays local (two passes).
 
 The scaling is that of the scaled forward–backward algorithm (each operator's rows
 renormalised at every step), so the posteriors equal log-space forward–backward's
