@@ -28,9 +28,9 @@ consecutive stretches of ``--times`` steps of the HMM (the chain restarts at eac
 stretch; the fit sees one sequence), then:
 
 - ``long_data``: its size and the seconds to write it.
-- ``dem_long``: dem fitting it as one sequence across chunks (two passes per
-  iteration, :mod:`dem.models.hmm.long`), from Zarr on dask's threads: seconds and
-  CPU-ns per observation per iteration.
+- ``dem_long``: dem fitting it as one sequence across chunks (one pass per iteration
+  where the chain forgets its state, :mod:`dem.models.hmm.long`), from Zarr on dask's
+  threads: seconds and CPU-ns per observation per iteration.
 - ``dem_many``: in the same run, the same values read from the same store as
   sequences of ``--times`` steps (many-sequence E-step), and the ratio of the two per
   observation (issue 21's goal: at most 2).
@@ -318,7 +318,7 @@ def run_long(args: argparse.Namespace, truth: dict[str, np.ndarray], workdir: st
             cpus.append(statistics.median(cpu))
         found[what] = statistics.median(walls), statistics.median(cpus)
         extra = (
-            {"layout": "one sequence across chunks (two passes per iteration)"}
+            {"layout": "one sequence across chunks (one pass per iteration)"}
             if what == "dem_long"
             else {
                 "layout": f"{args.long_times // args.times} sequences of {args.times} steps",

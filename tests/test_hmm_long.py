@@ -15,7 +15,7 @@ from hmmlearn import hmm as hmmlearn_hmm
 from threadpoolctl import threadpool_limits
 
 import dem
-from dem.models.hmm import chain, long
+from dem.models.hmm import chain, long, one_pass
 
 logging.getLogger("hmmlearn").setLevel(logging.ERROR)
 
@@ -410,3 +410,98 @@ def test_coalescing_operators_against_log_space_products(transmat):
         finite = np.isfinite(log_g)
         np.testing.assert_array_equal(np.isfinite(ours), finite)
         np.testing.assert_allclose(ours[finite], log_g[finite], rtol=1e-12)
+
+
+def test_chains_that_never_forget_match_hmmlearn(gaussian_sequence, monkeypatch):
+    """A chain of period two (state 0 at every other step): the segments' products
+    never coalesce (they remember the parity), so no chunk has an interior. Small
+    chunks go to the client whole as edges, large ones take the two-pass path; both
+    against hmmlearn on the whole sequence."""
+    taken = []
+    chunk_pass = long.chunk_pass
+
+    def recorded(model, params, x):
+        found = chunk_pass(model, params, x)
+        taken.append("two passes" if found.interior is None else "edges")
+        return found
+
+    monkeypatch.setattr(long, "chunk_pass", recorded)
+    x = gaussian_sequence[:40_000]
+    init = initial("diag")
+    init["transmat"] = np.array([[0.0, 0.6, 0.4], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    ref = reference_gaussian("diag", init, x, 3)
+    chunks = ((3_000, 10_000, 3_000, 10_000, 14_000), (D,))
+    ours = ours_gaussian("diag", init, da.from_array(x, chunks=chunks), 3)
+    assert {"two passes", "edges"} <= set(taken)
+    assert relative(ours.transmat_, ref.transmat_) < 1e-8
+    assert relative(ours.startprob_, ref.startprob_) < 1e-8
+    assert np.max(np.abs(ours.means_ - ref.means_)) < 1e-8 * np.max(np.abs(ref.means_))
+    assert np.max(np.abs(ours.covars_ - ref._covars_)) < 1e-8 * np.max(np.abs(ref._covars_))
+
+
+def test_one_pass_against_forward_backward_in_log_space(gaussian_sequence):
+    """A chunk's interior statistics plus its edges' (the one-pass path) against
+    posteriors from a log-space forward–backward of the whole chunk (scipy's
+    logsumexp), for a chunk in the middle of a sequence with given messages."""
+    from scipy.special import logsumexp
+
+    x = gaussian_sequence[:6_000]
+    init = initial("diag")
+    model = dem.GaussianHMM(K, covariance_type="diag")._model(D)
+    params = {
+        "startprob": init["startprob"],
+        "transmat": init["transmat"],
+        "means": init["means"],
+        "covars": init["covars"],
+        "precisions_cholesky": 1.0 / np.sqrt(init["covars"]),
+    }
+    found = long.chunk_pass(model, params, x)
+    assert found.interior is not None and found.interior["n"] > 0.9 * len(x)
+    entering, leaving = np.array([0.2, 0.5, 0.3]), np.array([1.0, 0.1, 0.4])
+    predicted, backward, _ = chain.scan(*found.operators, entering, leaving)
+    edges = found.edges
+    stats = one_pass.edges_stats(
+        model,
+        params,
+        edges,
+        np.stack([predicted[e.block] if e.entering is None else e.entering for e in edges]),
+        np.stack([backward[e.block] if e.leaving is None else e.leaving for e in edges]),
+        np.zeros(len(edges), dtype=bool),
+        None,
+    )
+    total = {key: found.interior[key] + stats[key] for key in ("n", "trans", "post", "sum_x")}
+    # reference: log-space forward–backward with the messages at the chunk's ends
+    var = init["covars"]
+    log_b = -0.5 * (
+        ((x[:, None, :] - init["means"][None]) ** 2 / var).sum(axis=2)
+        + np.log(2 * np.pi * var).sum(axis=1)
+    )
+    log_a = np.log(init["transmat"])
+    n = len(x)
+    log_alpha = np.empty((n, K))
+    log_alpha[0] = np.log(entering) + log_b[0]
+    for t in range(1, n):
+        log_alpha[t] = logsumexp(log_alpha[t - 1][:, None] + log_a, axis=0) + log_b[t]
+    log_beta = np.empty((n, K))
+    log_beta[-1] = logsumexp(log_a + np.log(leaving)[None], axis=1)
+    for t in range(n - 2, -1, -1):
+        log_beta[t] = logsumexp(log_a + (log_b[t + 1] + log_beta[t + 1])[None], axis=1)
+    # each step normalised by its own total (the sequence's, up to the round-off that
+    # log-space sums accumulate over thousands of steps)
+    log_gamma = log_alpha + log_beta
+    gamma = np.exp(log_gamma - logsumexp(log_gamma, axis=1, keepdims=True))
+    log_xi = log_alpha[:-1, :, None] + log_a[None] + (log_b[1:] + log_beta[1:])[:, None, :]
+    xi = np.exp(log_xi - logsumexp(log_xi, axis=(1, 2), keepdims=True)).sum(axis=0)
+    # the transition out of the chunk: γ_last(i) A_ij r_j / (A r)_i
+    last = (
+        gamma[-1][:, None]
+        * init["transmat"]
+        * leaving[None]
+        / (init["transmat"] @ leaving)[:, None]
+    )
+    assert total["n"] == n
+    np.testing.assert_allclose(total["trans"], xi + last, rtol=1e-10)
+    np.testing.assert_allclose(total["post"], gamma.sum(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(
+        total["sum_x"], gamma.T @ (x - init["means"].mean(axis=0)), rtol=1e-10
+    )

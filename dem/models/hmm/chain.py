@@ -45,6 +45,9 @@ MAX_ELEMENTS = 2**20
 #: and adds their logarithms otherwise (so no product underflows: each factor and the
 #: product so far are at least this, their product at least its square, a normal float).
 SCALE_FLOOR = 1e-100
+#: The fast loop of the recursions keeps every row sum and takes their logarithms at the
+#: end while all stay above this (normal floats, divided by and logged exactly).
+FAST_FLOOR = 1e-300
 
 
 def emission_factors(log_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,20 +174,37 @@ def fill_states(
     """The predicted state distributions (n_times, K, n_segments) of each segment's
     steps before ``first`` (see :func:`operators_and_states`), from ``states[0]`` (the
     distribution at its first step), in place: ``states[t + 1] ∝ Aᵀ (states[t] ·
-    factors[t])``, normalised."""
+    factors[t])``, normalised.
+
+    Every segment is walked up to the latest ``first`` (at most ``FILL_TOGETHER``
+    steps), side by side: a segment whose rows coalesced earlier gets its coalesced
+    states there replaced by this recursion's, which they equal to ``COALESCED``. The
+    few segments that coalesce later (or never) are walked on alone."""
     transposed = np.ascontiguousarray(transmat.T)
-    for start in np.unique(first):
-        if start <= 1:
-            continue
-        columns: slice | np.ndarray = (
-            slice(None) if np.all(first == start) else np.flatnonzero(first == start)
-        )
-        current = states[0][:, columns]
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for t in range(start - 1):
-                current = transposed @ (current * factors[t][:, columns])
-                current /= current.sum(axis=0)
-                states[t + 1][:, columns] = current
+    _, n_states, n_segments = states.shape
+    together = min(int(first.max()), FILL_TOGETHER)
+    weighted = np.empty((n_states, n_segments))
+    sums = np.empty(n_segments)
+    ones = np.ones(n_states)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for t in range(together - 1):
+            np.multiply(states[t], factors[t], out=weighted)
+            following = states[t + 1]
+            np.matmul(transposed, weighted, out=following)
+            np.matmul(ones, following, out=sums)
+            following /= sums
+        later = np.flatnonzero(first > together)
+        if len(later) == 0:
+            return
+        current = states[together - 1][:, later]
+        for t in range(together - 1, int(first.max()) - 1):
+            current = transposed @ (current * factors[t][:, later])
+            current /= current.sum(axis=0)
+            states[t + 1][:, later] = current
+
+
+#: :func:`fill_states` walks every segment side by side for at most this many steps.
+FILL_TOGETHER = 64
 
 
 #: Segments are checked for coalesced rows after this many steps, then after twice as
@@ -234,6 +254,8 @@ class _Rows:
         if not self.every(factors.shape[2]):
             block = block[:, :, self.segments]
         transposed = np.ascontiguousarray(transmat.T)
+        if self._run_fast(block, transposed, states):
+            return
         current = self.current
         following = np.empty_like(current)
         sums = np.empty((width, n))
@@ -256,6 +278,32 @@ class _Rows:
                 product *= sums
             current /= sums[:, None, :]
         self.current = current
+
+    def _run_fast(
+        self, block: np.ndarray, transposed: np.ndarray, states: np.ndarray | None
+    ) -> bool:
+        """:meth:`run` keeping every step's row sums and adding their logarithms at the
+        end (half the calls per step); False, with nothing changed, if a sum fell below
+        ``FAST_FLOOR`` (or is NaN), where :meth:`run`'s careful loop takes over."""
+        width, n_states, n = self.current.shape
+        current = self.current.copy()
+        following = np.empty_like(current)
+        sums = np.empty((len(block), width, n))
+        ones = np.ones(n_states)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            for i, step in enumerate(block):
+                if states is not None:
+                    states[i] = current[0]
+                current *= step
+                np.matmul(transposed, current, out=following)
+                current, following = following, current
+                np.matmul(ones, current, out=sums[i])
+                current /= sums[i][:, None, :]
+            if not sums.min() >= FAST_FLOOR:
+                return False
+            self.scale += np.log(sums).sum(axis=0)
+        self.current = current
+        return True
 
     def logs(self) -> np.ndarray:
         """The rows' log scales so far, shape (n, width)."""

@@ -4,30 +4,41 @@ A 2-D input (time × features; 1-D symbols for a categorical HMM) chunked along 
 is one sequence. Each chunk is cut into segments of :data:`SEGMENT` steps, walked side
 by side as the sequences of a block are (:mod:`dem.models.hmm.chain` has the maths).
 
-One EM iteration is two passes over the data (two computes):
+One EM iteration is **one pass over the data** (one compute, :func:`one_pass`) wherever
+the chain forgets its state within a few segments, which is the usual case:
 
-1. **Operators.** Each chunk's task computes, for each of its blocks of segments, the
-   forward operators of the segments (:func:`dem.models.hmm.chain.operators_from_factors`:
-   K recursions per segment until they coalesce, then one) and composes them (pairwise,
-   in a fixed tree) into the block's K × K forward operator (rows normalised, log scales
-   beside). Only those K² + K numbers per block (of about ``BLOCK_ELEMENTS`` values)
-   come back to the client (and the chunks' content digests in the first pass of a
-   checkpointed fit).
-2. **Statistics.** On the client, a scan over the blocks' operators (in order, so its
-   result depends on nothing but the data) gives the forward message entering each
-   block and the backward message leaving it. Each block gets its two messages (2K
-   numbers), computes its emission densities and its segments' operators once, scans
-   them to get every segment's messages, and runs forward–backward on its segments with
-   the messages folded into their ends, reusing the operators' coalesced vectors as its
-   forward pass; the segments' boundary transitions are added, and the chunk returns
-   the additive statistics of the many-sequence model, summed in the same fixed-shape
-   tree. The M-step is that model's.
+1. **Operators, interiors, edges.** Each chunk's task computes, for each of its blocks of
+   segments, the forward operators of the segments
+   (:func:`dem.models.hmm.chain.operators_and_states`: K recursions per segment until
+   they coalesce, then one) and composes them (pairwise, in a fixed tree) into the
+   block's K × K forward operator (rows normalised, log scales beside). From the same
+   densities and operators it finishes forward–backward on the block's **interior**:
+   every segment after the first few whose product has coalesced and before the last
+   few (see :mod:`dem.models.hmm.one_pass`), whose messages are then the same whatever
+   enters and leaves the block. It keeps the raw rows of those few segments (the
+   **edges**) and the messages linking them to the interior.
+2. **Scan.** One task scans all the blocks' operators in order (so its result depends on
+   nothing but the data) into the message entering each block and the one leaving it:
+   K² + K numbers per block travel to it, 2K per block back.
+3. **Edges.** Each chunk's edges are finished beside its interior, as a block of short
+   sequences with the messages folded into their ends, and the chunk's statistics (those
+   of the many-sequence model) are summed in the fixed-shape tree. The M-step is that
+   model's.
 
-Two passes are the fewest for exact EM: a chunk's posteriors depend on every other
-chunk's data through the messages, which the first pass must compute at the
-parameters of this iteration before any statistics can be formed. Viterbi is the same
-scheme with max-product operators: a scan over the chunks' max operators decides the
-state at each chunk's first and last step, and each chunk's backtrack stays local.
+A chunk with a block that does not coalesce within
+:data:`dem.models.hmm.one_pass.MAX_EDGE_STEPS` steps from either end (a chain that
+forgets very slowly, or never: periodic, or with closed classes) contributes only its
+operators to that compute, and gets a second pass (:func:`stats_pass`): each block gets
+its two messages (2K numbers), computes its emission densities and its segments'
+operators again, scans them to get every segment's messages, and runs forward–backward
+on its segments with the messages folded into their ends, reusing the operators'
+coalesced vectors as its forward pass. Two passes are the fewest for such a chain: a
+chunk's posteriors depend on every other chunk's data through the messages, which must
+be computed at the parameters of this iteration before any statistics can be formed.
+What reaches the client: the statistics, and K² + K numbers per block (the operators,
+for that second pass). Viterbi is the same scheme with max-product operators: a scan
+over the chunks' max operators decides the state at each chunk's first and last step,
+and each chunk's backtrack stays local (two passes).
 
 The scaling is that of the scaled forward–backward algorithm (each operator's rows
 renormalised at every step), so the posteriors equal log-space forward–backward's
@@ -77,6 +88,7 @@ from dem.models.hmm.kernels import (
     viterbi,
 )
 from dem.models.hmm.model import HMMModel
+from dem.models.hmm.one_pass import ChunkPass, chunk_pass, edges_stats, empty_stats
 from dem.models.scratch import thread_scratch
 
 #: Most time steps of a segment. The forward loops run as many steps as a segment has,
@@ -202,13 +214,16 @@ def _forward_backward(
     first: np.ndarray,
     transmat: np.ndarray,
     scratch: Any,
+    keep: np.ndarray | None = None,
 ) -> _Found:
     """Forward–backward on a block of segments whose messages are folded into their
     ends (``log_b``, ``factors`` and ``shift`` refreshed), reusing the predicted state
     distributions that the operators' pass left in ``states`` from each segment's step
     ``first`` on: only the steps before are walked forward again, the rest of the
     forward pass is a few whole-block products. Blocks where the scaled pass would fail
-    go to :func:`dem.models.hmm.kernels.forward_backward_factors` (its log-space path)."""
+    go to :func:`dem.models.hmm.kernels.forward_backward_factors` (its log-space path).
+    Segments where ``keep`` (bool, n_segments) is false add nothing to the posteriors
+    and transitions (as sequences of weight zero)."""
     n_times, n_states, n_segments = factors.shape
     ones = np.ones(n_states)
     states[0] = 1.0  # the entering message is folded into the first step's factors
@@ -219,10 +234,15 @@ def _forward_backward(
     with np.errstate(invalid="ignore", divide="ignore"):
         alpha /= norm[:, None, :]
     if np.all(norm >= TINY):  # (False where NaN)
+        if keep is not None:
+            alpha[:, :, ~keep] = 0.0
         gamma, trans, overflowed = scaled_backward(alpha, factors, norm, transmat, scratch)
         if not overflowed.any():
             return _Found(gamma, transmat * trans)
-    found = forward_backward_factors(log_b, factors, shift, ones, transmat, None, scratch=scratch)
+    weights = None if keep is None else keep.astype(np.float64)
+    found = forward_backward_factors(
+        log_b, factors, shift, ones, transmat, None, scratch=scratch, weights=weights
+    )
     assert found.gamma is not None and found.trans is not None
     return _Found(found.gamma, found.trans)
 
@@ -449,18 +469,142 @@ def stats_pass(
     operators: list[tuple[np.ndarray, np.ndarray]],
     *,
     split_every: int,
+    chunks: list[int] | None = None,
 ) -> Stats:
-    """Second pass: every chunk's statistics from its messages, summed in a fixed tree."""
+    """Second pass: every chunk's statistics from its messages, summed in a fixed tree
+    (only those of ``chunks`` when given)."""
     predicted, backward, _ = sequence_messages(params, operators)
     last = len(blocks) - 1
+    which = range(len(blocks)) if chunks is None else chunks
     tasks = [
-        (_stats_task, model, first_row, predicted[c], backward[c], c == 0, c == last)
-        for c, (first_row, _) in enumerate(blocks)
+        (_stats_task, model, blocks[c][0], predicted[c], backward[c], c == 0, c == last)
+        for c in which
     ]
-    layer, keys, token = _graph(tasks, blocks, params)
+    layer, keys, token = _graph(tasks, [blocks[c] for c in which], params)
     tree, root = _tree_layer(keys, model.combine, split_every, token)
     layer.update(tree)
-    return _run(layer, root, token, names, blocks)
+    return _run(layer, root, token, names, [blocks[c] for c in which])
+
+
+def _one_pass_task(
+    model: HMMModel,
+    names: tuple[str, ...],
+    missing_ok: frozenset[str] | None,
+    first_row: int,
+    params: Params,
+    x: np.ndarray,
+) -> ChunkPass:
+    _checked(names, missing_ok, first_row, x)
+    found: ChunkPass = _located(chunk_pass, first_row, x, model, params, x)
+    return found
+
+
+def _summary_task(
+    digest: bool, found: ChunkPass, x: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], bool, tuple[int, ...]]:
+    """What the scan and the client need of a chunk's pass: its operators, whether it
+    needs the statistics pass, its content digest."""
+    return found.operators, found.interior is None, ((chunk_digest(x),) if digest else ())
+
+
+def _scan_task(params: Params, *summaries: Any) -> tuple[Any, ...]:
+    return sequence_messages(params, [operators for operators, _, _ in summaries])
+
+
+def _finish_task(
+    model: HMMModel, chunk: int, n_chunks: int, messages: Any, params: Params, found: ChunkPass
+) -> Stats:
+    """A chunk's interior statistics plus its edges' (zero for a chunk that needs the
+    statistics pass, or if the data are impossible: the client redoes those)."""
+    predicted, backward, loglik = messages
+    if found.interior is None or not np.isfinite(loglik.sum()):
+        return empty_stats(model, found.like, params)
+    edges = found.edges
+    last_block = len(found.operators[0]) - 1
+    ends = [chunk == n_chunks - 1 and e.block == last_block and e.leaving is None for e in edges]
+    starts = [i for i, e in enumerate(edges) if chunk == 0 and e.start == 0]
+    finished = edges_stats(
+        model,
+        params,
+        edges,
+        np.stack([predicted[chunk][e.block] if e.entering is None else e.entering for e in edges]),
+        np.stack([backward[chunk][e.block] if e.leaving is None else e.leaving for e in edges]),
+        np.array(ends),
+        starts[0] if starts else None,
+    )
+    return model.combine(found.interior, finished)
+
+
+def _root_task(stats: Stats, messages: Any, *summaries: Any) -> tuple[Any, ...]:
+    return stats, float(messages[2].sum()), summaries
+
+
+def one_pass(
+    model: HMMModel,
+    params: Params,
+    names: tuple[str, ...],
+    blocks: list[tuple[int, list[Delayed]]],
+    *,
+    split_every: int,
+    missing_ok: frozenset[str] | None = None,
+    content: Digests | bool = False,
+) -> tuple[Stats, Digests]:
+    """One EM evaluation in one pass over the data where the chunks' blocks coalesce
+    (see :mod:`dem.models.hmm.one_pass`), one graph: each chunk's operators, interior
+    statistics and edges; a task that scans all the operators; each chunk's edges
+    finished beside its interior (so the edges stay where they were computed), summed
+    in the fixed-shape tree. Then the statistics pass for the chunks that did not
+    coalesce, if any. Returns the statistics and the chunks' content digests (empty
+    unless ``content``)."""
+    tasks = [(_one_pass_task, model, names, missing_ok, first_row) for first_row, _ in blocks]
+    layer, keys, token = _graph(tasks, blocks, params)
+    params_key = f"_long_params-{token}"
+    summaries, finished = [], []
+    for c, (key, (_, values)) in enumerate(zip(keys, blocks, strict=True)):
+        summary = f"_long_summary-{token}-{c}"
+        layer[summary] = Task(
+            summary, _summary_task, content is not False, TaskRef(key), TaskRef(values[0].key)
+        )
+        summaries.append(summary)
+    scan_key = f"_long_scan-{token}"
+    layer[scan_key] = Task(
+        scan_key, _scan_task, TaskRef(params_key), *(TaskRef(k) for k in summaries)
+    )
+    for c, key in enumerate(keys):
+        finish = f"_long_finish-{token}-{c}"
+        layer[finish] = Task(
+            finish,
+            _finish_task,
+            model,
+            c,
+            len(blocks),
+            TaskRef(scan_key),
+            TaskRef(params_key),
+            TaskRef(key),
+        )
+        finished.append(finish)
+    tree, tree_root = _tree_layer(finished, model.combine, split_every, token)
+    layer.update(tree)
+    root = f"_long_root-{token}"
+    layer[root] = Task(
+        root, _root_task, TaskRef(tree_root), TaskRef(scan_key), *(TaskRef(k) for k in summaries)
+    )
+    stats, loglik, found = _run(layer, root, token, names, blocks)
+    digests = tuple(d for _, _, d in found)
+    if content is not False and content is not True:
+        _check_content(digests, content)
+    operators = [o for o, _, _ in found]
+    redo = [c for c, (_, again, _) in enumerate(found) if again]
+    if not np.isfinite(loglik):  # impossible data: the two-pass path, as before
+        stats, redo = None, list(range(len(blocks)))
+    if redo:
+        again = stats_pass(
+            model, params, names, blocks, operators, split_every=split_every, chunks=redo
+        )
+        stats = again if stats is None else model.combine(stats, again)
+    assert stats is not None
+    stats["loglik"] = np.float64(loglik)
+    return stats, digests
 
 
 def _check_content(found: Digests, expected: Digests) -> None:
@@ -539,14 +683,17 @@ class LongHMMModel:
         missing_ok: frozenset[str] | None,
         content: Digests | bool,
     ) -> tuple[Stats, Digests | None]:
-        """One EM evaluation: the operators pass, the client's scan, the statistics pass."""
+        """One EM evaluation (see :func:`one_pass`)."""
         _refuse_weights(names)
-        operators, digests = operators_pass(
-            self.hmm, params, names, blocks, missing_ok=missing_ok, digest=content is not False
+        stats, digests = one_pass(
+            self.hmm,
+            params,
+            names,
+            blocks,
+            split_every=split_every,
+            missing_ok=missing_ok,
+            content=content,
         )
-        if content is not False and content is not True:
-            _check_content(digests, content)
-        stats = stats_pass(self.hmm, params, names, blocks, operators, split_every=split_every)
         return stats, (digests if content is not False else None)
 
 
