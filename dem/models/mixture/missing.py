@@ -95,17 +95,21 @@ def statistics(
     step = block_rows(n_components)
     blocks = gaussian.transposed_blocks(x, params["shift"], np.float64, step, scratch)
     for start, xt in zip(range(0, len(x), step), blocks, strict=True):
+        weight = None
+        if sample_weight is not None:
+            weight = np.asarray(sample_weight[start : start + step], dtype=np.float64)
         if isinstance(terms, FullTerms):
             conditionals = full_conditionals(xt, terms, scratch)
             log_prob = conditionals.log_prob
+            if weight is not None:
+                weight = weight[conditionals.order]  # the block's rows, sorted
         else:
             features = diag_features(xt, scratch)
             log_prob = diag_log_prob(features, terms, scratch)
         resp, log_norm = kernels.responsibilities(log_prob)
-        if sample_weight is None:
+        if weight is None:
             loglik += float(log_norm.sum())
         else:
-            weight = np.asarray(sample_weight[start : start + step], dtype=np.float64)
             loglik += float(weight @ log_norm)
             resp *= weight
         resp_sum += resp.sum(axis=1)
@@ -141,10 +145,11 @@ def log_prob(x: np.ndarray, params: Params, covariance_type: str) -> np.ndarray:
     blocks = gaussian.transposed_blocks(x, params["shift"], np.float64, step, scratch)
     for start, xt in zip(range(0, len(x), step), blocks, strict=True):
         if isinstance(terms, FullTerms):
-            block = full_conditionals(xt, terms, scratch, second=False).log_prob
+            conditionals = full_conditionals(xt, terms, scratch, second=False)
+            out[start + conditionals.order] = conditionals.log_prob.T
         else:
             block = diag_log_prob(diag_features(xt, scratch), terms, scratch)
-        out[start : start + xt.shape[1]] = block.T
+            out[start : start + xt.shape[1]] = block.T
     return out
 
 
@@ -172,7 +177,9 @@ def conditional_means(x: np.ndarray, params: Params, covariance_type: str) -> np
             resp, _ = kernels.responsibilities(conditionals.log_prob)
             layout = conditionals.layout
             expected = np.einsum("ke,ke->e", resp[:, layout.rows], conditionals.filled)
-            rows[layout.rows, layout.columns] = expected + params["shift"][layout.columns]
+            rows[conditionals.order[layout.rows], layout.columns] = (
+                expected + params["shift"][layout.columns]
+            )
         else:
             log_prob_block = diag_log_prob(diag_features(xt, scratch), terms, scratch)
             resp, _ = kernels.responsibilities(log_prob_block)

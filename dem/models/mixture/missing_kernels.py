@@ -52,27 +52,19 @@ def block_rows(n_components: int) -> int:
 
 @dataclass(frozen=True)
 class Group:
-    """The rows of a block with ``q`` missing values.
+    """The rows ``start:stop`` of a (sorted) block, each with ``q`` missing values,
+    whose entries are ``entries`` (a slice of the block's list, ``q`` per row)."""
 
-    Attributes
-    ----------
-    rows : ndarray of shape (n_q,)
-        Row numbers in the block.
-    entries : ndarray of shape (q, n_q)
-        The positions of their missing entries in the block's list (:class:`Layout`),
-        in ascending column order.
-    columns : ndarray of shape (q, n_q)
-        The columns of those entries.
-    """
-
-    rows: np.ndarray
-    entries: np.ndarray
-    columns: np.ndarray
+    q: int
+    start: int
+    stop: int
+    entries: slice
 
 
 @dataclass(frozen=True)
 class Layout:
-    """The missing entries of a block, listed by row (then column).
+    """The missing entries of a block whose rows are sorted by their number of missing
+    values, listed by row (then column).
 
     Attributes
     ----------
@@ -96,12 +88,11 @@ class Layout:
     groups: list[Group]
 
     @classmethod
-    def of(cls, missing: np.ndarray) -> Layout:
-        """The layout of a boolean mask (n, d), True where missing."""
+    def of(cls, missing: np.ndarray, counts: np.ndarray) -> Layout:
+        """The layout of a boolean mask (n, d), True where missing, whose rows'
+        ``counts`` of missing values are ascending."""
         n_features = missing.shape[1]
         rows, columns = np.nonzero(missing)
-        counts = np.count_nonzero(missing, axis=1)
-        starts = np.cumsum(counts) - counts
         small = columns.astype(np.int16) if n_features < 2**15 else columns
         by_column = np.argsort(small, kind="stable")  # a radix sort for int16
         from_column = np.empty_like(by_column)
@@ -109,11 +100,12 @@ class Layout:
         bounds = np.zeros(n_features + 1, dtype=np.intp)
         np.cumsum(np.bincount(columns, minlength=n_features), out=bounds[1:])
         groups = []
-        sizes = np.flatnonzero(np.bincount(counts, minlength=1))
-        for q in sizes[sizes > 0]:
-            members = np.flatnonzero(counts == q)
-            entries = starts[members] + np.arange(q)[:, None]
-            groups.append(Group(members, entries, columns[entries]))
+        sizes = np.bincount(counts, minlength=1)
+        start, entry = int(sizes[0]), 0
+        for q in np.flatnonzero(sizes[1:]) + 1:
+            stop = start + int(sizes[q])
+            groups.append(Group(int(q), start, stop, slice(entry, entry + int(q) * (stop - start))))
+            start, entry = stop, entry + int(q) * (stop - start)
         return cls(rows, columns, by_column, from_column, bounds, groups)
 
 
@@ -170,8 +162,13 @@ class FullTerms:
 class FullConditionals:
     """What the E-step needs of a block of rows under full (or tied) covariances.
 
+    The block's rows are taken in the order ``order`` (ascending number of missing
+    values); every array below is in that order.
+
     Attributes
     ----------
+    order : ndarray of shape (n,)
+        The rows of the block, sorted.
     log_prob : ndarray of shape (K, n)
         ``log w_k + log N(x_o | μ_k,o, Σ_k,oo)`` (a scratch buffer).
     xt : ndarray of shape (d + 1, n)
@@ -184,11 +181,12 @@ class FullConditionals:
     gathered : ndarray of shape (d, M)
         ``x̃`` of the row of each entry, entries sorted by column.
     second, second_index : ndarray of shape (L,)
-        For each group, row, component and pair a <= b of its missing columns,
+        For each group, component, row and pair (a, b) of its missing columns,
         ``f_a f_b + C_ab`` (``f`` = ``filled``, ``C`` the conditional covariance) and its
         flat index ``k d² + a d + b`` in the scatter (absent unless asked for).
     """
 
+    order: np.ndarray
     log_prob: np.ndarray
     xt: np.ndarray
     moments: np.ndarray
@@ -200,17 +198,22 @@ class FullConditionals:
 
 
 def _unrolled_factor(
-    block: list[list[np.ndarray]], v: list[np.ndarray], with_covariance: bool
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[tuple[int, int], np.ndarray]]:
-    """``log det B``, ``vᵀ B⁻¹ v``, ``B⁻¹ v`` and (a <= b) the entries of ``B⁻¹`` for a
-    stack of small symmetric positive definite ``B`` given as arrays ``block[a][b]``
-    (a >= b), by a Cholesky factorisation written with whole-array operations."""
-    q = len(v)
+    block: np.ndarray, v: np.ndarray, with_covariance: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``log det B``, ``vᵀ B⁻¹ v``, ``B⁻¹ v`` and ``B⁻¹`` for a stack of small symmetric
+    positive definite ``B`` (..., q, q) and vectors ``v`` (..., q), by a Cholesky
+    factorisation written with whole-array operations (O(q³) of them, none per matrix)."""
+    q = v.shape[-1]
+    if q == 1:
+        pivot = block[..., 0, 0]
+        inverse = 1.0 / pivot
+        solved = v * inverse[..., None]
+        return np.log(pivot), v[..., 0] * solved[..., 0], solved, inverse[..., None, None]
     lower: list[list[np.ndarray]] = [[] for _ in range(q)]
     inverse_diagonal = []
-    log_det = np.zeros_like(v[0])
+    log_det = np.zeros(v.shape[:-1])
     for j in range(q):
-        pivot = block[j][j]
+        pivot = block[..., j, j]
         for t in range(j):
             pivot = pivot - lower[j][t] * lower[j][t]
         log_det += np.log(pivot)
@@ -218,71 +221,63 @@ def _unrolled_factor(
         inverse_diagonal.append(inverse)
         lower[j].append(1.0 / inverse)
         for i in range(j + 1, q):
-            value = block[i][j]
+            value = block[..., i, j]
             for t in range(j):
                 value = value - lower[i][t] * lower[j][t]
             lower[i].append(value * inverse)
-    solved: list[np.ndarray] = []  # L⁻¹ v
+    forward: list[np.ndarray] = []  # L⁻¹ v
     for i in range(q):
-        value = v[i]
+        value = v[..., i]
         for t in range(i):
-            value = value - lower[i][t] * solved[t]
-        solved.append(value * inverse_diagonal[i])
-    quadratic = solved[0] * solved[0]
+            value = value - lower[i][t] * forward[t]
+        forward.append(value * inverse_diagonal[i])
+    quadratic = forward[0] * forward[0]
     for i in range(1, q):
-        quadratic += solved[i] * solved[i]
-    back: list[np.ndarray] = [solved[0]] * q  # L⁻ᵀ L⁻¹ v
+        quadratic += forward[i] * forward[i]
+    solved = np.empty(v.shape)  # L⁻ᵀ L⁻¹ v
     for i in reversed(range(q)):
-        value = solved[i]
+        value = forward[i]
         for t in range(i + 1, q):
-            value = value - lower[t][i] * back[t]
-        back[i] = value * inverse_diagonal[i]
-    covariance: dict[tuple[int, int], np.ndarray] = {}
-    if with_covariance:
-        inv_lower: list[dict[int, np.ndarray]] = [{} for _ in range(q)]  # L⁻¹, [row][col]
-        for j in range(q):
-            inv_lower[j][j] = inverse_diagonal[j]
-            for i in range(j + 1, q):
-                value = lower[i][j] * inv_lower[j][j]
-                for t in range(j + 1, i):
-                    value = value + lower[i][t] * inv_lower[t][j]
-                inv_lower[i][j] = -value * inverse_diagonal[i]
-        for a in range(q):
-            for b in range(a, q):
-                value = inv_lower[b][a] * inv_lower[b][b]
-                for t in range(b + 1, q):
-                    value = value + inv_lower[t][a] * inv_lower[t][b]
-                covariance[a, b] = value
-    return log_det, quadratic, back, covariance
+            value = value - lower[t][i] * solved[..., t]
+        solved[..., i] = value * inverse_diagonal[i]
+    if not with_covariance:
+        return log_det, quadratic, solved, None
+    inv_lower: list[dict[int, np.ndarray]] = [{} for _ in range(q)]  # L⁻¹, [row][col]
+    for j in range(q):
+        inv_lower[j][j] = inverse_diagonal[j]
+        for i in range(j + 1, q):
+            value = lower[i][j] * inv_lower[j][j]
+            for t in range(j + 1, i):
+                value = value + lower[i][t] * inv_lower[t][j]
+            inv_lower[i][j] = -value * inverse_diagonal[i]
+    covariance = np.empty(block.shape)
+    for a in range(q):
+        for b in range(a, q):
+            value = inv_lower[b][a] * inv_lower[b][b]
+            for t in range(b + 1, q):
+                value = value + inv_lower[t][a] * inv_lower[t][b]
+            covariance[..., a, b] = value
+            covariance[..., b, a] = value
+    return log_det, quadratic, solved, covariance
 
 
 def _lapack_factor(
-    block: list[list[np.ndarray]], v: list[np.ndarray], with_covariance: bool
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], dict[tuple[int, int], np.ndarray]]:
-    """:func:`_unrolled_factor` by batched LAPACK (for large ``q``)."""
-    q = len(v)
-    stack = np.empty((*v[0].shape, q, q))
-    for a in range(q):
-        for b in range(a + 1):
-            stack[..., a, b] = stack[..., b, a] = block[a][b]
-    factor = np.linalg.cholesky(stack)
+    block: np.ndarray, v: np.ndarray, with_covariance: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`_unrolled_factor` by batched LAPACK (large ``q``, few rows)."""
+    factor = np.linalg.cholesky(block)
     log_det = 2.0 * np.log(np.diagonal(factor, axis1=-2, axis2=-1)).sum(axis=-1)
-    inverse = np.linalg.inv(stack)
-    solved = np.matmul(inverse, np.stack(v, axis=-1)[..., None])[..., 0]
-    quadratic = np.einsum("...q,...q->...", solved, np.stack(v, axis=-1))
-    covariance = (
-        {(a, b): inverse[..., a, b] for a in range(q) for b in range(a, q)}
-        if with_covariance
-        else {}
-    )
-    return log_det, quadratic, [solved[..., a] for a in range(q)], covariance
+    inverse = np.linalg.inv(block)
+    solved = np.matmul(inverse, v[..., None])[..., 0]
+    quadratic = np.einsum("...q,...q->...", solved, v)
+    return log_det, quadratic, solved, inverse if with_covariance else None
 
 
 def full_conditionals(
     xt: np.ndarray, terms: FullTerms, scratch: gaussian.Scratch, second: bool = True
 ) -> FullConditionals:
     """:class:`FullConditionals` of a block ``xt`` (d + 1, n) from
-    :func:`~dem.models.gaussian.transposed_blocks` (NaN where missing; set to 0 here).
+    :func:`~dem.models.gaussian.transposed_blocks` (NaN where missing).
 
     With ``u = x̃ − μ̃`` and ``e = μ̃`` on the missing coordinates (0 elsewhere), the
     zero-filled ``y = u + e`` has ``yᵀPy = uᵀPu + 2 eᵀPu + eᵀPe``: ``uᵀPu`` is one
@@ -295,16 +290,20 @@ def full_conditionals(
     """
     n_features, n_rows = xt.shape[0] - 1, xt.shape[1]
     n_components = len(terms.means)
+    counts = np.count_nonzero(np.isnan(xt[:n_features]), axis=0)
+    order = np.argsort(counts.astype(np.int16), kind="stable")
+    xt = np.take(xt, order, axis=1, out=scratch("sorted", xt.shape), mode="clip")
+    counts = counts[order]
     centred = xt[:n_features]
-    missing = np.isnan(centred)
-    np.copyto(centred, 0.0, where=missing)
+    missing_rows = np.isnan(centred.T)  # (n, d), C-ordered
+    np.copyto(centred, 0.0, where=missing_rows.T)
     moments = gaussian.MOMENTS["full"](xt, scratch)
     log_prob = np.matmul(
         terms.coefficients, moments, out=scratch("log_prob", (n_components, n_rows))
     )  # uᵀPu
     log_prob *= -0.5
     log_prob += terms.log_constant[:, None]
-    layout = Layout.of(missing.T)
+    layout = Layout.of(missing_rows, counts)
     n_entries = len(layout.rows)
     shape = (n_components, n_entries)
     gathered = np.take(
@@ -312,76 +311,68 @@ def full_conditionals(
         layout.rows[layout.by_column],
         axis=1,
         out=scratch("gathered", (n_features, n_entries)),
+        mode="clip",
     )
     filled = scratch("filled", shape)
     if not n_entries:
-        return FullConditionals(log_prob, xt, moments, layout, filled, gathered)
+        return FullConditionals(order, log_prob, xt, moments, layout, filled, gathered)
     # (P u)_m = (P x̃)_m − (P μ̃)_m at every missing entry, feature by feature
     by_column = scratch("px", shape)
     for j in range(n_features):
         piece = slice(layout.bounds[j], layout.bounds[j + 1])
         if piece.start < piece.stop:
             np.matmul(terms.precision[:, j, :], gathered[:, piece], out=by_column[:, piece])
-    pu = np.take(by_column, layout.from_column, axis=1, out=scratch("pu", shape))
-    pu -= np.take(terms.precision_means, layout.columns, axis=1, out=scratch("pmu", shape))
+    pu = np.take(by_column, layout.from_column, axis=1, out=scratch("pu", shape), mode="clip")
+    pu -= np.take(
+        terms.precision_means, layout.columns, axis=1, out=scratch("pmu", shape), mode="clip"
+    )
     flat_precision = terms.precision.reshape(n_components, -1)
+    offsets = (np.arange(n_components) * n_features * n_features)[:, None, None, None]
     second_values = second_index = None
     if second:
-        size = n_components * sum(
-            len(g.rows) * len(g.entries) * (len(g.entries) + 1) // 2 for g in layout.groups
-        )
+        size = n_components * sum(g.q * g.q * (g.stop - g.start) for g in layout.groups)
         second_values = scratch("second", (size,))
         second_index = scratch("second_index", (size,), np.intp)
-        offsets = (np.arange(n_components) * n_features * n_features)[:, None]
     start = 0
     for group in layout.groups:
-        q = len(group.entries)
-        means = [terms.means[:, group.columns[a]] for a in range(q)]  # μ̃_m (K, n_q)
-        pu_m = [pu[:, group.entries[a]] for a in range(q)]
-        block = [
-            [
-                flat_precision[:, group.columns[a] * n_features + group.columns[b]]
-                for b in range(a + 1)
-            ]
-            for a in range(q)
-        ]  # P_mm, a >= b
-        pe = []  # (P e)_m = P_mm μ̃_m
-        for a in range(q):
-            value = block[a][0] * means[0]
-            for b in range(1, q):
-                value += (block[a][b] if b <= a else block[b][a]) * means[b]
-            pe.append(value)
-        v = [pu_m[a] + pe[a] for a in range(q)]  # (P y)_m
-        factor = _unrolled_factor if q <= UNROLLED_MAX else _lapack_factor
+        q, rows = group.q, slice(group.start, group.stop)
+        n_group = group.stop - group.start
+        columns = layout.columns[group.entries].reshape(n_group, q)
+        flat = columns[:, :, None] * n_features + columns[:, None, :]  # (n_q, q, q)
+        means = terms.means[:, columns]  # μ̃_m (K, n_q, q)
+        pu_m = pu[:, group.entries].reshape(n_components, n_group, q)
+        block = flat_precision[:, flat]  # P_mm (K, n_q, q, q)
+        pe = np.einsum("knab,knb->kna", block, means)  # (P e)_m = P_mm μ̃_m
+        v = pu_m + pe  # (P y)_m
+        unrolled = q <= 4 or (q <= UNROLLED_MAX and n_components * n_group >= 64)
+        factor = _unrolled_factor if unrolled else _lapack_factor
         log_det, quadratic, solved, covariance = factor(block, v, second)
         # 2 eᵀPu + eᵀPe − vᵀCv + log det P_mm
-        correction = log_det - quadratic
-        for a in range(q):
-            correction += means[a] * (2.0 * pu_m[a] + pe[a])
-        log_prob[:, group.rows] += -0.5 * correction + 0.5 * q * LOG_2PI
-        f = [means[a] - solved[a] for a in range(q)]  # x̂_m − c
-        for a in range(q):
-            filled[:, group.entries[a]] = f[a]
-        if second_values is None or second_index is None:
+        correction = np.einsum("knq,knq->kn", means, 2.0 * pu_m + pe)
+        correction += log_det - quadratic
+        correction *= -0.5
+        correction += 0.5 * q * LOG_2PI
+        log_prob[:, rows] += correction
+        f = filled[:, group.entries].reshape(n_components, n_group, q)
+        np.subtract(means, solved, out=f)  # x̂_m − c (a view of filled)
+        if second_values is None or second_index is None or covariance is None:
             continue
-        size = n_components * len(group.rows)
-        for a in range(q):
-            for b in range(a, q):
-                out = second_values[start : start + size].reshape(n_components, -1)
-                np.multiply(f[a], f[b], out=out)
-                out += covariance[a, b]
-                flat = group.columns[a] * n_features + group.columns[b]
-                np.add(offsets, flat, out=second_index[start : start + size].reshape(out.shape))
-                start += size
+        size = n_components * n_group * q * q
+        out = second_values[start : start + size].reshape(n_components, n_group, q, q)
+        np.multiply(f[..., :, None], f[..., None, :], out=out)
+        out += covariance
+        np.add(offsets, flat, out=second_index[start : start + size].reshape(out.shape))
+        start += size
     return FullConditionals(
-        log_prob, xt, moments, layout, filled, gathered, second_values, second_index
+        order, log_prob, xt, moments, layout, filled, gathered, second_values, second_index
     )
 
 
 def full_statistics(
     conditionals: FullConditionals, resp: np.ndarray, scratch: gaussian.Scratch
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Σ r E[x − c] (K, d) and Σ r E[(x − c)(x − c)ᵀ] (K, d, d) of a block.
+    """Σ r E[x − c] (K, d) and Σ r E[(x − c)(x − c)ᵀ] (K, d, d) of a block
+    (``resp`` (K, n) in the order of ``conditionals``).
 
     With ``E[x − c] = x̃ + f`` (``f`` = ``filled``, nonzero only where missing), the
     scatter is ``Σ r x̃x̃ᵀ`` (one product with the packed moments) ``+ B + Bᵀ`` with
@@ -397,9 +388,9 @@ def full_statistics(
     if not n_entries:
         return sum_x, scatter
     shape = (n_components, n_entries)
-    weighted = np.take(resp, layout.rows, axis=1, out=scratch("resp_entries", shape))
+    weighted = np.take(resp, layout.rows, axis=1, out=scratch("resp_entries", shape), mode="clip")
     weighted *= conditionals.filled  # r f, entries by row
-    by_column = np.take(weighted, layout.by_column, axis=1, out=scratch("rf", shape))
+    by_column = np.take(weighted, layout.by_column, axis=1, out=scratch("rf", shape), mode="clip")
     cross = np.zeros((n_components, n_features, n_features))
     for j in range(n_features):
         piece = slice(layout.bounds[j], layout.bounds[j + 1])
@@ -412,22 +403,17 @@ def full_statistics(
     values = scratch("second_weighted", conditionals.second.shape)
     start = 0
     for group in layout.groups:
-        q = len(group.entries)
-        pairs = q * (q + 1) // 2
-        size = pairs * n_components * len(group.rows)
+        n_group = group.stop - group.start
+        size = n_components * n_group * group.q * group.q
         np.multiply(
-            conditionals.second[start : start + size].reshape(pairs, n_components, -1),
-            resp[:, group.rows],
-            out=values[start : start + size].reshape(pairs, n_components, -1),
+            conditionals.second[start : start + size].reshape(n_components, n_group, -1),
+            resp[:, group.start : group.stop, None],
+            out=values[start : start + size].reshape(n_components, n_group, -1),
         )
         start += size
-    upper = np.bincount(
+    scatter += np.bincount(
         conditionals.second_index, values, minlength=n_components * n_features * n_features
     ).reshape(n_components, n_features, n_features)
-    diagonal = np.arange(n_features)
-    scatter += upper
-    scatter += upper.transpose(0, 2, 1)
-    scatter[:, diagonal, diagonal] -= upper[:, diagonal, diagonal]
     return sum_x, scatter
 
 
