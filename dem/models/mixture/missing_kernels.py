@@ -38,8 +38,9 @@ from dem.models.mixture.model import log_weights
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 UNROLLED_MAX = 8
-"""Most missing values per row for which the blocks ``P_mm`` are factorised by the
-unrolled whole-array Cholesky (O(q³) array operations); larger ones by batched LAPACK."""
+"""Most missing values per row for which the blocks ``P_mm`` may be factorised by the
+unrolled whole-array Cholesky (O(q³) array operations, a cost per group, not per row);
+larger ones, and groups of few rows beyond q = 4, by batched LAPACK (a cost per matrix)."""
 
 
 def block_rows(n_components: int) -> int:
@@ -53,7 +54,8 @@ def block_rows(n_components: int) -> int:
 @dataclass(frozen=True)
 class Group:
     """The rows ``start:stop`` of a (sorted) block, each with ``q`` missing values,
-    whose entries are ``entries`` (a slice of the block's list, ``q`` per row)."""
+    whose entries are ``entries`` (a slice of the block's list): the first missing
+    column of every row, then the second, and so on, (q, n_q) when reshaped."""
 
     q: int
     start: int
@@ -64,7 +66,7 @@ class Group:
 @dataclass(frozen=True)
 class Layout:
     """The missing entries of a block whose rows are sorted by their number of missing
-    values, listed by row (then column).
+    values, listed group by group (:class:`Group`).
 
     Attributes
     ----------
@@ -92,20 +94,25 @@ class Layout:
         """The layout of a boolean mask (n, d), True where missing, whose rows'
         ``counts`` of missing values are ascending."""
         n_features = missing.shape[1]
-        rows, columns = np.nonzero(missing)
+        rows, columns = np.nonzero(missing)  # by row, then column
+        sizes = np.bincount(counts, minlength=1)
+        groups, order = [], []
+        start, entry = int(sizes[0]), 0
+        for q in np.flatnonzero(sizes[1:]) + 1:
+            stop = start + int(sizes[q])
+            size = int(q) * (stop - start)
+            groups.append(Group(int(q), start, stop, slice(entry, entry + size)))
+            order.append(np.arange(entry, entry + size).reshape(-1, q).T.ravel())
+            start, entry = stop, entry + size
+        if order:
+            slot_major = np.concatenate(order)
+            rows, columns = rows[slot_major], columns[slot_major]
         small = columns.astype(np.int16) if n_features < 2**15 else columns
         by_column = np.argsort(small, kind="stable")  # a radix sort for int16
         from_column = np.empty_like(by_column)
         from_column[by_column] = np.arange(len(by_column))
         bounds = np.zeros(n_features + 1, dtype=np.intp)
         np.cumsum(np.bincount(columns, minlength=n_features), out=bounds[1:])
-        groups = []
-        sizes = np.bincount(counts, minlength=1)
-        start, entry = int(sizes[0]), 0
-        for q in np.flatnonzero(sizes[1:]) + 1:
-            stop = start + int(sizes[q])
-            groups.append(Group(int(q), start, stop, slice(entry, entry + int(q) * (stop - start))))
-            start, entry = stop, entry + int(q) * (stop - start)
         return cls(rows, columns, by_column, from_column, bounds, groups)
 
 
@@ -201,19 +208,33 @@ def _unrolled_factor(
     block: np.ndarray, v: np.ndarray, with_covariance: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``log det B``, ``vᵀ B⁻¹ v``, ``B⁻¹ v`` and ``B⁻¹`` for a stack of small symmetric
-    positive definite ``B`` (..., q, q) and vectors ``v`` (..., q), by a Cholesky
+    positive definite ``B`` (K, q, q, n) and vectors ``v`` (K, q, n), by a Cholesky
     factorisation written with whole-array operations (O(q³) of them, none per matrix)."""
-    q = v.shape[-1]
+    q = v.shape[1]
     if q == 1:
-        pivot = block[..., 0, 0]
+        pivot = block[:, 0, 0]
         inverse = 1.0 / pivot
-        solved = v * inverse[..., None]
-        return np.log(pivot), v[..., 0] * solved[..., 0], solved, inverse[..., None, None]
+        solved = v * inverse[:, None]
+        return np.log(pivot), v[:, 0] * solved[:, 0], solved, inverse[:, None, None]
+    if q == 2:  # the inverse in closed form
+        p00, p10, p11 = block[:, 0, 0], block[:, 1, 0], block[:, 1, 1]
+        det = p00 * p11
+        det -= p10 * p10
+        inverse = 1.0 / det
+        covariance = np.empty(block.shape)
+        np.multiply(p11, inverse, out=covariance[:, 0, 0])
+        np.multiply(p00, inverse, out=covariance[:, 1, 1])
+        np.multiply(p10, -inverse, out=covariance[:, 0, 1])
+        covariance[:, 1, 0] = covariance[:, 0, 1]
+        solved = covariance[:, :, 0] * v[:, 0:1]
+        solved += covariance[:, :, 1] * v[:, 1:2]
+        quadratic = (v * solved).sum(axis=1)
+        return np.log(det), quadratic, solved, covariance
     lower: list[list[np.ndarray]] = [[] for _ in range(q)]
     inverse_diagonal = []
-    log_det = np.zeros(v.shape[:-1])
+    log_det = np.zeros(v[:, 0].shape)
     for j in range(q):
-        pivot = block[..., j, j]
+        pivot = block[:, j, j]
         for t in range(j):
             pivot = pivot - lower[j][t] * lower[j][t]
         log_det += np.log(pivot)
@@ -221,13 +242,13 @@ def _unrolled_factor(
         inverse_diagonal.append(inverse)
         lower[j].append(1.0 / inverse)
         for i in range(j + 1, q):
-            value = block[..., i, j]
+            value = block[:, i, j]
             for t in range(j):
                 value = value - lower[i][t] * lower[j][t]
             lower[i].append(value * inverse)
     forward: list[np.ndarray] = []  # L⁻¹ v
     for i in range(q):
-        value = v[..., i]
+        value = v[:, i]
         for t in range(i):
             value = value - lower[i][t] * forward[t]
         forward.append(value * inverse_diagonal[i])
@@ -238,8 +259,8 @@ def _unrolled_factor(
     for i in reversed(range(q)):
         value = forward[i]
         for t in range(i + 1, q):
-            value = value - lower[t][i] * solved[..., t]
-        solved[..., i] = value * inverse_diagonal[i]
+            value = value - lower[t][i] * solved[:, t]
+        np.multiply(value, inverse_diagonal[i], out=solved[:, i])
     if not with_covariance:
         return log_det, quadratic, solved, None
     inv_lower: list[dict[int, np.ndarray]] = [{} for _ in range(q)]  # L⁻¹, [row][col]
@@ -256,8 +277,8 @@ def _unrolled_factor(
             value = inv_lower[b][a] * inv_lower[b][b]
             for t in range(b + 1, q):
                 value = value + inv_lower[t][a] * inv_lower[t][b]
-            covariance[..., a, b] = value
-            covariance[..., b, a] = value
+            covariance[:, a, b] = value
+            covariance[:, b, a] = value
     return log_det, quadratic, solved, covariance
 
 
@@ -265,12 +286,15 @@ def _lapack_factor(
     block: np.ndarray, v: np.ndarray, with_covariance: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`_unrolled_factor` by batched LAPACK (large ``q``, few rows)."""
-    factor = np.linalg.cholesky(block)
+    stack = np.moveaxis(block, -1, 1)  # (K, n, q, q)
+    factor = np.linalg.cholesky(stack)
     log_det = 2.0 * np.log(np.diagonal(factor, axis1=-2, axis2=-1)).sum(axis=-1)
-    inverse = np.linalg.inv(block)
-    solved = np.matmul(inverse, v[..., None])[..., 0]
-    quadratic = np.einsum("...q,...q->...", solved, v)
-    return log_det, quadratic, solved, inverse if with_covariance else None
+    inverse = np.linalg.inv(stack)
+    vectors = np.moveaxis(v, -1, 1)  # (K, n, q)
+    solved = np.matmul(inverse, vectors[..., None])[..., 0]
+    quadratic = np.einsum("...q,...q->...", solved, vectors)
+    covariance = np.moveaxis(inverse, 1, -1) if with_covariance else None
+    return log_det, quadratic, np.moveaxis(solved, 1, -1), covariance
 
 
 def full_conditionals(
@@ -337,29 +361,33 @@ def full_conditionals(
     for group in layout.groups:
         q, rows = group.q, slice(group.start, group.stop)
         n_group = group.stop - group.start
-        columns = layout.columns[group.entries].reshape(n_group, q)
-        flat = columns[:, :, None] * n_features + columns[:, None, :]  # (n_q, q, q)
-        means = terms.means[:, columns]  # μ̃_m (K, n_q, q)
-        pu_m = pu[:, group.entries].reshape(n_components, n_group, q)
-        block = flat_precision[:, flat]  # P_mm (K, n_q, q, q)
-        pe = np.einsum("knab,knb->kna", block, means)  # (P e)_m = P_mm μ̃_m
+        columns = layout.columns[group.entries].reshape(q, n_group)
+        flat = columns[:, None, :] * n_features + columns[None, :, :]  # (q, q, n_q)
+        means = np.take(terms.means, columns, axis=1)  # μ̃_m (K, q, n_q)
+        pu_m = pu[:, group.entries].reshape(n_components, q, n_group)
+        block = np.take(flat_precision, flat, axis=1)  # P_mm (K, q, q, n_q)
+        pe = block[:, :, 0] * means[:, None, 0]  # (P e)_m = P_mm μ̃_m
+        for b in range(1, q):
+            pe += block[:, :, b] * means[:, None, b]
         v = pu_m + pe  # (P y)_m
-        unrolled = q <= 4 or (q <= UNROLLED_MAX and n_components * n_group >= 64)
+        unrolled = q <= 4 or (q <= UNROLLED_MAX and n_components * n_group >= 50 * q)
         factor = _unrolled_factor if unrolled else _lapack_factor
         log_det, quadratic, solved, covariance = factor(block, v, second)
         # 2 eᵀPu + eᵀPe − vᵀCv + log det P_mm
-        correction = np.einsum("knq,knq->kn", means, 2.0 * pu_m + pe)
+        pe += pu_m
+        pe += pu_m
+        correction = (means * pe).sum(axis=1)
         correction += log_det - quadratic
         correction *= -0.5
         correction += 0.5 * q * LOG_2PI
         log_prob[:, rows] += correction
-        f = filled[:, group.entries].reshape(n_components, n_group, q)
+        f = filled[:, group.entries].reshape(n_components, q, n_group)
         np.subtract(means, solved, out=f)  # x̂_m − c (a view of filled)
         if second_values is None or second_index is None or covariance is None:
             continue
         size = n_components * n_group * q * q
-        out = second_values[start : start + size].reshape(n_components, n_group, q, q)
-        np.multiply(f[..., :, None], f[..., None, :], out=out)
+        out = second_values[start : start + size].reshape(n_components, q, q, n_group)
+        np.multiply(f[:, :, None], f[:, None, :], out=out)
         out += covariance
         np.add(offsets, flat, out=second_index[start : start + size].reshape(out.shape))
         start += size
@@ -406,9 +434,9 @@ def full_statistics(
         n_group = group.stop - group.start
         size = n_components * n_group * group.q * group.q
         np.multiply(
-            conditionals.second[start : start + size].reshape(n_components, n_group, -1),
-            resp[:, group.start : group.stop, None],
-            out=values[start : start + size].reshape(n_components, n_group, -1),
+            conditionals.second[start : start + size].reshape(n_components, -1, n_group),
+            resp[:, None, group.start : group.stop],
+            out=values[start : start + size].reshape(n_components, -1, n_group),
         )
         start += size
     scatter += np.bincount(
