@@ -205,30 +205,32 @@ class FullConditionals:
 
 
 def _unrolled_factor(
-    block: np.ndarray, v: np.ndarray, with_covariance: bool
+    block: np.ndarray, v: np.ndarray, with_covariance: bool, scratch: gaussian.Scratch
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """``log det B``, ``vᵀ B⁻¹ v``, ``B⁻¹ v`` and ``B⁻¹`` for a stack of small symmetric
     positive definite ``B`` (K, q, q, n) and vectors ``v`` (K, q, n), by a Cholesky
-    factorisation written with whole-array operations (O(q³) of them, none per matrix)."""
+    factorisation written with whole-array operations (O(q³) of them, none per matrix).
+    ``B⁻¹ v`` and ``B⁻¹`` are in the buffers "solved" and "covariance" of ``scratch``."""
     q = v.shape[1]
+    solved = scratch("solved", v.shape)
+    covariance = scratch("covariance", block.shape)
     if q == 1:
         pivot = block[:, 0, 0]
-        inverse = 1.0 / pivot
-        solved = v * inverse[:, None]
-        return np.log(pivot), v[:, 0] * solved[:, 0], solved, inverse[:, None, None]
+        np.divide(1.0, pivot, out=covariance[:, 0, 0])
+        np.multiply(v, covariance[:, 0], out=solved)
+        return np.log(pivot), v[:, 0] * solved[:, 0], solved, covariance
     if q == 2:  # the inverse in closed form
         p00, p10, p11 = block[:, 0, 0], block[:, 1, 0], block[:, 1, 1]
         det = p00 * p11
         det -= p10 * p10
         inverse = 1.0 / det
-        covariance = np.empty(block.shape)
         np.multiply(p11, inverse, out=covariance[:, 0, 0])
         np.multiply(p00, inverse, out=covariance[:, 1, 1])
         np.multiply(p10, -inverse, out=covariance[:, 0, 1])
         covariance[:, 1, 0] = covariance[:, 0, 1]
-        solved = covariance[:, :, 0] * v[:, 0:1]
+        np.multiply(covariance[:, :, 0], v[:, 0:1], out=solved)
         solved += covariance[:, :, 1] * v[:, 1:2]
-        quadratic = (v * solved).sum(axis=1)
+        quadratic = np.einsum("kqn,kqn->kn", v, solved)
         return np.log(det), quadratic, solved, covariance
     lower: list[list[np.ndarray]] = [[] for _ in range(q)]
     inverse_diagonal = []
@@ -255,7 +257,7 @@ def _unrolled_factor(
     quadratic = forward[0] * forward[0]
     for i in range(1, q):
         quadratic += forward[i] * forward[i]
-    solved = np.empty(v.shape)  # L⁻ᵀ L⁻¹ v
+    # L⁻ᵀ L⁻¹ v
     for i in reversed(range(q)):
         value = forward[i]
         for t in range(i + 1, q):
@@ -271,7 +273,6 @@ def _unrolled_factor(
             for t in range(j + 1, i):
                 value = value + lower[i][t] * inv_lower[t][j]
             inv_lower[i][j] = -value * inverse_diagonal[i]
-    covariance = np.empty(block.shape)
     for a in range(q):
         for b in range(a, q):
             value = inv_lower[b][a] * inv_lower[b][b]
@@ -283,7 +284,7 @@ def _unrolled_factor(
 
 
 def _lapack_factor(
-    block: np.ndarray, v: np.ndarray, with_covariance: bool
+    block: np.ndarray, v: np.ndarray, with_covariance: bool, scratch: gaussian.Scratch
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`_unrolled_factor` by batched LAPACK (large ``q``, few rows)."""
     stack = np.moveaxis(block, -1, 1)  # (K, n, q, q)
@@ -363,20 +364,29 @@ def full_conditionals(
         n_group = group.stop - group.start
         columns = layout.columns[group.entries].reshape(q, n_group)
         flat = columns[:, None, :] * n_features + columns[None, :, :]  # (q, q, n_q)
-        means = np.take(terms.means, columns, axis=1)  # μ̃_m (K, q, n_q)
-        pu_m = pu[:, group.entries].reshape(n_components, q, n_group)
-        block = np.take(flat_precision, flat, axis=1)  # P_mm (K, q, q, n_q)
-        pe = block[:, :, 0] * means[:, None, 0]  # (P e)_m = P_mm μ̃_m
-        for b in range(1, q):
-            pe += block[:, :, b] * means[:, None, b]
-        v = pu_m + pe  # (P y)_m
+        small = (n_components, q, n_group)
+        means = np.take(  # μ̃_m (K, q, n_q)
+            terms.means, columns, axis=1, out=scratch("group_means", small), mode="clip"
+        )
+        pu_m = pu[:, group.entries].reshape(small)
+        block = np.take(  # P_mm (K, q, q, n_q)
+            flat_precision,
+            flat,
+            axis=1,
+            out=scratch("block", (*small[:2], *small[1:])),
+            mode="clip",
+        )
+        pe = np.multiply(block[:, :, 0], means[:, None, 0], out=scratch("pe", small))
+        for b in range(1, q):  # (P e)_m = P_mm μ̃_m
+            pe += np.multiply(block[:, :, b], means[:, None, b], out=scratch("term", small))
+        v = np.add(pu_m, pe, out=scratch("v", small))  # (P y)_m
         unrolled = q <= 4 or (q <= UNROLLED_MAX and n_components * n_group >= 50 * q)
         factor = _unrolled_factor if unrolled else _lapack_factor
-        log_det, quadratic, solved, covariance = factor(block, v, second)
+        log_det, quadratic, solved, covariance = factor(block, v, second, scratch)
         # 2 eᵀPu + eᵀPe − vᵀCv + log det P_mm
         pe += pu_m
         pe += pu_m
-        correction = (means * pe).sum(axis=1)
+        correction = np.einsum("kqn,kqn->kn", means, pe)
         correction += log_det - quadratic
         correction *= -0.5
         correction += 0.5 * q * LOG_2PI
