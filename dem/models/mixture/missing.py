@@ -74,12 +74,15 @@ def statistics(
     params: Params,
     covariance_type: str,
     sample_weight: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> Stats:
     """The mixture's sufficient statistics (:mod:`.kernels`) of rows with NaN entries.
 
-    Every row must have at least one observed value. ``sample_weight`` (n,) multiplies
-    each row's contribution (absent: ones): ``n`` is their sum and ``loglik`` the
-    weighted sum of the rows' observed-data log-likelihoods.
+    ``rows`` (indices) picks the rows of ``x`` to take (absent: all), gathered block by
+    block. ``sample_weight`` (one per row of ``x``) multiplies each row's contribution
+    (absent: ones): ``n`` is their sum and ``loglik`` the weighted sum of the rows'
+    observed-data log-likelihoods. Rows with no observed value contribute nothing and
+    are counted in ``n_unobserved``.
     """
     n_components, n_features = params["means"].shape
     resp_sum = np.zeros(n_components)
@@ -89,29 +92,38 @@ def statistics(
         if covariance_type in ("full", "tied")
         else (n_components, n_features)
     )
-    loglik = 0.0
+    loglik = total = 0.0
+    unobserved = 0
     terms = _terms(params, covariance_type)
     scratch = thread_scratch("mixture_missing")  # the statistics are fresh arrays
     step = block_rows(n_components)
-    blocks = gaussian.transposed_blocks(x, params["shift"], np.float64, step, scratch)
-    for start, xt in zip(range(0, len(x), step), blocks, strict=True):
-        weight = None
-        if sample_weight is not None:
-            weight = np.asarray(sample_weight[start : start + step], dtype=np.float64)
+    n_rows = len(x) if rows is None else len(rows)
+    for start in range(0, n_rows, step):
+        if rows is None:
+            piece = x[start : start + step]
+            given = None if sample_weight is None else sample_weight[start : start + step]
+        else:
+            index = rows[start : start + step]
+            out = scratch("rows", (len(index), n_features), x.dtype.type)
+            piece = np.take(x, index, axis=0, out=out, mode="clip")
+            given = None if sample_weight is None else np.asarray(sample_weight)[index]
+        xt = next(gaussian.transposed_blocks(piece, params["shift"], np.float64, step, scratch))
+        weight = np.ones(len(piece)) if given is None else np.array(given, dtype=np.float64)
+        unseen = np.count_nonzero(np.isnan(xt[:n_features]), axis=0) == n_features
+        if unseen.any():  # no observed value: nothing to add
+            unobserved += int(np.count_nonzero(unseen & (weight > 0)))
+            weight[unseen] = 0.0
+        total += float(weight.sum())
         if isinstance(terms, FullTerms):
             conditionals = full_conditionals(xt, terms, scratch)
             log_prob = conditionals.log_prob
-            if weight is not None:
-                weight = weight[conditionals.order]  # the block's rows, sorted
+            weight = weight[conditionals.order]  # the block's rows, sorted
         else:
             features = diag_features(xt, scratch)
             log_prob = diag_log_prob(features, terms, scratch)
         resp, log_norm = kernels.responsibilities(log_prob)
-        if weight is None:
-            loglik += float(log_norm.sum())
-        else:
-            loglik += float(weight @ log_norm)
-            resp *= weight
+        loglik += float(weight @ log_norm)
+        resp *= weight
         resp_sum += resp.sum(axis=1)
         if isinstance(terms, FullTerms):
             block_x, block = full_statistics(conditionals, resp, scratch)
@@ -119,13 +131,13 @@ def statistics(
             block_x, block = diag_statistics(features, resp, terms)
         sum_x += block_x
         scatter += block
-    total = len(x) if sample_weight is None else np.sum(sample_weight, dtype=np.float64)
     return {
         "n": np.float64(total),
         "loglik": np.float64(loglik),
         "resp_sum": resp_sum,
         "sum_x": sum_x,
         "scatter": scatter.sum(axis=0) if covariance_type == "tied" else scatter,
+        "n_unobserved": np.float64(unobserved),
     }
 
 
@@ -210,26 +222,22 @@ class MarginalMixtureModel(MixtureModel):
     def e_step_many(self, block: Block, runs: Sequence[Params]) -> list[Stats]:
         x = block["X"]
         weight = block.get("sample_weight")
-        missing = np.isnan(x)
-        unseen = missing.all(axis=1)
-        keep = ~unseen if weight is None else ~unseen & (np.asarray(weight) > 0)
-        n_unobserved = np.float64(
-            np.count_nonzero(unseen if weight is None else unseen & (np.asarray(weight) > 0))
-        )
-        if weight is None and not missing.any():
+        # a row holds a NaN where its sum is NaN: one product, no pass per entry
+        incomplete = np.isnan(x @ np.ones(x.shape[1], dtype=x.dtype))
+        if weight is None and not incomplete.any():
             fast = super().e_step_many(block, runs)
-            return [{**s, "n_unobserved": n_unobserved} for s in fast]
-        complete = ~missing.any(axis=1) & keep if weight is None else np.zeros(len(x), bool)
-        partial = keep & ~complete
-        rows = x[partial]
-        rows_weight = None if weight is None else np.asarray(weight, dtype=np.float64)[partial]
-        fast_stats = super().e_step_many({"X": x[complete]}, runs) if complete.any() else None
+            return [{**s, "n_unobserved": np.float64(0.0)} for s in fast]
+        if weight is None:
+            rows = np.flatnonzero(incomplete)
+            complete = np.flatnonzero(~incomplete)
+        else:  # weighted chunks: every row of positive weight takes the kernels below
+            rows, complete = np.flatnonzero(np.asarray(weight) > 0), np.zeros(0, np.intp)
+        fast_stats = super().e_step_many({"X": x[complete]}, runs) if len(complete) else None
         results = []
         for index, params in enumerate(runs):
-            stats = statistics(rows, params, self.covariance_type, rows_weight)
+            stats = statistics(x, params, self.covariance_type, weight, rows)
             if fast_stats is not None:
-                stats = add_stats(stats, fast_stats[index])
-            stats["n_unobserved"] = n_unobserved
+                stats = add_stats(stats, {**fast_stats[index], "n_unobserved": np.float64(0.0)})
             results.append(stats)
         return results
 
