@@ -41,11 +41,19 @@ UNROLLED_MAX = 8
 """Most missing values per row for which the blocks ``P_mm`` may be factorised by the
 unrolled whole-array Cholesky (O(q³) array operations, a cost per group, not per row);
 larger ones, and groups of few rows beyond q = 4, by batched LAPACK (a cost per matrix)."""
+LAPACK_ROWS = 50
+"""Beyond q = 4, groups of fewer than ``LAPACK_ROWS * q`` rows × components go to LAPACK."""
 
 
 def block_rows(n_components: int) -> int:
-    """Rows per block: about 32768 / K, so that (K, rows) arrays are 256 KiB."""
-    return int(np.clip(32768 // max(n_components, 1), 512, 8192))
+    """Rows per block: about 65536 / K (the (K, rows) arrays are scratch buffers)."""
+    return int(np.clip(65536 // max(n_components, 1), 1024, 16384))
+
+
+PIECE_ELEMENTS = 12288
+"""Most elements of the (K, rows) temporaries of a group's small factorisations: a
+group of many rows (one or two missing values) is taken in pieces of 12288 / K rows,
+so that no temporary is large enough to be a fresh memory mapping (96 KiB)."""
 
 
 # --- where a block's missing entries are ------------------------------------------------
@@ -187,6 +195,8 @@ class FullConditionals:
         ``x̂_k − c`` at each missing entry (the conditional mean under component k).
     gathered : ndarray of shape (d, M)
         ``x̃`` of the row of each entry, entries sorted by column.
+    pieces : list of (int, int, int)
+        The rows ``start:stop`` with ``q`` missing values each, in the order of ``second``.
     second, second_index : ndarray of shape (L,)
         For each group, component, row and pair (a, b) of its missing columns,
         ``f_a f_b + C_ab`` (``f`` = ``filled``, ``C`` the conditional covariance) and its
@@ -200,6 +210,7 @@ class FullConditionals:
     layout: Layout
     filled: np.ndarray
     gathered: np.ndarray
+    pieces: list[tuple[int, int, int]]
     second: np.ndarray | None = None
     second_index: np.ndarray | None = None
 
@@ -340,7 +351,7 @@ def full_conditionals(
     )
     filled = scratch("filled", shape)
     if not n_entries:
-        return FullConditionals(order, log_prob, xt, moments, layout, filled, gathered)
+        return FullConditionals(order, log_prob, xt, moments, layout, filled, gathered, [])
     # (P u)_m = (P x̃)_m − (P μ̃)_m at every missing entry, feature by feature
     by_column = scratch("px", shape)
     for j in range(n_features):
@@ -359,50 +370,60 @@ def full_conditionals(
         second_values = scratch("second", (size,))
         second_index = scratch("second_index", (size,), np.intp)
     start = 0
+    pieces = []
     for group in layout.groups:
-        q, rows = group.q, slice(group.start, group.stop)
-        n_group = group.stop - group.start
-        columns = layout.columns[group.entries].reshape(q, n_group)
-        flat = columns[:, None, :] * n_features + columns[None, :, :]  # (q, q, n_q)
-        small = (n_components, q, n_group)
-        means = np.take(  # μ̃_m (K, q, n_q)
-            terms.means, columns, axis=1, out=scratch("group_means", small), mode="clip"
-        )
-        pu_m = pu[:, group.entries].reshape(small)
-        block = np.take(  # P_mm (K, q, q, n_q)
-            flat_precision,
-            flat,
-            axis=1,
-            out=scratch("block", (*small[:2], *small[1:])),
-            mode="clip",
-        )
-        pe = np.multiply(block[:, :, 0], means[:, None, 0], out=scratch("pe", small))
-        for b in range(1, q):  # (P e)_m = P_mm μ̃_m
-            pe += np.multiply(block[:, :, b], means[:, None, b], out=scratch("term", small))
-        v = np.add(pu_m, pe, out=scratch("v", small))  # (P y)_m
-        unrolled = q <= 4 or (q <= UNROLLED_MAX and n_components * n_group >= 50 * q)
-        factor = _unrolled_factor if unrolled else _lapack_factor
-        log_det, quadratic, solved, covariance = factor(block, v, second, scratch)
-        # 2 eᵀPu + eᵀPe − vᵀCv + log det P_mm
-        pe += pu_m
-        pe += pu_m
-        correction = np.einsum("kqn,kqn->kn", means, pe)
-        correction += log_det - quadratic
-        correction *= -0.5
-        correction += 0.5 * q * LOG_2PI
-        log_prob[:, rows] += correction
-        f = filled[:, group.entries].reshape(n_components, q, n_group)
-        np.subtract(means, solved, out=f)  # x̂_m − c (a view of filled)
-        if second_values is None or second_index is None or covariance is None:
-            continue
-        size = n_components * n_group * q * q
-        out = second_values[start : start + size].reshape(n_components, q, q, n_group)
-        np.multiply(f[:, :, None], f[:, None, :], out=out)
-        out += covariance
-        np.add(offsets, flat, out=second_index[start : start + size].reshape(out.shape))
-        start += size
+        q, n_group = group.q, group.stop - group.start
+        all_columns = layout.columns[group.entries].reshape(q, n_group)
+        all_pu = pu[:, group.entries].reshape(n_components, q, n_group)
+        all_filled = filled[:, group.entries].reshape(n_components, q, n_group)
+        step = max(1, PIECE_ELEMENTS // n_components) if q <= 2 else n_group
+        for first in range(0, n_group, step):
+            last = min(first + step, n_group)
+            rows = slice(group.start + first, group.start + last)
+            pieces.append((rows.start, rows.stop, q))
+            columns = all_columns[:, first:last]
+            flat = columns[:, None, :] * n_features + columns[None, :, :]  # (q, q, n)
+            small = (n_components, q, last - first)
+            means = np.take(  # μ̃_m (K, q, n)
+                terms.means, columns, axis=1, out=scratch("group_means", small), mode="clip"
+            )
+            pu_m = all_pu[:, :, first:last]
+            block = np.take(  # P_mm (K, q, q, n)
+                flat_precision,
+                flat,
+                axis=1,
+                out=scratch("block", (*small[:2], *small[1:])),
+                mode="clip",
+            )
+            pe = np.multiply(block[:, :, 0], means[:, None, 0], out=scratch("pe", small))
+            for b in range(1, q):  # (P e)_m = P_mm μ̃_m
+                pe += np.multiply(block[:, :, b], means[:, None, b], out=scratch("term", small))
+            v = np.add(pu_m, pe, out=scratch("v", small))  # (P y)_m
+            unrolled = q <= 4 or (
+                q <= UNROLLED_MAX and n_components * (last - first) >= LAPACK_ROWS * q
+            )
+            factor = _unrolled_factor if unrolled else _lapack_factor
+            log_det, quadratic, solved, covariance = factor(block, v, second, scratch)
+            # 2 eᵀPu + eᵀPe − vᵀCv + log det P_mm
+            pe += pu_m
+            pe += pu_m
+            correction = np.einsum("kqn,kqn->kn", means, pe)
+            correction += log_det - quadratic
+            correction *= -0.5
+            correction += 0.5 * q * LOG_2PI
+            log_prob[:, rows] += correction
+            f = all_filled[:, :, first:last]
+            np.subtract(means, solved, out=f)  # x̂_m − c (a view of filled)
+            if second_values is None or second_index is None or covariance is None:
+                continue
+            size = n_components * q * q * (last - first)
+            out = second_values[start : start + size].reshape(block.shape)
+            np.multiply(f[:, :, None], f[:, None, :], out=out)
+            out += covariance
+            np.add(offsets, flat, out=second_index[start : start + size].reshape(out.shape))
+            start += size
     return FullConditionals(
-        order, log_prob, xt, moments, layout, filled, gathered, second_values, second_index
+        order, log_prob, xt, moments, layout, filled, gathered, pieces, second_values, second_index
     )
 
 
@@ -440,13 +461,12 @@ def full_statistics(
     assert conditionals.second is not None and conditionals.second_index is not None
     values = scratch("second_weighted", conditionals.second.shape)
     start = 0
-    for group in layout.groups:
-        n_group = group.stop - group.start
-        size = n_components * n_group * group.q * group.q
+    for first, last, q in conditionals.pieces:
+        size = n_components * q * q * (last - first)
         np.multiply(
-            conditionals.second[start : start + size].reshape(n_components, -1, n_group),
-            resp[:, None, group.start : group.stop],
-            out=values[start : start + size].reshape(n_components, -1, n_group),
+            conditionals.second[start : start + size].reshape(n_components, -1, last - first),
+            resp[:, None, first:last],
+            out=values[start : start + size].reshape(n_components, -1, last - first),
         )
         start += size
     scatter += np.bincount(
