@@ -8,12 +8,25 @@ thread and interleaved. Figures are the minimum over repetitions (the least dist
 by other processes), so this benchmark stays readable on a busy machine where the
 end-to-end ones (gmm.py) move with the load.
 
-Run ``python benchmarks/kernel.py`` or ``python benchmarks/kernel.py --quick``.
+With ``--missing 0.1``, each repetition also times ``missing="marginalize"``
+(:class:`~dem.models.mixture.missing.MarginalMixtureModel`, its E-step and M-step) on
+the same chunk with 10% of the entries NaN (missing completely at random), reported as
+``ms_missing`` and ``missing_over_complete`` (median and minimum of the per-repetition
+ratios to ``dem_float64`` of the same repetition). ``--worker-malloc`` first sets
+glibc's trim and mmap thresholds as dask workers have them (distributed sets
+``MALLOC_TRIM_THRESHOLD_``), where every large temporary array is a fresh mapping.
+
+Run ``python benchmarks/kernel.py`` or ``python benchmarks/kernel.py --quick``; the
+missing-values kernel alone: ``python benchmarks/kernel.py --covariance full,diag
+--missing 0.1 --no-sklearn --worker-malloc``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
+import statistics
 import warnings
 from typing import Any
 
@@ -22,6 +35,16 @@ from _common import emit, initial_parameters, machine, mixture_rows, parse_sizes
 from threadpoolctl import threadpool_limits
 
 BENCHMARK = "kernel"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def worker_malloc() -> bool:
+    """glibc's malloc set as on a dask worker: trim at 64 KiB, mmap from 128 KiB."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, 65536) and libc.mallopt(M_MMAP_THRESHOLD, 131072))
 
 
 def main() -> None:
@@ -33,7 +56,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="repetitions (>= 3)")
     parser.add_argument("--sklearn-iterations", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20,000 rows, 3 repetitions")
+    parser.add_argument(
+        "--missing", type=float, default=0.0, help="also time missing='marginalize' (NaN fraction)"
+    )
+    parser.add_argument("--no-sklearn", action="store_true", help="skip scikit-learn")
+    parser.add_argument(
+        "--worker-malloc", action="store_true", help="glibc malloc as on a dask worker"
+    )
     args = parser.parse_args()
+    malloc_set = worker_malloc() if args.worker_malloc else False
     if args.quick:
         args.rows, args.repeats = 20_000, 3
     n, d, k = args.rows, args.d, args.k
@@ -42,10 +73,13 @@ def main() -> None:
     from sklearn.mixture import GaussianMixture
 
     from dem.models.mixture.init import initial_params
+    from dem.models.mixture.missing import MarginalMixtureModel
     from dem.models.mixture.model import MixtureModel
 
-    emit(BENCHMARK, "machine", **machine())
+    emit(BENCHMARK, "machine", **machine(), worker_malloc=malloc_set)
     x = mixture_rows(n, d, k, seed=1)
+    holed = x.copy()
+    holed[np.random.default_rng(4).random(x.shape) < args.missing] = np.nan
     x32 = x.astype(np.float32)
     square = np.random.default_rng(0).standard_normal((1000, 1000))
     for covariance_type in parse_sizes(args.covariance):
@@ -57,6 +91,8 @@ def main() -> None:
             data: np.ndarray, model: MixtureModel = model, params: Any = params
         ) -> None:
             model.m_step(model.e_step({"X": data}, params), params)
+
+        marginal = MarginalMixtureModel(k, covariance_type)
 
         def sklearn_fit(
             max_iter: int, covariance_type: str = covariance_type, inits: Any = inits
@@ -78,17 +114,35 @@ def main() -> None:
             "gemm": lambda: square @ square,
             "dem_float64": lambda: dem_iteration(x),
             "dem_float32": lambda: dem_iteration(x32),
-            "sklearn_short": lambda: sklearn_fit(1),
-            "sklearn_long": lambda: sklearn_fit(1 + args.sklearn_iterations),
         }
+        if not args.no_sklearn:
+            runs["sklearn_short"] = lambda: sklearn_fit(1)
+            runs["sklearn_long"] = lambda: sklearn_fit(1 + args.sklearn_iterations)
+        if args.missing > 0:
+            runs["missing"] = lambda marginal=marginal: dem_iteration(holed, marginal)
+        ratios: list[float] = []
         with threadpool_limits(1):
             for _ in range(args.repeats):
+                seconds_of = {}
                 for name, run in runs.items():
-                    seconds, _ = timed(run)
-                    best[name] = min(best.get(name, np.inf), seconds)
+                    seconds_of[name], _ = timed(run)
+                    best[name] = min(best.get(name, np.inf), seconds_of[name])
+                if "missing" in runs:
+                    ratios.append(seconds_of["missing"] / seconds_of["dem_float64"])
         rate = 2e9 / best["gemm"]
         floor = 4.0 * n * k * d * d / rate
-        sklearn = (best["sklearn_long"] - best["sklearn_short"]) / args.sklearn_iterations
+        extra: dict[str, Any] = {}
+        if not args.no_sklearn:
+            sklearn = (best["sklearn_long"] - best["sklearn_short"]) / args.sklearn_iterations
+            extra = {"ms_sklearn": 1e3 * sklearn, "sklearn_over_dem": sklearn / best["dem_float64"]}
+        if ratios:
+            extra.update(
+                missing_fraction=args.missing,
+                ms_missing=1e3 * best["missing"],
+                missing_over_complete=statistics.median(ratios),
+                missing_over_complete_min=min(ratios),
+                missing_over_complete_repeats=ratios,
+            )
         emit(
             BENCHMARK,
             "summary",
@@ -98,10 +152,9 @@ def main() -> None:
             k=k,
             ms_dem_float64=1e3 * best["dem_float64"],
             ms_dem_float32=1e3 * best["dem_float32"],
-            ms_sklearn=1e3 * sklearn,
             ms_floor=1e3 * floor,
             gemm_gflops_one_thread=rate / 1e9,
-            sklearn_over_dem=sklearn / best["dem_float64"],
+            **extra,
             dem_over_floor=best["dem_float64"] / floor,
             float32_speedup=best["dem_float64"] / best["dem_float32"],
         )

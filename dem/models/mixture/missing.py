@@ -15,14 +15,13 @@ missing block: with ``y = x − μ`` set to 0 where missing and ``v = (P y)_m``,
 - ``(x_o − μ_o)ᵀ Σ_oo⁻¹ (x_o − μ_o) = yᵀ P y − vᵀ C_m v`` (the Schur complement);
 - ``log det Σ_oo = log det Σ + log det P_mm``.
 
-So a block of rows costs one product ``Y P`` per component (n × d × d) for every row,
-whatever its pattern, and the factorisations concern only the missing blocks
-(``|m| × |m|``). Rows are grouped by missingness pattern (``np.unique`` on the rows
-of the mask) and patterns by their number of missing values, so each group is a few
-batched products over all its patterns and rows at once, not a loop over patterns.
-Diagonal and spherical covariances need no grouping: the missing coordinates are
-independent of the observed ones given the component (``x̂_m = μ_m``, ``C_m`` the
-variances), and everything is a product of the mask with the data.
+So a block of rows costs the products of complete rows (its moments with the
+coefficients of every component) plus work on its missing entries only: rows are
+grouped by their number of missing values, not by pattern, and the small blocks
+``P_mm`` of all rows and components of a group are factorised at once
+(:mod:`.missing_kernels`). Diagonal and spherical covariances need no grouping: the
+missing coordinates are independent of the observed ones given the component
+(``x̂_m = μ_m``, ``C_m`` the variances), and a block is two products, as for complete rows.
 
 Rows must have at least one observed value here; the model
 (:class:`MarginalMixtureModel`) leaves rows with none out of the statistics and counts
@@ -32,7 +31,7 @@ them (``n_unobserved``), and the estimator warns once per fit.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,14 +40,19 @@ import numpy as np
 from dem.model import Block, Params, Stats, add_stats
 from dem.models import gaussian
 from dem.models.mixture import kernels
-from dem.models.mixture.model import MixtureModel, log_weights
+from dem.models.mixture.missing_kernels import (
+    DiagTerms,
+    FullTerms,
+    block_rows,
+    diag_features,
+    diag_log_prob,
+    diag_statistics,
+    full_conditionals,
+    full_statistics,
+)
+from dem.models.mixture.model import MixtureModel
 from dem.models.scratch import thread_scratch
 
-LOG_2PI = float(np.log(2.0 * np.pi))
-BLOCK_ROWS = 8192
-"""Rows per block of the pattern kernels (a few (K, rows, d) float64 arrays)."""
-GATHER_BUDGET = 1 << 22
-"""Most elements of the per-row conditional covariances (K, rows, q, q) held at once."""
 MISSING_OPTIONS = ("raise", "marginalize")
 
 
@@ -56,281 +60,13 @@ class UnobservedRowsWarning(UserWarning):
     """Rows with no observed value were left out of a fit with missing values."""
 
 
-# --- the pattern groups of a block ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PatternGroup:
-    """The rows of a block whose patterns have ``q`` missing values (``q`` >= 1).
-
-    Attributes
-    ----------
-    rows : ndarray of shape (n_g,)
-        Row numbers in the block.
-    columns : ndarray of shape (P, q)
-        The missing columns of each pattern of the group (ascending).
-    pattern : ndarray of shape (n_g,)
-        Each row's pattern (an index into ``columns``).
-    """
-
-    rows: np.ndarray
-    columns: np.ndarray
-    pattern: np.ndarray
-
-
-def pattern_groups(missing: np.ndarray) -> list[PatternGroup]:
-    """Rows of a boolean mask (True = missing) grouped by pattern, patterns by their
-    number of missing values; complete rows are in no group."""
-    n_features = missing.shape[1]
-    if n_features < 63:  # each pattern as one integer: a fast one-dimensional unique
-        codes = missing @ (np.int64(1) << np.arange(n_features, dtype=np.int64))
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    else:
-        packed = np.packbits(missing, axis=1)
-        _, first, inverse = np.unique(packed, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    patterns = missing[first]
-    sizes = patterns.sum(axis=1)
-    groups = []
-    local = np.empty(len(patterns), dtype=np.intp)
-    row_sizes = sizes[inverse]
-    for q in np.unique(sizes[sizes > 0]):
-        members = np.flatnonzero(sizes == q)
-        local[members] = np.arange(len(members))
-        rows = np.flatnonzero(row_sizes == q)
-        columns = np.nonzero(patterns[members])[1].reshape(len(members), int(q))
-        groups.append(PatternGroup(rows, columns, local[inverse[rows]]))
-    return groups
-
-
-# --- full and tied covariances -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FullTerms:
-    """Per-component constants of full (or tied, repeated per component) covariances,
-    about the shift c: ``P`` (K, d, d), ``μ̃ = μ − c``, ``P μ̃``, ``μ̃ᵀ P μ̃``, the
-    coefficients of ``(x̃ − μ̃)ᵀ P (x̃ − μ̃)`` on the moments ``[x̃_a x̃_b (a <= b); x̃; 1]``
-    of :data:`dem.models.gaussian.MOMENTS` (``x̃ = x − c``), and
-    ``log w + log det U − (d/2) log 2π``."""
-
-    shift: np.ndarray
-    precision: np.ndarray
-    means: np.ndarray
-    precision_means: np.ndarray
-    quadratic_means: np.ndarray
-    coefficients: np.ndarray
-    log_constant: np.ndarray
-
-    @classmethod
-    def of(cls, params: Params, covariance_type: str) -> FullTerms:
-        n_components, n_features = params["means"].shape
-        prec_chol = params["precisions_cholesky"]
-        precision = gaussian.precisions_from_cholesky(prec_chol, covariance_type)
-        precision = np.broadcast_to(precision, (n_components, n_features, n_features))
-        means = params["means"] - params["shift"]
-        precision_means = np.einsum("kij,kj->ki", precision, means)
-        rows, cols = np.triu_indices(n_features)
-        quadratic_means = np.einsum("ki,ki->k", means, precision_means)
-        coefficients = np.concatenate(
-            [
-                precision[:, rows, cols] * np.where(rows == cols, 1.0, 2.0),
-                -2.0 * precision_means,
-                quadratic_means[:, None],
-            ],
-            axis=1,
-        )
-        log_det = gaussian.log_det_cholesky(prec_chol, covariance_type, n_features)
-        return cls(
-            params["shift"],
-            precision,
-            means,
-            precision_means,
-            quadratic_means,
-            coefficients,
-            log_weights(params) + log_det - 0.5 * n_features * LOG_2PI,
-        )
-
-
-@dataclass
-class FullConditionals:
-    """What the E-step needs of a block of rows under full (or tied) covariances.
-
-    Attributes
-    ----------
-    log_prob : ndarray of shape (K, n)
-        ``log w_k + log N(x_o | μ_k,o, Σ_k,oo)``.
-    centred : ndarray of shape (n, d)
-        ``x̃``: the rows minus the shift, 0 where missing.
-    moments : ndarray of shape (d (d + 1) / 2 + d + 1, n)
-        ``[x̃_a x̃_b (a <= b); x̃; 1]`` of each row (a scratch buffer).
-    filled : ndarray of shape (K, n, d)
-        ``x̂_k − c`` where missing (the conditional mean under component k), 0 where
-        observed: the rows' expected values are ``x̃ + filled[k]``.
-    groups : list of PatternGroup
-    covariances : list of ndarray
-        For each group, the conditional covariances ``C_k,m`` of its patterns (K, P, q, q).
-    """
-
-    log_prob: np.ndarray
-    centred: np.ndarray
-    moments: np.ndarray
-    filled: np.ndarray
-    groups: list[PatternGroup]
-    covariances: list[np.ndarray]
-
-
-def _row_pieces(n_rows: int, per_row: int) -> Iterator[slice]:
-    step = max(1, GATHER_BUDGET // max(per_row, 1))
-    for start in range(0, n_rows, step):
-        yield slice(start, start + step)
-
-
-def full_conditionals(
-    x: np.ndarray, missing: np.ndarray, terms: FullTerms, scratch: gaussian.Scratch
-) -> FullConditionals:
-    """:class:`FullConditionals` of rows ``x`` (n, d; any values where ``missing``).
-
-    With ``u = x̃ − μ̃`` and ``e = μ̃`` on the missing coordinates (0 elsewhere), the
-    zero-filled ``y = u + e`` has ``yᵀPy = uᵀPu + 2 eᵀPu + eᵀPe``: ``uᵀPu`` is one
-    product of the moments with the coefficients of every component (as for complete
-    rows), and the rest needs ``P x̃`` only on the missing coordinates (a product per
-    feature over the rows missing it).
-    """
-    xt = next(gaussian.transposed_blocks(x, terms.shift, np.float64, len(x), scratch))
-    n_features = len(x[0])
-    np.copyto(xt[:n_features], 0.0, where=missing.T)
-    centred = xt[:n_features].T
-    moments = gaussian.MOMENTS["full"](xt, scratch)
-    log_prob = np.matmul(
-        terms.coefficients, moments, out=scratch("log_prob", (len(terms.means), len(x)))
-    )  # uᵀPu
-    log_prob *= -0.5
-    log_prob += terms.log_constant[:, None]
-    filled = scratch("filled", (len(terms.means), *x.shape))
-    filled.fill(0.0)
-    groups = pattern_groups(missing)
-    if not groups:
-        return FullConditionals(log_prob, centred, moments, filled, groups, [])
-    # (P x̃)_j on the rows missing j, feature by feature
-    px = scratch("px", filled.shape)
-    for j in np.flatnonzero(missing.any(axis=0)):
-        rows = np.flatnonzero(missing[:, j])
-        px[:, rows, j] = terms.precision[:, j, :] @ centred[rows].T
-    covariances = []
-    for group in groups:
-        q = group.columns.shape[1]
-        columns = group.columns
-        block = terms.precision[:, columns[:, :, None], columns[:, None, :]]  # (K, P, q, q)
-        factor = np.linalg.cholesky(block)
-        log_det_mm = 2.0 * np.log(np.diagonal(factor, axis1=-2, axis2=-1)).sum(axis=-1)
-        conditional = np.linalg.inv(block)
-        covariances.append(conditional)
-        means_m = terms.means[:, columns]  # μ̃_m (K, P, q)
-        precision_means_m = terms.precision_means[:, columns]  # (P μ̃)_m
-        block_means = np.matmul(block, means_m[..., None])[..., 0]  # P_mm μ̃_m = (P e)_m
-        quadratic_e = np.einsum("kpq,kpq->kp", means_m, block_means)  # eᵀPe
-        for piece in _row_pieces(len(group.rows), len(terms.means) * q * q):
-            rows, pattern = group.rows[piece], group.pattern[piece]
-            where = columns[pattern]  # (n, q)
-            pu = px[:, rows[:, None], where] - precision_means_m[:, pattern]  # (P u)_m
-            v = pu + block_means[:, pattern]  # (P y)_m
-            if q == 1:
-                delta = -conditional[:, pattern, 0] * v
-            else:
-                delta = -np.matmul(conditional[:, pattern], v[..., None])[..., 0]
-            # yᵀPy − vᵀ C v, with vᵀ C v = −v·δ
-            correction = (
-                2.0 * np.einsum("knq,knq->kn", means_m[:, pattern], pu)
-                + quadratic_e[:, pattern]
-                + np.einsum("knq,knq->kn", v, delta)
-            )
-            log_prob[:, rows] -= 0.5 * correction + 0.5 * log_det_mm[:, pattern] - 0.5 * q * LOG_2PI
-            filled[:, rows[:, None], where] = means_m[:, pattern] + delta
-    return FullConditionals(log_prob, centred, moments, filled, groups, covariances)
-
-
-def _full_statistics(
-    conditionals: FullConditionals, missing: np.ndarray, resp: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Σ r E[x − c] (K, d) and Σ r E[(x − c)(x − c)ᵀ] (K, d, d) of a block.
-
-    With ``E[x − c] = x̃ + f`` (``f`` = ``filled``, nonzero only where missing), the
-    scatter is ``Σ r x̃x̃ᵀ`` (one product with the packed moments) ``+ B + Bᵀ + Σ r f fᵀ``
-    with ``B = Σ r x̃ fᵀ`` (both a product per feature over the rows missing it) plus
-    the conditional covariances of the missing blocks.
-    """
-    centred, filled = conditionals.centred, conditionals.filled
-    n_components, n_features = len(resp), centred.shape[1]
-    sums = resp @ conditionals.moments.T
-    sum_x = sums[:, -1 - n_features : -1] + np.matmul(resp[:, None, :], filled)[:, 0]
-    scatter = gaussian.unpack_scatter(sums[:, : -1 - n_features], "full", n_features)
-    cross = np.zeros((n_components, n_features, n_features))
-    for j in np.flatnonzero(missing.any(axis=0)):
-        rows = np.flatnonzero(missing[:, j])
-        weighted = resp[:, rows] * filled[:, rows, j]  # (K, n_j)
-        cross[:, :, j] = weighted @ centred[rows]
-        scatter[:, :, j] += np.matmul(weighted[:, None, :], filled[:, rows, :])[:, 0]
-    scatter += cross + cross.transpose(0, 2, 1)
-    scatter += _conditional_scatter(conditionals, resp, n_features)
-    return sum_x, scatter
-
-
-def _conditional_scatter(
-    conditionals: FullConditionals, resp: np.ndarray, n_features: int
-) -> np.ndarray:
-    """Σ_p (Σ_{i in p} r_ik) C_k,m(p), placed in the missing block of each pattern: (K, d, d)."""
-    n_components = len(resp)
-    total = np.zeros(n_components * n_features * n_features)
-    offsets = (np.arange(n_components) * n_features * n_features)[:, None, None, None]
-    for group, conditional in zip(conditionals.groups, conditionals.covariances, strict=True):
-        n_patterns = len(group.columns)
-        index = (np.arange(n_components) * n_patterns)[:, None] + group.pattern[None]
-        mass = np.bincount(
-            index.ravel(), resp[:, group.rows].ravel(), minlength=n_components * n_patterns
-        ).reshape(n_components, n_patterns)
-        columns = group.columns
-        flat = offsets + (columns[:, :, None] * n_features + columns[:, None, :])[None]
-        weighted = mass[:, :, None, None] * conditional
-        total += np.bincount(
-            np.broadcast_to(flat, weighted.shape).ravel(), weighted.ravel(), minlength=total.size
-        )
-    return total.reshape(n_components, n_features, n_features)
-
-
-# --- diagonal and spherical covariances ----------------------------------------------
-
-
-def _variances(params: Params, covariance_type: str, n_features: int) -> np.ndarray:
-    """Per-coordinate variances (K, d) of diagonal or spherical covariances."""
-    covariances = params["covariances"]
-    if covariance_type == "spherical":
-        return np.repeat(covariances[:, None], n_features, axis=1)
-    return np.asarray(covariances)
-
-
-def diag_log_prob(
-    x: np.ndarray, missing: np.ndarray, params: Params, covariance_type: str
-) -> np.ndarray:
-    """``log w_k + log N(x_o | μ_k,o, Σ_k,oo)`` (K, n) for diagonal or spherical Σ_k."""
-    means, shift = params["means"] - params["shift"], params["shift"]
-    n_features = means.shape[1]
-    precision = 1.0 / _variances(params, covariance_type, n_features)
-    observed = (~missing).astype(np.float64)
-    xc = np.where(missing, 0.0, x - shift)
-    quad = (
-        (xc * xc) @ precision.T
-        - 2.0 * xc @ (means * precision).T
-        + observed @ (means * means * precision).T
-    )
-    log_det = observed @ (0.5 * np.log(precision)).T
-    return (
-        log_weights(params)[:, None]
-        + (log_det - 0.5 * quad - 0.5 * observed.sum(axis=1)[:, None] * LOG_2PI).T
-    )
-
-
 # --- statistics, densities and conditional means of rows with some value observed ------
+
+
+def _terms(params: Params, covariance_type: str) -> FullTerms | DiagTerms:
+    if covariance_type in ("full", "tied"):
+        return FullTerms.of(params, covariance_type)
+    return DiagTerms.of(params, covariance_type)
 
 
 def statistics(
@@ -338,61 +74,70 @@ def statistics(
     params: Params,
     covariance_type: str,
     sample_weight: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> Stats:
     """The mixture's sufficient statistics (:mod:`.kernels`) of rows with NaN entries.
 
-    Every row must have at least one observed value. ``sample_weight`` (n,) multiplies
-    each row's contribution (absent: ones): ``n`` is their sum and ``loglik`` the
-    weighted sum of the rows' observed-data log-likelihoods.
+    ``rows`` (indices) picks the rows of ``x`` to take (absent: all), gathered block by
+    block. ``sample_weight`` (one per row of ``x``) multiplies each row's contribution
+    (absent: ones): ``n`` is their sum and ``loglik`` the weighted sum of the rows'
+    observed-data log-likelihoods. Rows with no observed value contribute nothing and
+    are counted in ``n_unobserved``.
     """
     n_components, n_features = params["means"].shape
     resp_sum = np.zeros(n_components)
     sum_x = np.zeros((n_components, n_features))
     scatter = np.zeros(
-        {
-            "full": (n_components, n_features, n_features),
-            "tied": (n_features, n_features),
-        }.get(covariance_type, (n_components, n_features))
+        (n_components, n_features, n_features)
+        if covariance_type in ("full", "tied")
+        else (n_components, n_features)
     )
-    loglik = 0.0
-    total = 0.0
-    terms = FullTerms.of(params, covariance_type) if covariance_type in ("full", "tied") else None
+    loglik = total = 0.0
+    unobserved = 0
+    terms = _terms(params, covariance_type)
     scratch = thread_scratch("mixture_missing")  # the statistics are fresh arrays
-    for start in range(0, len(x), BLOCK_ROWS):
-        rows = np.asarray(x[start : start + BLOCK_ROWS], dtype=np.float64)
-        missing = np.isnan(rows)
-        weight = (
-            np.ones(len(rows))
-            if sample_weight is None
-            else np.asarray(sample_weight[start : start + BLOCK_ROWS], dtype=np.float64)
-        )
-        if terms is not None:
-            conditionals = full_conditionals(rows, missing, terms, scratch)
-            log_prob = conditionals.log_prob
+    step = block_rows(n_components)
+    n_rows = len(x) if rows is None else len(rows)
+    for start in range(0, n_rows, step):
+        if rows is None:
+            piece = x[start : start + step]
+            given = None if sample_weight is None else sample_weight[start : start + step]
         else:
-            log_prob = diag_log_prob(rows, missing, params, covariance_type)
-        resp, log_norm = kernels.responsibilities(log_prob)
-        resp *= weight
-        loglik += float(weight @ log_norm)
+            index = rows[start : start + step]
+            out = scratch("rows", (len(index), n_features), x.dtype.type)
+            piece = np.take(x, index, axis=0, out=out, mode="clip")
+            given = None if sample_weight is None else np.asarray(sample_weight)[index]
+        xt = next(gaussian.transposed_blocks(piece, params["shift"], np.float64, step, scratch))
+        weight = np.ones(len(piece)) if given is None else np.array(given, dtype=np.float64)
+        unseen = np.count_nonzero(np.isnan(xt[:n_features]), axis=0) == n_features
+        if unseen.any():  # no observed value: nothing to add
+            unobserved += int(np.count_nonzero(unseen & (weight > 0)))
+            weight[unseen] = 0.0
         total += float(weight.sum())
-        resp_sum += resp.sum(axis=1)
-        if terms is not None:
-            block_x, block = _full_statistics(conditionals, missing, resp)
-            sum_x += block_x
-            scatter += block.sum(axis=0) if covariance_type == "tied" else block
+        if isinstance(terms, FullTerms):
+            conditionals = full_conditionals(xt, terms, scratch)
+            log_prob = conditionals.log_prob
+            weight = weight[conditionals.order]  # the block's rows, sorted
         else:
-            means = params["means"] - params["shift"]
-            variances = _variances(params, covariance_type, n_features)
-            xc = np.where(missing, 0.0, rows - params["shift"])
-            unseen = resp @ missing.astype(np.float64)  # Σ r over the rows missing j
-            sum_x += resp @ xc + unseen * means
-            scatter += resp @ (xc * xc) + unseen * (means * means + variances)
+            features = diag_features(xt, scratch)
+            log_prob = diag_log_prob(features, terms, scratch)
+        resp, log_norm = kernels.responsibilities(log_prob)
+        loglik += float(weight @ log_norm)
+        resp *= weight
+        resp_sum += resp.sum(axis=1)
+        if isinstance(terms, FullTerms):
+            block_x, block = full_statistics(conditionals, resp, scratch)
+        else:
+            block_x, block = diag_statistics(features, resp, terms)
+        sum_x += block_x
+        scatter += block
     return {
         "n": np.float64(total),
         "loglik": np.float64(loglik),
         "resp_sum": resp_sum,
         "sum_x": sum_x,
-        "scatter": scatter,
+        "scatter": scatter.sum(axis=0) if covariance_type == "tied" else scatter,
+        "n_unobserved": np.float64(unobserved),
     }
 
 
@@ -405,17 +150,18 @@ def log_prob(x: np.ndarray, params: Params, covariance_type: str) -> np.ndarray:
     """``log w_k + log N(x_o | μ_k,o, Σ_k,oo)`` of each row (n, K); a row with no
     observed value gets ``log w_k`` (the density of nothing is 1)."""
     params = _with_shift(params)
-    terms = FullTerms.of(params, covariance_type) if covariance_type in ("full", "tied") else None
+    terms = _terms(params, covariance_type)
     scratch = gaussian.Scratch()
     out = np.empty((len(x), len(params["means"])))
-    for start in range(0, len(x), BLOCK_ROWS):
-        rows = np.asarray(x[start : start + BLOCK_ROWS], dtype=np.float64)
-        missing = np.isnan(rows)
-        if terms is not None:
-            block = full_conditionals(rows, missing, terms, scratch).log_prob
+    step = block_rows(len(params["means"]))
+    blocks = gaussian.transposed_blocks(x, params["shift"], np.float64, step, scratch)
+    for start, xt in zip(range(0, len(x), step), blocks, strict=True):
+        if isinstance(terms, FullTerms):
+            conditionals = full_conditionals(xt, terms, scratch, second=False)
+            out[start + conditionals.order] = conditionals.log_prob.T
         else:
-            block = diag_log_prob(rows, missing, params, covariance_type)
-        out[start : start + len(rows)] = block.T
+            block = diag_log_prob(diag_features(xt, scratch), terms, scratch)
+            out[start : start + xt.shape[1]] = block.T
     return out
 
 
@@ -428,23 +174,28 @@ def conditional_means(x: np.ndarray, params: Params, covariance_type: str) -> np
     Returns a float64 copy.
     """
     params = _with_shift(params)
-    terms = FullTerms.of(params, covariance_type) if covariance_type in ("full", "tied") else None
+    terms = _terms(params, covariance_type)
     scratch = gaussian.Scratch()
     out = np.array(x, dtype=np.float64, copy=True)
-    for start in range(0, len(x), BLOCK_ROWS):
-        rows = out[start : start + BLOCK_ROWS]
+    step = block_rows(len(params["means"]))
+    for start in range(0, len(x), step):
+        rows = out[start : start + step]
         missing = np.isnan(rows)
         if not missing.any():
             continue
-        if terms is not None:
-            conditionals = full_conditionals(rows, missing, terms, scratch)
+        xt = next(gaussian.transposed_blocks(rows, params["shift"], np.float64, len(rows), scratch))
+        if isinstance(terms, FullTerms):
+            conditionals = full_conditionals(xt, terms, scratch, second=False)
             resp, _ = kernels.responsibilities(conditionals.log_prob)
-            expected = np.einsum("kn,knd->nd", resp, conditionals.filled) + params["shift"]
+            layout = conditionals.layout
+            expected = np.einsum("ke,ke->e", resp[:, layout.rows], conditionals.filled)
+            rows[conditionals.order[layout.rows], layout.columns] = (
+                expected + params["shift"][layout.columns]
+            )
         else:
-            log_prob = diag_log_prob(rows, missing, params, covariance_type)
-            resp, _ = kernels.responsibilities(log_prob)
-            expected = resp.T @ params["means"]
-        rows[missing] = expected[missing]
+            log_prob_block = diag_log_prob(diag_features(xt, scratch), terms, scratch)
+            resp, _ = kernels.responsibilities(log_prob_block)
+            rows[missing] = (resp.T @ params["means"])[missing]
     return out
 
 
@@ -471,26 +222,22 @@ class MarginalMixtureModel(MixtureModel):
     def e_step_many(self, block: Block, runs: Sequence[Params]) -> list[Stats]:
         x = block["X"]
         weight = block.get("sample_weight")
-        missing = np.isnan(x)
-        unseen = missing.all(axis=1)
-        keep = ~unseen if weight is None else ~unseen & (np.asarray(weight) > 0)
-        n_unobserved = np.float64(
-            np.count_nonzero(unseen if weight is None else unseen & (np.asarray(weight) > 0))
-        )
-        if weight is None and not missing.any():
+        # a row holds a NaN where its sum is NaN: one product, no pass per entry
+        incomplete = np.isnan(x @ np.ones(x.shape[1], dtype=x.dtype))
+        if weight is None and not incomplete.any():
             fast = super().e_step_many(block, runs)
-            return [{**s, "n_unobserved": n_unobserved} for s in fast]
-        complete = ~missing.any(axis=1) & keep if weight is None else np.zeros(len(x), bool)
-        partial = keep & ~complete
-        rows = x[partial]
-        rows_weight = None if weight is None else np.asarray(weight, dtype=np.float64)[partial]
-        fast_stats = super().e_step_many({"X": x[complete]}, runs) if complete.any() else None
+            return [{**s, "n_unobserved": np.float64(0.0)} for s in fast]
+        if weight is None:
+            rows = np.flatnonzero(incomplete)
+            complete = np.flatnonzero(~incomplete)
+        else:  # weighted chunks: every row of positive weight takes the kernels below
+            rows, complete = np.flatnonzero(np.asarray(weight) > 0), np.zeros(0, np.intp)
+        fast_stats = super().e_step_many({"X": x[complete]}, runs) if len(complete) else None
         results = []
         for index, params in enumerate(runs):
-            stats = statistics(rows, params, self.covariance_type, rows_weight)
+            stats = statistics(x, params, self.covariance_type, weight, rows)
             if fast_stats is not None:
-                stats = add_stats(stats, fast_stats[index])
-            stats["n_unobserved"] = n_unobserved
+                stats = add_stats(stats, {**fast_stats[index], "n_unobserved": np.float64(0.0)})
             results.append(stats)
         return results
 
