@@ -7,12 +7,12 @@ are the median of the engine's per-iteration times after the first (which also d
 the chunks). scikit-learn's ``LatentDirichletAllocation(learning_method="batch")`` fits
 the same documents in memory (``--sklearn-docs``: the first that many; the steps each
 document takes depend on the corpus size, so compare at the same), its seconds per
-iteration by the difference (T(max_iter = 1 + m) - T(max_iter = 1)) / m, which cancels
-its start and final E-step;
+iteration the median of its iterations 2 .. 1 + m (its ``_em_step``, timed as dem's);
 twice: limited to one BLAS thread and ``n_jobs=1`` (the per-core figure), and with
 ``n_jobs=--workers`` and its default BLAS threads (the issue's peer). Throughput is
 compared per document: seconds per iteration divided by the documents fitted. gensim's
-``LdaMulticore`` (``--workers`` processes, seconds per pass by the same difference) runs
+``LdaMulticore`` (``--workers`` processes, seconds per pass by the difference of
+1 + m passes and 1) runs
 too when gensim is installed (not a dependency of dem).
 
 Run ``python benchmarks/lda.py`` (the issue's size: 1e6 documents, vocabulary 5e4,
@@ -34,22 +34,32 @@ BENCHMARK = "lda"
 
 
 def sklearn_seconds(x: Any, k: int, iterations: int, n_jobs: int, one_thread: bool) -> float:
-    """scikit-learn's seconds per batch iteration on ``x``, by the difference."""
+    """scikit-learn's median seconds per batch iteration (its ``_em_step``: E-step and
+    M-step) over iterations 2 .. 1 + ``iterations``, as dem's."""
+    import time
+
     from sklearn.decomposition import LatentDirichletAllocation
     from threadpoolctl import threadpool_limits
 
-    def fit(max_iter: int) -> Any:
-        model = LatentDirichletAllocation(
-            k, learning_method="batch", max_iter=max_iter, n_jobs=n_jobs, random_state=0
-        )
-        if one_thread:
-            with threadpool_limits(limits=1):
-                return model.fit(x)
-        return model.fit(x)
+    seconds: list[float] = []
 
-    base, _ = timed(lambda: fit(1))
-    total, _ = timed(lambda: fit(1 + iterations))
-    return (total - base) / iterations
+    class Timed(LatentDirichletAllocation):
+        def _em_step(self, *args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return super()._em_step(*args, **kwargs)
+            finally:
+                seconds.append(time.perf_counter() - began)
+
+    model = Timed(
+        k, learning_method="batch", max_iter=1 + iterations, n_jobs=n_jobs, random_state=0
+    )
+    if one_thread:
+        with threadpool_limits(limits=1):
+            model.fit(x)
+    else:
+        model.fit(x)
+    return median(seconds[1:])
 
 
 def gensim_seconds(x: Any, k: int, passes: int, workers: int) -> float | None:
@@ -143,7 +153,10 @@ def main() -> None:
         "--sklearn-docs", type=float, default=None, help="documents scikit-learn fits "
         "(default: all; steps per document depend on the corpus size, so compare at the same)",
     )  # fmt: skip
-    parser.add_argument("--sklearn-iterations", type=int, default=1, help="m in the difference")
+    parser.add_argument(
+        "--sklearn-iterations", type=int, default=1,
+        help="timed scikit-learn iterations (gensim: passes)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--store", default=None, help="corpus store (written if missing)")
     parser.add_argument("--quick", action="store_true")
