@@ -5,12 +5,15 @@ words over a vocabulary, K topics) is written in the Zarr CSR layout. dem fits i
 the store on a LocalCluster of one-thread worker processes; its seconds per iteration
 are the median of the engine's per-iteration times after the first (which also digests
 the chunks). scikit-learn's ``LatentDirichletAllocation(learning_method="batch")`` fits
-the first ``--sklearn-docs`` documents in memory (the largest subset this machine
-gives it here), its seconds per iteration by the difference
-(T(max_iter = 1 + m) - T(max_iter = 1)) / m, which cancels its start and final E-step;
+the same documents in memory (``--sklearn-docs``: the first that many; the steps each
+document takes depend on the corpus size, so compare at the same), its seconds per
+iteration the median of its iterations 2 .. 1 + m (its ``_em_step``, timed as dem's);
 twice: limited to one BLAS thread and ``n_jobs=1`` (the per-core figure), and with
 ``n_jobs=--workers`` and its default BLAS threads (the issue's peer). Throughput is
-compared per document: seconds per iteration divided by the documents fitted.
+compared per document: seconds per iteration divided by the documents fitted. gensim's
+``LdaMulticore`` (``--workers`` processes, seconds per pass by the difference of
+1 + m passes and 1) runs
+too when gensim is installed (not a dependency of dem).
 
 Run ``python benchmarks/lda.py`` (the issue's size: 1e6 documents, vocabulary 5e4,
 K=50, ~100 words per document) or ``--quick`` (2e4 documents, vocabulary 5000, K=20).
@@ -31,22 +34,55 @@ BENCHMARK = "lda"
 
 
 def sklearn_seconds(x: Any, k: int, iterations: int, n_jobs: int, one_thread: bool) -> float:
-    """scikit-learn's seconds per batch iteration on ``x``, by the difference."""
+    """scikit-learn's median seconds per batch iteration (its ``_em_step``: E-step and
+    M-step) over iterations 2 .. 1 + ``iterations``, as dem's."""
+    import time
+
     from sklearn.decomposition import LatentDirichletAllocation
     from threadpoolctl import threadpool_limits
 
-    def fit(max_iter: int) -> Any:
-        model = LatentDirichletAllocation(
-            k, learning_method="batch", max_iter=max_iter, n_jobs=n_jobs, random_state=0
-        )
-        if one_thread:
-            with threadpool_limits(limits=1):
-                return model.fit(x)
-        return model.fit(x)
+    seconds: list[float] = []
+
+    class Timed(LatentDirichletAllocation):
+        def _em_step(self, *args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return super()._em_step(*args, **kwargs)
+            finally:
+                seconds.append(time.perf_counter() - began)
+
+    model = Timed(
+        k, learning_method="batch", max_iter=1 + iterations, n_jobs=n_jobs, random_state=0
+    )
+    if one_thread:
+        with threadpool_limits(limits=1):
+            model.fit(x)
+    else:
+        model.fit(x)
+    return median(seconds[1:])
+
+
+def gensim_seconds(x: Any, k: int, passes: int, workers: int) -> float | None:
+    """gensim's ``LdaMulticore`` (online variational Bayes, ``workers`` processes) seconds
+    per pass over ``x``, by the difference (T(1 + m passes) - T(1 pass)) / m; None when
+    gensim is not installed (it is not a dependency: ``pip install gensim``)."""
+    try:
+        from gensim.matutils import Sparse2Corpus
+        from gensim.models import LdaMulticore
+    except ImportError:
+        return None
+    documents = Sparse2Corpus(x, documents_columns=False)
+    words = {i: str(i) for i in range(x.shape[1])}
+
+    def fit(count: int) -> Any:
+        return LdaMulticore(
+            documents, num_topics=k, id2word=words, workers=workers, passes=count,
+            random_state=0, eval_every=None,
+        )  # fmt: skip
 
     base, _ = timed(lambda: fit(1))
-    total, _ = timed(lambda: fit(1 + iterations))
-    return (total - base) / iterations
+    total, _ = timed(lambda: fit(1 + passes))
+    return (total - base) / passes
 
 
 def dem_seconds(store: str, k: int, iterations: int) -> tuple[float, list[float], float]:
@@ -113,8 +149,14 @@ def main() -> None:
     parser.add_argument("--chunk-rows", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=2, help="timed dem iterations")
-    parser.add_argument("--sklearn-docs", type=float, default=2e4)
-    parser.add_argument("--sklearn-iterations", type=int, default=1, help="m in the difference")
+    parser.add_argument(
+        "--sklearn-docs", type=float, default=None, help="documents scikit-learn fits "
+        "(default: all; steps per document depend on the corpus size, so compare at the same)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sklearn-iterations", type=int, default=1,
+        help="timed scikit-learn iterations (gensim: passes)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--store", default=None, help="corpus store (written if missing)")
     parser.add_argument("--quick", action="store_true")
@@ -125,8 +167,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.docs, args.vocabulary, args.k, args.chunk_rows = 2e4, 5e3, 20, 2000
-        args.sklearn_docs = min(args.sklearn_docs, 4e3)
     n, v, k = int(args.docs), int(args.vocabulary), args.k
+    args.sklearn_docs = n if args.sklearn_docs is None else min(args.sklearn_docs, n)
     if args.kernel:
         from dem.synth import lda_draw_sparse, lda_truth
 
@@ -175,6 +217,9 @@ def main() -> None:
         times.setdefault("sklearn_default", []).append(
             sklearn_seconds(x, k, m, args.workers, False)
         )
+        found = gensim_seconds(x, k, m, args.workers)
+        if found is not None:
+            times.setdefault("gensim_multicore", []).append(found)
     per_doc = {
         name: median(values) / (n if name == "dem" else subset) for name, values in times.items()
     }
@@ -188,6 +233,11 @@ def main() -> None:
         "summary",
         throughput_vs_sklearn_default=per_doc["sklearn_default"] / per_doc["dem"],
         per_core_vs_sklearn_1thread=per_doc["sklearn_1thread"] / (per_doc["dem"] * args.workers),
+        **(
+            {"throughput_vs_gensim_multicore": per_doc["gensim_multicore"] / per_doc["dem"]}
+            if "gensim_multicore" in per_doc
+            else {}
+        ),
         **config,
     )
 

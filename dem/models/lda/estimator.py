@@ -450,10 +450,11 @@ callback, sample_dim, feature_dim
         def topics(block: Any) -> np.ndarray:
             matrix = kernels.as_csr(block)
             kernels.check_counts(matrix)
-            gamma, _ = kernels.doc_topics(
-                matrix, words, model.doc_topic_prior, model.max_doc_update_iter,
-                model.mean_change_tol,
-            )  # fmt: skip
+            with kernels.heap_reuse():
+                gamma, _ = kernels.doc_topics(
+                    matrix, words, model.doc_topic_prior, model.max_doc_update_iter,
+                    model.mean_change_tol,
+                )  # fmt: skip
             return gamma / gamma.sum(axis=1, keepdims=True) if normalize else gamma
 
         return per_sample(samples, topics, columns=model.n_components)
