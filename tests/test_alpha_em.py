@@ -65,7 +65,7 @@ def test_alpha_em_points_follow_the_momentum_recurrence():
     np.testing.assert_allclose(np.concatenate(asked), expected, rtol=1e-14)
     assert step.passes == 6 and not step.converged
     np.testing.assert_allclose(step.params["theta"], [rate * expected[-1]], rtol=1e-14)
-    assert step.loglik == pytest.approx(-expected[-1] ** 2, rel=1e-14)
+    assert step.loglik == pytest.approx(-(expected[-1] ** 2), rel=1e-14)
 
 
 def test_alpha_em_keeps_the_plain_step_when_the_momentum_point_is_worse():
@@ -83,7 +83,7 @@ def test_alpha_em_keeps_the_plain_step_when_the_momentum_point_is_worse():
     assert all(abs(a) >= 2.6 for a in accepted) and abs(asked[-1][0]) < 2.6
     # the cycle ends with the plain EM step from the last accepted point, at its loglik
     np.testing.assert_allclose(step.params["theta"], [0.9 * accepted[-1]], rtol=1e-14)
-    assert step.loglik == pytest.approx(-accepted[-1] ** 2, rel=1e-14)
+    assert step.loglik == pytest.approx(-(accepted[-1] ** 2), rel=1e-14)
     assert step.passes == len(asked)
 
 
