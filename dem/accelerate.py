@@ -158,7 +158,7 @@ def alpha_em(
             break  # EM's guarantee: keep the plain EM step from the last accepted point
         earlier, change = current, loglik_candidate - loglik
         result, loglik = _checked(model, following, loglik_candidate), loglik_candidate
-        if abs(change) < tol:
+        if has_converged(model, change, tol, candidate, result):
             break  # perhaps converged: the next cycle's plain EM step says
     return Step(result, loglik, passes, False)
 
