@@ -166,21 +166,27 @@ def alpha_em(
 def alpha_momentum(alpha: float) -> float:
     """β = (1 + α) / 2, the weight of the past EM step in the α-EM update.
 
-    Matsuyama (2003, "The α-EM algorithm: surrogate likelihood maximization using
-    α-logarithmic information measures", IEEE Trans. Inf. Theory 49(3):692-706) replaces
-    EM's surrogate ``E_{z|x,θ'}[log p(x,z|θ)/p(x,z|θ')]`` by its α-logarithm
-    ``L_α(r) = 2/(1+α) (r^{(1+α)/2} − 1)``; α = −1 is the logarithm, plain EM. With
-    ``r = [p(x|θ)/p(x|θ')] [p(z|x,θ)/p(z|x,θ')]`` the α-surrogate's gradient weights the
-    posterior at θ' by ``(1−β)`` and the posterior at θ by ``β``, so its stationary point
-    satisfies, to first order, ``θ⁺ = β M(θ⁺) + (1 − β) M(θ')`` (M: the EM map) and the
-    linearised rate of an EM eigenvalue λ becomes ``(1−β) λ / (1 − β λ)``: Matsuyama's
-    α-dependent update matrix, faster for β > 0. The right side needs ``M(θ⁺)`` at the
-    point being sought; Matsuyama's practical form (the "iteration index shift" of the
-    α-HMM, Matsuyama 2011, IJCNN, doi:10.1109/IJCNN.2011.6033304) replaces it by one-step
-    past terms stored from the previous iteration, which gives the momentum update
-    ``θ_{t+1} = M(θ_t) + β (M(θ_t) − M(θ_{t−1}))``. Its slowest mode contracts as
-    ``1 − (1 − λ)/(1 − β)`` for λ near 1, the exact α-EM's rate to first order: up to
-    ``2 / (1 − α)`` times fewer passes than EM where EM is slow.
+    Source: Matsuyama (2003), "The α-EM algorithm: surrogate likelihood maximization
+    using α-logarithmic information measures", IEEE Trans. Inf. Theory 49(3):692-706.
+    It replaces the logarithm of EM's surrogate by the α-logarithm
+    ``L_α(r) = 2/(1+α) (r^{(1+α)/2} − 1)`` of the complete-data likelihood ratio
+    ``r = p(x,z|θ)/p(x,z|θ')`` (α = −1 is the logarithm: plain EM), shows that the
+    α-surrogate still minorises the observed likelihood ratio, and that its update
+    matrices converge faster than EM's for a range of α; the α-HMM (Matsuyama 2011,
+    IJCNN, doi:10.1109/IJCNN.2011.6033304) makes the update practical with an
+    "iteration index shift": terms of the one-step past iterate, stored from the
+    previous M-step, stand in for those of the point being sought.
+
+    What is implemented (our derivation from that construction, model-agnostic, in the
+    flat vector of ``pack``): since ``r = [p(x|θ)/p(x|θ')] [p(z|x,θ)/p(z|x,θ')]``, the
+    α-surrogate's gradient averages the complete-data score over the posteriors at θ' and
+    at θ with weights ``1 − β`` and ``β``, so to first order its maximiser solves
+    ``θ⁺ = β M(θ⁺) + (1 − β) M(θ')`` (M: the EM map), whose linearised rate for an EM
+    eigenvalue λ is ``(1 − β) λ / (1 − β λ)``. The index shift (``M(θ⁺)`` extrapolated
+    from the last two EM steps) gives the momentum update
+    ``θ_{t+1} = M(θ_t) + β (M(θ_t) − M(θ_{t−1}))``, whose slowest mode contracts as
+    ``1 − (1 − λ)/(1 − β)`` for λ near 1, as the exact α-EM's does to first order: up to
+    ``2 / (1 − α)`` times fewer passes where EM crawls, and no gain where EM is fast.
 
     Raises
     ------
