@@ -13,6 +13,9 @@ Prints one JSON line per measurement, all in one run (so the figures compare):
   a costly E-step (full, K=8) and a cheap one (diag, K=2).
 - ``init``: k-means‖ over all the data against k-means on a bounded sample: passes for
   the initialisation and for EM, seconds, and the final mean log-likelihood.
+- ``alpha`` (only with ``--only alpha``): α-EM (``accelerate="alpha"``, several α) against
+  plain EM and SQUAREM on the mixture (full, diag), Tobit and PPCA cases above: passes,
+  seconds, and passes until within 1e-8 of the best (PPCA: the closed-form) maximum.
 - ``online``: a Zarr store of ``--online-rows`` rows (1e7; a 4-component mixture in 5
   dimensions, written chunk by chunk under /tmp and deleted after) re-read every pass:
   batch EM from k-means‖ and from k-means on a sample, one pass of online EM from the
@@ -31,6 +34,7 @@ python benchmarks/accelerate.py --quick
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import math
@@ -653,6 +657,213 @@ def online(args: argparse.Namespace) -> None:
         )
 
 
+# --- α-EM against plain EM and SQUAREM (--only alpha) ------------------------------------
+
+ALPHAS = (0.0, 0.5, 0.8, 0.9)
+"""The α values of ``--only alpha`` (β = (1 + α) / 2 = 0.5, 0.75, 0.9, 0.95)."""
+
+
+def alpha_methods() -> dict[str, dict[str, Any]]:
+    """Estimator options of each method ``--only alpha`` compares."""
+    methods: dict[str, dict[str, Any]] = {
+        "none": {"accelerate": "none"},
+        "squarem": {"accelerate": "squarem"},
+    }
+    for value in ALPHAS:
+        methods[f"alpha={value}"] = {"accelerate": "alpha", "alpha": value}
+    return methods
+
+
+def alpha_case(
+    case: str,
+    fit: Callable[[dict[str, Any], Callable[[Any], None]], Any],
+    score: Callable[[Any], float],
+    repeats: int,
+    extra: dict[str, Any],
+    target: float | None = None,
+) -> dict[str, Any]:
+    """Every method of :func:`alpha_methods` on one problem; prints and returns one record.
+
+    Per method: passes (``n_iter_``) and median seconds to convergence, the final score,
+    and the passes until the reported log-likelihood first came within 1e-6 and 1e-8
+    (relative) of ``target`` (default: the best final score of all methods).
+    """
+    record: dict[str, Any] = {"benchmark": "alpha", "case": case, **extra}
+    traces: dict[str, list[tuple[int, float]]] = {}
+    for name, options in alpha_methods().items():
+        trace: list[tuple[int, float]] = []
+
+        def one(options: dict[str, Any] = options, trace: list[tuple[int, float]] = trace) -> Any:
+            trace.clear()
+            return fit(options, lambda info: trace.append((info.iteration, info.loglik)))
+
+        model, seconds, calls = measured(one, repeats)
+        traces[name] = trace
+        record[name] = {
+            "passes": int(model.n_iter_),
+            "computes": calls,
+            "seconds": round(seconds, 3),
+            "converged": bool(model.converged_),
+            "score": score(model),
+        }
+    best = max(v["score"] for k, v in record.items() if isinstance(v, dict) and "score" in v)
+    goal = best if target is None else target
+    record["target"] = goal
+    for level in ("1e-6", "1e-8"):
+        reach = goal - float(level) * abs(goal)
+        for name, trace in traces.items():
+            record[name][f"passes_to_within_{level}"] = next(
+                (done for done, loglik in trace if loglik >= reach), None
+            )
+    plain = record["none"]
+    for name in traces:
+        if name != "none":
+            record[name]["pass_ratio"] = round(plain["passes"] / record[name]["passes"], 2)
+            record[name]["seconds_ratio"] = round(
+                plain["seconds"] / max(record[name]["seconds"], 1e-9), 2
+            )
+    emit(record)
+    return record
+
+
+def alpha_summary(case: str, records: list[dict[str, Any]]) -> None:
+    """Medians over the seeds: passes, seconds, passes to 1e-8, and ratios to plain EM."""
+    summary: dict[str, Any] = {"benchmark": "alpha", "case": case, "seeds": len(records)}
+    for name in alpha_methods():
+        runs = [r[name] for r in records]
+        summary[name] = {
+            "median_passes": statistics.median(r["passes"] for r in runs),
+            "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "all_converged": all(r["converged"] for r in runs),
+        }
+        for level in ("1e-6", "1e-8"):
+            within = [r[f"passes_to_within_{level}"] for r in runs]
+            summary[name][f"median_passes_to_within_{level}"] = (
+                statistics.median(within) if None not in within else None
+            )
+            summary[name][f"reached_{level}"] = sum(w is not None for w in within)
+        if name != "none":
+            summary[name]["median_pass_ratio"] = statistics.median(r["pass_ratio"] for r in runs)
+            summary[name]["median_seconds_ratio"] = statistics.median(
+                r["seconds_ratio"] for r in runs
+            )
+    emit(summary)
+
+
+def score_on(x: np.ndarray, model: Any) -> float:
+    """The mean log-likelihood of ``model`` on ``x``."""
+    return float(model.score(x))
+
+
+def alpha_em(args: argparse.Namespace) -> None:
+    """``--only alpha``: α-EM (``accelerate="alpha"``, the α values of :data:`ALPHAS`)
+    against plain EM and SQUAREM, tol 1e-8, on the SQUAREM cases: the overlapping
+    mixture (full and diagonal covariances), Tobit censored on both sides, and PPCA with
+    close eigenvalues (its target: the closed-form maximum)."""
+    for covariance_type in ("full", "diag"):
+        records = []
+        for seed in range(args.seeds):
+            x = overlapping(args.rows, seed)
+            data = da.from_array(x, chunks=(args.chunk_rows, 2))
+            start = rough_start(x, seed)
+            if covariance_type == "diag":
+                start["precisions_init"] = np.stack(
+                    [np.diagonal(p) for p in start["precisions_init"]]
+                )
+
+            def fit_mixture(
+                options: dict[str, Any],
+                callback: Callable[[Any], None],
+                data: da.Array = data,
+                start: dict[str, Any] = start,
+                covariance_type: str = covariance_type,
+            ) -> Any:
+                return dem.GaussianMixture(
+                    2,
+                    covariance_type=covariance_type,
+                    tol=1e-8,
+                    max_iter=20_000,
+                    callback=callback,
+                    **start,
+                    **options,
+                ).fit(data)
+
+            records.append(
+                alpha_case(
+                    f"mixture-{covariance_type}",
+                    fit_mixture,
+                    functools.partial(score_on, x),
+                    args.repeats,
+                    {"rows": args.rows, "seed": seed, "tol": 1e-8},
+                )
+            )
+        alpha_summary(f"mixture-{covariance_type}", records)
+    why = takes_accelerate("CensoredRegression")
+    if why is not None:
+        emit({"benchmark": "alpha", "case": "tobit", "skipped": why})
+    else:
+        records = []
+        for seed in range(args.seeds):
+            X, y, left, right = censored_data(args.rows, 5, seed)
+            Xd = da.from_array(X, chunks=(args.chunk_rows, 5))
+            yd = da.from_array(y, chunks=args.chunk_rows)
+
+            def fit_tobit(
+                options: dict[str, Any],
+                callback: Callable[[Any], None],
+                Xd: da.Array = Xd,
+                yd: da.Array = yd,
+                left: float = left,
+                right: float = right,
+            ) -> Any:
+                return dem.CensoredRegression(
+                    left, right, max_iter=20_000, callback=callback, **options
+                ).fit(Xd, yd)
+
+            records.append(
+                alpha_case(
+                    "tobit",
+                    fit_tobit,
+                    lambda m: float(m.loglik_) / args.rows,  # the trace's mean per row
+                    args.repeats,
+                    {"rows": args.rows, "features": 5, "seed": seed},
+                )
+            )
+        alpha_summary("tobit", records)
+    records = []
+    for seed in range(args.seeds):
+        x = close_eigenvalues(args.rows, 20, seed)
+        data = da.from_array(x, chunks=(args.chunk_rows, 20))
+
+        def fit_ppca(
+            options: dict[str, Any],
+            callback: Callable[[Any], None],
+            data: da.Array = data,
+            seed: int = seed,
+        ) -> Any:
+            return dem.PPCA(
+                3,
+                tol=1e-8,
+                max_iter=20_000,
+                init_params="random",
+                random_state=seed,
+                callback=callback,
+                **options,
+            ).fit(data)
+
+        records.append(
+            alpha_case(
+                "ppca",
+                fit_ppca,
+                functools.partial(score_on, x),
+                args.repeats,
+                {"rows": args.rows, "features": 20, "seed": seed, "tol": 1e-8},
+                target=ppca_maximum(x, 3),
+            )
+        )
+    alpha_summary("ppca", records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000, help="rows for the SQUAREM cases")
@@ -694,6 +905,7 @@ def main() -> None:
         "restarts": restarts,
         "init": initialisation,
         "online": online,
+        "alpha": alpha_em,
     }
     for name in args.only.split(","):
         parts[name](args)

@@ -31,7 +31,14 @@ import numpy as np
 import sklearn.exceptions
 from dask.delayed import Delayed
 
-from dem.accelerate import STEPS, Evaluation, Step, StepGenerator, check_accelerate
+from dem.accelerate import (
+    DEFAULT_ALPHA,
+    Evaluation,
+    Step,
+    StepGenerator,
+    check_accelerate,
+    step_factory,
+)
 from dem.checkpoint import Checkpoint, CheckpointMismatchError
 from dem.data import raise_if_extreme
 from dem.graph import (
@@ -285,6 +292,7 @@ def fit_runs(
     persist: bool | None = None,
     method: str = "batch",
     incremental_chunks: int = 1,
+    alpha: float = DEFAULT_ALPHA,
 ) -> list[EMResult]:
     """Fit several runs (restarts, or models with different settings) in lockstep.
 
@@ -301,12 +309,14 @@ def fit_runs(
         Convergence threshold on the change of the mean per-sample log-likelihood
         between two EM iterations.
     max_iter : int
-        Maximum number of passes over the data per run (counting restored ones). An
-        accelerated cycle in progress finishes, so a run may exceed it by 2.
+        Maximum number of passes over the data per run (counting restored ones). A
+        SQUAREM cycle in progress finishes, so a run may exceed it by 2 (an α-EM cycle
+        stops at ``max_iter``).
     split_every : int
         Fan-in of the tree reduction.
-    accelerate : {"none", "squarem"}
-        ``"squarem"`` extrapolates between EM steps (see :mod:`dem.accelerate`).
+    accelerate : {"none", "squarem", "alpha"}
+        ``"squarem"`` extrapolates between EM steps; ``"alpha"`` is α-EM, a momentum
+        step from the last two EM steps (see :mod:`dem.accelerate`).
     checkpoint : Checkpoint, optional
         Where each step is written, run by run; resumed from when it holds steps.
     callback : callable, optional
@@ -319,6 +329,9 @@ def fit_runs(
         passes; ``accelerate`` must be ``"none"``).
     incremental_chunks : int
         Chunks per group of incremental EM.
+    alpha : float
+        α of ``accelerate="alpha"``, in ``[-1, 1)`` (-1: plain EM; see
+        :func:`dem.accelerate.alpha_momentum`); ignored otherwise.
 
     Returns
     -------
@@ -338,6 +351,7 @@ def fit_runs(
     # against the content digests the checkpoint recorded, else records them
     check: frozenset[str] | None = models[0].missing_ok if models else None
     content: Digests | bool = False
+    make_step = step_factory(accelerate, alpha)  # refuses an unknown method or a bad alpha
     if active:
         check_accelerate(active[0].model, accelerate)
         arrays = prepare(arrays, persist)
@@ -349,8 +363,12 @@ def fit_runs(
     while active:
         for run in active:
             if run.step is None:
-                run.step = STEPS[accelerate](
-                    run.model, run.result.params, run.result.lower_bound, tol
+                run.step = make_step(
+                    run.model,
+                    run.result.params,
+                    run.result.lower_bound,
+                    tol,
+                    max_iter - run.result.n_iter,
                 )
                 run.request, run.started = next(run.step), time.perf_counter()
         pairs = [(run.model, run.request) for run in active]

@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from zarr.abc.store import Store
 
 from dem import engine, storage, tabular
-from dem.accelerate import STEPS
+from dem.accelerate import DEFAULT_ALPHA, STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
 from dem.graph import check_block
@@ -56,6 +56,7 @@ def fit_restarts(
     checkpoint_storage_options: Mapping[str, Any] | None = None,
     method: str = "batch",
     incremental_chunks: int = 1,
+    alpha: float = DEFAULT_ALPHA,
 ) -> tuple[engine.EMResult, list[engine.EMResult]]:
     """Run ``n_init`` EM fits in lockstep; return the best (highest lower bound) and all.
 
@@ -74,7 +75,8 @@ def fit_restarts(
     so that :func:`dem.from_checkpoint` restores them.
 
     ``method="incremental"`` fits by incremental EM in groups of ``incremental_chunks``
-    chunks (:mod:`dem.incremental`); its checkpoint records both.
+    chunks (:mod:`dem.incremental`); its checkpoint records both. ``alpha`` is α of
+    ``accelerate="alpha"`` (α-EM, :func:`dem.accelerate.alpha_em`).
     """
     if resume and checkpoint is None:
         raise ValueError(
@@ -115,6 +117,7 @@ def fit_restarts(
             persist=persist,
             method=method,
             incremental_chunks=incremental_chunks,
+            alpha=alpha,
         )
         best = max(
             results, key=lambda r: r.lower_bound if math.isfinite(r.lower_bound) else -math.inf
@@ -210,6 +213,7 @@ class EMEstimator(BaseEstimator):
         "split_every": counts(2),
         "persist": ["boolean", None],
         "accelerate": [StrOptions(set(STEPS))],
+        "alpha": reals(-1, 1, closed="left"),
         "init_sample_size": counts(1),
         "callback": [callable, None],
         "method": [StrOptions({"batch", "online", "incremental"})],
@@ -374,6 +378,7 @@ class EMEstimator(BaseEstimator):
             checkpoint_storage_options=self._checkpoint_options(),
             method="incremental" if getattr(self, "method", None) == "incremental" else "batch",
             incremental_chunks=int(getattr(self, "incremental_chunks", 1)),
+            alpha=float(getattr(self, "alpha", DEFAULT_ALPHA)),
         )
         self._set_params(best.params)
         self.converged_ = best.converged

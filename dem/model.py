@@ -62,11 +62,12 @@ no extra pass: whatever it reads of the data is a statistic of the E-step.
 parameters or a log-likelihood that is not finite, saying what the user can change in
 that model ("increase reg_covar", ...).
 
-``pack`` flattens the parameters SQUAREM extrapolates into one vector; ``unpack``
+``pack`` flattens the parameters SQUAREM and α-EM extrapolate into one vector; ``unpack``
 turns an extrapolated vector back into parameters shaped as ``like`` (and carrying
 what ``like`` holds that is not packed), projected onto valid ones. ``unpack`` may
 raise ``ValueError`` or ``numpy.linalg.LinAlgError``; the cycle then keeps the plain
-EM steps. ``accelerate="squarem"`` on a model without both raises ``ValueError``
+EM steps (α-EM also takes the plain EM step when ``unpack`` had to move the vector).
+``accelerate="squarem"`` or ``"alpha"`` on a model without both raises ``ValueError``
 (``dem.accelerate.check_accelerate``).
 
 ``own_pass`` is for a model whose statistics need more than one map over the chunks

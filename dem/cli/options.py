@@ -338,9 +338,15 @@ ENGINE_OPTIONS: dict[str, Opt] = {
         ),
         Opt(
             "accelerate",
-            "'squarem' extrapolates between EM steps (fewer passes over the data).",
+            "'squarem' extrapolates between EM steps, 'alpha' is alpha-EM (a momentum step; "
+            "see --alpha): fewer passes over the data.",
             "choice",
-            ("none", "squarem"),
+            ("none", "squarem", "alpha"),
+        ),
+        Opt(
+            "alpha",
+            "Alpha of --accelerate alpha, in [-1, 1): -1 is plain EM, larger takes larger steps.",
+            "float",
         ),
         Opt(
             "method",

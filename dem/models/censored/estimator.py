@@ -25,6 +25,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import column_or_1d
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
 from dem.engine import EMResult, map_reduce, prepare
@@ -94,11 +95,15 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         from the optimum under heavy censoring, where EM is slow.)
     max_iter : int, default=1000
         Maximum number of EM iterations; heavy censoring needs hundreds.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps in (coef, log scale) (Varadhan &
         Roland 2008; see :mod:`dem.accelerate`), reaching the same optimum in far fewer
         passes over the data when censoring is heavy; ``max_iter`` then counts passes
         and ``lower_bounds_`` has one entry per cycle.
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
         Seeds the sample of rows the initial least-squares fit uses (a ``RandomState``
         gives four 32-bit words of seed: the same state, the same fit).
@@ -168,6 +173,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         tol: float = 1e-8,
         max_iter: int = 1000,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         random_state: RandomState = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
@@ -186,6 +192,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         self.tol = tol
         self.max_iter = max_iter
         self.accelerate = accelerate
+        self.alpha = alpha
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume

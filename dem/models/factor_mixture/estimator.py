@@ -17,6 +17,7 @@ from sklearn.base import (
 from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.data import Samples
 from dem.display import HTMLRepr
 from dem.engine import prepare
@@ -103,9 +104,13 @@ class MixtureOfFactorAnalyzers(
         most half the cluster's memory).
     init_sample_size : int, default=100_000
         Rows drawn for the initialisation.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (weights, means, loadings and log
         noise variances as one vector).
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str
@@ -169,6 +174,7 @@ class MixtureOfFactorAnalyzers(
         persist: bool | None = None,
         init_sample_size: int = 100_000,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
         feature_dim: str = "feature",
@@ -190,6 +196,7 @@ class MixtureOfFactorAnalyzers(
         self.persist = persist
         self.init_sample_size = init_sample_size
         self.accelerate = accelerate
+        self.alpha = alpha
         self.callback = callback
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim

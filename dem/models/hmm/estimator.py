@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.data import Samples
 from dem.engine import map_reduce
 from dem.estimator import (
@@ -70,11 +71,15 @@ class GaussianHMM(BaseHMM):
         Maximum number of EM iterations per initialisation.
     n_init : int, default=1
         Number of initialisations; the best (highest lower bound) is kept.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008; see
         :mod:`dem.accelerate`) in the probabilities and the emission parameters
         (covariances as log-Cholesky factors); ``max_iter`` then counts passes and
         ``lower_bounds_`` has one entry per cycle.
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     startprob_init : array-like of shape (n_components,), optional
     transmat_init : array-like of shape (n_components, n_components), optional
     means_init : array-like of shape (n_components, n_features), optional
@@ -163,6 +168,7 @@ class GaussianHMM(BaseHMM):
         max_iter: int = 100,
         n_init: int = 1,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         startprob_init: Any = None,
         transmat_init: Any = None,
         means_init: Any = None,
@@ -193,6 +199,7 @@ class GaussianHMM(BaseHMM):
         self.max_iter = max_iter
         self.n_init = n_init
         self.accelerate = accelerate
+        self.alpha = alpha
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.means_init = means_init
@@ -346,11 +353,15 @@ class CategoricalHMM(BaseHMM):
         Maximum number of EM iterations per initialisation.
     n_init : int, default=1
         Number of initialisations; the best (highest lower bound) is kept.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008; see
         :mod:`dem.accelerate`) in the probabilities and the emission parameters
         (covariances as log-Cholesky factors); ``max_iter`` then counts passes and
         ``lower_bounds_`` has one entry per cycle.
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     startprob_init : array-like of shape (n_components,), optional
     transmat_init : array-like of shape (n_components, n_components), optional
     emissionprob_init : array-like of shape (n_components, n_features), optional
@@ -393,6 +404,7 @@ checkpoint_storage_options, split_every, persist, init_sample_size, callback
         max_iter: int = 100,
         n_init: int = 1,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         startprob_init: Any = None,
         transmat_init: Any = None,
         emissionprob_init: Any = None,
@@ -417,6 +429,7 @@ checkpoint_storage_options, split_every, persist, init_sample_size, callback
         self.max_iter = max_iter
         self.n_init = n_init
         self.accelerate = accelerate
+        self.alpha = alpha
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.emissionprob_init = emissionprob_init

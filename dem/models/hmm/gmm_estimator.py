@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.data import Samples
 from dem.estimator import NonNegativeArray, RandomState, counts, reals
 from dem.model import Params
@@ -99,8 +100,12 @@ class GMMHMM(BaseHMM):
         Maximum number of EM iterations per initialisation.
     n_init : int, default=1
         Number of initialisations; the best (highest lower bound) is kept.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (see :mod:`dem.accelerate`).
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     startprob_init : array-like of shape (n_components,), optional
     transmat_init : array-like of shape (n_components, n_components), optional
     weights_init : array-like of shape (n_components, n_mix), optional
@@ -173,6 +178,7 @@ checkpoint_storage_options, split_every, persist, init_sample_size, callback
         max_iter: int = 100,
         n_init: int = 1,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         startprob_init: Any = None,
         transmat_init: Any = None,
         weights_init: Any = None,
@@ -206,6 +212,7 @@ checkpoint_storage_options, split_every, persist, init_sample_size, callback
         self.max_iter = max_iter
         self.n_init = n_init
         self.accelerate = accelerate
+        self.alpha = alpha
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.weights_init = weights_init

@@ -11,6 +11,7 @@ from scipy.special import logsumexp
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.data import sample_rows
 from dem.display import HTMLRepr
 from dem.engine import map_reduce, prepare
@@ -109,10 +110,16 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         re-read from their store every iteration.
     init_sample_size : int, default=100_000
         Rows drawn for the initialisation.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008), usually
         reaching the same optimum in far fewer passes over the data; ``max_iter``
-        then counts passes and ``lower_bounds_`` has one entry per cycle.
+        then counts passes and ``lower_bounds_`` has one entry per cycle. ``"alpha"``
+        is α-EM (Matsuyama 2003): a momentum step from the last two EM steps, weighted
+        ``(1 + alpha) / 2`` (see :func:`dem.accelerate.alpha_momentum`), with the same
+        monotone fallback, counting and checkpoints.
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"``: -1 is plain EM (the same bits), larger values take
+        larger steps. Ignored by the other methods.
     method : {"batch", "online", "incremental"}, default="batch"
         ``"online"`` starts with ``online_passes`` passes of online (stepwise) EM
         (Cappé & Moulines 2009; see :mod:`dem.online`), updating the parameters after
@@ -172,6 +179,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         persist: bool | None = None,
         init_sample_size: int = 100_000,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         method: str = "batch",
         online_passes: int = 1,
         batch_chunks: int = 1,
@@ -202,6 +210,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self.persist = persist
         self.init_sample_size = init_sample_size
         self.accelerate = accelerate
+        self.alpha = alpha
         self.method = method
         self.online_passes = online_passes
         self.batch_chunks = batch_chunks

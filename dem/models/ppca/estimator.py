@@ -10,6 +10,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit
 from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.data import Samples, as_samples
 from dem.display import HTMLRepr
 from dem.estimator import (
@@ -56,6 +57,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         persist: bool | None = None,
         init_sample_size: int = 20_000,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
         feature_dim: str = "feature",
@@ -74,6 +76,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.persist = persist
         self.init_sample_size = init_sample_size
         self.accelerate = accelerate
+        self.alpha = alpha
         self.callback = callback
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
@@ -383,11 +386,15 @@ class PPCA(_LinearGaussian):
         their store every iteration.
     init_sample_size : int, default=20_000
         Rows drawn for the initialisation.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008; loadings,
         mean and log noise variances as one vector), reaching the same maximum in fewer
         passes where EM crawls (close eigenvalues); ``max_iter`` then counts passes and
         ``lower_bounds_`` has one entry per cycle.
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str
@@ -476,11 +483,15 @@ class FactorAnalysis(_LinearGaussian):
         Keep the data in cluster memory between iterations (see :class:`PPCA`).
     init_sample_size : int, default=20_000
         Rows drawn for the initialisation.
-    accelerate : {"none", "squarem"}, default="none"
+    accelerate : {"none", "squarem", "alpha"}, default="none"
         ``"squarem"`` extrapolates between EM steps (Varadhan & Roland 2008; loadings,
         mean and log noise variances as one vector), reaching the same maximum in fewer
         passes where EM crawls (close eigenvalues); ``max_iter`` then counts passes and
         ``lower_bounds_`` has one entry per cycle.
+    alpha : float in [-1, 1), default=0.9
+        α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
+        two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
+        -1 is plain EM, larger values take larger steps. Ignored by the other methods.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str

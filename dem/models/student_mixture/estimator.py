@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
+from dem.accelerate import DEFAULT_ALPHA
 from dem.estimator import Bounded, RandomState, as_generator
 from dem.model import Params
 from dem.models.mixture.estimator import GaussianMixture
@@ -52,7 +53,7 @@ class StudentMixture(GaussianMixture):
     tol, reg_covar, max_iter, n_init, init_params, weights_init, means_init, \
 precisions_init, random_state, checkpoint, resume, storage_options, \
 checkpoint_storage_options, split_every, persist, \
-init_sample_size, accelerate, method, online_passes, batch_chunks, step_exponent, \
+init_sample_size, accelerate, alpha, method, online_passes, batch_chunks, step_exponent, \
 warm_start, callback, sample_dim, feature_dim
         As for :class:`~dem.GaussianMixture` (``precisions_init``: the inverse scale
         matrices; ``reg_covar`` is added to the scale matrices' diagonal).
@@ -103,6 +104,7 @@ online_lower_bounds_, n_features_in_
         persist: bool | None = None,
         init_sample_size: int = 100_000,
         accelerate: str = "none",
+        alpha: float = DEFAULT_ALPHA,
         method: str = "batch",
         online_passes: int = 1,
         batch_chunks: int = 1,
@@ -132,6 +134,7 @@ online_lower_bounds_, n_features_in_
             persist=persist,
             init_sample_size=init_sample_size,
             accelerate=accelerate,
+            alpha=alpha,
             method=method,
             online_passes=online_passes,
             batch_chunks=batch_chunks,
