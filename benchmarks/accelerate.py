@@ -16,6 +16,9 @@ Prints one JSON line per measurement, all in one run (so the figures compare):
 - ``alpha`` (only with ``--only alpha``): α-EM (``accelerate="alpha"``, several α) against
   plain EM and SQUAREM on the mixture (full, diag), Tobit and PPCA cases above: passes,
   seconds, and passes until within 1e-8 of the best (PPCA: the closed-form) maximum.
+- ``incremental`` (only with ``--only incremental``): incremental EM (Neal & Hinton)
+  against batch EM and SQUAREM on the mixture and the categorical HMM: passes and seconds
+  to tol 1e-8, and the models that refuse it with their reasons.
 - ``online``: a Zarr store of ``--online-rows`` rows (1e7; a 4-component mixture in 5
   dimensions, written chunk by chunk under /tmp and deleted after) re-read every pass:
   batch EM from k-means‖ and from k-means on a sample, one pass of online EM from the
@@ -864,6 +867,126 @@ def alpha_em(args: argparse.Namespace) -> None:
     alpha_summary("ppca", records)
 
 
+# --- incremental EM (#24) ---------------------------------------------------------------
+
+
+def _incremental_hmm_data(sequences: int, seed: int) -> np.ndarray:
+    """Sequences of 40 symbols of 3 persistent states (as tests/test_incremental.py)."""
+    rng = np.random.default_rng(seed)
+    emission = np.full((3, 3), 0.015) + np.eye(3) * 0.955
+    trans = np.full((3, 3), 0.025) + np.eye(3) * 0.925
+    states = np.empty((sequences, 40), dtype=np.int64)
+    states[:, 0] = rng.integers(0, 3, size=sequences)
+    for t in range(1, 40):
+        cumulative = np.cumsum(trans[states[:, t - 1]], axis=1)
+        states[:, t] = (rng.random((sequences, 1)) >= cumulative).sum(axis=1)
+    draws = rng.random(states.shape)[..., None]
+    return (draws >= np.cumsum(emission, axis=1)[states]).sum(axis=-1).astype(float)
+
+
+def _mixture_fit(data: da.Array, options: dict[str, Any]) -> Any:
+    return dem.GaussianMixture(2, tol=1e-8, max_iter=20_000, **options).fit(data)
+
+
+def incremental(args: argparse.Namespace) -> None:
+    """Incremental EM against batch EM and SQUAREM, passes and seconds to tol=1e-8.
+
+    The data are cut into ``--incremental-chunks`` chunks (incremental EM takes an
+    M-step after every group of ``incremental_chunks`` of them). PPCA with missing
+    values, Tobit and the Gaussian HMM are refused by incremental EM (their statistics
+    are taken about the current parameters); a ``refused`` line says why.
+    """
+    from dem import engine
+    from dem.incremental import check_incremental
+    from dem.models.censored.model import CensoredModel
+    from dem.models.hmm.model import CategoricalHMMModel, GaussianHMMModel
+    from dem.models.ppca.model import LinearGaussianModel
+
+    for name, model in [
+        ("ppca_missing", LinearGaussianModel(2)),
+        ("tobit", CensoredModel()),
+        ("gaussian_hmm", GaussianHMMModel(2)),
+    ]:
+        try:
+            check_incremental(model)
+        except ValueError as refusal:
+            emit({"benchmark": "incremental", "case": name, "refused": str(refusal)})
+    n_chunks = args.incremental_chunks
+    groups = (1, 4)
+    ratios: dict[str, list[float]] = {f"incremental_{g}": [] for g in groups}
+    for seed in range(args.seeds):
+        x = overlapping(args.rows, seed)
+        data = da.from_array(x, chunks=(-(-args.rows // n_chunks), 2))
+        start = rough_start(x, seed)
+        options: dict[str, dict[str, Any]] = {
+            "batch": {},
+            "squarem": {"accelerate": "squarem"},
+            **{
+                f"incremental_{g}": {"method": "incremental", "incremental_chunks": g}
+                for g in groups
+            },
+        }
+        fits = {
+            method: functools.partial(_mixture_fit, data, {**start, **option})
+            for method, option in options.items()
+        }
+        record: dict[str, Any] = {
+            "benchmark": "incremental", "case": "mixture", "rows": args.rows,
+            "chunks": n_chunks, "seed": seed, "tol": 1e-8,
+        }  # fmt: skip
+        for method, fit in fits.items():
+            model, seconds, _ = measured(fit, args.repeats)
+            record[method] = {
+                "passes": int(model.n_iter_), "seconds": round(seconds, 3),
+                "converged": bool(model.converged_), "loglik": float(model.score(x)),
+            }  # fmt: skip
+        batch = record["batch"]
+        for g in groups:
+            ours = record[f"incremental_{g}"]
+            ours["pass_ratio_to_batch"] = round(ours["passes"] / batch["passes"], 3)
+            ours["loglik_rel_diff"] = abs(ours["loglik"] - batch["loglik"]) / abs(batch["loglik"])
+            ratios[f"incremental_{g}"].append(ours["pass_ratio_to_batch"])
+        emit(record)
+    emit(
+        {
+            "benchmark": "incremental", "case": "mixture", "seeds": args.seeds,
+            "median_pass_ratio_to_batch": {k: statistics.median(v) for k, v in ratios.items()},
+        }
+    )  # fmt: skip
+    x = _incremental_hmm_data(args.hmm_sequences, 0)
+    inputs = {"X": da.from_array(x, chunks=(-(-len(x) // n_chunks), -1))}
+    model = CategoricalHMMModel(3, n_features=3)
+    params = {
+        "startprob": np.array([0.4, 0.3, 0.3]),
+        "transmat": np.array([[0.6, 0.2, 0.2], [0.3, 0.4, 0.3], [0.3, 0.3, 0.4]]),
+        "emissionprob": np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2], [0.2, 0.2, 0.6]]),
+    }
+    record = {
+        "benchmark": "incremental", "case": "categorical_hmm", "sequences": len(x),
+        "steps": 40, "chunks": n_chunks, "tol": 1e-8,
+    }  # fmt: skip
+    options = {
+        "batch": {},
+        "squarem": {"accelerate": "squarem"},
+        **{f"incremental_{g}": {"method": "incremental", "incremental_chunks": g} for g in groups},
+    }
+    for method, option in options.items():
+        result, seconds, _ = measured(
+            lambda o=option: engine.fit(
+                model, inputs, lambda: params, tol=1e-8, max_iter=5000, **o
+            ),
+            args.repeats,
+        )
+        record[method] = {
+            "passes": int(result.n_iter), "seconds": round(seconds, 3),
+            "converged": bool(result.converged), "reported": float(result.lower_bound),
+        }  # fmt: skip
+    for g in groups:
+        ours = record[f"incremental_{g}"]
+        ours["pass_ratio_to_batch"] = round(ours["passes"] / record["batch"]["passes"], 3)
+    emit(record)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=50_000, help="rows for the SQUAREM cases")
@@ -877,6 +1000,10 @@ def main() -> None:
     parser.add_argument("--step-exponent", type=float, default=0.6)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--incremental-chunks", type=int, default=64, help="chunks of the incremental cases"
+    )
+    parser.add_argument("--hmm-sequences", type=int, default=20_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument(
         "--only",
@@ -888,6 +1015,7 @@ def main() -> None:
         args.rows, args.restart_rows, args.init_rows = 10_000, 40_000, 40_000
         args.chunk_rows, args.seeds, args.repeats = 10_000, 3, 1
         args.online_rows, args.online_chunk_rows = 1_000_000, 20_000
+        args.hmm_sequences = 2_000
     emit(
         {
             "benchmark": "setup",
@@ -906,6 +1034,7 @@ def main() -> None:
         "init": initialisation,
         "online": online,
         "alpha": alpha_em,
+        "incremental": incremental,
     }
     for name in args.only.split(","):
         parts[name](args)

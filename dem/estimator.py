@@ -221,6 +221,7 @@ class EMEstimator(BaseEstimator):
         "online_passes": counts(1),
         "batch_chunks": counts(1),
         "step_exponent": reals(0.5, 1, closed="right"),
+        "forgetting": [*reals(0, 1, closed="right"), None],
         "warm_start": ["boolean"],
         "sample_dim": [str],
         "feature_dim": [str],

@@ -12,15 +12,26 @@ point of the likelihood, as batch EM does, usually in far fewer passes.
 
 What is reported
 ----------------
-The log-likelihood of a pass (``lower_bounds``, the callback's ``loglik``) is the sum over
-the groups of each group's log-likelihood at the parameters it was visited with in that
-pass, divided by the number of samples: it is not the log-likelihood of one parameter
-set (the first pass's is that of the initial parameters, as in batch EM), and it becomes
-that of the fitted parameters as the fit converges. Neal & Hinton's guarantee is on the
-free energy, not on this sum, which is NOT monotone: on a Gaussian mixture it fell by
-8.8e-7 once, near convergence (tests/test_incremental.py). The fit has converged when one pass
-changes it by less than ``tol`` (or by the model's own ``converged`` rule, applied to
-the parameters before and after the pass). ``n_iter`` counts passes.
+For models that give ``expected_loglik`` (the expected complete-data log-likelihood of
+statistics, linear in them) and ``free_energy = True`` (the Gaussian mixture, the
+categorical HMM), the value of a pass (``lower_bounds``, the callback's ``loglik``) is
+Neal & Hinton's free energy after the pass's last M-step, divided by the number of
+samples: ``F = Σ_g H(q_g) + E_q[log p(X, Z | θ)]``, where ``q_g`` is group ``g``'s
+posterior at the parameters it was last visited with and ``H(q_g)`` = its log-likelihood
+minus its expected complete-data log-likelihood there (cached per group). Every visit
+and every M-step never decreases ``F`` (to rounding: 1e-14 relative), so the trace never
+decreases; ``F`` is at most the log-likelihood at the same parameters and reaches it at
+convergence. The first pass's value lies between the initial log-likelihood and the
+log-likelihood after one batch EM step. (With ``reg_covar`` > 0 the mixture's M-step is
+not quite the maximiser of ``F``; no decrease beyond rounding was measured.)
+
+For other models (the Student mixture, whose statistics hold the latent scales) the
+value is the sum over the groups of each group's log-likelihood at the parameters it was
+visited with: not the log-likelihood of one parameter set and NOT monotone (near
+convergence it can fall by about 1e-6); it becomes that of the fitted parameters as the
+fit converges. The fit has converged when one pass changes the value by less than
+``tol`` (or by the model's own ``converged`` rule, applied to the parameters before and
+after the pass). ``n_iter`` counts passes.
 
 Same bits everywhere
 --------------------
@@ -28,7 +39,8 @@ Each group's statistics are summed in the engine's fixed tree over its chunks, a
 cache is summed in a fixed tree over the groups (fan-in ``split_every``; only the path
 from the replaced group to the root is summed again), never by subtracting old from new:
 the parameters are the same bits whichever workers ran which task. A checkpoint holds the
-cache with each pass (arrays ``incremental_cache_<statistic>``, one row per group), so a
+cache with each pass (arrays ``incremental_cache_<statistic>``, one row per group, and
+``incremental_entropy``), so a
 resumed fit continues with the same bits as one never interrupted; rebuilding the cache
 by one pass on resume would take every group's statistics at the resumed parameters
 instead of at those each group was last visited with, and so follow another path. The
@@ -88,6 +100,8 @@ __all__ = ["CACHE_PREFIX", "ConvergenceWarning", "check_incremental", "fit_runs"
 
 CACHE_PREFIX = "incremental_cache_"
 """Name prefix of the cached statistics among a checkpoint's arrays."""
+ENTROPY = "incremental_entropy"
+"""The checkpoint's array of each group's posterior entropy (the free energy's terms)."""
 
 
 def check_incremental(model: Any) -> None:
@@ -154,6 +168,9 @@ class _Run:
     model: EMModel
     result: EMResult
     totals: _Totals | None = None
+    # each group's H(q_g) = loglik - expected complete-data loglik at its visit
+    # (models with free_energy; None for the others)
+    entropies: list[float] | None = None
     started: float = field(default_factory=time.perf_counter)
     start_params: Params | None = None
 
@@ -205,9 +222,9 @@ def fit_runs(
     runs = []
     for index, (model, init) in enumerate(zip(models, inits, strict=True)):
         started = _start(index, model, init, checkpoint, arrays)
-        params, cache = _split(started.result.params)
+        params, cache, entropies = _split(started.result.params)
         started.result.params = params
-        run = _Run(index, model, started.result)
+        run = _Run(index, model, started.result, entropies=entropies)
         if cache is not None:
             run.totals = _Totals(cache, model.combine, split_every)
         runs.append(run)
@@ -272,6 +289,8 @@ def fit_runs(
             for position, run in enumerate(filling):
                 leaves = [stats[position] for stats in by_group]
                 run.totals = _Totals(leaves, run.model.combine, split_every)
+                if _has_free_energy(run.model):
+                    run.entropies = [_entropy(run, leaf) for leaf in leaves]
                 run.start_params = run.result.params
                 _m_step(run, arrays)
         going = [run for run in active if run not in filling]
@@ -286,6 +305,8 @@ def fit_runs(
             for position, run in enumerate(going):
                 assert run.totals is not None
                 run.totals.replace(group, stats[position])
+                if run.entropies is not None:
+                    run.entropies[group] = _entropy(run, stats[position])
                 _m_step(run, arrays)
         if content is True and checkpoint is not None and found:
             checkpoint.record_content(names, found)
@@ -310,12 +331,26 @@ def _m_step(run: _Run, arrays: Mapping[str, da.Array]) -> None:
         raise
 
 
+def _has_free_energy(model: EMModel) -> bool:
+    return bool(getattr(model, "free_energy", False)) and hasattr(model, "expected_loglik")
+
+
+def _entropy(run: _Run, stats: Stats) -> float:
+    """H(q_g) of a group's posterior, from its statistics at the current parameters."""
+    expected = run.model.expected_loglik(stats, run.result.params)  # type: ignore[attr-defined]
+    return float(stats["loglik"]) - float(expected)
+
+
 def _reported(run: _Run) -> float:
-    """The pass's log-likelihood (see the module docstring), or the model's objective."""
+    """The pass's free energy or log-likelihood (see the module docstring), or the
+    model's objective."""
     assert run.totals is not None
     total = run.totals.total
     if hasattr(run.model, "lower_bound"):
         value = float(run.model.lower_bound(total, run.result.params))
+    elif run.entropies is not None:
+        expected = run.model.expected_loglik(total, run.result.params)  # type: ignore[attr-defined]
+        value = (math.fsum(run.entropies) + float(expected)) / float(total["n"])
     else:
         value = float(total["loglik"] / total["n"])
     if not math.isfinite(value):
@@ -339,6 +374,9 @@ def _record(
     if checkpoint is not None:
         assert run.totals is not None
         cache, dims = _cache_arrays(run.totals.leaves)
+        if run.entropies is not None:
+            cache[ENTROPY] = np.array(run.entropies)
+            dims[ENTROPY] = ("incremental_group",)
         checkpoint.write(
             run.index,
             result.n_iter,
@@ -375,12 +413,14 @@ def _cache_arrays(leaves: list[Stats]) -> tuple[Params, dict[str, tuple[str, ...
     return arrays, dims
 
 
-def _split(restored: Params) -> tuple[Params, list[Stats] | None]:
-    """Parameters and the cached groups' statistics, from what a checkpoint holds."""
-    params = {k: v for k, v in restored.items() if not k.startswith(CACHE_PREFIX)}
+def _split(restored: Params) -> tuple[Params, list[Stats] | None, list[float] | None]:
+    """Parameters, the cached groups' statistics and entropies, from a checkpoint."""
+    entropy = restored.get(ENTROPY)
+    entropies = None if entropy is None else [float(h) for h in np.asarray(entropy)]
+    params = {k: v for k, v in restored.items() if not k.startswith(CACHE_PREFIX) and k != ENTROPY}
     stacked = {k[len(CACHE_PREFIX) :]: v for k, v in restored.items() if k.startswith(CACHE_PREFIX)}
     if not stacked:
-        return params, None
+        return params, None, None
     n_groups = len(next(iter(stacked.values())))
     leaves = [{key: value[g] for key, value in stacked.items()} for g in range(n_groups)]
-    return params, leaves
+    return params, leaves, entropies

@@ -6,6 +6,17 @@ Cappé & Moulines (2009): keep a running average of per-sample sufficient statis
 that average after every batch. One pass over the data then moves the parameters as
 many times as there are batches, which makes a good start for batch EM on large data.
 
+With ``forgetting=ρ`` in (0, 1] the rate is instead Sato & Ishii's (2000) discounted
+average: the running statistics weigh the batch ``j`` updates back by ``(1 - ρ) ** j``,
+normalised, so the rate of the ``t``-th batch is ``ρ / (1 - (1 - ρ) ** (t + 1))`` (1 for
+the first, then falling to the constant ``ρ``). The statistics then average about the
+last ``1 / ρ`` batches: the fit tracks a stream whose distribution drifts, where the
+decaying rate's average over all the past lags ever further behind. The price on a
+stationary stream is noise that never averages away: the parameters wander about the
+optimum like an estimate from ``(2 - ρ) / ρ`` batches' worth of rows (the effective
+number of batches of an exponential average), so choose ``ρ`` about 2 / (batches the
+drift takes to matter).
+
 Models take part unchanged: it is the same ``e_step`` and ``m_step``. Their statistics
 must keep the same keys from batch to batch and mean the same thing whatever the
 parameters (the mixture takes its sums about a shift that is fixed for the whole fit).
@@ -40,9 +51,30 @@ def blend(running: Stats | None, batch: Stats, rate: float) -> Stats:
     return {key: (1.0 - rate) * running[key] + rate * per_sample[key] for key in running}
 
 
-def step_rate(step: int, step_exponent: float) -> float:
-    """Robbins–Monro rate of the ``step``-th batch (counting from 0); 1 for the first."""
-    return float((step + 1) ** -step_exponent)
+def step_rate(step: int, step_exponent: float, forgetting: float | None = None) -> float:
+    """Rate of the ``step``-th batch (counting from 0); 1 for the first.
+
+    Robbins–Monro's ``(step + 1) ** -step_exponent``, or with ``forgetting=ρ`` Sato &
+    Ishii's normalised discount ``ρ / (1 - (1 - ρ) ** (step + 1))`` (see the module notes).
+    """
+    if forgetting is None:
+        return float((step + 1) ** -step_exponent)
+    check_forgetting(forgetting)
+    if forgetting == 1.0:
+        return 1.0
+    return float(forgetting / -np.expm1((step + 1) * np.log1p(-forgetting)))
+
+
+def check_forgetting(forgetting: float | None) -> None:
+    """Refuse a forgetting factor outside (0, 1], saying what it means."""
+    if forgetting is None:
+        return
+    if isinstance(forgetting, bool) or not 0.0 < forgetting <= 1.0:
+        raise ValueError(
+            f"forgetting must be in (0, 1] (the weight of the newest batch in the running "
+            f"statistics: 0.05 averages about the last 20 batches) or None for the decaying "
+            f"rate (t + 1) ** -step_exponent; got {forgetting!r}."
+        )
 
 
 def fit_online(
@@ -53,6 +85,7 @@ def fit_online(
     n_passes: int = 1,
     batch_chunks: int = 1,
     step_exponent: float = 0.6,
+    forgetting: float | None = None,
     random_state: int | np.random.Generator | None = None,
     split_every: int = DEFAULT_SPLIT_EVERY,
     callback: Callable[[IterationInfo], Any] | None = None,
@@ -70,6 +103,9 @@ def fit_online(
         Chunks per update (one compute per update, the batch's chunks in parallel).
     step_exponent : float
         In (0.5, 1]: the rate of the t-th update is ``(t + 1) ** -step_exponent``.
+    forgetting : float in (0, 1], optional
+        Sato & Ishii's discount instead: the rate tends to the constant ``forgetting``
+        (see the module notes); ``step_exponent`` is then unused.
     random_state : int or Generator, optional
         Seeds the order in which chunks are visited.
 
@@ -81,6 +117,7 @@ def fit_online(
     """
     if not 0.5 < step_exponent <= 1.0:
         raise ValueError(f"step_exponent must be in (0.5, 1]; got {step_exponent}.")
+    check_forgetting(forgetting)
     if n_passes < 1 or batch_chunks < 1:
         raise ValueError("n_passes and batch_chunks must be at least 1.")
     params = init()
@@ -111,7 +148,7 @@ def fit_online(
             check = None if start + batch_chunks >= len(order) else check
             if not stats["n"] > 0:  # a batch of weight 0 carries nothing to learn from
                 continue
-            running = blend(running, stats, step_rate(result.n_iter, step_exponent))
+            running = blend(running, stats, step_rate(result.n_iter, step_exponent, forgetting))
             result.params = model.m_step(
                 {k: v * n_total for k, v in running.items()}, result.params
             )

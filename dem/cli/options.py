@@ -359,6 +359,12 @@ ENGINE_OPTIONS: dict[str, Opt] = {
         Opt("online_passes", "Online-EM passes over the data before batch EM (--method online)."),
         Opt("batch_chunks", "Chunks in each online-EM step (--method online)."),
         Opt("step_exponent", "Exponent of the online-EM step size (--method online).", "float"),
+        Opt(
+            "forgetting",
+            "Online EM with a constant step in (0, 1] (Sato-Ishii discount; tracks drift) "
+            "instead of the decaying one (--method online).",
+            "float",
+        ),
     )
 }
 

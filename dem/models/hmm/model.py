@@ -500,6 +500,7 @@ class CategoricalHMMModel(HMMModel):
 
     name: ClassVar[str] = "categorical_hmm"
     comparable_stats: ClassVar[bool] = True  # counts, whatever the parameters
+    free_energy: ClassVar[bool] = True  # expected_loglik below (incremental EM)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -556,6 +557,22 @@ class CategoricalHMMModel(HMMModel):
             index.ravel(), weights=gamma.ravel(), minlength=self.n_features * n_states
         )
         return {"symbol_counts": counts.reshape(self.n_features, n_states).T}
+
+    def expected_loglik(self, stats: Stats, params: Params) -> float:
+        """Expected complete-data log-likelihood of the counts ``stats`` at ``params``:
+        Σ counts × log probabilities of the starts, transitions and symbols (incremental
+        EM's free energy, :mod:`dem.incremental`)."""
+        total = 0.0
+        for key, name in [
+            ("start", "startprob"),
+            ("trans", "transmat"),
+            ("symbol_counts", "emissionprob"),
+        ]:
+            counts = np.asarray(stats[key])
+            with np.errstate(divide="ignore"):
+                logs = np.log(params[name])
+            total += float(np.sum(np.where(counts > 0.0, counts * logs, 0.0)))
+        return total
 
     def emission_m_step(self, stats: Stats, params: Params) -> Params:
         new = np.maximum(

@@ -40,7 +40,7 @@ from dem.models.mixture.missing import (
     conditional_means,
 )
 from dem.models.mixture.model import MixtureModel
-from dem.online import blend, fit_online, step_rate
+from dem.online import blend, check_forgetting, fit_online, step_rate
 from dem.weights import init_sample, with_weights
 
 
@@ -123,7 +123,8 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
     method : {"batch", "online", "incremental"}, default="batch"
         ``"online"`` starts with ``online_passes`` passes of online (stepwise) EM
         (Cappé & Moulines 2009; see :mod:`dem.online`), updating the parameters after
-        every ``batch_chunks`` chunks with rate ``(t + 1) ** -step_exponent``, then
+        every ``batch_chunks`` chunks with rate ``(t + 1) ** -step_exponent`` (or, with
+        ``forgetting``, a rate that tends to the constant ``forgetting``), then
         continues with batch EM for up to ``max_iter`` iterations (``max_iter=0``:
         online only). ``"incremental"`` is Neal & Hinton's incremental EM (see
         :mod:`dem.incremental`): an M-step after every ``incremental_chunks`` chunks,
@@ -131,6 +132,12 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         ``n_iter_`` count passes.
     online_passes, batch_chunks, incremental_chunks : int
     step_exponent : float in (0.5, 1]
+    forgetting : float in (0, 1], optional
+        Online EM (``method="online"`` and ``partial_fit``) with Sato & Ishii's discount:
+        the running statistics weigh the batch ``j`` updates back by
+        ``(1 - forgetting) ** j``, so the fit tracks a drifting stream (about the last
+        ``1 / forgetting`` batches) instead of averaging all the past; see
+        :mod:`dem.online`. None (the default): the decaying rate.
     warm_start : bool, default=False
         Start from the current fitted parameters when ``fit`` is called again.
     callback : callable, optional
@@ -184,6 +191,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         online_passes: int = 1,
         batch_chunks: int = 1,
         step_exponent: float = 0.6,
+        forgetting: float | None = None,
         incremental_chunks: int = 1,
         warm_start: bool = False,
         callback: Callable[[Any], Any] | None = None,
@@ -215,6 +223,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self.online_passes = online_passes
         self.batch_chunks = batch_chunks
         self.step_exponent = step_exponent
+        self.forgetting = forgetting
         self.incremental_chunks = incremental_chunks
         self.warm_start = warm_start
         self.callback = callback
@@ -343,6 +352,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
                 n_passes=int(self.online_passes),
                 batch_chunks=int(self.batch_chunks),
                 step_exponent=float(self.step_exponent),
+                forgetting=self._forgetting(),
                 random_state=rng,
                 split_every=int(self.split_every),
                 persist=self.persist,
@@ -364,7 +374,8 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
 
         The first call initialises from ``X`` (or from the fitted parameters); every
         call blends the batch's per-sample statistics into a running average with rate
-        ``(t + 1) ** -step_exponent`` and runs the M-step on it. ``lower_bound_`` is
+        ``(t + 1) ** -step_exponent`` (with ``forgetting``: Sato & Ishii's discounted
+        average, which tracks a drifting stream) and runs the M-step on it. ``lower_bound_`` is
         the batch's mean log-likelihood before the update; ``n_iter_`` counts updates.
         """
         model = self._model()
@@ -397,7 +408,9 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             missing_ok=model.missing_ok,
         )
         running = blend(
-            state["running"], stats, step_rate(state["updates"], float(self.step_exponent))
+            state["running"],
+            stats,
+            step_rate(state["updates"], float(self.step_exponent), self._forgetting()),
         )
         n_seen = state["n_seen"] + float(stats["n"])
         params = model.m_step({k: v * n_seen for k, v in running.items()}, state["params"])
@@ -414,6 +427,13 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         self.converged_ = False
         self._set_features(X, variable, int(samples.array.shape[1]))
         return self
+
+    def _forgetting(self) -> float | None:
+        """The forgetting factor (None: the decaying rate), checked."""
+        forgetting = getattr(self, "forgetting", None)
+        value = None if forgetting is None else float(forgetting)
+        check_forgetting(value)
+        return value
 
     def _checked_inits(self, n_features: int) -> dict[str, np.ndarray | None]:
         k, d, ctype = self.n_components, n_features, self.covariance_type

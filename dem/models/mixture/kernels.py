@@ -73,3 +73,39 @@ def estimate_params(
         "covariances": covariances,
         "precisions_cholesky": gaussian.precision_cholesky(covariances, covariance_type),
     }
+
+
+def expected_complete_loglik(stats: Stats, params: Params, covariance_type: str) -> float:
+    """``Σ_i Σ_k r_ik [log w_k + log N(x_i | μ_k, Σ_k)]`` from statistics about the shift.
+
+    The expected complete-data log-likelihood of the rows whose statistics (taken with
+    responsibilities ``r`` at any parameters) are ``stats``, at ``params``: linear in the
+    statistics, so that of several chunks is that of their sum (incremental EM's free
+    energy, :mod:`dem.incremental`). Scatter about each mean is that about the shift
+    corrected as the M-step corrects it, with ``reg_covar`` 0 and counts 1.
+    """
+    resp_sum = np.asarray(stats["resp_sum"])
+    n_components, n_features = params["means"].shape
+    dm = params["means"] - params["shift"]
+    ones = np.ones(n_components)
+    prec_chol = params["precisions_cholesky"]
+    if covariance_type == "tied":  # one scatter Σ_k S_k: _covariance_tied divides by Σ nk
+        centred = gaussian.COVARIANCE["tied"](
+            stats["scatter"], resp_sum, stats["sum_x"], dm, ones / n_components, 0.0
+        )
+        precision = prec_chol @ prec_chol.T
+        trace = float(np.sum(precision * centred))
+    else:
+        centred = gaussian.COVARIANCE["full" if covariance_type == "full" else "diag"](
+            stats["scatter"], resp_sum, stats["sum_x"], dm, ones, 0.0
+        )
+        if covariance_type == "full":
+            precision = np.einsum("kij,klj->kil", prec_chol, prec_chol)
+            trace = float(np.sum(precision * centred))
+        elif covariance_type == "diag":
+            trace = float(np.sum(prec_chol**2 * centred))
+        else:
+            trace = float(np.sum(prec_chol[:, None] ** 2 * centred))
+    log_det = gaussian.log_det_cholesky(prec_chol, covariance_type, n_features)
+    per_row = np.log(params["weights"]) + log_det - 0.5 * n_features * gaussian.LOG_2PI
+    return float(resp_sum @ per_row) - 0.5 * trace

@@ -213,6 +213,7 @@ class MarginalMixtureModel(MixtureModel):
     (:class:`UnobservedRowsWarning`).
     """
 
+    free_energy: ClassVar[bool] = False  # the Gaussian expected_loglik misses terms
     missing_ok: ClassVar[frozenset[str]] = frozenset({"X"})
     _warned: set[int] = field(default_factory=set, compare=False, repr=False)
 

@@ -55,6 +55,9 @@ class MixtureModel:
     inputs: ClassVar[tuple[str, ...]] = ("X",)
     missing_ok: ClassVar[frozenset[str]] = frozenset()
     comparable_stats: ClassVar[bool] = True  # sums about a shift fixed for the fit
+    # expected_loglik is the expected complete-data log-likelihood of its statistics
+    # (subclasses whose statistics hold more, or other terms, set this False)
+    free_energy: ClassVar[bool] = True
     remedy: ClassVar[str] = (
         "Decrease n_components, increase reg_covar, or scale the input data to unit variance."
     )
@@ -209,6 +212,11 @@ class MixtureModel:
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         return kernels.estimate_params(stats, params["shift"], self.covariance_type, self.reg_covar)
+
+    def expected_loglik(self, stats: Stats, params: Params) -> float:
+        """Expected complete-data log-likelihood of ``stats`` at ``params`` (incremental
+        EM's free energy; :func:`kernels.expected_complete_loglik`)."""
+        return kernels.expected_complete_loglik(stats, params, self.covariance_type)
 
     # --- parameters as a flat vector, for SQUAREM ----------------------------------------
 

@@ -54,7 +54,7 @@ class StudentMixture(GaussianMixture):
 precisions_init, random_state, checkpoint, resume, storage_options, \
 checkpoint_storage_options, split_every, persist, \
 init_sample_size, accelerate, alpha, method, online_passes, batch_chunks, step_exponent, \
-warm_start, callback, sample_dim, feature_dim
+forgetting, warm_start, callback, sample_dim, feature_dim
         As for :class:`~dem.GaussianMixture` (``precisions_init``: the inverse scale
         matrices; ``reg_covar`` is added to the scale matrices' diagonal).
 
@@ -109,6 +109,7 @@ online_lower_bounds_, n_features_in_
         online_passes: int = 1,
         batch_chunks: int = 1,
         step_exponent: float = 0.6,
+        forgetting: float | None = None,
         warm_start: bool = False,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
@@ -139,6 +140,7 @@ online_lower_bounds_, n_features_in_
             online_passes=online_passes,
             batch_chunks=batch_chunks,
             step_exponent=step_exponent,
+            forgetting=forgetting,
             warm_start=warm_start,
             callback=callback,
             sample_dim=sample_dim,

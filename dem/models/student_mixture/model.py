@@ -34,6 +34,7 @@ class StudentMixtureModel(MixtureModel):
 
     dof: float | str | None = None
 
+    free_energy: ClassVar[bool] = False  # the Gaussian expected_loglik misses terms
     name: ClassVar[str] = "student_mixture"
     remedy: ClassVar[str] = (
         "Decrease n_components, increase reg_covar, fix dof (e.g. dof=4), or scale the "
