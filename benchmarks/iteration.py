@@ -43,6 +43,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, float, float]] = []
+        self.last_pass: tuple[Any, ...] = ()  # em_pass's (pairs, names, blocks) of the last
         self._undo: list[Callable[[], None]] = []
 
     def wrap(self, owner: Any, attribute: str, name: str) -> None:
@@ -78,6 +80,8 @@ class Probe:
         events = self.events
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if name == "pass":
+                self.last_pass = args
             start = time.time()
             try:
                 return original(*args, **kwargs)
@@ -206,31 +210,22 @@ def _transfers(tasks: list[dict[str, Any]]) -> float:
 
 
 def dem_fit(
-    client: Any,
-    array: Any,
-    k: int,
-    covariance_type: str,
-    inits: dict[str, np.ndarray],
-    passes: int,
-    checkpoint: str | None,
-) -> tuple[list[dict[str, Any]], list[float]]:
-    """Budgets of the passes after the first (warm-up) and before the last, and the
-    lower bounds."""
+    client: Any, case: Case, arrays: list[Any], passes: int, checkpoint: str | None
+) -> tuple[list[dict[str, Any]], list[float], tuple[Any, ...]]:
+    """Budgets of the passes after the first (warm-up) and before the last, the lower
+    bounds, and the last pass's ``(pairs, names, ...)`` (for :func:`kernel_alone`)."""
     from distributed import get_task_stream
 
     from dem.engine import ConvergenceWarning
-    from dem.models.mixture import GaussianMixture
 
-    model = GaussianMixture(
-        k, covariance_type=covariance_type, max_iter=passes, tol=0.0, checkpoint=checkpoint, **inits
-    )
+    model = case.estimator(passes, checkpoint)
     with probed() as probe, get_task_stream(client) as stream:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(array)
+            model.fit(*arrays)
         end = time.time()
     rows = budget(probe.events, stream.data, end)
-    return rows[1:-1], list(model.lower_bounds_)
+    return rows[1:-1], list(getattr(model, "lower_bounds_", [])), probe.last_pass
 
 
 def sklearn_iteration(
@@ -275,15 +270,14 @@ def sklearn_iteration(
     return [e + m for e, m in zip(e_steps, m_steps, strict=False)], float(model.lower_bound_)
 
 
-def kernel_alone(x: np.ndarray, k: int, covariance_type: str, inits: dict[str, Any]) -> float:
-    """Seconds of one chunk's E-step in this process, one thread (fastest of 5)."""
-    from dem.models.mixture.init import initial_params
-    from dem.models.mixture.model import MixtureModel
-
-    model = MixtureModel(k, covariance_type)
-    params = initial_params(model, x[:0], np.random.default_rng(0), "kmeans", **inits)
+def kernel_alone(last_pass: tuple[Any, ...], chunks: dict[str, np.ndarray]) -> float:
+    """Seconds of one chunk's E-step in this process, one thread (fastest of 5), with the
+    model and parameters of the fit's last pass."""
+    pairs, names = last_pass[0], last_pass[1]
+    model, params = pairs[0]
+    block = {name: chunks[name] for name in names}
     with threadpool_limits(1):
-        return min(timed(lambda: model.e_step({"X": x}, params))[0] for _ in range(5))
+        return min(timed(lambda: model.e_step(block, params))[0] for _ in range(5))
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -338,49 +332,164 @@ def table(columns: dict[str, dict[str, Any]], extra: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Case:
+    """One model's benchmark: its inputs (in ``fit``'s order, split into chunks along their
+    first axis), an estimator of ``max_iter`` passes, and the configuration it reports."""
+
+    data: dict[str, np.ndarray]
+    estimator: Callable[[int, str | None], Any]
+    config: dict[str, Any]
+
+
+DEFAULTS = {  # per model: rows (sequences for the HMM), features, components, chunk rows
+    "gmm": (1e6, 16, 8, 100_000),
+    "ppca": (1e6, 16, 4, 100_000),
+    "tobit": (1e6, 16, 0, 100_000),
+    "hmm": (5e4, 4, 4, 5_000),
+}
+
+
+def gmm_case(n: int, d: int, k: int, covariance: str) -> Case:
+    """A Gaussian mixture from a k-means start (the one scikit-learn gets)."""
+    from dem.models.mixture import GaussianMixture
+
+    x = mixture_rows(n, d, k, seed=1)
+    sample = x[np.random.default_rng(2).choice(n, size=min(n, 20_000), replace=False)]
+    inits = initial_parameters(sample, k, covariance, seed=3)
+    return Case(
+        {"X": x},
+        lambda passes, store: GaussianMixture(
+            k, covariance_type=covariance, max_iter=passes, tol=0.0, checkpoint=store, **inits
+        ),
+        {"covariance": covariance, "inits": inits},
+    )
+
+
+def ppca_case(n: int, d: int, q: int, missing: float) -> Case:
+    """PPCA with each entry missing with probability ``missing`` (NaN)."""
+    import dem
+
+    rng = np.random.default_rng(1)
+    loadings = rng.standard_normal((d, q)) * np.linspace(3.0, 1.0, q)
+    x = rng.standard_normal((n, q)) @ loadings.T + rng.normal(0.0, 5.0, d)
+    x += rng.standard_normal((n, d))
+    x[rng.random((n, d)) < missing] = np.nan
+    return Case(
+        {"X": x},
+        lambda passes, store: dem.PPCA(
+            q, max_iter=passes, tol=0.0, random_state=0, checkpoint=store
+        ),
+        {"missing": missing},
+    )
+
+
+def tobit_case(n: int, d: int, censored: float) -> Case:
+    """A censored regression, ``censored`` of the rows at a limit (half each side)."""
+    import dem
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, d))
+    latent = 0.5 + x @ (rng.normal(size=d) / np.sqrt(d)) + rng.normal(size=n)
+    left, right = np.quantile(latent, [censored / 2, 1 - censored / 2])
+    return Case(
+        {"X": x, "y": np.clip(latent, left, right)},
+        lambda passes, store: dem.CensoredRegression(
+            float(left), float(right), max_iter=passes, tol=0.0, checkpoint=store
+        ),
+        {"censored": censored},
+    )
+
+
+def hmm_case(n: int, d: int, k: int, times: int) -> Case:
+    """A diagonal Gaussian HMM: ``n`` sequences of ``times`` steps (float32), from a sticky
+    chain of ``k`` states, started near the truth."""
+    import dem
+
+    rng = np.random.default_rng(0)
+    transmat = np.full((k, k), 0.1 / max(k - 1, 1))
+    np.fill_diagonal(transmat, 0.9)
+    means, covars = rng.normal(0.0, 3.0, (k, d)), rng.uniform(0.5, 1.5, (k, d))
+    cdf = np.cumsum(transmat, axis=1)
+    states = np.empty((n, times), dtype=np.int64)
+    states[:, 0] = rng.integers(0, k, n)
+    for t in range(1, times):
+        states[:, t] = np.minimum((rng.random((n, 1)) >= cdf[states[:, t - 1]]).sum(1), k - 1)
+    noise = rng.standard_normal((n, times, d), dtype=np.float32)
+    x = (means[states] + noise * np.sqrt(covars[states])).astype(np.float32)
+    inits = {
+        "startprob_init": np.full(k, 1.0 / k),
+        "transmat_init": np.full((k, k), 1.0 / k),
+        "means_init": means + rng.normal(0.0, 0.5, means.shape),
+        "covars_init": covars * rng.uniform(0.7, 1.5, covars.shape),
+    }
+    return Case(
+        {"X": x},
+        lambda passes, store: dem.GaussianHMM(
+            k, covariance_type="diag", max_iter=passes, tol=0.0, checkpoint=store, **inits
+        ),
+        {"times": times, "covariance": "diag"},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=float, default=1e6, help="rows (default 1e6)")
-    parser.add_argument("--d", type=int, default=16)
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--covariance", default="full")
-    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--model", choices=tuple(DEFAULTS), default="gmm")
+    parser.add_argument("--n", type=float, help="rows, sequences for hmm (default by model)")
+    parser.add_argument("--d", type=int, help="features (default by model)")
+    parser.add_argument("--k", type=int, help="components or states (default by model)")
+    parser.add_argument("--covariance", default="full", help="gmm only")
+    parser.add_argument("--missing", type=float, default=0.1, help="ppca: fraction missing")
+    parser.add_argument("--censored", type=float, default=0.5, help="tobit: fraction censored")
+    parser.add_argument("--times", type=int, default=100, help="hmm: steps per sequence")
+    parser.add_argument("--chunk-rows", type=int, help="rows (sequences) per chunk")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=4, help="timed passes per fit")
     parser.add_argument("--repeats", type=int, default=2, help="fits with and without checkpoint")
     parser.add_argument("--sklearn-iterations", type=int, default=3, help="per repetition")
-    parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--no-sklearn", action="store_true", help="gmm: no scikit-learn")
     parser.add_argument(
         "--timeline", action="store_true", help="print the tasks of one pass (stderr)"
     )
     args = parser.parse_args()
-    n, d, k, ctype = int(args.n), args.d, args.k, args.covariance
+    n0, d0, k0, chunk0 = DEFAULTS[args.model]
+    n, d = int(args.n or n0), args.d or d0
+    k, chunk_rows = args.k or k0, args.chunk_rows or chunk0
 
     emit(BENCHMARK, "machine", **machine())
-    x = mixture_rows(n, d, k, seed=1)
-    sample = x[np.random.default_rng(2).choice(n, size=min(n, 20_000), replace=False)]
-    inits = initial_parameters(sample, k, ctype, seed=3)
-    config = {"n": n, "d": d, "k": k, "covariance": ctype, "chunk_rows": args.chunk_rows,
-              "workers": args.workers}  # fmt: skip
+    if args.model == "gmm":
+        case = gmm_case(n, d, k, args.covariance)
+    elif args.model == "ppca":
+        case = ppca_case(n, d, k, args.missing)
+    elif args.model == "tobit":
+        case = tobit_case(n, d, args.censored)
+    else:
+        case = hmm_case(n, d, k, args.times)
+    inits = case.config.pop("inits", None)
+    config = {"model": args.model, "n": n, "d": d, "k": k, **case.config,
+              "chunk_rows": chunk_rows, "workers": args.workers}  # fmt: skip
+    with_sklearn = args.model == "gmm" and not args.no_sklearn
     rows: dict[str, list[dict[str, Any]]] = {"no checkpoint": [], "checkpoint": []}
     bounds: dict[str, list[float]] = {}
     sklearn: dict[str, list[float]] = {"sklearn_threads": [], "sklearn_1_thread": []}
     with local_cluster(args.workers) as client, tempfile.TemporaryDirectory() as tmp:
-        array = scattered(client, x, args.chunk_rows)
+        arrays = [scattered(client, value, chunk_rows) for value in case.data.values()]
         passes = args.iterations + 2
         for repeat in range(args.repeats):
             for name in rows:
                 store = f"{tmp}/fit-{repeat}.zarr" if name == "checkpoint" else None
-                found, bounds[name] = dem_fit(client, array, k, ctype, inits, passes, store)
+                found, bounds[name], last_pass = dem_fit(client, case, arrays, passes, store)
                 rows[name].extend(found)
-            if not args.no_sklearn:
+            if with_sklearn:
+                x, ctype = case.data["X"], args.covariance
                 seconds, bound = sklearn_iteration(x, k, ctype, inits, args.sklearn_iterations)
                 sklearn["sklearn_threads"].extend(seconds)
                 bounds["sklearn"] = [bound]
                 with threadpool_limits(1):
                     seconds, _ = sklearn_iteration(x, k, ctype, inits, args.sklearn_iterations)
                 sklearn["sklearn_1_thread"].extend(seconds)
-        alone = kernel_alone(x[: args.chunk_rows], k, ctype, inits)
+        first = {name: value[:chunk_rows] for name, value in case.data.items()}
+        alone = kernel_alone(last_pass, first)
     if args.timeline:
         for name, found in rows.items():
             print(f"one pass, {name} (ms from dask.compute):", file=sys.stderr)
@@ -397,7 +506,7 @@ def main() -> None:
             summary[name] = median(seconds)
             summary[f"{name}_repeats"] = seconds
             summary[f"{name}_over_dem"] = median(seconds) / columns["no checkpoint"]["wall"]
-    if "sklearn" in bounds:
+    if "sklearn" in bounds and bounds["no checkpoint"]:
         ours = bounds["no checkpoint"][args.sklearn_iterations - 1]
         summary["lower_bound_rel_diff_vs_sklearn"] = abs(ours - bounds["sklearn"][0]) / abs(
             bounds["sklearn"][0]
