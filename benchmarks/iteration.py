@@ -28,9 +28,17 @@ depends on the code measured. Also ``transfer_params`` (summed transfers into ma
 tasks: the parameters, once per worker) and ``transfer_stats`` (into combine tasks),
 ``kernel_alone`` (one chunk's E-step in this process, one thread, while the cluster
 idles: the difference with the per-chunk figure on the workers is the two kernels
-slowing each other), and scikit-learn's seconds per iteration with its default
-threads and with one (its ``_e_step`` plus ``_m_step`` per iteration, timed around
-the calls).
+slowing each other), ``map_task_cpu_share`` (of the map tasks' seconds on the workers,
+the share on the CPU, from distributed's ``digests_total``: the rest is waiting for a
+core held by other processes, or for memory), and scikit-learn's seconds per iteration
+with its default threads and with one (its ``_e_step`` plus ``_m_step`` per iteration,
+timed around the calls).
+
+``--model`` picks another model with the same machinery: ``ppca`` (PPCA, q=4, with 10%
+of the entries missing), ``tobit`` (CensoredRegression, half the rows censored) or
+``hmm`` (GaussianHMM, diag, 4 states, sequences of 100 steps of 4 features, float32;
+``--n`` counts sequences, ``--chunk-rows`` sequences per chunk); scikit-learn runs for
+``gmm`` only.
 
 Run ``python benchmarks/iteration.py`` (about 3 minutes on 2 cores) or with ``--n 2e6
 --covariance diag --no-sklearn``. Medians over the timed iterations of every repetition.
@@ -225,13 +233,36 @@ def dem_fit(
     from dem.engine import ConvergenceWarning
 
     model = case.estimator(passes, checkpoint)
+    cpu_before = map_task_seconds(client)
     with probed() as probe, get_task_stream(client) as stream:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(*arrays)
         end = time.time()
+    cpu, elsewhere = (b - a for a, b in zip(cpu_before, map_task_seconds(client), strict=True))
     rows = budget(probe.events, stream.data, end)
+    for row in rows:
+        row["map_task_cpu_share"] = cpu / (cpu + elsewhere) if cpu + elsewhere > 0 else np.nan
     return rows[1:-1], list(getattr(model, "lower_bounds_", [])), probe.last_pass
+
+
+def _map_task_digests(dask_worker: Any) -> tuple[float, float]:
+    """On a worker: seconds its map tasks spent on the CPU and off it (distributed's
+    ``digests_total``: ``thread-cpu`` and ``thread-noncpu`` of the prefix ``_map_task``)."""
+    cpu = elsewhere = 0.0
+    for key, value in dask_worker.digests_total.items():
+        if isinstance(key, tuple) and len(key) == 5 and key[0] == "execute":
+            if key[2] == "_map_task" and key[3] == "thread-cpu":
+                cpu += value
+            elif key[2] == "_map_task" and key[3] == "thread-noncpu":
+                elsewhere += value
+    return cpu, elsewhere
+
+
+def map_task_seconds(client: Any) -> tuple[float, float]:
+    """The map tasks' seconds on and off the CPU so far, summed over the workers."""
+    found = client.run(_map_task_digests).values()
+    return sum(c for c, _ in found), sum(e for _, e in found)
 
 
 def sklearn_iteration(
@@ -291,7 +322,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in ("wall", *PHASES, "other", "client_submit", "combine_compute", "checkpoint_write"):
         out[name] = median([r[name] for r in rows])
-    for name in ("transfer_params", "transfer_stats", "kernel_per_map_task"):
+    for name in ("transfer_params", "transfer_stats", "kernel_per_map_task", "map_task_cpu_share"):
         out[name] = median([r[name] for r in rows])
     workers = max(len(r["kernel_per_worker"]) for r in rows)
     out["kernel_per_worker"] = [
@@ -330,6 +361,10 @@ def table(columns: dict[str, dict[str, Any]], extra: dict[str, str]) -> str:
             f"{'/'.join(f'{1e3 * v:.0f}' for v in columns[n]['kernel_per_worker']):>18}"
             for n in names
         )
+    )
+    lines.append(
+        f"{'  map tasks on the CPU':<26}"
+        + "".join(f"{columns[n]['map_task_cpu_share']:>18.0%}" for n in names)
     )
     lines.append(
         f"{'wall / busiest kernel':<26}"
