@@ -252,9 +252,10 @@ def _map_task_digests(dask_worker: Any) -> tuple[float, float]:
     cpu = elsewhere = 0.0
     for key, value in dask_worker.digests_total.items():
         if isinstance(key, tuple) and len(key) == 5 and key[0] == "execute":
-            if key[2] == "_map_task" and key[3] == "thread-cpu":
+            prefix = key[2]  # dask's key_split drops the leading underscore
+            if prefix == "map_task" and key[3] == "thread-cpu":
                 cpu += value
-            elif key[2] == "_map_task" and key[3] == "thread-noncpu":
+            elif prefix == "map_task" and key[3] == "thread-noncpu":
                 elsewhere += value
     return cpu, elsewhere
 
