@@ -95,6 +95,7 @@ def demo(
                 "threads": workers,
                 "n_components": components,
                 "separation": 1.0,
+                "missing": 0.0,
             },
         )
         size = samples * features * 8 / 1e6
