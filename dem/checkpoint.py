@@ -35,6 +35,7 @@ import warnings
 import weakref
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,8 @@ class Checkpoint:
         latest = dict(root.attrs).get("latest_by_run")
         self._latest: dict[str, int] = dict(latest) if isinstance(latest, dict) else {}
         self._previous: dict[int, int] = {}
+        self._writer: ThreadPoolExecutor | None = None  # the background writes' one thread
+        self._pending: Future[None] | None = None
         if isinstance(lock, lease.Lease):
             self._finalizer: weakref.finalize[Any, Any] | None = weakref.finalize(
                 self, lock.release
@@ -183,9 +186,26 @@ class Checkpoint:
         return cls(root, path, lock)
 
     def close(self) -> None:
-        """Release the lock (idempotent)."""
-        if self._finalizer is not None:
-            self._finalizer()
+        """Wait for a write in progress (see :meth:`wait`), then release the lock
+        (idempotent); the write's failure, if any, is raised after the release."""
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+            if self._finalizer is not None:
+                self._finalizer()
+
+    def wait(self) -> None:
+        """Wait until the iteration being written in the background (``write(...,
+        background=True)``) is complete; raise its failure (a CheckpointWriteError), if any.
+
+        Every other method waits first, so the store is never written by two threads.
+        """
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -201,15 +221,44 @@ class Checkpoint:
         loglik: float,
         converged: bool,
         dims: dict[str, tuple[str, ...]],
+        *,
+        background: bool = False,
     ) -> None:
         """Write one iteration completely, then mark it complete and advance ``latest``.
+
+        With ``background=True`` the write runs in a thread of its own while the caller
+        goes on (the next pass over the data), on a copy of ``params``; it starts only
+        once the write before it is complete, and :meth:`wait` (or the next write, or
+        :meth:`close`) waits for it and raises its failure.
 
         Raises
         ------
         CheckpointWriteError
-            The store refused a write (for example the disk is full). The iteration
-            being written stays unmarked, so earlier ones are what a resume uses.
+            The store refused a write (for example the disk is full), this one or the
+            one before it in the background. The iteration being written stays
+            unmarked, so earlier ones are what a resume uses.
         """
+        self.wait()
+        if not background:
+            self._write(run, iteration, params, loglik, converged, dims)
+            return
+        copied = {key: np.array(value, copy=True) for key, value in params.items()}
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="dem-checkpoint")
+        self._pending = self._writer.submit(
+            self._write, run, iteration, copied, loglik, converged, dict(dims)
+        )
+
+    def _write(
+        self,
+        run: int,
+        iteration: int,
+        params: Params,
+        loglik: float,
+        converged: bool,
+        dims: dict[str, tuple[str, ...]],
+    ) -> None:
+        """:meth:`write`, in the caller's thread."""
         name = f"run-{run}/iter-{iteration:06d}"
         self._check_lease()
         try:
@@ -262,6 +311,7 @@ class Checkpoint:
         CheckpointWriteError
             The store refused a write; the iterations stay intact.
         """
+        self.wait()
         self._check_lease()
         try:
             group = self._root.create_group("final", overwrite=True)
@@ -305,6 +355,7 @@ class Checkpoint:
         Maps each input's name to one digest per sample chunk (see
         :func:`chunk_digest`); None until a fit's first pass completed.
         """
+        self.wait()
         content = dict(self._root.attrs).get("content")
         if not isinstance(content, dict) or content.get("algorithm") != DIGEST_ALGORITHM:
             return None
@@ -314,6 +365,7 @@ class Checkpoint:
     def record_content(self, names: Sequence[str], digests: Sequence[Sequence[int]]) -> None:
         """Record the data's content digests (see :meth:`content`): per chunk, one
         digest per input, the inputs named ``names`` in order."""
+        self.wait()
         chunks = {name: [int(chunk[i]) for chunk in digests] for i, name in enumerate(names)}
         try:
             self._root.attrs["content"] = {"algorithm": DIGEST_ALGORITHM, "chunks": chunks}
@@ -329,6 +381,7 @@ class Checkpoint:
         Iterations after it (damaged or cut off from the history) are removed, so
         the ones written from here on form one history.
         """
+        self.wait()
         restored = _restore(self._root, run, self.path, self._latest.get(str(run)), self._remote)
         for iteration in _iterations(self._root, run, self.path, self._remote):
             if restored is None or iteration > restored.iteration:

@@ -342,6 +342,43 @@ def fit_runs(
         return _other_method(method, accelerate, incremental_chunks, models, arrays, inits,
                              tol=tol, max_iter=max_iter, split_every=split_every,
                              checkpoint=checkpoint, callback=callback, persist=persist)  # fmt: skip
+    try:
+        results = _fit_batch(models, arrays, inits, tol, max_iter, split_every, accelerate,
+                             checkpoint, callback, persist)  # fmt: skip
+    except BaseException as failure:
+        _complete_writes(checkpoint, failure)
+        raise
+    _complete_writes(checkpoint, None)
+    return results
+
+
+def _complete_writes(checkpoint: Checkpoint | None, failure: BaseException | None) -> None:
+    """Wait for the checkpoint's write in the background (the last iteration), so that a
+    fit returns, or stops, with every iteration it recorded complete in the store. Its
+    failure is raised, or noted on the fit's own ``failure`` when the fit failed."""
+    if checkpoint is None:
+        return
+    try:
+        checkpoint.wait()
+    except Exception as problem:
+        if failure is None:
+            raise
+        failure.add_note(f"The checkpoint's last write failed too: {problem}")
+
+
+def _fit_batch(
+    models: Sequence[EMModel],
+    arrays: Mapping[str, da.Array],
+    inits: Sequence[Callable[[], Params]],
+    tol: float,
+    max_iter: int,
+    split_every: int,
+    accelerate: str,
+    checkpoint: Checkpoint | None,
+    callback: Callable[[IterationInfo], Any] | None,
+    persist: bool | None,
+) -> list[EMResult]:
+    """:func:`fit_runs` by batch EM; the checkpoint's last write may still be under way."""
     runs = [
         _start(index, model, init, checkpoint, arrays)
         for index, (model, init) in enumerate(zip(models, inits, strict=True))
@@ -466,7 +503,9 @@ def _start(
         raise
     run = _Run(index, model, EMResult(params=params))
     if checkpoint is not None:
-        checkpoint.write(index, 0, run.result.params, math.nan, False, model.param_dims())
+        checkpoint.write(
+            index, 0, run.result.params, math.nan, False, model.param_dims(), background=True
+        )
     return run
 
 
@@ -516,6 +555,9 @@ def _record(
             step.loglik,
             result.converged,
             run.model.param_dims(),
+            # written during the next pass (fit_runs waits for the last one), unless a
+            # callback is to see it written: it may stop the fit, or the process may end
+            background=callback is None,
         )
     if callback is not None:
         seconds = time.perf_counter() - run.started

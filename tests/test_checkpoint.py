@@ -6,6 +6,7 @@ contract test of every registered model (``tests/contract/test_contract.py``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 from pathlib import Path
@@ -159,3 +160,50 @@ def test_checkpoint_with_given_start(tmp_path, blobs):
     start = dem.load_checkpoint(tmp_path / "fit.zarr")
     assert start["covariances"].dims == ("feature", "feature_")
     assert model.n_iter_ == 3
+
+
+def test_each_write_overlaps_the_next_pass_and_the_fit_returns_with_all_written(
+    tmp_path, blobs, monkeypatch
+):
+    """Without a callback an iteration is written while the next pass runs: one write at a
+    time, in order, and the fit returns once the last is complete."""
+    import threading
+    import time
+
+    import dem.engine
+    from dem.checkpoint import Checkpoint
+
+    next_pass = threading.Event()
+    writes: list[tuple[int, float, float, bool]] = []
+    real_write, real_private, real_pass = Checkpoint.write, Checkpoint._write, dem.engine.em_pass
+
+    def write(self, *args, **kwargs):
+        next_pass.clear()
+        return real_write(self, *args, **kwargs)
+
+    def slow_write(self, run, iteration, *args):
+        started = time.perf_counter()
+        # a write in the caller's thread would hold the next pass back: this waits for it
+        # (the initial parameters' write completes before the first pass, which reads the
+        # data's digests from the checkpoint)
+        overlapped = 0 < iteration < 4 and next_pass.wait(timeout=10)
+        real_private(self, run, iteration, *args)
+        writes.append((iteration, started, time.perf_counter(), overlapped))
+
+    def timed_pass(*args, **kwargs):
+        next_pass.set()
+        return real_pass(*args, **kwargs)
+
+    monkeypatch.setattr(Checkpoint, "write", write)
+    monkeypatch.setattr(Checkpoint, "_write", slow_write)
+    monkeypatch.setattr(dem.engine, "em_pass", timed_pass)
+    model = quiet_fit(mixture(tmp_path / "fit.zarr", max_iter=4), blobs)
+    returned = time.perf_counter()
+    assert [w[0] for w in writes] == [0, 1, 2, 3, 4]
+    assert [w[3] for w in writes] == [False, True, True, True, False]
+    assert all(a[2] <= b[1] for a, b in itertools.pairwise(writes))  # one at a time, in order
+    assert writes[-1][2] <= returned
+    saved = dem.load_checkpoint(tmp_path / "fit.zarr")
+    assert saved.attrs["last_iteration"] == 4
+    np.testing.assert_array_equal(saved["means"].values, model.means_)
+    np.testing.assert_array_equal(saved["loglik"].values[1:], model.lower_bounds_)
