@@ -46,6 +46,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from dem.checkpoint import CheckpointMismatchError, chunk_digest
+from dem.heap import heap_reuse
 from dem.model import Block, Params, Stats
 
 DEFAULT_SPLIT_EVERY = 8
@@ -343,23 +344,28 @@ def _map_task(
     the computation (``prefetch`` chunks). With ``content``, the chunks are digested
     (and, when the checkpoint recorded digests, all checked before any is computed) and
     the result is ``(statistics, digests)``.
+
+    The task runs inside :func:`dem.heap.heap_reuse`: on a dask worker (whose
+    environment fixes glibc's malloc thresholds) the kernels' temporaries reuse the
+    heap instead of each being a fresh mapping, and the thresholds are put back after.
     """
     width = len(names)
     values = _unpack(packed, values)
     chunks = [values[i * width : (i + 1) * width] for i in range(len(first_rows))]
     stores = dict(zip(store_keys, store_values, strict=True))
-    read: Iterable[tuple[np.ndarray, ...]] = _chunks_in_order(chunks, stores, prefetch)
-    digests: list[tuple[int, ...]] = []
-    if content is not None and content.expected is not None:
-        read = list(read)  # a task reads at most TASK_BYTES (or one chunk)
-        digests = [tuple(chunk_digest(value) for value in chunk) for chunk in read]
-        _check_digests(content, names, first_rows, read, tuple(digests))
-    tree = _Subtree(combine, split_every)
-    for first_row, chunk in zip(first_rows, read, strict=True):
-        if content is not None and content.expected is None:
-            digests.append(tuple(chunk_digest(value) for value in chunk))
-        tree.add(_block_task(function, names, missing_ok, first_row, params, chunk))
-    stats = tree.result()
+    with heap_reuse():
+        read: Iterable[tuple[np.ndarray, ...]] = _chunks_in_order(chunks, stores, prefetch)
+        digests: list[tuple[int, ...]] = []
+        if content is not None and content.expected is not None:
+            read = list(read)  # a task reads at most TASK_BYTES (or one chunk)
+            digests = [tuple(chunk_digest(value) for value in chunk) for chunk in read]
+            _check_digests(content, names, first_rows, read, tuple(digests))
+        tree = _Subtree(combine, split_every)
+        for first_row, chunk in zip(first_rows, read, strict=True):
+            if content is not None and content.expected is None:
+                digests.append(tuple(chunk_digest(value) for value in chunk))
+            tree.add(_block_task(function, names, missing_ok, first_row, params, chunk))
+        stats = tree.result()
     return stats if content is None else (stats, tuple(digests))
 
 

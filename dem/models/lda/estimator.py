@@ -27,6 +27,7 @@ from dem.estimator import (
     per_sample,
     reals,
 )
+from dem.heap import reusing_heap
 from dem.model import Params
 from dem.models.lda import corpus, kernels
 from dem.models.lda.model import LDAModel
@@ -450,14 +451,14 @@ callback, sample_dim, feature_dim
         def topics(block: Any) -> np.ndarray:
             matrix = kernels.as_csr(block)
             kernels.check_counts(matrix)
-            with kernels.heap_reuse():
-                gamma, _ = kernels.doc_topics(
-                    matrix, words, model.doc_topic_prior, model.max_doc_update_iter,
-                    model.mean_change_tol,
-                )  # fmt: skip
+            gamma, _ = kernels.doc_topics(
+                matrix, words, model.doc_topic_prior, model.max_doc_update_iter,
+                model.mean_change_tol,
+            )  # fmt: skip
             return gamma / gamma.sum(axis=1, keepdims=True) if normalize else gamma
 
-        return per_sample(samples, topics, columns=model.n_components)
+        # per_sample's tasks are not the engine's map tasks: the heap reuse is asked here
+        return per_sample(samples, reusing_heap(topics), columns=model.n_components)
 
     def fit_transform(
         self, X: Any, y: Any = None, *, normalize: bool = True, variable: str | None = None

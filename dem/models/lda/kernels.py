@@ -19,13 +19,7 @@ leaves the block's working set.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import itertools
-import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,70 +29,6 @@ from scipy.special import gammaln, psi
 
 EPS = float(np.finfo(np.float64).eps)
 """Added to each normaliser of the word-topic responsibilities (scikit-learn's ``EPS``)."""
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-HEAP_REUSE_BYTES = 32 * 2**20
-"""Allocations below this size reuse the heap while a kernel runs (glibc's largest
-``M_MMAP_THRESHOLD``)."""
-
-
-def _glibc() -> Any:
-    """The C library if it is glibc (has ``mallopt`` and ``malloc_trim``), else None."""
-    try:
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    if libc is None or not hasattr(libc, "mallopt") or not hasattr(libc, "malloc_trim"):
-        return None
-    return libc
-
-
-_LIBC = _glibc()
-_HEAP_LOCK = threading.Lock()
-_heap_users = 0
-
-
-@contextlib.contextmanager
-def heap_reuse() -> Iterator[None]:
-    """Let the temporaries of a kernel (a few MiB, allocated and freed every step) reuse
-    the heap instead of each being a fresh ``mmap`` whose pages fault in again.
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes
-    glibc's ``mmap`` threshold at 128 KiB: every array over it is mapped and unmapped,
-    and the E-step took 4.4× the CPU time (measured at K = 50, V = 5e4). Inside this
-    context the thresholds are :data:`HEAP_REUSE_BYTES`; on leaving (the last of
-    concurrent users), they return to the environment's values (glibc's defaults
-    without them) and the freed heap is given back (``malloc_trim``). Elsewhere than
-    glibc it does nothing.
-    """
-    global _heap_users
-    if _LIBC is None:
-        yield
-        return
-    with _HEAP_LOCK:
-        if _heap_users == 0:
-            _LIBC.mallopt(_M_MMAP_THRESHOLD, HEAP_REUSE_BYTES)
-            _LIBC.mallopt(_M_TRIM_THRESHOLD, HEAP_REUSE_BYTES)
-        _heap_users += 1
-    try:
-        yield
-    finally:
-        with _HEAP_LOCK:
-            _heap_users -= 1
-            if _heap_users == 0:
-                _LIBC.mallopt(_M_MMAP_THRESHOLD, _environ_bytes("MALLOC_MMAP_THRESHOLD_"))
-                _LIBC.mallopt(_M_TRIM_THRESHOLD, _environ_bytes("MALLOC_TRIM_THRESHOLD_"))
-                _LIBC.malloc_trim(0)
-
-
-def _environ_bytes(name: str, default: int = 128 * 1024) -> int:
-    """A glibc malloc setting from the environment (its default when unset or bad)."""
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
 
 
 def as_csr(block: Any) -> sparse.csr_matrix:

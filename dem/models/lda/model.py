@@ -74,15 +74,14 @@ class LDAModel:
     def e_step(self, block: Block, params: Params) -> Stats:
         matrix = kernels.as_csr(block["X"])
         kernels.check_counts(matrix)
-        with kernels.heap_reuse():
-            stats = kernels.e_step(
-                matrix,
-                params["exp_dirichlet_component"],
-                self.doc_topic_prior,
-                self.max_doc_update_iter,
-                self.mean_change_tol,
-                block.get("sample_weight"),
-            )
+        stats = kernels.e_step(
+            matrix,
+            params["exp_dirichlet_component"],
+            self.doc_topic_prior,
+            self.max_doc_update_iter,
+            self.mean_change_tol,
+            block.get("sample_weight"),
+        )
         stats["topic_bound"] = np.float64(params["topic_bound"])
         return stats
 
