@@ -15,17 +15,25 @@ the same chunk with 10% of the entries NaN (missing completely at random), repor
 ratios to ``dem_float64`` of the same repetition). ``--worker-malloc`` first sets
 glibc's trim and mmap thresholds as dask workers have them (distributed sets
 ``MALLOC_TRIM_THRESHOLD_``), where every large temporary array is a fresh mapping.
+``--heap-reuse`` then also times each dem kernel inside :func:`dem.heap.heap_reuse`, as
+the engine's map tasks run it on a worker (``ms_*_reuse``; ``missing_over_complete_reuse``
+the ratio of the two inside it, ``reuse_speedup_*`` without over with, per repetition;
+``page_faults_*`` the minor page faults of one call, the mechanism, which the load does
+not move).
 
 Run ``python benchmarks/kernel.py`` or ``python benchmarks/kernel.py --quick``; the
 missing-values kernel alone: ``python benchmarks/kernel.py --covariance full,diag
---missing 0.1 --no-sklearn --worker-malloc``.
+--missing 0.1 --no-sklearn --worker-malloc --heap-reuse``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
+import os
+import resource
 import statistics
 import warnings
 from typing import Any
@@ -44,7 +52,10 @@ def worker_malloc() -> bool:
     if name is None:
         return False
     libc = ctypes.CDLL(name)
-    return bool(libc.mallopt(M_TRIM_THRESHOLD, 65536) and libc.mallopt(M_MMAP_THRESHOLD, 131072))
+    done = bool(libc.mallopt(M_TRIM_THRESHOLD, 65536) and libc.mallopt(M_MMAP_THRESHOLD, 131072))
+    if done:  # as distributed's nanny sets it (what dem.heap reads to put the values back)
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = "65536"
+    return done
 
 
 def main() -> None:
@@ -63,6 +74,11 @@ def main() -> None:
     parser.add_argument(
         "--worker-malloc", action="store_true", help="glibc malloc as on a dask worker"
     )
+    parser.add_argument(
+        "--heap-reuse",
+        action="store_true",
+        help="also time dem's kernels inside dem.heap.heap_reuse() (as the engine runs them)",
+    )
     args = parser.parse_args()
     malloc_set = worker_malloc() if args.worker_malloc else False
     if args.quick:
@@ -72,11 +88,12 @@ def main() -> None:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
 
+    from dem.heap import heap_reuse
     from dem.models.mixture.init import initial_params
     from dem.models.mixture.missing import MarginalMixtureModel
     from dem.models.mixture.model import MixtureModel
 
-    emit(BENCHMARK, "machine", **machine(), worker_malloc=malloc_set)
+    emit(BENCHMARK, "machine", **machine(), worker_malloc=malloc_set, heap_reuse=args.heap_reuse)
     x = mixture_rows(n, d, k, seed=1)
     holed = x.copy()
     holed[np.random.default_rng(4).random(x.shape) < args.missing] = np.nan
@@ -88,9 +105,10 @@ def main() -> None:
         params = initial_params(model, x[:0], np.random.default_rng(0), "kmeans", **inits)
 
         def dem_iteration(
-            data: np.ndarray, model: MixtureModel = model, params: Any = params
+            data: np.ndarray, model: MixtureModel = model, params: Any = params, reuse: bool = False
         ) -> None:
-            model.m_step(model.e_step({"X": data}, params), params)
+            with heap_reuse() if reuse else contextlib.nullcontext():
+                model.m_step(model.e_step({"X": data}, params), params)
 
         marginal = MarginalMixtureModel(k, covariance_type)
 
@@ -120,15 +138,33 @@ def main() -> None:
             runs["sklearn_long"] = lambda: sklearn_fit(1 + args.sklearn_iterations)
         if args.missing > 0:
             runs["missing"] = lambda marginal=marginal: dem_iteration(holed, marginal)
+        if args.heap_reuse:
+            runs["dem_float64_reuse"] = lambda: dem_iteration(x, reuse=True)
+            if args.missing > 0:
+                runs["missing_reuse"] = lambda marginal=marginal: dem_iteration(
+                    holed, marginal, reuse=True
+                )
         ratios: list[float] = []
+        reuse_ratios: dict[str, list[float]] = {}
+        faults_of: dict[str, list[int]] = {}
         with threadpool_limits(1):
             for _ in range(args.repeats):
                 seconds_of = {}
                 for name, run in runs.items():
+                    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     seconds_of[name], _ = timed(run)
+                    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+                    faults_of.setdefault(name, []).append(faults)
                     best[name] = min(best.get(name, np.inf), seconds_of[name])
                 if "missing" in runs:
                     ratios.append(seconds_of["missing"] / seconds_of["dem_float64"])
+                for name in ("dem_float64", "missing"):
+                    if f"{name}_reuse" in runs:
+                        speedup = seconds_of[name] / seconds_of[f"{name}_reuse"]
+                        reuse_ratios.setdefault(f"reuse_speedup_{name}", []).append(speedup)
+                if "missing_reuse" in runs:
+                    ratio = seconds_of["missing_reuse"] / seconds_of["dem_float64_reuse"]
+                    reuse_ratios.setdefault("missing_over_complete_reuse", []).append(ratio)
         rate = 2e9 / best["gemm"]
         floor = 4.0 * n * k * d * d / rate
         extra: dict[str, Any] = {}
@@ -143,6 +179,16 @@ def main() -> None:
                 missing_over_complete_min=min(ratios),
                 missing_over_complete_repeats=ratios,
             )
+        for name in ("dem_float64_reuse", "missing_reuse"):
+            if name in best:
+                extra[f"ms_{name}"] = 1e3 * best[name]
+        if args.heap_reuse:  # the mechanism: minor page faults per call (median)
+            for name in runs:
+                if name.startswith(("dem_float64", "missing")):
+                    extra[f"page_faults_{name}"] = statistics.median(faults_of[name])
+        for name, values in reuse_ratios.items():
+            extra[name] = statistics.median(values)
+            extra[f"{name}_min"] = min(values)
         emit(
             BENCHMARK,
             "summary",
