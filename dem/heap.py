@@ -60,8 +60,8 @@ _FIXING = {  # settings that turn glibc's adaptive thresholds off: tunable, vari
 }
 
 
-_MALLINFO2 = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
-_MALLINFO2 += ("uordblks", "fordblks", "keepcost")
+_MALLINFO2: tuple[str, ...] = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks")
+_MALLINFO2 += ("fsmblks", "uordblks", "fordblks", "keepcost")  # glibc's struct mallinfo2
 
 
 class _MallInfo2(ctypes.Structure):
