@@ -39,9 +39,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 HEAP_REUSE_BYTES = 32 * 2**20
@@ -89,7 +90,7 @@ _LOCK = threading.Lock()
 _users = 0
 
 
-def _tunables(environ: dict[str, str]) -> dict[str, str]:
+def _tunables(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``glibc.malloc.*`` entries of ``GLIBC_TUNABLES`` (``name=value:name=value``)."""
     found = {}
     for item in environ.get("GLIBC_TUNABLES", "").split(":"):
@@ -99,13 +100,13 @@ def _tunables(environ: dict[str, str]) -> dict[str, str]:
     return found
 
 
-def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+def fixed_thresholds(environ: Mapping[str, str] | None = None) -> tuple[int, int] | None:
     """glibc's trim and mmap thresholds (bytes) as ``environ`` fixed them at startup, or
     None when it fixes none of glibc's malloc settings (the thresholds adapt).
 
     Parameters
     ----------
-    environ : dict, optional
+    environ : mapping, optional
         The process environment (``os.environ``, the default).
     """
     environ = dict(os.environ if environ is None else environ)
@@ -119,7 +120,7 @@ def fixed_thresholds(environ: dict[str, str] | None = None) -> tuple[int, int] |
             number = int(text, 0)
         except ValueError:
             return GLIBC_DEFAULT_BYTES
-        return number if 0 <= number < 2**31 else GLIBC_DEFAULT_BYTES
+        return number if 0 <= number < 2**31 else GLIBC_DEFAULT_BYTES  # mallopt takes an int
 
     return value("trim_threshold"), value("mmap_threshold")
 
@@ -168,12 +169,11 @@ def reusing_heap(function: _F) -> _F:
     """``function`` run inside :func:`heap_reuse` (for per-chunk functions that a dask
     graph calls on workers)."""
 
+    @functools.wraps(function)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         with heap_reuse():
             return function(*args, **kwargs)
 
-    wrapped.__name__ = getattr(function, "__name__", "reusing_heap")
-    wrapped.__doc__ = function.__doc__
     return wrapped  # type: ignore[return-value]
 
 
