@@ -260,9 +260,15 @@ def add_complete(
     terms: Terms,
     scratch: Scratch,
     weights: np.ndarray | None = None,
+    anchored: np.ndarray | None = None,
 ) -> None:
     """Add the statistics of complete rows (already minus the mean) to ``stats``,
-    each row counted ``weights`` times (once without weights)."""
+    each row counted ``weights`` times (once without weights).
+
+    ``anchored``, when given, holds the same rows minus an anchor (see
+    :meth:`dem.models.ppca.model.LinearGaussianModel.anchor`): ``sum_x2`` and ``sum_xz``
+    are then taken about the anchor, the posterior and log-likelihood still about the mean.
+    """
     q = terms.n_components
     n = len(xc)
     u, ez = complete_posterior(xc, terms, scratch)
@@ -278,6 +284,12 @@ def add_complete(
         zw = np.multiply(z1, weights[:, None], out=scratch("weighted_latents", z1.shape))
         u_ez = weights @ np.einsum("ij,ij->i", u, ez)
     stats["loglik"] += -0.5 * (total * constant + sum_squares @ terms.inv_noise - u_ez)
+    if anchored is not None:
+        xc = anchored
+        if weights is None:
+            sum_squares = np.einsum("ij,ij->j", xc, xc)
+        else:
+            sum_squares = weights @ np.square(xc)
     stats["n"] += total
     stats["count"] += total
     stats["sum_x2"] += sum_squares
@@ -310,18 +322,23 @@ def add_incomplete(
     terms: Terms,
     scratch: Scratch,
     weights: np.ndarray | None = None,
+    anchor: np.ndarray | None = None,
 ) -> None:
     """Add the statistics of rows with missing values to ``stats``, each row counted
     ``weights`` times (once without weights).
 
     ``missing_zz`` (d, packing(q + 1).size) accumulates, per feature, the packed
-    Σ E[z̃ z̃ᵀ] over the rows where that feature is missing.
+    Σ E[z̃ z̃ᵀ] over the rows where that feature is missing. With ``anchor``,
+    ``sum_x2`` and ``sum_xz`` are taken about it instead of the mean (as in
+    :func:`add_complete`).
     """
     q, n = terms.n_components, len(x)
     xc = centred_observed(x, observed, terms.mean, scratch)
     mask = observed_mask(observed, scratch)
     ez, loglik, covariances = incomplete_posterior(xc, mask, terms, scratch, covariance=True)
     assert covariances is not None
+    if anchor is not None:  # the posterior is done with the rows about the mean
+        xc = centred_observed(x, observed, anchor, scratch)
     augmented = packing(q + 1)
     z1, second = augmented_moments(ez, covariances, scratch)
     unobserved = np.subtract(1.0, mask, out=scratch("unobserved", mask.shape))

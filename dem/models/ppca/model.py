@@ -70,6 +70,7 @@ class LinearGaussianModel:
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
         any_missing = False
+        anchor = params.get("anchor_mean")
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
         for start in range(0, len(x), BLOCK_ROWS):
             rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
@@ -78,7 +79,7 @@ class LinearGaussianModel:
             incomplete = missing.any(axis=1)
             if not incomplete.any():
                 xc = np.subtract(rows, terms.mean, out=scratch("centred", rows.shape))
-                add_complete(stats, xc, terms, scratch, w)
+                add_complete(stats, xc, terms, scratch, w, _about(rows, anchor, scratch))
                 continue
             # rows with nothing observed are left out
             partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
@@ -93,15 +94,25 @@ class LinearGaussianModel:
                     terms,
                     scratch,
                     None if w is None else w[partial],
+                    anchor,
                 )
             complete = np.flatnonzero(~incomplete)
             if len(complete):
                 xc = scratch.take("centred", rows, complete)
+                anchored = None if anchor is None else xc - anchor
                 xc -= terms.mean
-                add_complete(stats, xc, terms, scratch, None if w is None else w[complete])
+                w_complete = None if w is None else w[complete]
+                add_complete(stats, xc, terms, scratch, w_complete, anchored)
         if any_missing:
             stats["sum_zz_missing"] = augmented.unpack(missing_zz)
         return stats
+
+    def anchor(self, params: Params) -> Params:
+        """The mean of ``params``, as ``anchor_mean``: with it among the parameters, the
+        E-step takes ``sum_x2`` and ``sum_xz`` about it instead of the mean (so statistics
+        taken at different parameters add up, for incremental EM; see
+        :mod:`dem.incremental`) and the M-step reads them so."""
+        return {"anchor_mean": np.array(params["mean"], dtype=np.float64)}
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         """Sum of two statistics; an absent ``sum_zz_missing`` counts as zeros."""
@@ -138,9 +149,10 @@ class LinearGaussianModel:
         latent_mean = stats["sum_zz"][:q, q] / n_rows
         latent_cov = stats["sum_zz"][:q, :q] / n_rows - np.outer(latent_mean, latent_mean)
         latent_factor = linalg.cholesky(latent_cov, lower=True)
+        centre = params.get("anchor_mean", params["mean"])  # what the rows were taken about
         return {
             "loadings": coef[:, :q] @ latent_factor,
-            "mean": np.asarray(params["mean"], dtype=np.float64)
+            "mean": np.asarray(centre, dtype=np.float64)
             + coef[:, q]
             + coef[:, :q] @ latent_mean,
             "noise_variance": np.asarray(noise),
@@ -221,3 +233,10 @@ class LinearGaussianModel:
                 ez[where[partial]] = ez_p
                 loglik[where[partial]] = loglik_p
         return ez, loglik
+
+
+def _about(rows: np.ndarray, anchor: np.ndarray | None, scratch: Scratch) -> np.ndarray | None:
+    """``rows - anchor`` in the scratch buffer "anchored" (None without an anchor)."""
+    if anchor is None:
+        return None
+    return np.subtract(rows, anchor, out=scratch("anchored", rows.shape))
