@@ -286,10 +286,7 @@ def add_complete(
     stats["loglik"] += -0.5 * (total * constant + sum_squares @ terms.inv_noise - u_ez)
     if anchored is not None:
         xc = anchored
-        if weights is None:
-            sum_squares = np.einsum("ij,ij->j", xc, xc)
-        else:
-            sum_squares = weights @ np.square(xc)
+        sum_squares = np.einsum("ij,ij->j", xc, xc) if weights is None else weights @ np.square(xc)
     stats["n"] += total
     stats["count"] += total
     stats["sum_x2"] += sum_squares

@@ -152,9 +152,7 @@ class LinearGaussianModel:
         centre = params.get("anchor_mean", params["mean"])  # what the rows were taken about
         return {
             "loadings": coef[:, :q] @ latent_factor,
-            "mean": np.asarray(centre, dtype=np.float64)
-            + coef[:, q]
-            + coef[:, :q] @ latent_mean,
+            "mean": np.asarray(centre, dtype=np.float64) + coef[:, q] + coef[:, :q] @ latent_mean,
             "noise_variance": np.asarray(noise),
         }
 
