@@ -344,7 +344,7 @@ def fit_runs(
                              checkpoint=checkpoint, callback=callback, persist=persist)  # fmt: skip
     try:
         results = _fit_batch(models, arrays, inits, tol, max_iter, split_every, accelerate,
-                             checkpoint, callback, persist, alpha)  # fmt: skip
+                             alpha, checkpoint, callback, persist)  # fmt: skip
     except BaseException as failure:
         _complete_writes(checkpoint, failure)
         raise
@@ -374,10 +374,10 @@ def _fit_batch(
     max_iter: int,
     split_every: int,
     accelerate: str,
+    alpha: float,
     checkpoint: Checkpoint | None,
     callback: Callable[[IterationInfo], Any] | None,
     persist: bool | None,
-    alpha: float = DEFAULT_ALPHA,
 ) -> list[EMResult]:
     """:func:`fit_runs` by batch EM; the checkpoint's last write may still be under way."""
     runs = [
