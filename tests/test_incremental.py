@@ -8,7 +8,7 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
-from hmmlearn.hmm import CategoricalHMM
+from hmmlearn.hmm import CategoricalHMM, GaussianHMM
 from scipy import optimize
 from scipy.stats import multivariate_normal, norm
 from sklearn.mixture import GaussianMixture as SklearnMixture
@@ -19,7 +19,7 @@ from dem.checkpoint import Checkpoint
 from dem.models.censored.model import CensoredModel
 from dem.models.factor_mixture.model import FactorMixtureModel
 from dem.models.hmm.long import LongHMMModel
-from dem.models.hmm.model import CategoricalHMMModel
+from dem.models.hmm.model import CategoricalHMMModel, GaussianHMMModel
 from dem.models.mixture.model import MixtureModel
 from dem.models.ppca.model import LinearGaussianModel
 from tests.conftest import initial_parameters, make_blobs
@@ -416,3 +416,55 @@ def test_incremental_takes_no_extrapolation(mixture):
     x, init = mixture
     with pytest.raises(ValueError, match="accelerate='none'"):
         _fit(x, init, method="incremental", accelerate="squarem")
+
+
+def _gaussian_hmm():
+    """100 sequences of 40 steps of 3 persistent states with 2-D Gaussian emissions
+    around 4 (so the shift matters), in 4 chunks, and a start away from the optimum."""
+    rng = np.random.default_rng(7)
+    trans = np.full((3, 3), 0.05) + np.eye(3) * 0.85
+    means = np.array([[0.0, 0.0], [2.5, 0.5], [0.5, 3.0]]) + 4.0
+    states = np.empty((100, 40), dtype=np.int64)
+    states[:, 0] = rng.integers(0, 3, size=100)
+    for t in range(1, 40):
+        cumulative = np.cumsum(trans[states[:, t - 1]], axis=1)
+        states[:, t] = (rng.random((100, 1)) >= cumulative).sum(axis=1)
+    x = means[states] + rng.normal(size=(100, 40, 2))
+    covars = np.array([[1.5, 1.0], [1.0, 2.0], [2.0, 2.0]])
+    params = {
+        "startprob": np.array([0.4, 0.3, 0.3]),
+        "transmat": np.array([[0.6, 0.2, 0.2], [0.3, 0.4, 0.3], [0.3, 0.3, 0.4]]),
+        "means": means + rng.normal(scale=0.7, size=(3, 2)),
+        "covars": covars,
+        "precisions_cholesky": 1.0 / np.sqrt(covars),
+    }
+    return x, params
+
+
+def test_gaussian_hmm_reaches_hmmlearns_optimum():
+    """The Gaussian HMM (diagonal covariances, hmmlearn's default priors) by incremental
+    EM, in groups of one and two chunks, ends at hmmlearn's batch EM optimum from the
+    same start, without its anchor among the fitted parameters."""
+    x, params = _gaussian_hmm()
+    reference = GaussianHMM(
+        3, covariance_type="diag", n_iter=300, tol=0.0, init_params="", params="stmc",
+        covars_prior=1e-2, implementation="log",
+    )  # fmt: skip
+    for name in ("startprob", "transmat", "means"):
+        setattr(reference, name + "_", params[name])
+    reference.covars_ = params["covars"]
+    lengths = [40] * 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference.fit(x.reshape(-1, 2), lengths=lengths)
+    loglik = reference.score(x.reshape(-1, 2), lengths=lengths) / x[..., 0].size
+    inputs = {"X": da.from_array(x, chunks=(25, -1, -1))}
+    for group in (1, 2):
+        ours = _fit_engine(
+            GaussianHMMModel(3, covariance_type="diag"), inputs, params, tol=1e-12,
+            method="incremental", incremental_chunks=group,
+        )  # fmt: skip
+        assert ours.converged and "anchor_shift" not in ours.params
+        assert ours.lower_bound == pytest.approx(loglik, rel=1e-8)
+        for name, attribute in [*HMM_PARAMS[:2], ("means", "means_"), ("covars", "_covars_")]:
+            np.testing.assert_allclose(ours.params[name], getattr(reference, attribute), atol=1e-6)
