@@ -18,6 +18,7 @@ from dem import engine
 from dem.checkpoint import Checkpoint
 from dem.models.censored.model import CensoredModel
 from dem.models.factor_mixture.model import FactorMixtureModel
+from dem.models.hmm.gmm import GMMHMMModel
 from dem.models.hmm.long import LongHMMModel
 from dem.models.hmm.model import CategoricalHMMModel, GaussianHMMModel
 from dem.models.mixture.model import MixtureModel
@@ -468,3 +469,32 @@ def test_gaussian_hmm_reaches_hmmlearns_optimum():
         assert ours.lower_bound == pytest.approx(loglik, rel=1e-8)
         for name, attribute in [*HMM_PARAMS[:2], ("means", "means_"), ("covars", "_covars_")]:
             np.testing.assert_allclose(ours.params[name], getattr(reference, attribute), atol=1e-6)
+
+
+def test_gmm_hmm_reaches_the_batch_optimum():
+    """The HMM with two-component Gaussian-mixture emissions (whose batch EM
+    tests/test_gmmhmm.py compares with hmmlearn's) by incremental EM ends at batch EM's
+    optimum from the same start."""
+    rng = np.random.default_rng(7)
+    states = np.empty((100, 40), dtype=np.int64)
+    states[:, 0] = rng.integers(0, 2, size=100)
+    for t in range(1, 40):
+        states[:, t] = np.where(rng.random(100) < 0.9, states[:, t - 1], 1 - states[:, t - 1])
+    centres = np.array([[[0.0, 0.0], [2.0, 2.0]], [[4.0, 0.0], [4.0, 3.0]]]) + 3.0
+    x = centres[states, rng.integers(0, 2, size=(100, 40))] + rng.normal(size=(100, 40, 2)) * 0.7
+    params = {
+        "startprob": np.array([0.5, 0.5]),
+        "transmat": np.array([[0.7, 0.3], [0.3, 0.7]]),
+        "weights": np.full((2, 2), 0.5),
+        "means": centres + rng.normal(scale=0.5, size=(2, 2, 2)),
+        "covars": np.ones((2, 2, 2)),
+        "precisions_cholesky": np.ones((2, 2, 2)),
+    }
+    model = GMMHMMModel(2, n_mix=2, covariance_type="diag")
+    inputs = {"X": da.from_array(x, chunks=(25, -1, -1))}
+    batch = _fit_engine(model, inputs, params, tol=1e-15)
+    ours = _fit_engine(model, inputs, params, tol=1e-15, method="incremental")
+    assert ours.converged and batch.converged and "anchor_shift" not in ours.params
+    assert ours.lower_bound == pytest.approx(batch.lower_bound, rel=1e-8)
+    for name in ("startprob", "transmat", "weights", "means", "covars"):
+        np.testing.assert_allclose(ours.params[name], batch.params[name], atol=1e-6)
