@@ -498,3 +498,25 @@ def test_gmm_hmm_reaches_the_batch_optimum():
     assert ours.lower_bound == pytest.approx(batch.lower_bound, rel=1e-8)
     for name in ("startprob", "transmat", "weights", "means", "covars"):
         np.testing.assert_allclose(ours.params[name], batch.params[name], atol=1e-6)
+
+
+def test_the_estimators_take_method_incremental():
+    """PPCA, FactorAnalysis and CensoredRegression take method="incremental" and end at
+    their batch fits (each compared with independent references in its own tests)."""
+    x, _ = _low_rank(1, missing=0.1, seed=1)
+    data = da.from_array(x, chunks=(100, -1))
+    for estimator in (dem.PPCA, dem.FactorAnalysis):
+        batch = estimator(1, tol=1e-12, max_iter=3000, random_state=0).fit(data)
+        ours = estimator(1, tol=1e-12, max_iter=3000, random_state=0, method="incremental")
+        ours.fit(data)
+        assert ours.converged_ and ours.score(x) == pytest.approx(batch.score(x), rel=1e-8)
+        np.testing.assert_allclose(ours.get_covariance(), batch.get_covariance(), atol=1e-5)
+    *_, inputs, _ = _tobit()
+    batch = dem.CensoredRegression(0.5, tol=1e-10).fit(inputs["X"], inputs["y"])
+    ours = dem.CensoredRegression(0.5, tol=1e-10, method="incremental", incremental_chunks=2)
+    ours.fit(inputs["X"], inputs["y"])
+    assert ours.converged_ and ours.n_iter_ < batch.n_iter_
+    np.testing.assert_allclose(ours.coef_, batch.coef_, atol=1e-7)
+    np.testing.assert_allclose(ours.bse_, batch.bse_, rtol=1e-6)
+    with pytest.raises(ValueError, match="method"):
+        dem.PPCA(1, method="online").fit(data)

@@ -38,6 +38,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         "n_components": counts(1),
         "init_params": [StrOptions(set(INIT_METHODS))],
         "init_sample_size": counts(2),
+        "method": [StrOptions({"batch", "incremental"})],
     }
 
     def __init__(
@@ -58,6 +59,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         init_sample_size: int = 20_000,
         accelerate: str = "none",
         alpha: float = DEFAULT_ALPHA,
+        method: str = "batch",
+        incremental_chunks: int = 1,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
         feature_dim: str = "feature",
@@ -77,6 +80,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.init_sample_size = init_sample_size
         self.accelerate = accelerate
         self.alpha = alpha
+        self.method = method
+        self.incremental_chunks = incremental_chunks
         self.callback = callback
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
@@ -395,6 +400,13 @@ class PPCA(_LinearGaussian):
         α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
         two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
         -1 is plain EM, larger values take larger steps. Ignored by the other methods.
+    method : {"batch", "incremental"}, default="batch"
+        ``"incremental"`` is Neal & Hinton's incremental EM (see :mod:`dem.incremental`):
+        an M-step after every ``incremental_chunks`` chunks, each group's statistics
+        (taken about a mean fixed for the fit) replaced in the cached total; ``max_iter``
+        and ``n_iter_`` count passes. Takes ``accelerate="none"``.
+    incremental_chunks : int, default=1
+        Chunks per group of ``method="incremental"``.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str
@@ -492,6 +504,13 @@ class FactorAnalysis(_LinearGaussian):
         α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
         two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
         -1 is plain EM, larger values take larger steps. Ignored by the other methods.
+    method : {"batch", "incremental"}, default="batch"
+        ``"incremental"`` is Neal & Hinton's incremental EM (see :mod:`dem.incremental`):
+        an M-step after every ``incremental_chunks`` chunks, each group's statistics
+        (taken about a mean fixed for the fit) replaced in the cached total; ``max_iter``
+        and ``n_iter_`` count passes. Takes ``accelerate="none"``.
+    incremental_chunks : int, default=1
+        Chunks per group of ``method="incremental"``.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str
