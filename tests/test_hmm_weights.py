@@ -151,6 +151,37 @@ def test_gaussian_weights_match_hmmlearn_on_repeated_sequences(ctype):
     assert relative(ours.covars_, ref._covars_) < 1e-8
 
 
+def test_weighted_score_bic_aic_are_those_of_repeated_sequences():
+    """score (the total log-likelihood), bic and aic with integer weights: those of the
+    sequences repeated (np.repeat), and hmmlearn's score of them; weight 0 leaves a
+    sequence out unevaluated, even alone in its chunk."""
+    x = gaussian_sequences()
+    model = fit(lambda: gaussian_model("tied", max_iter=3), x, LENGTHS, WEIGHTS.astype(float))
+    xs, ls = repeated(x, LENGTHS)
+    x[1, :5] = 1e150  # weight 0, and alone in its chunk below
+    chunked = da.from_array(x, chunks=((1, 1, 4), (40,), (D,)))
+    weights = da.from_array(WEIGHTS.astype(float), chunks=((1, 1, 4),))
+    ref = hmmlearn_hmm.GaussianHMM(K, covariance_type="tied", implementation="scaling")
+    ref.startprob_, ref.transmat_ = model.startprob_, model.transmat_
+    ref.means_, ref.covars_ = model.means_, model.covars_
+    concatenated = np.concatenate([seq[:n] for seq, n in zip(xs, ls, strict=True)])
+    for data in (x, chunked):
+        for sample_weight in (WEIGHTS.astype(float), weights):
+            found = model.score(data, LENGTHS, sample_weight=sample_weight)
+            assert found == pytest.approx(model.score(xs, ls), rel=1e-12)
+            assert found == pytest.approx(ref.score(concatenated, ls), rel=1e-10)
+            for criterion in ("bic", "aic"):
+                weighted = getattr(model, criterion)(data, LENGTHS, sample_weight=sample_weight)
+                assert weighted == pytest.approx(getattr(model, criterion)(xs, ls), rel=1e-12)
+    # the criteria's n: the weighted number of time steps, as hmmlearn counts them
+    assert model.bic(x, LENGTHS, sample_weight=WEIGHTS) == pytest.approx(
+        -2 * ref.score(concatenated, ls) + model._n_parameters() * np.log(len(concatenated)),
+        rel=1e-10,
+    )
+    with pytest.raises(ValueError, match="negative"):
+        model.score(x, LENGTHS, sample_weight=-np.ones(6))
+
+
 def test_categorical_integer_weights_repeat_sequences():
     x = symbol_sequences()
 
@@ -194,6 +225,12 @@ def test_one_long_sequence_refuses_weights():
     x = np.random.default_rng(0).normal(size=(500, D))
     with pytest.raises(ValueError, match="one long sequence"):
         dem.GaussianHMM(K, max_iter=2).fit(x, sample_weight=np.ones(500))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        model = dem.GaussianHMM(K, max_iter=2, random_state=0).fit(x)
+    for method in (model.score, model.bic, model.aic):
+        with pytest.raises(ValueError, match="one long sequence"):
+            method(x, sample_weight=np.ones(500))
 
 
 def test_bad_weights_are_named():
