@@ -198,6 +198,9 @@ def test_categorical_integer_weights_repeat_sequences():
     weighted = fit(make, x, LENGTHS, WEIGHTS.astype(float))
     plain = fit(make, *repeated(x, LENGTHS))
     assert_same_fit(weighted, plain, ("startprob_", "transmat_", "emissionprob_"))
+    assert weighted.score(x, LENGTHS, sample_weight=WEIGHTS) == pytest.approx(
+        weighted.score(*repeated(x, LENGTHS)), rel=1e-12
+    )
 
 
 def test_gmmhmm_integer_weights_repeat_sequences():
@@ -219,6 +222,9 @@ def test_gmmhmm_integer_weights_repeat_sequences():
     weighted = fit(make, da.from_array(x, chunks=(4, -1, -1)), LENGTHS, WEIGHTS.astype(float))
     plain = fit(make, *repeated(x, LENGTHS))
     assert_same_fit(weighted, plain, ("startprob_", "transmat_", "weights_", "means_", "covars_"))
+    assert weighted.bic(x, LENGTHS, sample_weight=WEIGHTS) == pytest.approx(
+        weighted.bic(*repeated(x, LENGTHS)), rel=1e-12
+    )
 
 
 def test_one_long_sequence_refuses_weights():
