@@ -511,8 +511,9 @@ def test_gmm_hmm_reaches_the_batch_optimum():
 
 
 def test_the_estimators_take_method_incremental():
-    """PPCA, FactorAnalysis and CensoredRegression take method="incremental" and end at
-    their batch fits (each compared with independent references in its own tests)."""
+    """PPCA, FactorAnalysis, CensoredRegression and GaussianHMM take
+    method="incremental" and end at their batch fits (each compared with independent
+    references in its own tests); one long sequence is refused."""
     x, _ = _low_rank(1, missing=0.1, seed=1)
     data = da.from_array(x, chunks=(100, -1))
     for estimator in (dem.PPCA, dem.FactorAnalysis):
@@ -530,3 +531,13 @@ def test_the_estimators_take_method_incremental():
     np.testing.assert_allclose(ours.bse_, batch.bse_, rtol=1e-6)
     with pytest.raises(ValueError, match="method"):
         dem.PPCA(1, method="online").fit(data)
+    x, params = _gaussian_hmm()
+    sequences = da.from_array(x, chunks=(25, -1, -1))
+    init = {f"{name}_init": params[name] for name in ("startprob", "transmat", "means", "covars")}
+    options = {"covariance_type": "diag", "tol": 1e-10, "max_iter": 500, **init}
+    batch = dem.GaussianHMM(3, **options).fit(sequences)
+    ours = dem.GaussianHMM(3, method="incremental", **options).fit(sequences)
+    assert ours.converged_ and ours.score(x) == pytest.approx(batch.score(x), rel=1e-9)
+    np.testing.assert_allclose(ours.means_, batch.means_, atol=1e-5)
+    with pytest.raises(ValueError, match="own passes"):  # one long sequence
+        dem.GaussianHMM(3, method="incremental").fit(x[0])

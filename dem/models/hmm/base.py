@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 from sklearn.base import _fit_context
+from sklearn.utils._param_validation import StrOptions
 
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
@@ -90,6 +91,7 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         "transmat_init": ["array-like", None],
         "sequence_dim": [str],
         "time_dim": [str],
+        "method": [StrOptions({"batch", "incremental"})],
     }
 
     # set by subclasses' __init__
