@@ -254,7 +254,9 @@ def test_models_whose_statistics_move_with_the_parameters_are_refused():
 
 
 def _fit_engine(model, inputs, params, **options):
-    with warnings.catch_warnings():
+    """``engine.fit`` on the local threads (not on this module's process cluster, the
+    default client once a test above started it: a compute per group costs more there)."""
+    with warnings.catch_warnings(), dask.config.set(scheduler="threads"):
         warnings.simplefilter("ignore")  # a capped fit's ConvergenceWarning
         return engine.fit(
             model, inputs, lambda: params, **{"tol": 1e-13, "max_iter": 3000, **options}
@@ -311,12 +313,11 @@ def test_ppca_reaches_the_batch_optimum_and_the_closed_form():
     assert model.posterior(x, ours.params)[1].mean() == pytest.approx(reference, rel=1e-8)
 
 
-@pytest.mark.parametrize("group", [1, 3])
-def test_factor_analysis_with_missing_values_reaches_the_batch_optimum(group):
+def test_factor_analysis_with_missing_values_reaches_the_batch_optimum():
     """Factor analysis with 10% of the entries missing: incremental EM in groups of one
-    and three chunks ends at batch EM's optimum (whose own tests compare it with
-    independent references). (Not in fewer passes: 65 in groups of one chunk, 77 in groups
-    of three, against 65 for batch EM; see the guide.)"""
+    chunk ends at batch EM's optimum (whose own tests compare it with independent
+    references). (Not in fewer passes: 65, as batch EM; see the guide.)"""
+    group = 1
     x, start = _low_rank(1, missing=0.1, seed=1)
     model = LinearGaussianModel(1, "diagonal")
     inputs = {"X": da.from_array(x, chunks=(100, -1))}
@@ -376,15 +377,9 @@ def _checkpoint(path, model, inputs, resume):
 @pytest.mark.parametrize("kind", ["factor_analysis", "tobit"])
 def test_an_anchored_resume_is_the_same_bits(kind, tmp_path):
     """A fit stopped after 2 passes and resumed from its checkpoint (which holds the
-    anchor) is the uninterrupted fit, bit for bit. (On the local threads: this module's
-    process cluster, the default client once started, runs Tobit's matrix-vector
-    products on chunks unpickled at varying alignments, which moves their last bit, in
-    batch EM as well.)"""
-    with dask.config.set(scheduler="threads"):
-        _resume_is_the_same_bits(kind, tmp_path)
-
-
-def _resume_is_the_same_bits(kind, tmp_path):
+    anchor) is the uninterrupted fit, bit for bit. (On the local threads: on this
+    module's process cluster, the default client once started, repeated Tobit fits
+    differ in the last bit, batch EM's as well: 5.6e-17 in the coefficients.)"""
     if kind == "tobit":
         model, (*_, inputs, start) = CensoredModel(left=0.5), _tobit()
     else:
@@ -511,17 +506,16 @@ def test_gmm_hmm_reaches_the_batch_optimum():
 
 
 def test_the_estimators_take_method_incremental():
-    """PPCA, FactorAnalysis, CensoredRegression and GaussianHMM take
+    """PPCA (FactorAnalysis shares its code), CensoredRegression and GaussianHMM take
     method="incremental" and end at their batch fits (each compared with independent
     references in its own tests); one long sequence is refused."""
     x, _ = _low_rank(1, missing=0.1, seed=1)
     data = da.from_array(x, chunks=(100, -1))
-    for estimator in (dem.PPCA, dem.FactorAnalysis):
-        batch = estimator(1, tol=1e-12, max_iter=3000, random_state=0).fit(data)
-        ours = estimator(1, tol=1e-12, max_iter=3000, random_state=0, method="incremental")
-        ours.fit(data)
-        assert ours.converged_ and ours.score(x) == pytest.approx(batch.score(x), rel=1e-8)
-        np.testing.assert_allclose(ours.get_covariance(), batch.get_covariance(), atol=1e-5)
+    batch = dem.PPCA(1, tol=1e-12, max_iter=3000, random_state=0).fit(data)
+    ours = dem.PPCA(1, tol=1e-12, max_iter=3000, random_state=0, method="incremental")
+    ours.fit(data)
+    assert ours.converged_ and ours.score(x) == pytest.approx(batch.score(x), rel=1e-8)
+    np.testing.assert_allclose(ours.get_covariance(), batch.get_covariance(), atol=1e-5)
     *_, inputs, _ = _tobit()
     batch = dem.CensoredRegression(0.5, tol=1e-10).fit(inputs["X"], inputs["y"])
     ours = dem.CensoredRegression(0.5, tol=1e-10, method="incremental", incremental_chunks=2)
