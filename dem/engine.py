@@ -344,7 +344,7 @@ def fit_runs(
                              checkpoint=checkpoint, callback=callback, persist=persist)  # fmt: skip
     try:
         results = _fit_batch(models, arrays, inits, tol, max_iter, split_every, accelerate,
-                             checkpoint, callback, persist)  # fmt: skip
+                             alpha, checkpoint, callback, persist)  # fmt: skip
     except BaseException as failure:
         _complete_writes(checkpoint, failure)
         raise
@@ -374,6 +374,7 @@ def _fit_batch(
     max_iter: int,
     split_every: int,
     accelerate: str,
+    alpha: float,
     checkpoint: Checkpoint | None,
     callback: Callable[[IterationInfo], Any] | None,
     persist: bool | None,
