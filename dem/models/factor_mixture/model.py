@@ -20,6 +20,7 @@ from dem.models.factor_mixture.kernels import (
     empty_stats,
     incomplete_posterior_all,
 )
+from dem.models.missing_rows import add_rows
 from dem.models.ppca.kernels import packing
 from dem.models.sample_weight import block_weights, positive
 from dem.models.scratch import Scratch, thread_scratch
@@ -80,35 +81,18 @@ class FactorMixtureModel:
         k, q = self.n_components, self.n_factors
         stats = empty_stats(k, n_features, q)
         missing_zz = np.zeros((k, n_features, packing(q + 1).size))
-        any_missing = False
         scratch = thread_scratch("factor_mixture")  # the statistics are fresh arrays
-        for start in range(0, len(x), BLOCK_ROWS):
-            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
-            w = None if weights is None else weights[start : start + BLOCK_ROWS]
-            missing = np.isnan(rows)
-            incomplete = missing.any(axis=1)
-            if not incomplete.any():
-                xs = np.subtract(rows, terms.shift, out=scratch("shifted", rows.shape))
-                add_complete(stats, xs, terms, scratch, w)
-                continue
-            partial = np.flatnonzero(incomplete & ~missing.all(axis=1))  # nothing seen: left out
-            if len(partial):
-                any_missing = True
-                x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(
-                    stats,
-                    missing_zz,
-                    x_partial,
-                    ~missing[partial],
-                    terms,
-                    scratch,
-                    None if w is None else w[partial],
-                )
-            complete = np.flatnonzero(~incomplete)
-            if len(complete):
-                xs = scratch.take("shifted", rows, complete)
-                xs -= terms.shift
-                add_complete(stats, xs, terms, scratch, None if w is None else w[complete])
+        any_missing = add_rows(
+            x,
+            weights,
+            terms.shift,
+            scratch,
+            lambda xs, w: add_complete(stats, xs, terms, scratch, w),
+            lambda rows, observed, w: add_incomplete(
+                stats, missing_zz, rows, observed, terms, scratch, w
+            ),
+            BLOCK_ROWS,
+        )
         if any_missing:
             stats["sum_zz_missing"] = packing(q + 1).unpack(missing_zz)
         return stats

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import linalg
 
 from dem.model import Block, Params, Stats
+from dem.models.missing_rows import add_rows
 from dem.models.ppca.kernels import (
     NOISE_DIMS,
     NOISE_FLOOR,
@@ -69,36 +70,18 @@ class LinearGaussianModel:
         stats = empty_stats(n_features, self.n_components)
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
-        any_missing = False
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
-        for start in range(0, len(x), BLOCK_ROWS):
-            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
-            w = None if weights is None else weights[start : start + BLOCK_ROWS]
-            missing = np.isnan(rows)
-            incomplete = missing.any(axis=1)
-            if not incomplete.any():
-                xc = np.subtract(rows, terms.mean, out=scratch("centred", rows.shape))
-                add_complete(stats, xc, terms, scratch, w)
-                continue
-            # rows with nothing observed are left out
-            partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
-            if len(partial):
-                any_missing = True
-                x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(
-                    stats,
-                    missing_zz,
-                    x_partial,
-                    ~missing[partial],
-                    terms,
-                    scratch,
-                    None if w is None else w[partial],
-                )
-            complete = np.flatnonzero(~incomplete)
-            if len(complete):
-                xc = scratch.take("centred", rows, complete)
-                xc -= terms.mean
-                add_complete(stats, xc, terms, scratch, None if w is None else w[complete])
+        any_missing = add_rows(
+            x,
+            weights,
+            terms.mean,
+            scratch,
+            lambda xc, w: add_complete(stats, xc, terms, scratch, w),
+            lambda rows, observed, w: add_incomplete(
+                stats, missing_zz, rows, observed, terms, scratch, w
+            ),
+            BLOCK_ROWS,
+        )
         if any_missing:
             stats["sum_zz_missing"] = augmented.unpack(missing_zz)
         return stats
