@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -13,7 +12,6 @@ from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from dem.display import HTMLRepr
-from dem.engine import prepare
 from dem.estimator import (
     EMEstimator,
     NonNegativeArray,
@@ -29,7 +27,7 @@ from dem.models import gaussian
 from dem.models.bayesian_mixture import init, kernels
 from dem.models.bayesian_mixture.model import BayesianMixtureModel
 from dem.models.mixture.init import INIT_METHODS, resolve_init
-from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
+from dem.weights import init_sample, with_weights
 
 
 class BayesianGaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
@@ -290,8 +288,7 @@ init_sample_size, callback, sample_dim, feature_dim
         -------
         self
         """
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         model = self._model(n_features)
         if n_samples < max(2, model.n_components):
@@ -303,11 +300,7 @@ init_sample_size, callback, sample_dim, feature_dim
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         split_every = int(self.split_every)
         if method == "k-means||" and resp is None:  # passes before EM: persist now if at all
-            inputs = {name: s.array for name, s in with_weights({"X": samples}, weights).items()}
-            persisted = prepare(inputs, self.persist)
-            samples = dataclasses.replace(samples, array=persisted["X"])
-            if weights is not None:
-                weights = dataclasses.replace(weights, array=persisted[SAMPLE_WEIGHT])
+            samples, weights = self._persisted(samples, weights)
         w = None if weights is None else weights.array
         shared: dict[str, Any] = {}
 
@@ -397,8 +390,7 @@ init_sample_size, callback, sample_dim, feature_dim
         dtype: Any = np.float64,
     ) -> Any:
         params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
+        samples = self._checked_samples(X, variable)
         model = self._model()
         return per_sample(
             samples,
@@ -436,16 +428,11 @@ init_sample_size, callback, sample_dim, feature_dim
     ) -> float:
         """Mean of :meth:`score_samples` (one pass over the data); with ``sample_weight``
         (as for :meth:`fit`), the weighted mean Σ w_i log p(x_i) / Σ w_i."""
-        params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        model = self._model()
-        total, n = self._total_loglik(
-            samples,
-            self._sample_weight(sample_weight, X, samples),
-            lambda x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
-            params,
-            model.missing_ok,
+        total, n = self._fitted_loglik(
+            X,
+            variable,
+            sample_weight,
+            lambda model, x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
         )
         return total / n
 

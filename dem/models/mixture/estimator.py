@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -14,7 +13,7 @@ from sklearn.utils._param_validation import StrOptions
 from dem.accelerate import DEFAULT_ALPHA
 from dem.data import sample_rows
 from dem.display import HTMLRepr
-from dem.engine import map_reduce, prepare
+from dem.engine import map_reduce
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -294,8 +293,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             raise ValueError(
                 f"max_iter must be >= 1 for method={self.method!r} (0 is for online only)."
             )
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         if n_samples < model.n_components:
             raise ValueError(
@@ -306,13 +304,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         needs_data = any(v is None for v in initial.values())
         if needs_data and method == "k-means||":  # passes before EM: persist now if at all
-            inputs = {"X": samples.array}
-            if weights is not None:
-                inputs["w"] = weights.array
-            persisted = prepare(inputs, self.persist)
-            samples = dataclasses.replace(samples, array=persisted["X"])
-            if weights is not None:
-                weights = dataclasses.replace(weights, array=persisted["w"])
+            samples, weights = self._persisted(samples, weights)
 
         def first_start(rng: np.random.Generator) -> Params:
             if needs_data and method == "k-means||":
@@ -504,8 +496,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         dtype: Any = np.float64,
     ) -> Any:
         params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
+        samples = self._checked_samples(X, variable)
         model = self._model()
         return per_sample(
             samples,
@@ -550,22 +541,13 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
 
     def _loglik(self, X: Any, variable: str | None, sample_weight: Any) -> tuple[float, float]:
         """The (weighted) mean log-likelihood of ``X`` and the (weighted) number of samples."""
-        params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        weights = self._sample_weight(sample_weight, X, samples)
-        model = self._model()
-
-        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
-            loglik = logsumexp(model.weighted_log_prob(x, p), axis=1)
-            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing seen: not counted
-
-        total, n = self._total_loglik(samples, weights, row_loglik, params, model.missing_ok)
-        if n == 0:
-            raise ValueError(
-                "X has no observed value (every entry is NaN) in a sample of positive weight; "
-                "there is nothing to score."
-            )
+        total, n = self._fitted_loglik(
+            X,
+            variable,
+            sample_weight,
+            lambda model, x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
+            observed_only=True,
+        )
         return total / n, n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
@@ -590,8 +572,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             Observed entries unchanged, float64; lazy for lazy input.
         """
         params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
+        samples = self._checked_samples(X, variable)
         ctype = self.covariance_type
         return per_sample(
             samples,

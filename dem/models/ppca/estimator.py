@@ -11,7 +11,7 @@ from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
-from dem.data import Samples, as_samples
+from dem.data import as_samples
 from dem.display import HTMLRepr
 from dem.estimator import (
     EMEstimator,
@@ -111,8 +111,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self
         """
         model = self._model()
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         if model.n_components >= n_features:
             raise ValueError(
@@ -173,11 +172,6 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return int(self.components_.shape[0])
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
-
-    def _checked_samples(self, X: Any, variable: str | None) -> Samples:
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        return samples
 
     def transform(self, X: Any, *, variable: str | None = None) -> Any:
         """Posterior mean of the latent variables, ``E[z | observed x]``.
@@ -261,22 +255,14 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
     ) -> float:
         """Mean log-likelihood over the rows with at least one observed value (one pass);
         with ``sample_weight`` (as for :meth:`fit`), the weighted mean over those rows."""
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-
-        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
-            loglik = model.posterior(x, p)[1]
-            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing observed
-
-        total, n = self._total_loglik(
-            samples, self._sample_weight(sample_weight, X, samples), row_loglik, params
+        total, n = self._fitted_loglik(
+            X,
+            variable,
+            sample_weight,
+            lambda model, x, p: model.posterior(x, p)[1],
+            check=False,  # the posterior refuses infinity; NaN are missing values
+            observed_only=True,
         )
-        if n == 0:
-            raise ValueError(
-                "X has no observed value (every entry is NaN) in a row of positive weight; "
-                "there is nothing to score."
-            )
         return total / n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
