@@ -20,14 +20,14 @@ from dem.models.factor_mixture.kernels import (
     empty_stats,
     incomplete_posterior_all,
 )
-from dem.models.missing_rows import add_rows
+from dem.models.missing_rows import MISSING_ZZ, RowKernels, combine
 from dem.models.ppca.kernels import packing
 from dem.models.sample_weight import block_weights, positive
 from dem.models.scratch import Scratch, thread_scratch
 
 NOISE_TYPES = ("per_feature", "isotropic")
 MODEL_NAME = "mixture_of_factor_analyzers"
-OPTIONAL_STATS = frozenset({"sum_zz_missing"})
+ROW_KERNELS = RowKernels(add_complete, add_incomplete, BLOCK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -82,30 +82,13 @@ class FactorMixtureModel:
         stats = empty_stats(k, n_features, q)
         missing_zz = np.zeros((k, n_features, packing(q + 1).size))
         scratch = thread_scratch("factor_mixture")  # the statistics are fresh arrays
-        any_missing = add_rows(
-            x,
-            weights,
-            terms.shift,
-            scratch,
-            lambda xs, w: add_complete(stats, xs, terms, scratch, w),
-            lambda rows, observed, w: add_incomplete(
-                stats, missing_zz, rows, observed, terms, scratch, w
-            ),
-            BLOCK_ROWS,
-        )
-        if any_missing:
-            stats["sum_zz_missing"] = packing(q + 1).unpack(missing_zz)
+        if ROW_KERNELS.add(stats, missing_zz, x, weights, terms, terms.shift, scratch):
+            stats[MISSING_ZZ] = packing(q + 1).unpack(missing_zz)
         return stats
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         """Sum of two statistics; an absent ``sum_zz_missing`` counts as zeros."""
-        unmatched = (a.keys() ^ b.keys()) - OPTIONAL_STATS
-        if unmatched:
-            raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
-        total = {key: a[key] + b[key] for key in a if key in b}
-        for key in OPTIONAL_STATS & (a.keys() ^ b.keys()):
-            total[key] = (a[key] if key in a else b[key]).copy()
-        return total
+        return combine(a, b)
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         """Weights, then each component's loadings, mean and noise (see

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import linalg
 
 from dem.model import Block, Params, Stats
-from dem.models.missing_rows import add_rows
+from dem.models.missing_rows import MISSING_ZZ, RowKernels, combine
 from dem.models.ppca.kernels import (
     NOISE_DIMS,
     NOISE_FLOOR,
@@ -31,7 +31,7 @@ from dem.models.scratch import Scratch, thread_scratch
 BLOCK_ROWS = 2048
 NOISE_TYPES = ("isotropic", "diagonal")
 MODEL_NAMES = {"isotropic": "ppca", "diagonal": "factor_analysis"}
-OPTIONAL_STATS = frozenset({"sum_zz_missing"})
+ROW_KERNELS = RowKernels(add_complete, add_incomplete, BLOCK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -71,30 +71,13 @@ class LinearGaussianModel:
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
-        any_missing = add_rows(
-            x,
-            weights,
-            terms.mean,
-            scratch,
-            lambda xc, w: add_complete(stats, xc, terms, scratch, w),
-            lambda rows, observed, w: add_incomplete(
-                stats, missing_zz, rows, observed, terms, scratch, w
-            ),
-            BLOCK_ROWS,
-        )
-        if any_missing:
-            stats["sum_zz_missing"] = augmented.unpack(missing_zz)
+        if ROW_KERNELS.add(stats, missing_zz, x, weights, terms, terms.mean, scratch):
+            stats[MISSING_ZZ] = augmented.unpack(missing_zz)
         return stats
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         """Sum of two statistics; an absent ``sum_zz_missing`` counts as zeros."""
-        unmatched = (a.keys() ^ b.keys()) - OPTIONAL_STATS
-        if unmatched:
-            raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
-        total = {key: a[key] + b[key] for key in a if key in b}
-        for key in OPTIONAL_STATS & (a.keys() ^ b.keys()):
-            total[key] = (a[key] if key in a else b[key]).copy()
-        return total
+        return combine(a, b)
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         q = self.n_components
