@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import dask.array as da
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.base import DensityMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from dem.display import HTMLRepr
@@ -19,18 +19,18 @@ from dem.estimator import (
     RandomState,
     as_generator,
     counts,
-    per_sample,
     reals,
 )
 from dem.model import Params
 from dem.models import gaussian
 from dem.models.bayesian_mixture import init, kernels
 from dem.models.bayesian_mixture.model import BayesianMixtureModel
+from dem.models.mixture.base import BaseMixture
 from dem.models.mixture.init import INIT_METHODS, resolve_init
 from dem.weights import init_sample, with_weights
 
 
-class BayesianGaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
+class BayesianGaussianMixture(HTMLRepr, BaseMixture):
     """Variational Bayesian Gaussian mixture fitted over Dask chunks, with scikit-learn's
     interface (:class:`sklearn.mixture.BayesianGaussianMixture`).
 
@@ -381,60 +381,10 @@ init_sample_size, callback, sample_dim, feature_dim
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _per_sample(
-        self,
-        X: Any,
-        variable: str | None,
-        function: Callable[[np.ndarray], np.ndarray],
-        columns: int | None,
-        dtype: Any = np.float64,
-    ) -> Any:
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(model.weighted_log_prob(x, params)),
-            columns=columns,
-            dtype=dtype,
-        )
-
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
         """scikit-learn's ``score_samples``: log Σ_k exp of the variational weighted log
         densities (not a normalised density), shape (n_samples,)."""
         return self._per_sample(X, variable, lambda w: logsumexp(w, axis=1), None)
-
-    def predict_proba(self, X: Any, *, variable: str | None = None) -> Any:
-        """Responsibilities of each component for each sample, shape (n_samples, n_components)."""
-        return self._per_sample(
-            X, variable, lambda w: np.exp(w - logsumexp(w, axis=1)[:, None]), self.n_components
-        )
-
-    def predict(self, X: Any, *, variable: str | None = None) -> Any:
-        """Most probable component of each sample, shape (n_samples,)."""
-        return self._per_sample(X, variable, lambda w: np.argmax(w, axis=1), None, dtype=np.int64)
-
-    def fit_predict(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
-        """Fit, then label the same data with the fitted parameters."""
-        return self.fit(X, variable=variable).predict(X, variable=variable)
-
-    def score(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        variable: str | None = None,
-        sample_weight: Any = None,
-    ) -> float:
-        """Mean of :meth:`score_samples` (one pass over the data); with ``sample_weight``
-        (as for :meth:`fit`), the weighted mean Σ w_i log p(x_i) / Σ w_i."""
-        total, n = self._fitted_loglik(
-            X,
-            variable,
-            sample_weight,
-            lambda model, x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
-        )
-        return total / n
 
     def sample(
         self, n_samples: int = 1, *, random_state: RandomState = None

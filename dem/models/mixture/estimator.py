@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.base import DensityMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
@@ -25,6 +25,7 @@ from dem.estimator import (
 )
 from dem.model import Params
 from dem.models import gaussian
+from dem.models.mixture.base import BaseMixture
 from dem.models.mixture.init import (
     INIT_METHODS,
     initial_params,
@@ -43,7 +44,7 @@ from dem.online import blend, check_forgetting, fit_online, step_rate
 from dem.weights import init_sample, with_weights
 
 
-class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
+class GaussianMixture(HTMLRepr, BaseMixture):
     """Gaussian mixture fitted by EM over Dask chunks, with scikit-learn's interface.
 
     Parameters follow :class:`sklearn.mixture.GaussianMixture` in name and meaning;
@@ -487,68 +488,9 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _per_sample(
-        self,
-        X: Any,
-        variable: str | None,
-        function: Callable[[np.ndarray], np.ndarray],
-        columns: int | None,
-        dtype: Any = np.float64,
-    ) -> Any:
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(model.weighted_log_prob(x, params)),
-            columns=columns,
-            dtype=dtype,
-            missing_ok=self._marginalize(),
-        )
-
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
         """Log-likelihood of each sample, shape (n_samples,)."""
         return self._per_sample(X, variable, lambda w: logsumexp(w, axis=1), None)
-
-    def predict_proba(self, X: Any, *, variable: str | None = None) -> Any:
-        """Responsibilities of each component for each sample, shape (n_samples, n_components)."""
-        return self._per_sample(
-            X, variable, lambda w: np.exp(w - logsumexp(w, axis=1)[:, None]), self.n_components
-        )
-
-    def predict(self, X: Any, *, variable: str | None = None) -> Any:
-        """Most probable component of each sample, shape (n_samples,)."""
-        return self._per_sample(X, variable, lambda w: np.argmax(w, axis=1), None, dtype=np.int64)
-
-    def fit_predict(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
-        """Fit, then label the same data with the fitted parameters."""
-        return self.fit(X, variable=variable).predict(X, variable=variable)
-
-    def score(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        variable: str | None = None,
-        sample_weight: Any = None,
-    ) -> float:
-        """Mean per-sample log-likelihood (one pass over the data).
-
-        With ``sample_weight`` (as for :meth:`fit`), the weighted mean
-        Σ w_i log p(x_i) / Σ w_i.
-        """
-        return self._loglik(X, variable, sample_weight)[0]
-
-    def _loglik(self, X: Any, variable: str | None, sample_weight: Any) -> tuple[float, float]:
-        """The (weighted) mean log-likelihood of ``X`` and the (weighted) number of samples."""
-        total, n = self._fitted_loglik(
-            X,
-            variable,
-            sample_weight,
-            lambda model, x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
-            observed_only=True,
-        )
-        return total / n, n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
         """``X`` with each NaN replaced by its conditional mean given the row's observed values.
