@@ -338,6 +338,14 @@ class EMEstimator(BaseEstimator):
             )
         return total, n
 
+    def _sampling_rng(self, n_samples: int, random_state: RandomState) -> np.random.Generator:
+        """For ``sample``: refuse an estimator not fitted, and ``n_samples < 1``; the
+        generator of ``random_state`` (None: of the estimator's own)."""
+        self._params()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        return as_generator(self.random_state if random_state is None else random_state)
+
     def _total_loglik(
         self,
         samples: Samples,

@@ -17,7 +17,6 @@ from dem.estimator import (
     NonNegativeArray,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
     reals,
 )
@@ -385,29 +384,3 @@ init_sample_size, callback, sample_dim, feature_dim
         """scikit-learn's ``score_samples``: log Σ_k exp of the variational weighted log
         densities (not a normalised density), shape (n_samples,)."""
         return self._per_sample(X, variable, lambda w: logsumexp(w, axis=1), None)
-
-    def sample(
-        self, n_samples: int = 1, *, random_state: RandomState = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n_samples`` points from the mixture of the expected weights, the means and
-        ``covariances_`` (scikit-learn's ``sample``); returns (X, component labels)."""
-        self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
-        drawn = rng.multinomial(n_samples, self.weights_)
-        k, d = self.means_.shape
-        draws = []
-        for component, count in enumerate(drawn):
-            standard = rng.standard_normal((count, d))
-            if self.covariance_type in ("full", "tied"):
-                cov = (
-                    self.covariances_[component]
-                    if self.covariance_type == "full"
-                    else (self.covariances_)
-                )
-                draws.append(self.means_[component] + standard @ np.linalg.cholesky(cov).T)
-            else:  # diag and spherical scale each coordinate
-                scale = np.sqrt(self.covariances_[component])
-                draws.append(self.means_[component] + standard * scale)
-        return np.vstack(draws), np.repeat(np.arange(k), drawn)

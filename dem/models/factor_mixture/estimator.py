@@ -22,7 +22,6 @@ from dem.estimator import (
     EMEstimator,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
     per_sample,
     reals,
@@ -428,10 +427,8 @@ class MixtureOfFactorAnalyzers(
         self, n_samples: int = 1, *, random_state: RandomState = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels)."""
+        rng = self._sampling_rng(n_samples, random_state)
         params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
         draws = rng.multinomial(n_samples, params["weights"])
         k, d, q = params["loadings"].shape
         noise = np.broadcast_to(self.noise_variance_.reshape(k, -1), (k, d))

@@ -10,7 +10,8 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import DensityMixin
 
-from dem.estimator import EMEstimator, per_sample
+from dem.estimator import EMEstimator, RandomState, per_sample
+from dem.models import gaussian
 
 
 class BaseMixture(DensityMixin, EMEstimator):
@@ -19,6 +20,10 @@ class BaseMixture(DensityMixin, EMEstimator):
     ``weighted_log_prob(x, params)`` (log w_k + log p(x | k) per sample and component)."""
 
     n_components: int
+    covariance_type: str
+    weights_: np.ndarray
+    means_: np.ndarray
+    covariances_: np.ndarray
 
     def _marginalize(self) -> bool:
         """Whether NaN entries are missing values (the model marginalises them)."""
@@ -86,3 +91,31 @@ class BaseMixture(DensityMixin, EMEstimator):
             observed_only=True,
         )
         return total / n, n
+
+    def sample(
+        self, n_samples: int = 1, *, random_state: RandomState = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_samples`` points from the fitted mixture (for the variational one, the
+        mixture of the expected weights ``weights_``, the means and ``covariances_``, as
+        scikit-learn's ``sample``); returns (X, component labels).
+
+        A row of component k is ``μ_k + z`` with ``z ~ N(0, Σ_k)``; for
+        :class:`~dem.StudentMixture`, ``μ_k + z / sqrt(τ)`` with
+        ``τ ~ Gamma(ν_k/2, rate ν_k/2)``.
+        """
+        rng = self._sampling_rng(n_samples, random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        k, d = self.means_.shape
+        draws = []
+        for component, count in enumerate(counts):
+            z = gaussian.correlated(
+                rng.standard_normal((count, d)), self.covariances_, self.covariance_type, component
+            )
+            draws.append(self.means_[component] + self._component_draws(z, component, rng))
+        return np.vstack(draws), np.repeat(np.arange(k), counts)
+
+    def _component_draws(
+        self, z: np.ndarray, component: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """The draws of ``component`` about its mean, from its Gaussian draws ``z``."""
+        return z

@@ -544,30 +544,3 @@ class GaussianMixture(HTMLRepr, BaseMixture):
         """
         mean, n = self._loglik(X, variable, sample_weight)
         return -2 * mean * n + 2 * self._n_parameters()
-
-    def sample(
-        self, n_samples: int = 1, *, random_state: RandomState = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels)."""
-        params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
-        counts = rng.multinomial(n_samples, params["weights"])
-        k, d = self.means_.shape
-        draws = []
-        for component, count in enumerate(counts):
-            standard = rng.standard_normal((count, d))
-            if self.covariance_type == "full":
-                factor = np.linalg.cholesky(self.covariances_[component])
-                draws.append(self.means_[component] + standard @ factor.T)
-            elif self.covariance_type == "tied":
-                draws.append(
-                    self.means_[component] + standard @ np.linalg.cholesky(self.covariances_).T
-                )
-            else:  # diag and spherical scale each coordinate
-                draws.append(
-                    self.means_[component] + standard * np.sqrt(self.covariances_[component])
-                )
-        labels = np.repeat(np.arange(k), counts)
-        return np.vstack(draws), labels

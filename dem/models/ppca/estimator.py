@@ -17,7 +17,6 @@ from dem.estimator import (
     EMEstimator,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
     per_sample,
 )
@@ -300,10 +299,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     def sample(self, n_samples: int = 1, *, random_state: RandomState = None) -> np.ndarray:
         """Draw ``n_samples`` rows from the fitted model, shape (n_samples, n_features)."""
+        rng = self._sampling_rng(n_samples, random_state)
         params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
         latents = rng.standard_normal((n_samples, self.n_components))
         noise = rng.standard_normal((n_samples, self.n_features_in_)) * np.sqrt(
             params["noise_variance"]
