@@ -298,6 +298,29 @@ class EMEstimator(BaseEstimator):
         moved = {name: dataclasses.replace(s, array=arrays[name]) for name, s in inputs.items()}
         return moved["X"], moved.get(SAMPLE_WEIGHT)
 
+    def _fitted_per_sample(
+        self,
+        X: Any,
+        variable: str | None,
+        function: Callable[[Any, np.ndarray, Params], np.ndarray],
+        *,
+        columns: int | None,
+        dtype: Any = np.float64,
+        missing_ok: bool = False,
+    ) -> Any:
+        """:func:`per_sample` over new data ``X`` of ``function(model, rows, params)``, the
+        fitted parameters' result for each row (``model``: ``self._model()``)."""
+        params = self._params()
+        samples = self._checked_samples(X, variable)
+        model = self._model()
+        return per_sample(
+            samples,
+            lambda x: function(model, x, params),
+            columns=columns,
+            dtype=dtype,
+            missing_ok=missing_ok,
+        )
+
     def _fitted_loglik(
         self,
         X: Any,

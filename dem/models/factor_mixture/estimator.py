@@ -23,7 +23,6 @@ from dem.estimator import (
     NotFittedError,
     RandomState,
     counts,
-    per_sample,
     reals,
 )
 from dem.model import Params
@@ -330,12 +329,10 @@ class MixtureOfFactorAnalyzers(
         columns: int | None,
         dtype: Any = np.float64,
     ) -> Any:
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(*model.posterior(x, params)),
+        return self._fitted_per_sample(
+            X,
+            variable,
+            lambda model, x, p: function(*model.posterior(x, p)),
             columns=columns,
             dtype=dtype,
             missing_ok=True,

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.special import logsumexp
 from sklearn.base import DensityMixin
 
-from dem.estimator import EMEstimator, RandomState, per_sample
+from dem.estimator import EMEstimator, RandomState
 from dem.models import gaussian
 
 
@@ -38,12 +38,10 @@ class BaseMixture(DensityMixin, EMEstimator):
         dtype: Any = np.float64,
     ) -> Any:
         """``function`` of the weighted log densities of each sample of ``X``."""
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(model.weighted_log_prob(x, params)),
+        return self._fitted_per_sample(
+            X,
+            variable,
+            lambda model, x, p: function(model.weighted_log_prob(x, p)),
             columns=columns,
             dtype=dtype,
             missing_ok=self._marginalize(),

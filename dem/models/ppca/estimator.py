@@ -187,12 +187,10 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ndarray, dask array or xarray.DataArray of shape (n_samples, n_components)
             Lazy for dask, Zarr and xarray input (dims ``sample_dim`` and ``"component"``).
         """
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: model.posterior(x, params)[0],
+        return self._fitted_per_sample(
+            X,
+            variable,
+            lambda model, x, p: model.posterior(x, p)[0],
             columns=self.n_components,
             missing_ok=True,
         )
@@ -237,11 +235,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ndarray, dask array or xarray.DataArray of shape (n_samples,)
             0 for a row with nothing observed.
         """
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples, lambda x: model.posterior(x, params)[1], columns=None, missing_ok=True
+        return self._fitted_per_sample(
+            X, variable, lambda model, x, p: model.posterior(x, p)[1], columns=None, missing_ok=True
         )
 
     def score(
