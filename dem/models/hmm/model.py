@@ -290,6 +290,23 @@ def _block(x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
 # --- Gaussian emissions -------------------------------------------------------------------
 
 
+def _sums(
+    covariance_type: str, xt: np.ndarray, moments: np.ndarray, resp: np.ndarray, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gaussian.SUMS`` for the posteriors ``resp`` (K, rows) of a block of time steps.
+
+    Its tied scatter is Σ x xᵀ, right for a mixture, whose rows' responsibilities sum to
+    1; here a row's posteriors sum to its sequence's weight, and to 0 at padding, in a
+    sequence of weight 0 and outside the segments a long sequence's pass keeps, so the
+    tied scatter is Σ_t (Σ_k γ_tk) x_t x_tᵀ.
+    """
+    if covariance_type != "tied":
+        return gaussian.SUMS[covariance_type](xt, moments, resp)
+    rows = xt[:-1]
+    weighted = np.multiply(rows, resp.sum(axis=0), out=scratch("weighted", rows.shape))
+    return resp.sum(axis=-1), resp @ rows.T, weighted @ rows.T
+
+
 @dataclass(frozen=True)
 class GaussianHMMModel(HMMModel):
     """The pure functions of an HMM with Gaussian emissions (see :mod:`dem.model`)."""
@@ -407,7 +424,7 @@ class GaussianHMMModel(HMMModel):
             resp = scratch("resp", block.shape)
             np.copyto(resp, block)
             moments = gaussian.MOMENTS[ctype](xt, scratch)
-            sums = gaussian.SUMS[ctype](xt, moments, resp.reshape(self.n_components, -1))
+            sums = _sums(ctype, xt, moments, resp.reshape(self.n_components, -1), scratch)
             post += sums[0]
             sum_x += sums[1]
             scatter += sums[2]
