@@ -11,13 +11,12 @@ from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
-from dem.data import Samples, as_samples
+from dem.data import as_samples
 from dem.display import HTMLRepr
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
     per_sample,
 )
@@ -116,8 +115,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self
         """
         model = self._model()
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         if model.n_components >= n_features:
             raise ValueError(
@@ -179,11 +177,6 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _checked_samples(self, X: Any, variable: str | None) -> Samples:
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        return samples
-
     def transform(self, X: Any, *, variable: str | None = None) -> Any:
         """Posterior mean of the latent variables, ``E[z | observed x]``.
 
@@ -199,12 +192,10 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ndarray, dask array or xarray.DataArray of shape (n_samples, n_components)
             Lazy for dask, Zarr and xarray input (dims ``sample_dim`` and ``"component"``).
         """
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: model.posterior(x, params)[0],
+        return self._fitted_per_sample(
+            X,
+            variable,
+            lambda model, x, p: model.posterior(x, p)[0],
             columns=self.n_components,
             missing_ok=True,
         )
@@ -249,11 +240,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ndarray, dask array or xarray.DataArray of shape (n_samples,)
             0 for a row with nothing observed.
         """
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples, lambda x: model.posterior(x, params)[1], columns=None, missing_ok=True
+        return self._fitted_per_sample(
+            X, variable, lambda model, x, p: model.posterior(x, p)[1], columns=None, missing_ok=True
         )
 
     def score(
@@ -266,22 +254,14 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
     ) -> float:
         """Mean log-likelihood over the rows with at least one observed value (one pass);
         with ``sample_weight`` (as for :meth:`fit`), the weighted mean over those rows."""
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-
-        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
-            loglik = model.posterior(x, p)[1]
-            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing observed
-
-        total, n = self._total_loglik(
-            samples, self._sample_weight(sample_weight, X, samples), row_loglik, params
+        total, n = self._fitted_loglik(
+            X,
+            variable,
+            sample_weight,
+            lambda model, x, p: model.posterior(x, p)[1],
+            check=False,  # the posterior refuses infinity; NaN are missing values
+            observed_only=True,
         )
-        if n == 0:
-            raise ValueError(
-                "X has no observed value (every entry is NaN) in a row of positive weight; "
-                "there is nothing to score."
-            )
         return total / n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
@@ -319,10 +299,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     def sample(self, n_samples: int = 1, *, random_state: RandomState = None) -> np.ndarray:
         """Draw ``n_samples`` rows from the fitted model, shape (n_samples, n_features)."""
+        rng = self._sampling_rng(n_samples, random_state)
         params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
         latents = rng.standard_normal((n_samples, self.n_components))
         noise = rng.standard_normal((n_samples, self.n_features_in_)) * np.sqrt(
             params["noise_variance"]

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import linalg
 
 from dem.model import Block, Params, Stats
+from dem.models.missing_rows import MISSING_ZZ, RowKernels, combine
 from dem.models.ppca.kernels import (
     NOISE_DIMS,
     NOISE_FLOOR,
@@ -30,7 +31,7 @@ from dem.models.scratch import Scratch, thread_scratch
 BLOCK_ROWS = 2048
 NOISE_TYPES = ("isotropic", "diagonal")
 MODEL_NAMES = {"isotropic": "ppca", "diagonal": "factor_analysis"}
-OPTIONAL_STATS = frozenset({"sum_zz_missing"})
+ROW_KERNELS = RowKernels(add_complete, add_incomplete, BLOCK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -69,42 +70,9 @@ class LinearGaussianModel:
         stats = empty_stats(n_features, self.n_components)
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
-        any_missing = False
-        anchor = params.get("anchor_mean")
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
-        for start in range(0, len(x), BLOCK_ROWS):
-            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
-            w = None if weights is None else weights[start : start + BLOCK_ROWS]
-            missing = np.isnan(rows)
-            incomplete = missing.any(axis=1)
-            if not incomplete.any():
-                xc = np.subtract(rows, terms.mean, out=scratch("centred", rows.shape))
-                add_complete(stats, xc, terms, scratch, w, _about(rows, anchor, scratch))
-                continue
-            # rows with nothing observed are left out
-            partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
-            if len(partial):
-                any_missing = True
-                x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(
-                    stats,
-                    missing_zz,
-                    x_partial,
-                    ~missing[partial],
-                    terms,
-                    scratch,
-                    None if w is None else w[partial],
-                    anchor,
-                )
-            complete = np.flatnonzero(~incomplete)
-            if len(complete):
-                xc = scratch.take("centred", rows, complete)
-                anchored = None if anchor is None else xc - anchor
-                xc -= terms.mean
-                w_complete = None if w is None else w[complete]
-                add_complete(stats, xc, terms, scratch, w_complete, anchored)
-        if any_missing:
-            stats["sum_zz_missing"] = augmented.unpack(missing_zz)
+        if ROW_KERNELS.add(stats, missing_zz, x, weights, terms, terms.mean, scratch):
+            stats[MISSING_ZZ] = augmented.unpack(missing_zz)
         return stats
 
     def anchor(self, params: Params) -> Params:
@@ -116,13 +84,7 @@ class LinearGaussianModel:
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         """Sum of two statistics; an absent ``sum_zz_missing`` counts as zeros."""
-        unmatched = (a.keys() ^ b.keys()) - OPTIONAL_STATS
-        if unmatched:
-            raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
-        total = {key: a[key] + b[key] for key in a if key in b}
-        for key in OPTIONAL_STATS & (a.keys() ^ b.keys()):
-            total[key] = (a[key] if key in a else b[key]).copy()
-        return total
+        return combine(a, b)
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         q = self.n_components
@@ -231,10 +193,3 @@ class LinearGaussianModel:
                 ez[where[partial]] = ez_p
                 loglik[where[partial]] = loglik_p
         return ez, loglik
-
-
-def _about(rows: np.ndarray, anchor: np.ndarray | None, scratch: Scratch) -> np.ndarray | None:
-    """``rows - anchor`` in the scratch buffer "anchored" (None without an anchor)."""
-    if anchor is None:
-        return None
-    return np.subtract(rows, anchor, out=scratch("anchored", rows.shape))
