@@ -3,6 +3,7 @@ per-sample outputs that stay lazy for lazy input."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -30,7 +31,7 @@ from dem.data import Samples, as_samples, masked_as_nan
 from dem.graph import check_block
 from dem.model import Block, EMModel, Params, Stats, add_stats
 from dem.models.sample_weight import block_weights, positive, weighted_sum
-from dem.weights import as_sample_weight, with_weights
+from dem.weights import SAMPLE_WEIGHT, as_sample_weight, with_weights
 
 RandomState = int | np.random.RandomState | np.random.Generator | None
 """What ``random_state`` may be: a seed (int >= 0), a numpy ``RandomState`` or
@@ -244,6 +245,8 @@ class EMEstimator(BaseEstimator):
     n_features_in_: int
     feature_names_in_: np.ndarray
     _set_params: Callable[[Params], None]
+    _params: Callable[[], Params]
+    _model: Callable[..., Any]
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:
         """scikit-learn's repr, with the credentials of ``storage_options`` and
@@ -269,6 +272,102 @@ class EMEstimator(BaseEstimator):
         return as_sample_weight(
             sample_weight, X, samples, storage_options=getattr(self, "storage_options", None)
         )
+
+    def _checked_samples(self, X: Any, variable: str | None) -> Samples:
+        """New data ``X`` as read, after checking its features against the fit's."""
+        samples = self._samples(X, variable)
+        self._check_features(X, variable, int(samples.array.shape[1]))
+        return samples
+
+    def _weighted_samples(
+        self, X: Any, variable: str | None, sample_weight: Any
+    ) -> tuple[Samples, Samples | None]:
+        """``X`` as read and ``sample_weight`` validated and aligned with it (None
+        without weights; see :meth:`_sample_weight`)."""
+        samples = self._samples(X, variable)
+        return samples, self._sample_weight(sample_weight, X, samples)
+
+    def _persisted(
+        self, samples: Samples, weights: Samples | None
+    ) -> tuple[Samples, Samples | None]:
+        """``samples`` and their weights persisted together as :func:`dem.engine.prepare`
+        decides with this estimator's ``persist``: for passes over the data before EM
+        (k-means‖), so that EM finds the data where they left them."""
+        inputs = with_weights({"X": samples}, weights)
+        arrays = engine.prepare({name: s.array for name, s in inputs.items()}, self.persist)
+        moved = {name: dataclasses.replace(s, array=arrays[name]) for name, s in inputs.items()}
+        return moved["X"], moved.get(SAMPLE_WEIGHT)
+
+    def _fitted_per_sample(
+        self,
+        X: Any,
+        variable: str | None,
+        function: Callable[[Any, np.ndarray, Params], np.ndarray],
+        *,
+        columns: int | None,
+        dtype: Any = np.float64,
+        missing_ok: bool = False,
+    ) -> Any:
+        """:func:`per_sample` over new data ``X`` of ``function(model, rows, params)``, the
+        fitted parameters' result for each row (``model``: ``self._model()``)."""
+        params = self._params()
+        samples = self._checked_samples(X, variable)
+        model = self._model()
+        return per_sample(
+            samples,
+            lambda x: function(model, x, params),
+            columns=columns,
+            dtype=dtype,
+            missing_ok=missing_ok,
+        )
+
+    def _fitted_loglik(
+        self,
+        X: Any,
+        variable: str | None,
+        sample_weight: Any,
+        row_loglik: Callable[[Any, np.ndarray, Params], np.ndarray],
+        *,
+        check: bool = True,
+        observed_only: bool = False,
+    ) -> tuple[float, float]:
+        """One pass over new data: the (weighted) total log-likelihood of ``X`` under the
+        fitted parameters and the (weighted) number of samples counted.
+
+        ``row_loglik(model, rows, params)`` is the log-likelihood of each row
+        (``model``: ``self._model()``); ``sample_weight`` as ``fit`` takes it. With
+        ``check``, blocks are checked for invalid values as the model's ``missing_ok``
+        says (see :meth:`_total_loglik`). With ``observed_only``, a row with nothing
+        observed (every entry NaN) is not counted, and a ValueError says so when no row
+        of positive weight is left.
+        """
+        params = self._params()
+        samples = self._checked_samples(X, variable)
+        weights = self._sample_weight(sample_weight, X, samples)
+        model = self._model()
+
+        def rows_loglik(x: np.ndarray, p: Params) -> np.ndarray:
+            loglik = row_loglik(model, x, p)
+            if not observed_only:
+                return loglik
+            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing seen: not counted
+
+        missing_ok = model.missing_ok if check else None
+        total, n = self._total_loglik(samples, weights, rows_loglik, params, missing_ok)
+        if observed_only and n == 0:
+            raise ValueError(
+                "X has no observed value (every entry is NaN) in a sample of positive weight; "
+                "there is nothing to score."
+            )
+        return total, n
+
+    def _sampling_rng(self, n_samples: int, random_state: RandomState) -> np.random.Generator:
+        """For ``sample``: refuse an estimator not fitted, and ``n_samples < 1``; the
+        generator of ``random_state`` (None: of the estimator's own)."""
+        self._params()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        return as_generator(self.random_state if random_state is None else random_state)
 
     def _total_loglik(
         self,

@@ -52,9 +52,18 @@ Statistics of one group taken at older parameters are added to those of other gr
 a model's statistics must mean the same thing whatever the parameters they were taken at
 (as for online EM: the Gaussian mixture takes its sums about a shift fixed for the whole
 fit; counts are counts). A model declares this with the class attribute
-``comparable_stats = True`` (see :mod:`dem.model`); models whose statistics are taken
-about the current parameters (PPCA's centred rows, Tobit's residuals, the Gaussian HMM's
-shift) and models that run their own passes (``own_pass``) are refused.
+``comparable_stats = True`` (see :mod:`dem.model`). A model whose statistics are taken
+about its current parameters (PPCA's and factor analysis's rows minus the mean, Tobit's
+residuals about ``X β``, the Gaussian HMMs' shift) gives instead the hook
+``anchor(params) -> Params``: entries (named ``anchor_*``) that, added to the
+parameters, make its E-step take the statistics about them and its M-step read them as
+the statistics' centre. The anchor is taken once per fit from the initial parameters
+(so the first pass is still batch EM's first iteration, bit for bit), added to every
+parameter set the fit visits, checkpointed with them (a resume keeps it: the same
+bits), and left out of the fitted parameters. Batch EM never sees it, so its results
+do not change. Models that run their own passes (``own_pass``: the long HMMs, whose
+forward-backward runs across chunks, so a group's statistics depend on the messages
+from the chunks before it at the parameters of that pass) are refused.
 """
 
 from __future__ import annotations
@@ -113,13 +122,13 @@ def check_incremental(model: Any) -> None:
             "statistics cannot be taken group by group; use method='batch' (or "
             "accelerate='squarem') for it."
         )
-    if not getattr(model, "comparable_stats", False):
+    if not (getattr(model, "comparable_stats", False) or hasattr(model, "anchor")):
         raise ValueError(
             f"{name}'s statistics are taken about its current parameters, so those of "
             "chunks visited at different parameters do not add up, and incremental EM "
             "would not be Neal & Hinton's. Use method='batch' (or accelerate='squarem'); "
-            "incremental EM takes models that declare comparable_stats = True (the Gaussian "
-            "and Student mixtures, the categorical HMM)."
+            "incremental EM takes models that declare comparable_stats = True or give an "
+            "anchor hook (see dem.incremental)."
         )
 
 
@@ -173,6 +182,8 @@ class _Run:
     entropies: list[float] | None = None
     started: float = field(default_factory=time.perf_counter)
     start_params: Params | None = None
+    # the model's anchor (see the module docstring), in every parameter set of the fit
+    anchor: Params = field(default_factory=dict)
 
     def done(self, max_iter: int) -> bool:
         return self.result.converged or self.result.n_iter >= max_iter
@@ -223,14 +234,18 @@ def fit_runs(
     for index, (model, init) in enumerate(zip(models, inits, strict=True)):
         started = _start(index, model, init, checkpoint, arrays)
         params, cache, entropies = _split(started.result.params)
-        started.result.params = params
         run = _Run(index, model, started.result, entropies=entropies)
+        if hasattr(model, "anchor"):
+            # taken at the start, or restored with the parameters it was added to
+            fresh = model.anchor(params)
+            run.anchor = {key: params.get(key, value) for key, value in fresh.items()}
+        started.result.params = {**params, **run.anchor}
         if cache is not None:
             run.totals = _Totals(cache, model.combine, split_every)
         runs.append(run)
     active = [run for run in runs if not run.done(max_iter)]
     if not active:
-        return [run.result for run in runs]
+        return [_unanchored(run) for run in runs]
     arrays = prepare(arrays, persist)
     names, blocks = tuple(arrays), chunk_blocks(arrays)
     grouping = chunks_per_task(arrays, split_every)
@@ -316,16 +331,21 @@ def fit_runs(
         active = [run for run in active if not run.done(max_iter)]
     for run in runs:
         _warn_if_not_converged(run.model, run.result, max_iter)
-    return [run.result for run in runs]
+    return [_unanchored(run) for run in runs]
+
+
+def _unanchored(run: _Run) -> EMResult:
+    """The run's result, its parameters without the anchor."""
+    run.result.params = {k: v for k, v in run.result.params.items() if k not in run.anchor}
+    return run.result
 
 
 def _m_step(run: _Run, arrays: Mapping[str, da.Array]) -> None:
     """The M-step on the run's cached total."""
     assert run.totals is not None
     try:
-        run.result.params = _finite(
-            run.model, run.model.m_step(run.totals.total, run.result.params)
-        )
+        updated = run.model.m_step(run.totals.total, run.result.params)
+        run.result.params = _finite(run.model, {**updated, **run.anchor})
     except (ValueError, np.linalg.LinAlgError, FloatingPointError) as failure:
         raise_if_extreme(arrays, failure)
         raise
@@ -377,6 +397,8 @@ def _record(
         if run.entropies is not None:
             cache[ENTROPY] = np.array(run.entropies)
             dims[ENTROPY] = ("incremental_group",)
+        for key, value in run.anchor.items():
+            dims[key] = tuple(f"{key}_{i}" for i in range(np.ndim(value)))
         checkpoint.write(
             run.index,
             result.n_iter,

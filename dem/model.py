@@ -14,7 +14,8 @@ the E-step was given).
 Optional hooks
 --------------
 Beyond :class:`EMModel`, the engine looks for these by name (``hasattr``/``getattr``);
-a model defines only those it needs. This is the complete list.
+a model defines only those it needs. This is the complete list for batch EM (incremental
+EM's hooks are described below the table).
 
 ===============  ===========================================  =================  ==================
 hook             signature                                    called by          when absent
@@ -77,6 +78,15 @@ reduced statistics of all the data at ``params`` and, when ``content`` is not Fa
 the chunks' content digests (checked against ``content`` when it holds them). It must
 give the same bits whichever workers run its tasks. The engine then evaluates each run
 of such models apart.
+
+Incremental EM (:mod:`dem.incremental`) adds the statistics of groups of chunks taken
+at different parameters, so it takes a model that declares ``comparable_stats = True``
+(its statistics mean the same whatever the parameters: counts, sums about a shift
+fixed for the fit) or gives ``anchor(params) -> Params``: entries (named ``anchor_*``)
+that, among the parameters, make ``e_step`` take its statistics about them rather than
+about the current parameters and ``m_step`` read them so; it is called once per fit, on
+the initial parameters. Batch EM never passes them. ``free_energy = True`` with
+``expected_loglik(stats, params) -> float`` lets it report Neal & Hinton's free energy.
 
 Online EM (:mod:`dem.online`, and ``partial_fit``) uses only the protocol's methods:
 it blends per-sample statistics across batches, so a model's statistics must keep the

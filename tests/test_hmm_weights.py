@@ -9,6 +9,7 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+from hmmlearn import hmm as hmmlearn_hmm
 
 import dem
 from dem.models.hmm import pad_sequences
@@ -77,23 +78,43 @@ def assert_same_fit(weighted, plain, names):
     np.testing.assert_allclose(weighted.lower_bounds_, plain.lower_bounds_, rtol=1e-10)
 
 
-@pytest.mark.parametrize("ctype", ["diag", "full"])
+def gaussian_init(ctype):
+    """Initial emissions near the truth (the states' order fixed), shared by every fit."""
+    rng = np.random.default_rng(5)
+    covars = {
+        "diag": rng.uniform(0.6, 1.5, (K, D)),
+        "full": np.tile(np.eye(D), (K, 1, 1)),
+        "tied": np.array([[1.2, 0.2], [0.2, 0.9]]),
+        "spherical": rng.uniform(0.6, 1.5, K),
+    }[ctype]
+    return {
+        "means": MEANS + np.array([[0.3, -0.2], [-0.2, 0.3], [0.1, 0.1]]),
+        "covars": covars,
+    }
+
+
+def gaussian_model(ctype, max_iter=6):
+    init = gaussian_init(ctype)
+    return dem.GaussianHMM(
+        K,
+        covariance_type=ctype,
+        max_iter=max_iter,
+        tol=0.0,
+        means_init=init["means"],
+        covars_init=init["covars"],
+        **transitions_init(),
+    )
+
+
+# tied: its scatter Σ_t (Σ_k γ_tk) x xᵀ weighs each time step by its sequence's weight
+# (it was the unweighted Σ x xᵀ, and the weighted fit collapsed a state)
+@pytest.mark.parametrize("ctype", ["diag", "full", "tied", "spherical"])
 def test_gaussian_integer_weights_repeat_sequences(ctype):
     x = gaussian_sequences()
     x[1, :5] = 1e150  # weight 0: extreme values that must not reach any sum
-    rng = np.random.default_rng(5)
-    covars = {"diag": rng.uniform(0.6, 1.5, (K, D)), "full": np.tile(np.eye(D), (K, 1, 1))}
 
     def make():
-        return dem.GaussianHMM(
-            K,
-            covariance_type=ctype,
-            max_iter=6,
-            tol=0.0,
-            means_init=MEANS + np.array([[0.3, -0.2], [-0.2, 0.3], [0.1, 0.1]]),
-            covars_init=covars[ctype],
-            **transitions_init(),
-        )
+        return gaussian_model(ctype)
 
     chunked = da.from_array(x, chunks=(2, -1, -1))  # weights aligned with 3 chunks
     weighted = fit(make, chunked, LENGTHS, WEIGHTS.astype(float))
@@ -101,6 +122,64 @@ def test_gaussian_integer_weights_repeat_sequences(ctype):
     assert_same_fit(weighted, plain, ("startprob_", "transmat_", "means_", "covars_"))
     xs, ls = repeated(x, LENGTHS)
     assert weighted.score(xs, ls) == pytest.approx(plain.score(xs, ls), rel=1e-10)
+
+
+@pytest.mark.parametrize("ctype", ["tied", "full"])
+def test_gaussian_weights_match_hmmlearn_on_repeated_sequences(ctype):
+    """hmmlearn takes no weights: its fit of the sequences repeated, from the same start,
+    is an independent reference for the weighted fit."""
+    x = gaussian_sequences()
+    xs, ls = repeated(x, LENGTHS)
+    init = gaussian_init(ctype)
+    start = transitions_init()
+    ref = hmmlearn_hmm.GaussianHMM(
+        K,
+        covariance_type=ctype,
+        n_iter=6,
+        tol=-np.inf,
+        init_params="",
+        covars_prior=1e-2 * np.eye(D),  # dem's scalar prior: that multiple of the identity
+        implementation="scaling",
+    )
+    ref.startprob_, ref.transmat_ = start["startprob_init"], start["transmat_init"]
+    ref.means_, ref.covars_ = init["means"], init["covars"]
+    ref.fit(np.concatenate([seq[:n] for seq, n in zip(xs, ls, strict=True)]), ls)
+    ours = fit(lambda: gaussian_model(ctype), x, LENGTHS, WEIGHTS.astype(float))
+    assert relative(ours.startprob_, ref.startprob_) < 1e-8
+    assert relative(ours.transmat_, ref.transmat_) < 1e-8
+    assert np.max(np.abs(ours.means_ - ref.means_)) < 1e-8 * np.max(np.abs(ref.means_))
+    assert relative(ours.covars_, ref._covars_) < 1e-8
+
+
+def test_weighted_score_bic_aic_are_those_of_repeated_sequences():
+    """score (the total log-likelihood), bic and aic with integer weights: those of the
+    sequences repeated (np.repeat), and hmmlearn's score of them; weight 0 leaves a
+    sequence out unevaluated, even alone in its chunk."""
+    x = gaussian_sequences()
+    model = fit(lambda: gaussian_model("tied", max_iter=3), x, LENGTHS, WEIGHTS.astype(float))
+    xs, ls = repeated(x, LENGTHS)
+    x[1, :5] = 1e150  # weight 0, and alone in its chunk below
+    chunked = da.from_array(x, chunks=((1, 1, 4), (40,), (D,)))
+    weights = da.from_array(WEIGHTS.astype(float), chunks=((1, 1, 4),))
+    ref = hmmlearn_hmm.GaussianHMM(K, covariance_type="tied", implementation="scaling")
+    ref.startprob_, ref.transmat_ = model.startprob_, model.transmat_
+    ref.means_, ref.covars_ = model.means_, model.covars_
+    concatenated = np.concatenate([seq[:n] for seq, n in zip(xs, ls, strict=True)])
+    for data in (x, chunked):
+        for sample_weight in (WEIGHTS.astype(float), weights):
+            found = model.score(data, LENGTHS, sample_weight=sample_weight)
+            assert found == pytest.approx(model.score(xs, ls), rel=1e-12)
+            assert found == pytest.approx(ref.score(concatenated, ls), rel=1e-10)
+            for criterion in ("bic", "aic"):
+                weighted = getattr(model, criterion)(data, LENGTHS, sample_weight=sample_weight)
+                assert weighted == pytest.approx(getattr(model, criterion)(xs, ls), rel=1e-12)
+    # the criteria's n: the weighted number of time steps, as hmmlearn counts them
+    assert model.bic(x, LENGTHS, sample_weight=WEIGHTS) == pytest.approx(
+        -2 * ref.score(concatenated, ls) + model._n_parameters() * np.log(len(concatenated)),
+        rel=1e-10,
+    )
+    with pytest.raises(ValueError, match="negative"):
+        model.score(x, LENGTHS, sample_weight=-np.ones(6))
 
 
 def test_categorical_integer_weights_repeat_sequences():
@@ -119,6 +198,9 @@ def test_categorical_integer_weights_repeat_sequences():
     weighted = fit(make, x, LENGTHS, WEIGHTS.astype(float))
     plain = fit(make, *repeated(x, LENGTHS))
     assert_same_fit(weighted, plain, ("startprob_", "transmat_", "emissionprob_"))
+    assert weighted.score(x, LENGTHS, sample_weight=WEIGHTS) == pytest.approx(
+        weighted.score(*repeated(x, LENGTHS)), rel=1e-12
+    )
 
 
 def test_gmmhmm_integer_weights_repeat_sequences():
@@ -140,12 +222,21 @@ def test_gmmhmm_integer_weights_repeat_sequences():
     weighted = fit(make, da.from_array(x, chunks=(4, -1, -1)), LENGTHS, WEIGHTS.astype(float))
     plain = fit(make, *repeated(x, LENGTHS))
     assert_same_fit(weighted, plain, ("startprob_", "transmat_", "weights_", "means_", "covars_"))
+    assert weighted.bic(x, LENGTHS, sample_weight=WEIGHTS) == pytest.approx(
+        weighted.bic(*repeated(x, LENGTHS)), rel=1e-12
+    )
 
 
 def test_one_long_sequence_refuses_weights():
     x = np.random.default_rng(0).normal(size=(500, D))
     with pytest.raises(ValueError, match="one long sequence"):
         dem.GaussianHMM(K, max_iter=2).fit(x, sample_weight=np.ones(500))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dem.ConvergenceWarning)
+        model = dem.GaussianHMM(K, max_iter=2, random_state=0).fit(x)
+    for method in (model.score, model.bic, model.aic):
+        with pytest.raises(ValueError, match="one long sequence"):
+            method(x, sample_weight=np.ones(500))
 
 
 def test_bad_weights_are_named():

@@ -350,8 +350,8 @@ ENGINE_OPTIONS: dict[str, Opt] = {
         ),
         Opt(
             "method",
-            "'online' starts with online-EM passes, then continues with batch EM; "
-            "'incremental' is incremental EM (an M-step after every --incremental-chunks).",
+            "'batch' is EM; 'incremental' takes an M-step after every --incremental-chunks "
+            "chunks; 'online' (where listed) starts with online-EM passes, then batch EM.",
             "choice",
             ("batch", "online", "incremental"),
         ),

@@ -543,6 +543,19 @@ def covariances_from_precisions(precisions: np.ndarray, covariance_type: str) ->
     return 1.0 / precisions
 
 
+def correlated(
+    standard: np.ndarray, covariances: np.ndarray, covariance_type: str, component: int
+) -> np.ndarray:
+    """Standard normal rows ``standard`` (n, d) made draws of N(0, Σ_k), Σ_k the covariance
+    of ``component`` in ``covariances`` (shapes as above): ``z Lᵀ`` with ``L`` the Cholesky
+    factor of Σ_k for full and tied, ``z √σ²_k`` elementwise for diag and spherical."""
+    if covariance_type == "full":
+        return standard @ np.linalg.cholesky(covariances[component]).T
+    if covariance_type == "tied":
+        return standard @ np.linalg.cholesky(covariances).T
+    return standard * np.sqrt(covariances[component])
+
+
 def n_covariance_parameters(covariance_type: str, n_components: int, n_features: int) -> int:
     return {
         "full": n_components * n_features * (n_features + 1) // 2,

@@ -227,11 +227,6 @@ def test_integer_weights_equal_repeated_samples(case):
     input ``sample_weight`` (issue 18)."""
     if not takes_weights(case):
         pytest.skip(f"{case.entry.estimator}.fit takes no sample_weight")
-    if str(case) == "hmm-tied":
-        pytest.xfail(
-            "known defect (issue 18 note): the weighted tied-covariance Gaussian HMM collapses "
-            "a state where the repeated sequences' fit does not"
-        )
     _, call = reference(case)
     block = computed(call.arrays)
     n = len(next(iter(block.values())))

@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import dask.array as da
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.base import DensityMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from dem.display import HTMLRepr
-from dem.engine import prepare
 from dem.estimator import (
     EMEstimator,
     NonNegativeArray,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
-    per_sample,
     reals,
 )
 from dem.model import Params
 from dem.models import gaussian
 from dem.models.bayesian_mixture import init, kernels
 from dem.models.bayesian_mixture.model import BayesianMixtureModel
+from dem.models.mixture.base import BaseMixture
 from dem.models.mixture.init import INIT_METHODS, resolve_init
-from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
+from dem.weights import init_sample, with_weights
 
 
-class BayesianGaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
+class BayesianGaussianMixture(HTMLRepr, BaseMixture):
     """Variational Bayesian Gaussian mixture fitted over Dask chunks, with scikit-learn's
     interface (:class:`sklearn.mixture.BayesianGaussianMixture`).
 
@@ -290,8 +287,7 @@ init_sample_size, callback, sample_dim, feature_dim
         -------
         self
         """
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         model = self._model(n_features)
         if n_samples < max(2, model.n_components):
@@ -303,11 +299,7 @@ init_sample_size, callback, sample_dim, feature_dim
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         split_every = int(self.split_every)
         if method == "k-means||" and resp is None:  # passes before EM: persist now if at all
-            inputs = {name: s.array for name, s in with_weights({"X": samples}, weights).items()}
-            persisted = prepare(inputs, self.persist)
-            samples = dataclasses.replace(samples, array=persisted["X"])
-            if weights is not None:
-                weights = dataclasses.replace(weights, array=persisted[SAMPLE_WEIGHT])
+            samples, weights = self._persisted(samples, weights)
         w = None if weights is None else weights.array
         shared: dict[str, Any] = {}
 
@@ -388,89 +380,7 @@ init_sample_size, callback, sample_dim, feature_dim
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _per_sample(
-        self,
-        X: Any,
-        variable: str | None,
-        function: Callable[[np.ndarray], np.ndarray],
-        columns: int | None,
-        dtype: Any = np.float64,
-    ) -> Any:
-        params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(model.weighted_log_prob(x, params)),
-            columns=columns,
-            dtype=dtype,
-        )
-
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
         """scikit-learn's ``score_samples``: log Σ_k exp of the variational weighted log
         densities (not a normalised density), shape (n_samples,)."""
         return self._per_sample(X, variable, lambda w: logsumexp(w, axis=1), None)
-
-    def predict_proba(self, X: Any, *, variable: str | None = None) -> Any:
-        """Responsibilities of each component for each sample, shape (n_samples, n_components)."""
-        return self._per_sample(
-            X, variable, lambda w: np.exp(w - logsumexp(w, axis=1)[:, None]), self.n_components
-        )
-
-    def predict(self, X: Any, *, variable: str | None = None) -> Any:
-        """Most probable component of each sample, shape (n_samples,)."""
-        return self._per_sample(X, variable, lambda w: np.argmax(w, axis=1), None, dtype=np.int64)
-
-    def fit_predict(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
-        """Fit, then label the same data with the fitted parameters."""
-        return self.fit(X, variable=variable).predict(X, variable=variable)
-
-    def score(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        variable: str | None = None,
-        sample_weight: Any = None,
-    ) -> float:
-        """Mean of :meth:`score_samples` (one pass over the data); with ``sample_weight``
-        (as for :meth:`fit`), the weighted mean Σ w_i log p(x_i) / Σ w_i."""
-        params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        model = self._model()
-        total, n = self._total_loglik(
-            samples,
-            self._sample_weight(sample_weight, X, samples),
-            lambda x, p: logsumexp(model.weighted_log_prob(x, p), axis=1),
-            params,
-            model.missing_ok,
-        )
-        return total / n
-
-    def sample(
-        self, n_samples: int = 1, *, random_state: RandomState = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n_samples`` points from the mixture of the expected weights, the means and
-        ``covariances_`` (scikit-learn's ``sample``); returns (X, component labels)."""
-        self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
-        drawn = rng.multinomial(n_samples, self.weights_)
-        k, d = self.means_.shape
-        draws = []
-        for component, count in enumerate(drawn):
-            standard = rng.standard_normal((count, d))
-            if self.covariance_type in ("full", "tied"):
-                cov = (
-                    self.covariances_[component]
-                    if self.covariance_type == "full"
-                    else (self.covariances_)
-                )
-                draws.append(self.means_[component] + standard @ np.linalg.cholesky(cov).T)
-            else:  # diag and spherical scale each coordinate
-                scale = np.sqrt(self.covariances_[component])
-                draws.append(self.means_[component] + standard * scale)
-        return np.vstack(draws), np.repeat(np.arange(k), drawn)

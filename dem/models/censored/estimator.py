@@ -21,7 +21,7 @@ import xarray as xr
 from scipy import linalg, stats
 from scipy.special import ndtr
 from sklearn.base import RegressorMixin, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import column_or_1d
 
@@ -104,6 +104,13 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
         two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
         -1 is plain EM, larger values take larger steps. Ignored by the other methods.
+    method : {"batch", "incremental"}, default="batch"
+        ``"incremental"`` is Neal & Hinton's incremental EM (see :mod:`dem.incremental`):
+        an M-step after every ``incremental_chunks`` chunks, each group's statistics
+        (residuals about the initial coefficients' ``X β₀``) replaced in the cached
+        total; ``max_iter`` and ``n_iter_`` count passes. Takes ``accelerate="none"``.
+    incremental_chunks : int, default=1
+        Chunks per group of ``method="incremental"``.
     random_state : int, numpy.random.RandomState or numpy.random.Generator, optional
         Seeds the sample of rows the initial least-squares fit uses (a ``RandomState``
         gives four 32-bit words of seed: the same state, the same fit).
@@ -174,6 +181,8 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         max_iter: int = 1000,
         accelerate: str = "none",
         alpha: float = DEFAULT_ALPHA,
+        method: str = "batch",
+        incremental_chunks: int = 1,
         random_state: RandomState = None,
         checkpoint: str | os.PathLike[str] | None = None,
         resume: bool = False,
@@ -193,6 +202,8 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         self.max_iter = max_iter
         self.accelerate = accelerate
         self.alpha = alpha
+        self.method = method
+        self.incremental_chunks = incremental_chunks
         self.random_state = random_state
         self.checkpoint = checkpoint
         self.resume = resume
@@ -210,6 +221,7 @@ class CensoredRegression(HTMLRepr, RegressorMixin, EMEstimator):
         "left": [Interval(Real, None, None, closed="both")],  # ±inf: no limit
         "right": [Interval(Real, None, None, closed="both")],
         "fit_intercept": ["boolean"],
+        "method": [StrOptions({"batch", "incremental"})],
     }
 
     # --- inputs -----------------------------------------------------------------------

@@ -191,7 +191,10 @@ class CensoredModel:
 
     def e_step(self, block: Block, params: Params) -> Stats:
         coef, scale = params["coef"], float(params["scale"])
-        first_pass = "mean_xxT" not in params
+        anchor = params.get("anchor_coef")
+        # XᵀX on the first pass only (it is kept in the parameters), but on every pass with
+        # an anchor: statistics taken at different parameters then have the same keys
+        first_pass = "mean_xxT" not in params or anchor is not None
         stats: Stats = {
             "n": count(len(block["X"]), block_weights(block)),
             "loglik": np.float64(0.0),
@@ -206,12 +209,24 @@ class CensoredModel:
             resid, resid_sq, loglik = conditional_moments(
                 lower, upper, mu, scale, scratch=scratch, weights=w
             )
+            if anchor is not None:  # about x β₀: E[y* - x β₀] and E[(y* - x β₀)²], row by row
+                shift = mu - self.linear(x, anchor, out=scratch("anchor_mu", (len(x),)))
+                resid_sq += shift * (2.0 * resid + shift)
+                resid += shift
             stats["loglik"] += loglik
             stats["sum_x_resid"] += self.cross(x, resid if w is None else resid * w)
             stats["sum_resid_sq"] += weighted_sum(resid_sq, w)
             if first_pass:
                 stats["sum_xxT"] += self.gram(x, w, scratch)
         return stats
+
+    def anchor(self, params: Params) -> Params:
+        """The coefficients of ``params``, as ``anchor_coef``: with it among the
+        parameters, the E-step takes the residuals about ``x β₀`` (and XᵀX on every pass)
+        instead of about the current ``x β``, so statistics taken at different parameters
+        add up (incremental EM; see :mod:`dem.incremental`), and the M-step steps from
+        ``β₀``."""
+        return {"anchor_coef": np.array(params["coef"], dtype=np.float64)}
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         return add_stats(a, b)
@@ -231,7 +246,8 @@ class CensoredModel:
                 f"The scale of the latent variable collapsed (σ² = {variance}): the uncensored "
                 "rows are fitted exactly. Use more uncensored rows or fewer features."
             )
-        return {"coef": params["coef"] + delta, "scale": np.sqrt(variance), "mean_xxT": mean_xxT}
+        base = params.get("anchor_coef", params["coef"])  # what the residuals are about
+        return {"coef": base + delta, "scale": np.sqrt(variance), "mean_xxT": mean_xxT}
 
     def converged(self, change: float, tol: float, previous: Params, params: Params) -> bool:
         """Stop when one iteration moves the fit by less than ``tol`` (see the estimator).

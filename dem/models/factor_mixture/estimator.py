@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -18,16 +17,12 @@ from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
-from dem.data import Samples
 from dem.display import HTMLRepr
-from dem.engine import prepare
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
-    per_sample,
     reals,
 )
 from dem.model import Params
@@ -38,7 +33,7 @@ from dem.models.factor_mixture.init import (
     resolve_init,
 )
 from dem.models.factor_mixture.model import NOISE_TYPES, FactorMixtureModel
-from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
+from dem.weights import init_sample, with_weights
 
 
 class MixtureOfFactorAnalyzers(
@@ -233,8 +228,7 @@ class MixtureOfFactorAnalyzers(
         self
         """
         model = self._model()
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = (int(s) for s in samples.array.shape)
         if model.n_factors >= n_features:
             raise ValueError(
@@ -254,11 +248,7 @@ class MixtureOfFactorAnalyzers(
             )
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         if method == "k-means||":  # passes before EM: persist now if at all
-            inputs = {name: s.array for name, s in with_weights({"X": samples}, weights).items()}
-            persisted = prepare(inputs, self.persist)
-            samples = dataclasses.replace(samples, array=persisted["X"])
-            if weights is not None:
-                weights = dataclasses.replace(weights, array=persisted[SAMPLE_WEIGHT])
+            samples, weights = self._persisted(samples, weights)
 
         def make_init(rng: np.random.Generator) -> Params:
             if method == "k-means||":
@@ -339,21 +329,14 @@ class MixtureOfFactorAnalyzers(
         columns: int | None,
         dtype: Any = np.float64,
     ) -> Any:
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(*model.posterior(x, params)),
+        return self._fitted_per_sample(
+            X,
+            variable,
+            lambda model, x, p: function(*model.posterior(x, p)),
             columns=columns,
             dtype=dtype,
             missing_ok=True,
         )
-
-    def _checked_samples(self, X: Any, variable: str | None) -> Samples:
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        return samples
 
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
         """Log-likelihood of each sample's observed values, shape (n_samples,)."""
@@ -412,15 +395,11 @@ class MixtureOfFactorAnalyzers(
 
     def _loglik(self, X: Any, variable: str | None, sample_weight: Any) -> tuple[float, float]:
         """The (weighted) total log-likelihood and (weighted) number of samples."""
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return self._total_loglik(
-            samples,
-            self._sample_weight(sample_weight, X, samples),
-            lambda x, p: logsumexp(model.posterior(x, p)[0], axis=1),
-            params,
-            model.missing_ok,
+        return self._fitted_loglik(
+            X,
+            variable,
+            sample_weight,
+            lambda model, x, p: logsumexp(model.posterior(x, p)[0], axis=1),
         )
 
     def _n_parameters(self) -> int:
@@ -445,10 +424,8 @@ class MixtureOfFactorAnalyzers(
         self, n_samples: int = 1, *, random_state: RandomState = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels)."""
+        rng = self._sampling_rng(n_samples, random_state)
         params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
         draws = rng.multinomial(n_samples, params["weights"])
         k, d, q = params["loadings"].shape
         noise = np.broadcast_to(self.noise_variance_.reshape(k, -1), (k, d))

@@ -20,13 +20,14 @@ from dem.models.factor_mixture.kernels import (
     empty_stats,
     incomplete_posterior_all,
 )
+from dem.models.missing_rows import MISSING_ZZ, RowKernels, combine
 from dem.models.ppca.kernels import packing
 from dem.models.sample_weight import block_weights, positive
 from dem.models.scratch import Scratch, thread_scratch
 
 NOISE_TYPES = ("per_feature", "isotropic")
 MODEL_NAME = "mixture_of_factor_analyzers"
-OPTIONAL_STATS = frozenset({"sum_zz_missing"})
+ROW_KERNELS = RowKernels(add_complete, add_incomplete, BLOCK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -80,48 +81,14 @@ class FactorMixtureModel:
         k, q = self.n_components, self.n_factors
         stats = empty_stats(k, n_features, q)
         missing_zz = np.zeros((k, n_features, packing(q + 1).size))
-        any_missing = False
         scratch = thread_scratch("factor_mixture")  # the statistics are fresh arrays
-        for start in range(0, len(x), BLOCK_ROWS):
-            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
-            w = None if weights is None else weights[start : start + BLOCK_ROWS]
-            missing = np.isnan(rows)
-            incomplete = missing.any(axis=1)
-            if not incomplete.any():
-                xs = np.subtract(rows, terms.shift, out=scratch("shifted", rows.shape))
-                add_complete(stats, xs, terms, scratch, w)
-                continue
-            partial = np.flatnonzero(incomplete & ~missing.all(axis=1))  # nothing seen: left out
-            if len(partial):
-                any_missing = True
-                x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(
-                    stats,
-                    missing_zz,
-                    x_partial,
-                    ~missing[partial],
-                    terms,
-                    scratch,
-                    None if w is None else w[partial],
-                )
-            complete = np.flatnonzero(~incomplete)
-            if len(complete):
-                xs = scratch.take("shifted", rows, complete)
-                xs -= terms.shift
-                add_complete(stats, xs, terms, scratch, None if w is None else w[complete])
-        if any_missing:
-            stats["sum_zz_missing"] = packing(q + 1).unpack(missing_zz)
+        if ROW_KERNELS.add(stats, missing_zz, x, weights, terms, terms.shift, scratch):
+            stats[MISSING_ZZ] = packing(q + 1).unpack(missing_zz)
         return stats
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         """Sum of two statistics; an absent ``sum_zz_missing`` counts as zeros."""
-        unmatched = (a.keys() ^ b.keys()) - OPTIONAL_STATS
-        if unmatched:
-            raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
-        total = {key: a[key] + b[key] for key in a if key in b}
-        for key in OPTIONAL_STATS & (a.keys() ^ b.keys()):
-            total[key] = (a[key] if key in a else b[key]).copy()
-        return total
+        return combine(a, b)
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         """Weights, then each component's loadings, mean and noise (see

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import xarray as xr
 from sklearn.base import _fit_context
+from sklearn.utils._param_validation import StrOptions
 
 from dem.data import Samples, as_samples, sample_rows
 from dem.display import HTMLRepr
@@ -36,6 +37,7 @@ from dem.models.hmm.init import uniform
 from dem.models.hmm.kernels import checked_lengths, valid_lengths
 from dem.models.hmm.long import LongHMMModel
 from dem.models.hmm.model import HMMModel
+from dem.models.sample_weight import positive_block, weighted_sum
 from dem.weights import SAMPLE_WEIGHT, init_sample, with_weights
 
 #: Values (time steps × features) per chunk when numpy input is chunked.
@@ -89,6 +91,7 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         "transmat_init": ["array-like", None],
         "sequence_dim": [str],
         "time_dim": [str],
+        "method": [StrOptions({"batch", "incremental"})],
     }
 
     # set by subclasses' __init__
@@ -306,14 +309,7 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         -------
         self
         """
-        inputs = self._inputs(X, lengths, variable)
-        if sample_weight is not None and self._is_long(inputs):
-            raise ValueError(
-                "sample_weight weighs whole sequences, and X is one long sequence: a single "
-                "weight changes nothing. Leave sample_weight out, or pass many sequences "
-                f"({self._ndim}-D X) to weigh them."
-            )
-        inputs = with_weights(inputs, self._sample_weight(sample_weight, X, inputs["X"]))
+        inputs = self._weighted(X, self._inputs(X, lengths, variable), sample_weight)
         n_features = self._n_features(inputs)
         model = self._model(n_features)
         transitions = self._checked_transition_inits()
@@ -330,6 +326,18 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
         self._fit_restarts(fitted, inputs, make_init)
         self.n_features_in_ = int(n_features)
         return self
+
+    def _weighted(
+        self, X: Any, inputs: dict[str, Samples], sample_weight: Any
+    ) -> dict[str, Samples]:
+        """``inputs`` with the sequences' weights, validated and aligned, if any."""
+        if sample_weight is not None and self._is_long(inputs):
+            raise ValueError(
+                "sample_weight weighs whole sequences, and X is one long sequence: a single "
+                "weight changes nothing. Leave sample_weight out, or pass many sequences "
+                f"({self._ndim}-D X) to weigh them."
+            )
+        return with_weights(inputs, self._sample_weight(sample_weight, X, inputs["X"]))
 
     def _checked_transition_inits(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         k = int(self.n_components)
@@ -442,39 +450,78 @@ class BaseHMM(HTMLRepr, EMEstimator, ABC):
             X, lengths, variable, "decode", lambda t: (t,), (self.time_dim,), np.int64
         )
 
-    def _score_stats(self, X: Any, lengths: Any, variable: str | None) -> Stats:
+    def _score_stats(
+        self, X: Any, lengths: Any, variable: str | None, sample_weight: Any = None
+    ) -> Stats:
+        """The (weighted) total log-likelihood and (weighted) number of time steps."""
         model, params, inputs = self._fitted_inputs(X, lengths, variable)
+        inputs = self._weighted(X, inputs, sample_weight)
         if self._is_long(inputs):
             array = inputs["X"].array
             value = long.loglik(model, params, array)
             return {"n": np.float64(array.shape[0]), "loglik": np.float64(value)}
 
         def loglik(block: Block, p: Params) -> Stats:
-            x = block["X"]
-            values = model.sequence_loglik(x, block.get("lengths"), p)
-            found = block.get("lengths")
-            n = x.shape[0] * x.shape[1] if found is None else np.sum(found)
-            return {"n": np.float64(n), "loglik": np.float64(values.sum())}
+            w, kept = positive_block(block)  # a sequence of weight 0 is not even evaluated
+            x, found = kept["X"], kept.get("lengths")
+            steps = np.full(x.shape[0], x.shape[1]) if found is None else np.asarray(found)
+            values = model.sequence_loglik(x, found, p)
+            return {"n": weighted_sum(steps, w), "loglik": weighted_sum(values, w)}
 
         arrays = {name: s.array for name, s in inputs.items()}
         return map_reduce(loglik, add_stats, arrays, params, split_every=int(self.split_every))
 
-    def score(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> float:
-        """Total log-likelihood of the sequences (as hmmlearn's ``score``; one pass)."""
-        return float(self._score_stats(X, lengths, variable)["loglik"])
+    def score(
+        self,
+        X: Any,
+        lengths: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Total log-likelihood of the sequences (as hmmlearn's ``score``; one pass).
+
+        With ``sample_weight`` (one weight per sequence, as for :meth:`fit`), the weighted
+        total Σ_i w_i log p(sequence i): for integer weights, the score of the sequences
+        repeated that many times; a sequence of weight 0 is left out.
+        """
+        return float(self._score_stats(X, lengths, variable, sample_weight)["loglik"])
 
     def _n_parameters(self) -> int:
         k = self.n_components
         return int((k - 1) + k * (k - 1) + self._emission_scalars())
 
-    def bic(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> float:
-        """Bayesian information criterion (lower is better); n is the number of observations."""
-        stats = self._score_stats(X, lengths, variable)
+    def bic(
+        self,
+        X: Any,
+        lengths: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Bayesian information criterion (lower is better): -2 log L + p log n, with n
+        the number of observations (time steps).
+
+        With ``sample_weight``, log L is the weighted log-likelihood (see :meth:`score`)
+        and n the weighted number of time steps Σ_i w_i T_i (the BIC of the sequences
+        repeated, for integer weights).
+        """
+        stats = self._score_stats(X, lengths, variable, sample_weight)
         return float(-2.0 * stats["loglik"] + self._n_parameters() * np.log(stats["n"]))
 
-    def aic(self, X: Any, lengths: Any = None, *, variable: str | None = None) -> float:
-        """Akaike information criterion (lower is better)."""
-        stats = self._score_stats(X, lengths, variable)
+    def aic(
+        self,
+        X: Any,
+        lengths: Any = None,
+        *,
+        variable: str | None = None,
+        sample_weight: Any = None,
+    ) -> float:
+        """Akaike information criterion (lower is better): -2 log L + 2 p.
+
+        With ``sample_weight``, log L is the weighted log-likelihood (see :meth:`score`).
+        """
+        stats = self._score_stats(X, lengths, variable, sample_weight)
         return float(-2.0 * stats["loglik"] + 2.0 * self._n_parameters())
 
     def sample(

@@ -157,10 +157,17 @@ class GMMHMMModel(HMMModel):
 
     @staticmethod
     def shift(params: Params) -> np.ndarray:
-        """The mean of every component mean: the data are centred on it."""
+        """The mean of every component mean, or the anchor: the data are centred on it."""
+        if "anchor_shift" in params:
+            return np.asarray(params["anchor_shift"])
         means = params["means"]
         result: np.ndarray = means.reshape(-1, means.shape[-1]).mean(axis=0)
         return result
+
+    def anchor(self, params: Params) -> Params:
+        """The shift of ``params``, as ``anchor_shift`` (see
+        :meth:`dem.models.hmm.model.GaussianHMMModel.anchor`)."""
+        return {"anchor_shift": np.array(self.shift(params), dtype=np.float64)}
 
     def _flat_precisions(self, params: Params) -> np.ndarray:
         """The K·M components' precision factors, as the kernels of their type read them."""

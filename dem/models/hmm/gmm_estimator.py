@@ -106,6 +106,14 @@ class GMMHMM(BaseHMM):
         α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
         two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
         -1 is plain EM, larger values take larger steps. Ignored by the other methods.
+    method : {"batch", "incremental"}, default="batch"
+        ``"incremental"`` is Neal & Hinton's incremental EM (see :mod:`dem.incremental`):
+        an M-step after every ``incremental_chunks`` chunks of sequences, each group's
+        statistics replaced in the cached total; ``max_iter`` and ``n_iter_`` count
+        passes. Takes ``accelerate="none"``, and many sequences (one long sequence
+        spanning chunks is refused).
+    incremental_chunks : int, default=1
+        Chunks per group of ``method="incremental"``.
     startprob_init : array-like of shape (n_components,), optional
     transmat_init : array-like of shape (n_components, n_components), optional
     weights_init : array-like of shape (n_components, n_mix), optional
@@ -179,6 +187,8 @@ checkpoint_storage_options, split_every, persist, init_sample_size, callback
         n_init: int = 1,
         accelerate: str = "none",
         alpha: float = DEFAULT_ALPHA,
+        method: str = "batch",
+        incremental_chunks: int = 1,
         startprob_init: Any = None,
         transmat_init: Any = None,
         weights_init: Any = None,
@@ -213,6 +223,8 @@ checkpoint_storage_options, split_every, persist, init_sample_size, callback
         self.n_init = n_init
         self.accelerate = accelerate
         self.alpha = alpha
+        self.method = method
+        self.incremental_chunks = incremental_chunks
         self.startprob_init = startprob_init
         self.transmat_init = transmat_init
         self.weights_init = weights_init

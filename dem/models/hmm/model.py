@@ -290,6 +290,23 @@ def _block(x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
 # --- Gaussian emissions -------------------------------------------------------------------
 
 
+def _sums(
+    covariance_type: str, xt: np.ndarray, moments: np.ndarray, resp: np.ndarray, scratch: Scratch
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gaussian.SUMS`` for the posteriors ``resp`` (K, rows) of a block of time steps.
+
+    Its tied scatter is Σ x xᵀ, right for a mixture, whose rows' responsibilities sum to
+    1; here a row's posteriors sum to its sequence's weight, and to 0 at padding, in a
+    sequence of weight 0 and outside the segments a long sequence's pass keeps, so the
+    tied scatter is Σ_t (Σ_k γ_tk) x_t x_tᵀ.
+    """
+    if covariance_type != "tied":
+        return gaussian.SUMS[covariance_type](xt, moments, resp)
+    rows = xt[:-1]
+    weighted = np.multiply(rows, resp.sum(axis=0), out=scratch("weighted", rows.shape))
+    return resp.sum(axis=-1), resp @ rows.T, weighted @ rows.T
+
+
 @dataclass(frozen=True)
 class GaussianHMMModel(HMMModel):
     """The pure functions of an HMM with Gaussian emissions (see :mod:`dem.model`)."""
@@ -324,6 +341,20 @@ class GaussianHMMModel(HMMModel):
             "precisions_cholesky": dims,
         }
 
+    @staticmethod
+    def shift(params: Params) -> np.ndarray:
+        """What the data are centred on: the mean of the state means, or the anchor."""
+        if "anchor_shift" in params:
+            return np.asarray(params["anchor_shift"])
+        result: np.ndarray = params["means"].mean(axis=0)
+        return result
+
+    def anchor(self, params: Params) -> Params:
+        """The shift of ``params``, as ``anchor_shift``: with it among the parameters the
+        statistics are sums about it, whatever the means, so those taken at different
+        parameters add up (incremental EM; see :mod:`dem.incremental`)."""
+        return {"anchor_shift": np.array(self.shift(params), dtype=np.float64)}
+
     def prepare(
         self,
         x: np.ndarray,
@@ -332,10 +363,10 @@ class GaussianHMMModel(HMMModel):
         first: int = 0,
         scratch: Scratch | None = None,
     ) -> np.ndarray:
-        """Time-major rows centred on the mean of the state means; zero at padding."""
+        """Time-major rows centred on :meth:`shift`; zero at padding."""
         scratch = Scratch() if scratch is None else scratch
         centred = scratch("data", (x.shape[1], x.shape[0], x.shape[2]))
-        np.subtract(np.swapaxes(x, 0, 1), params["means"].mean(axis=0), out=centred)
+        np.subtract(np.swapaxes(x, 0, 1), self.shift(params), out=centred)
         if valid is not None:
             np.copyto(centred, 0.0, where=padding_mask(valid, scratch)[:, :, None])
         check_finite(centred, None, "X", first)
@@ -371,7 +402,7 @@ class GaussianHMMModel(HMMModel):
         ctype = self.covariance_type
         prec_chol = params["precisions_cholesky"]
         distances = gaussian.DISTANCES[ctype](
-            params["means"] - params["means"].mean(axis=0), prec_chol, np.float64
+            params["means"] - self.shift(params), prec_chol, np.float64
         )
         no_weights = np.zeros(self.n_components)
         constants = gaussian.log_prob_constants(no_weights, prec_chol, ctype, n_features)
@@ -407,7 +438,7 @@ class GaussianHMMModel(HMMModel):
             resp = scratch("resp", block.shape)
             np.copyto(resp, block)
             moments = gaussian.MOMENTS[ctype](xt, scratch)
-            sums = gaussian.SUMS[ctype](xt, moments, resp.reshape(self.n_components, -1))
+            sums = _sums(ctype, xt, moments, resp.reshape(self.n_components, -1), scratch)
             post += sums[0]
             sum_x += sums[1]
             scatter += sums[2]
@@ -420,7 +451,7 @@ class GaussianHMMModel(HMMModel):
     def emission_m_step(self, stats: Stats, params: Params) -> Params:
         ctype = self.covariance_type
         n_features = params["means"].shape[1]
-        shift = params["means"].mean(axis=0)
+        shift = self.shift(params)
         post, sum_x = np.asarray(stats["post"]), np.asarray(stats["sum_x"])
         weight = np.broadcast_to(np.asarray(self.means_weight, dtype=np.float64), post.shape)
         prior_means = np.broadcast_to(

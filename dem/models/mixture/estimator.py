@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import logsumexp
-from sklearn.base import DensityMixin, _fit_context
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
 from dem.data import sample_rows
 from dem.display import HTMLRepr
-from dem.engine import map_reduce, prepare
+from dem.engine import map_reduce
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
@@ -26,6 +25,7 @@ from dem.estimator import (
 )
 from dem.model import Params
 from dem.models import gaussian
+from dem.models.mixture.base import BaseMixture
 from dem.models.mixture.init import (
     INIT_METHODS,
     initial_params,
@@ -44,7 +44,7 @@ from dem.online import blend, check_forgetting, fit_online, step_rate
 from dem.weights import init_sample, with_weights
 
 
-class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
+class GaussianMixture(HTMLRepr, BaseMixture):
     """Gaussian mixture fitted by EM over Dask chunks, with scikit-learn's interface.
 
     Parameters follow :class:`sklearn.mixture.GaussianMixture` in name and meaning;
@@ -294,8 +294,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             raise ValueError(
                 f"max_iter must be >= 1 for method={self.method!r} (0 is for online only)."
             )
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         if n_samples < model.n_components:
             raise ValueError(
@@ -306,13 +305,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         method = resolve_init(self.init_params, n_samples, int(self.init_sample_size))
         needs_data = any(v is None for v in initial.values())
         if needs_data and method == "k-means||":  # passes before EM: persist now if at all
-            inputs = {"X": samples.array}
-            if weights is not None:
-                inputs["w"] = weights.array
-            persisted = prepare(inputs, self.persist)
-            samples = dataclasses.replace(samples, array=persisted["X"])
-            if weights is not None:
-                weights = dataclasses.replace(weights, array=persisted["w"])
+            samples, weights = self._persisted(samples, weights)
 
         def first_start(rng: np.random.Generator) -> Params:
             if needs_data and method == "k-means||":
@@ -495,78 +488,9 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _per_sample(
-        self,
-        X: Any,
-        variable: str | None,
-        function: Callable[[np.ndarray], np.ndarray],
-        columns: int | None,
-        dtype: Any = np.float64,
-    ) -> Any:
-        params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: function(model.weighted_log_prob(x, params)),
-            columns=columns,
-            dtype=dtype,
-            missing_ok=self._marginalize(),
-        )
-
     def score_samples(self, X: Any, *, variable: str | None = None) -> Any:
         """Log-likelihood of each sample, shape (n_samples,)."""
         return self._per_sample(X, variable, lambda w: logsumexp(w, axis=1), None)
-
-    def predict_proba(self, X: Any, *, variable: str | None = None) -> Any:
-        """Responsibilities of each component for each sample, shape (n_samples, n_components)."""
-        return self._per_sample(
-            X, variable, lambda w: np.exp(w - logsumexp(w, axis=1)[:, None]), self.n_components
-        )
-
-    def predict(self, X: Any, *, variable: str | None = None) -> Any:
-        """Most probable component of each sample, shape (n_samples,)."""
-        return self._per_sample(X, variable, lambda w: np.argmax(w, axis=1), None, dtype=np.int64)
-
-    def fit_predict(self, X: Any, y: Any = None, *, variable: str | None = None) -> Any:
-        """Fit, then label the same data with the fitted parameters."""
-        return self.fit(X, variable=variable).predict(X, variable=variable)
-
-    def score(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        variable: str | None = None,
-        sample_weight: Any = None,
-    ) -> float:
-        """Mean per-sample log-likelihood (one pass over the data).
-
-        With ``sample_weight`` (as for :meth:`fit`), the weighted mean
-        Σ w_i log p(x_i) / Σ w_i.
-        """
-        return self._loglik(X, variable, sample_weight)[0]
-
-    def _loglik(self, X: Any, variable: str | None, sample_weight: Any) -> tuple[float, float]:
-        """The (weighted) mean log-likelihood of ``X`` and the (weighted) number of samples."""
-        params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        weights = self._sample_weight(sample_weight, X, samples)
-        model = self._model()
-
-        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
-            loglik = logsumexp(model.weighted_log_prob(x, p), axis=1)
-            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing seen: not counted
-
-        total, n = self._total_loglik(samples, weights, row_loglik, params, model.missing_ok)
-        if n == 0:
-            raise ValueError(
-                "X has no observed value (every entry is NaN) in a sample of positive weight; "
-                "there is nothing to score."
-            )
-        return total / n, n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
         """``X`` with each NaN replaced by its conditional mean given the row's observed values.
@@ -590,8 +514,7 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
             Observed entries unchanged, float64; lazy for lazy input.
         """
         params = self._params()
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
+        samples = self._checked_samples(X, variable)
         ctype = self.covariance_type
         return per_sample(
             samples,
@@ -621,30 +544,3 @@ class GaussianMixture(HTMLRepr, DensityMixin, EMEstimator):
         """
         mean, n = self._loglik(X, variable, sample_weight)
         return -2 * mean * n + 2 * self._n_parameters()
-
-    def sample(
-        self, n_samples: int = 1, *, random_state: RandomState = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels)."""
-        params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
-        counts = rng.multinomial(n_samples, params["weights"])
-        k, d = self.means_.shape
-        draws = []
-        for component, count in enumerate(counts):
-            standard = rng.standard_normal((count, d))
-            if self.covariance_type == "full":
-                factor = np.linalg.cholesky(self.covariances_[component])
-                draws.append(self.means_[component] + standard @ factor.T)
-            elif self.covariance_type == "tied":
-                draws.append(
-                    self.means_[component] + standard @ np.linalg.cholesky(self.covariances_).T
-                )
-            else:  # diag and spherical scale each coordinate
-                draws.append(
-                    self.means_[component] + standard * np.sqrt(self.covariances_[component])
-                )
-        labels = np.repeat(np.arange(k), counts)
-        return np.vstack(draws), labels

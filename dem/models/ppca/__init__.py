@@ -14,7 +14,9 @@ For a row with observed features ``O`` the posterior of ``z`` is ``N(M⁻¹ u, M
 jointly with the loadings: it is one more column of an augmented loading matrix
 ``[W, δ]`` acting on ``z̃ = [z, 1]``, where ``δ`` is this iteration's change of the mean.
 All sums are taken about the current mean, which keeps them accurate for data far
-from the origin. The E-step of a chunk adds, for each feature ``j``:
+from the origin (incremental EM takes them about a mean fixed for the fit, its
+``anchor_mean``, so that sums taken at different parameters add up; see
+:mod:`dem.incremental`). The E-step of a chunk adds, for each feature ``j``:
 
 - ``count[j]``: Σ 1 over the rows where ``j`` is observed;
 - ``sum_x2[j]``: Σ (x_j − μ_j)² over those rows;

@@ -11,13 +11,12 @@ from sklearn.utils import Tags
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
-from dem.data import Samples, as_samples
+from dem.data import as_samples
 from dem.display import HTMLRepr
 from dem.estimator import (
     EMEstimator,
     NotFittedError,
     RandomState,
-    as_generator,
     counts,
     per_sample,
 )
@@ -38,6 +37,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         "n_components": counts(1),
         "init_params": [StrOptions(set(INIT_METHODS))],
         "init_sample_size": counts(2),
+        "method": [StrOptions({"batch", "incremental"})],
     }
 
     def __init__(
@@ -58,6 +58,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         init_sample_size: int = 20_000,
         accelerate: str = "none",
         alpha: float = DEFAULT_ALPHA,
+        method: str = "batch",
+        incremental_chunks: int = 1,
         callback: Callable[[Any], Any] | None = None,
         sample_dim: str = "sample",
         feature_dim: str = "feature",
@@ -77,6 +79,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.init_sample_size = init_sample_size
         self.accelerate = accelerate
         self.alpha = alpha
+        self.method = method
+        self.incremental_chunks = incremental_chunks
         self.callback = callback
         self.sample_dim = sample_dim
         self.feature_dim = feature_dim
@@ -111,8 +115,7 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self
         """
         model = self._model()
-        samples = self._samples(X, variable)
-        weights = self._sample_weight(sample_weight, X, samples)
+        samples, weights = self._weighted_samples(X, variable, sample_weight)
         n_samples, n_features = samples.array.shape
         if model.n_components >= n_features:
             raise ValueError(
@@ -174,11 +177,6 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     # --- per-sample results (lazy for lazy input) ----------------------------------------
 
-    def _checked_samples(self, X: Any, variable: str | None) -> Samples:
-        samples = self._samples(X, variable)
-        self._check_features(X, variable, int(samples.array.shape[1]))
-        return samples
-
     def transform(self, X: Any, *, variable: str | None = None) -> Any:
         """Posterior mean of the latent variables, ``E[z | observed x]``.
 
@@ -194,12 +192,10 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ndarray, dask array or xarray.DataArray of shape (n_samples, n_components)
             Lazy for dask, Zarr and xarray input (dims ``sample_dim`` and ``"component"``).
         """
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples,
-            lambda x: model.posterior(x, params)[0],
+        return self._fitted_per_sample(
+            X,
+            variable,
+            lambda model, x, p: model.posterior(x, p)[0],
             columns=self.n_components,
             missing_ok=True,
         )
@@ -244,11 +240,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ndarray, dask array or xarray.DataArray of shape (n_samples,)
             0 for a row with nothing observed.
         """
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-        return per_sample(
-            samples, lambda x: model.posterior(x, params)[1], columns=None, missing_ok=True
+        return self._fitted_per_sample(
+            X, variable, lambda model, x, p: model.posterior(x, p)[1], columns=None, missing_ok=True
         )
 
     def score(
@@ -261,22 +254,14 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
     ) -> float:
         """Mean log-likelihood over the rows with at least one observed value (one pass);
         with ``sample_weight`` (as for :meth:`fit`), the weighted mean over those rows."""
-        params = self._params()
-        samples = self._checked_samples(X, variable)
-        model = self._model()
-
-        def row_loglik(x: np.ndarray, p: Params) -> np.ndarray:
-            loglik = model.posterior(x, p)[1]
-            return np.where(np.isnan(x).all(axis=1), np.nan, loglik)  # nothing observed
-
-        total, n = self._total_loglik(
-            samples, self._sample_weight(sample_weight, X, samples), row_loglik, params
+        total, n = self._fitted_loglik(
+            X,
+            variable,
+            sample_weight,
+            lambda model, x, p: model.posterior(x, p)[1],
+            check=False,  # the posterior refuses infinity; NaN are missing values
+            observed_only=True,
         )
-        if n == 0:
-            raise ValueError(
-                "X has no observed value (every entry is NaN) in a row of positive weight; "
-                "there is nothing to score."
-            )
         return total / n
 
     def impute(self, X: Any, *, variable: str | None = None) -> Any:
@@ -314,10 +299,8 @@ class _LinearGaussian(HTMLRepr, ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     def sample(self, n_samples: int = 1, *, random_state: RandomState = None) -> np.ndarray:
         """Draw ``n_samples`` rows from the fitted model, shape (n_samples, n_features)."""
+        rng = self._sampling_rng(n_samples, random_state)
         params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
         latents = rng.standard_normal((n_samples, self.n_components))
         noise = rng.standard_normal((n_samples, self.n_features_in_)) * np.sqrt(
             params["noise_variance"]
@@ -395,6 +378,13 @@ class PPCA(_LinearGaussian):
         α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
         two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
         -1 is plain EM, larger values take larger steps. Ignored by the other methods.
+    method : {"batch", "incremental"}, default="batch"
+        ``"incremental"`` is Neal & Hinton's incremental EM (see :mod:`dem.incremental`):
+        an M-step after every ``incremental_chunks`` chunks, each group's statistics
+        (taken about a mean fixed for the fit) replaced in the cached total; ``max_iter``
+        and ``n_iter_`` count passes. Takes ``accelerate="none"``.
+    incremental_chunks : int, default=1
+        Chunks per group of ``method="incremental"``.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str
@@ -492,6 +482,13 @@ class FactorAnalysis(_LinearGaussian):
         α of ``accelerate="alpha"`` (α-EM, Matsuyama 2003: a momentum step from the last
         two EM steps, weighted ``(1 + alpha) / 2``; see :func:`dem.accelerate.alpha_em`):
         -1 is plain EM, larger values take larger steps. Ignored by the other methods.
+    method : {"batch", "incremental"}, default="batch"
+        ``"incremental"`` is Neal & Hinton's incremental EM (see :mod:`dem.incremental`):
+        an M-step after every ``incremental_chunks`` chunks, each group's statistics
+        (taken about a mean fixed for the fit) replaced in the cached total; ``max_iter``
+        and ``n_iter_`` count passes. Takes ``accelerate="none"``.
+    incremental_chunks : int, default=1
+        Chunks per group of ``method="incremental"``.
     callback : callable, optional
         Called after every iteration with a :class:`dem.engine.IterationInfo`.
     sample_dim, feature_dim : str

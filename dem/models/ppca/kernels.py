@@ -77,6 +77,9 @@ class Terms:
     shared_precision_inv: np.ndarray
     shared_logdet: float
     outer: np.ndarray
+    # incremental EM's anchor (params["anchor_mean"]) and mean - anchor; None without one
+    anchor: np.ndarray | None = None
+    anchor_offset: np.ndarray | None = None
 
     @property
     def n_components(self) -> int:
@@ -103,7 +106,17 @@ class Terms:
             shared_precision_inv=linalg.cho_solve(factor, np.eye(n_components)),
             shared_logdet=2.0 * float(np.log(np.diag(factor[0])).sum()),
             outer=loadings[:, pack.rows] * weighted[:, pack.cols],
+            **_anchor_terms(params),
         )
+
+
+def _anchor_terms(params: Params) -> dict[str, np.ndarray]:
+    """The anchor of ``params`` (see :meth:`LinearGaussianModel.anchor
+    <dem.models.ppca.model.LinearGaussianModel.anchor>`) and the mean's offset from it."""
+    if "anchor_mean" not in params:
+        return {}
+    anchor = np.asarray(params["anchor_mean"], dtype=np.float64)
+    return {"anchor": anchor, "anchor_offset": np.asarray(params["mean"], np.float64) - anchor}
 
 
 # --- posteriors of row blocks ---------------------------------------------------------
@@ -262,7 +275,12 @@ def add_complete(
     weights: np.ndarray | None = None,
 ) -> None:
     """Add the statistics of complete rows (already minus the mean) to ``stats``,
-    each row counted ``weights`` times (once without weights)."""
+    each row counted ``weights`` times (once without weights).
+
+    With an anchor in ``terms`` (see :meth:`dem.models.ppca.model.LinearGaussianModel.anchor`)
+    ``sum_x2`` and ``sum_xz`` are taken about the anchor (the rows plus ``mean - anchor``),
+    the posterior and log-likelihood still about the mean.
+    """
     q = terms.n_components
     n = len(xc)
     u, ez = complete_posterior(xc, terms, scratch)
@@ -278,6 +296,9 @@ def add_complete(
         zw = np.multiply(z1, weights[:, None], out=scratch("weighted_latents", z1.shape))
         u_ez = weights @ np.einsum("ij,ij->i", u, ez)
     stats["loglik"] += -0.5 * (total * constant + sum_squares @ terms.inv_noise - u_ez)
+    if terms.anchor_offset is not None:
+        xc = np.add(xc, terms.anchor_offset, out=scratch("anchored", xc.shape))
+        sum_squares = np.einsum("ij,ij->j", xc, xc) if weights is None else weights @ np.square(xc)
     stats["n"] += total
     stats["count"] += total
     stats["sum_x2"] += sum_squares
@@ -315,13 +336,17 @@ def add_incomplete(
     ``weights`` times (once without weights).
 
     ``missing_zz`` (d, packing(q + 1).size) accumulates, per feature, the packed
-    Σ E[z̃ z̃ᵀ] over the rows where that feature is missing.
+    Σ E[z̃ z̃ᵀ] over the rows where that feature is missing. With an anchor in
+    ``terms``, ``sum_x2`` and ``sum_xz`` are taken about it instead of the mean (as in
+    :func:`add_complete`).
     """
     q, n = terms.n_components, len(x)
     xc = centred_observed(x, observed, terms.mean, scratch)
     mask = observed_mask(observed, scratch)
     ez, loglik, covariances = incomplete_posterior(xc, mask, terms, scratch, covariance=True)
     assert covariances is not None
+    if terms.anchor is not None:  # the posterior is done with the rows about the mean
+        xc = centred_observed(x, observed, terms.anchor, scratch)
     augmented = packing(q + 1)
     z1, second = augmented_moments(ez, covariances, scratch)
     unobserved = np.subtract(1.0, mask, out=scratch("unobserved", mask.shape))

@@ -9,6 +9,7 @@ import numpy as np
 from scipy import linalg
 
 from dem.model import Block, Params, Stats
+from dem.models.missing_rows import MISSING_ZZ, RowKernels, combine
 from dem.models.ppca.kernels import (
     NOISE_DIMS,
     NOISE_FLOOR,
@@ -30,7 +31,7 @@ from dem.models.scratch import Scratch, thread_scratch
 BLOCK_ROWS = 2048
 NOISE_TYPES = ("isotropic", "diagonal")
 MODEL_NAMES = {"isotropic": "ppca", "diagonal": "factor_analysis"}
-OPTIONAL_STATS = frozenset({"sum_zz_missing"})
+ROW_KERNELS = RowKernels(add_complete, add_incomplete, BLOCK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -69,49 +70,21 @@ class LinearGaussianModel:
         stats = empty_stats(n_features, self.n_components)
         augmented = packing(self.n_components + 1)
         missing_zz = np.zeros((n_features, augmented.size))
-        any_missing = False
         scratch = thread_scratch("ppca")  # the statistics are fresh arrays
-        for start in range(0, len(x), BLOCK_ROWS):
-            rows = scratch.float64("float64", x[start : start + BLOCK_ROWS])
-            w = None if weights is None else weights[start : start + BLOCK_ROWS]
-            missing = np.isnan(rows)
-            incomplete = missing.any(axis=1)
-            if not incomplete.any():
-                xc = np.subtract(rows, terms.mean, out=scratch("centred", rows.shape))
-                add_complete(stats, xc, terms, scratch, w)
-                continue
-            # rows with nothing observed are left out
-            partial = np.flatnonzero(incomplete & ~missing.all(axis=1))
-            if len(partial):
-                any_missing = True
-                x_partial = scratch.take("rows", rows, partial)
-                add_incomplete(
-                    stats,
-                    missing_zz,
-                    x_partial,
-                    ~missing[partial],
-                    terms,
-                    scratch,
-                    None if w is None else w[partial],
-                )
-            complete = np.flatnonzero(~incomplete)
-            if len(complete):
-                xc = scratch.take("centred", rows, complete)
-                xc -= terms.mean
-                add_complete(stats, xc, terms, scratch, None if w is None else w[complete])
-        if any_missing:
-            stats["sum_zz_missing"] = augmented.unpack(missing_zz)
+        if ROW_KERNELS.add(stats, missing_zz, x, weights, terms, terms.mean, scratch):
+            stats[MISSING_ZZ] = augmented.unpack(missing_zz)
         return stats
+
+    def anchor(self, params: Params) -> Params:
+        """The mean of ``params``, as ``anchor_mean``: with it among the parameters, the
+        E-step takes ``sum_x2`` and ``sum_xz`` about it instead of the mean (so statistics
+        taken at different parameters add up, for incremental EM; see
+        :mod:`dem.incremental`) and the M-step reads them so."""
+        return {"anchor_mean": np.array(params["mean"], dtype=np.float64)}
 
     def combine(self, a: Stats, b: Stats) -> Stats:
         """Sum of two statistics; an absent ``sum_zz_missing`` counts as zeros."""
-        unmatched = (a.keys() ^ b.keys()) - OPTIONAL_STATS
-        if unmatched:
-            raise ValueError(f"cannot combine statistics with keys {sorted(a)} and {sorted(b)}")
-        total = {key: a[key] + b[key] for key in a if key in b}
-        for key in OPTIONAL_STATS & (a.keys() ^ b.keys()):
-            total[key] = (a[key] if key in a else b[key]).copy()
-        return total
+        return combine(a, b)
 
     def m_step(self, stats: Stats, params: Params) -> Params:
         q = self.n_components
@@ -138,11 +111,10 @@ class LinearGaussianModel:
         latent_mean = stats["sum_zz"][:q, q] / n_rows
         latent_cov = stats["sum_zz"][:q, :q] / n_rows - np.outer(latent_mean, latent_mean)
         latent_factor = linalg.cholesky(latent_cov, lower=True)
+        centre = params.get("anchor_mean", params["mean"])  # what the rows were taken about
         return {
             "loadings": coef[:, :q] @ latent_factor,
-            "mean": np.asarray(params["mean"], dtype=np.float64)
-            + coef[:, q]
-            + coef[:, :q] @ latent_mean,
+            "mean": np.asarray(centre, dtype=np.float64) + coef[:, q] + coef[:, :q] @ latent_mean,
             "noise_variance": np.asarray(noise),
         }
 

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.utils._param_validation import StrOptions
 
 from dem.accelerate import DEFAULT_ALPHA
-from dem.estimator import Bounded, RandomState, as_generator
+from dem.estimator import Bounded, RandomState
 from dem.model import Params
 from dem.models.mixture.estimator import GaussianMixture
 from dem.models.student_mixture.model import StudentMixtureModel
@@ -173,34 +173,11 @@ online_lower_bounds_, n_features_in_
             return super()._n_parameters() + len(self.dofs_)
         return super()._n_parameters() + int(self.dof == "tied")
 
-    def sample(
-        self, n_samples: int = 1, *, random_state: RandomState = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Draw ``n_samples`` points from the fitted mixture; returns (X, component labels).
-
-        A row of component k is ``μ_k + z / sqrt(τ)`` with ``z ~ N(0, Σ_k)`` and
-        ``τ ~ Gamma(ν_k/2, rate ν_k/2)``.
-        """
-        params = self._params()
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        rng = as_generator(self.random_state if random_state is None else random_state)
-        counts = rng.multinomial(n_samples, params["weights"])
-        k, d = self.means_.shape
-        draws = []
-        for component, count in enumerate(counts):
-            standard = rng.standard_normal((count, d))
-            if self.covariance_type in ("full", "tied"):
-                scale = (
-                    self.covariances_[component]
-                    if self.covariance_type == "full"
-                    else (self.covariances_)
-                )
-                standard = standard @ np.linalg.cholesky(scale).T
-            else:  # diag and spherical scale each coordinate
-                standard = standard * np.sqrt(self.covariances_[component])
-            dof = float(self.dofs_[component])
-            tau = rng.gamma(dof / 2.0, 2.0 / dof, size=(count, 1))
-            draws.append(self.means_[component] + standard / np.sqrt(tau))
-        labels = np.repeat(np.arange(k), counts)
-        return np.vstack(draws), labels
+    def _component_draws(
+        self, z: np.ndarray, component: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """``z / sqrt(τ)`` with ``τ ~ Gamma(ν_k/2, rate ν_k/2)`` per row: the t draws of
+        ``component`` about its location from its Gaussian draws ``z``."""
+        dof = float(self.dofs_[component])
+        tau = rng.gamma(dof / 2.0, 2.0 / dof, size=(len(z), 1))
+        return z / np.sqrt(tau)
