@@ -29,6 +29,7 @@ from dem.accelerate import DEFAULT_ALPHA, STEPS
 from dem.checkpoint import Checkpoint
 from dem.data import Samples, as_samples, masked_as_nan
 from dem.graph import check_block
+from dem.heap import reusing_heap
 from dem.model import Block, EMModel, Params, Stats, add_stats
 from dem.models.sample_weight import block_weights, positive, weighted_sum
 from dem.weights import SAMPLE_WEIGHT, as_sample_weight, with_weights
@@ -651,7 +652,9 @@ def _refusing_invalid_rows(
 ) -> Callable[..., np.ndarray]:
     """``function(*blocks)`` called as ``(*blocks, rows)`` (the chunk's row numbers),
     after refusing the rows of the first block holding NaN (unless ``missing_ok``) or
-    infinity: a per-sample result is never made of them."""
+    infinity: a per-sample result is never made of them. It runs in
+    :func:`dem.heap.heap_reuse` as the engine's map tasks do (a worker's large
+    temporaries reuse the heap instead of fresh mappings)."""
 
     def checked(*blocks: np.ndarray) -> np.ndarray:
         *values, rows = blocks
@@ -661,7 +664,7 @@ def _refusing_invalid_rows(
             check_block((name,), (values[0],), allowed, first, before="predicting")
         return function(*values)
 
-    return checked
+    return reusing_heap(checked)
 
 
 class NotFittedError(sklearn.exceptions.NotFittedError):

@@ -159,3 +159,21 @@ def test_map_tasks_on_worker_processes_reuse_the_heap(process_client) -> None:
     assert stats["chunks"][0] == 8
     assert stats["mapped"][0] == 0  # every chunk's kernel ran with the heap reused
     assert set(process_client.run(probe, MIB).values()) == {True}  # and put back after
+
+
+def _mapped_per_row(block: np.ndarray) -> np.ndarray:
+    """A per-sample function: 1 for each row where 1 MiB came from a fresh mapping."""
+    return np.full(len(block), float(bool(heap.allocation_is_mapped(MIB))))
+
+
+def test_per_sample_tasks_on_worker_processes_reuse_the_heap(process_client) -> None:
+    import dask.array as da
+
+    from dem.data import as_samples
+    from dem.estimator import per_sample
+
+    samples = as_samples(da.zeros((80, 2), chunks=(10, 2)))
+    mapped = per_sample(samples, _mapped_per_row, columns=None).compute()
+    assert mapped.shape == (80,)
+    assert mapped.sum() == 0  # predict/transform tasks ran with the heap reused too
+    assert set(process_client.run(heap.allocation_is_mapped, MIB).values()) == {True}

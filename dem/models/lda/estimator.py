@@ -27,7 +27,6 @@ from dem.estimator import (
     per_sample,
     reals,
 )
-from dem.heap import reusing_heap
 from dem.model import Params
 from dem.models.lda import corpus, kernels
 from dem.models.lda.model import LDAModel
@@ -457,8 +456,7 @@ callback, sample_dim, feature_dim
             )  # fmt: skip
             return gamma / gamma.sum(axis=1, keepdims=True) if normalize else gamma
 
-        # per_sample's tasks are not the engine's map tasks: the heap reuse is asked here
-        return per_sample(samples, reusing_heap(topics), columns=model.n_components)
+        return per_sample(samples, topics, columns=model.n_components)
 
     def fit_transform(
         self, X: Any, y: Any = None, *, normalize: bool = True, variable: str | None = None
